@@ -1,0 +1,42 @@
+"""The Flask application factory: binds settings, database and PKI; registers blueprints."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+
+from controller.datastore import datastore
+from controller.db import Database
+from controller.device_api import device_api
+from controller.errors import register_error_handlers
+from controller.ops_api import ops_api
+from controller.pki_store import ControllerPki, load_pki
+from controller.services import Services
+from controller.settings import ControllerSettings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ControllerSettings, pki: ControllerPki | None = None) -> Flask:
+    """Build the controller app; nothing is created at import time."""
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_device_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    db = Database(settings.database_url)
+    db.create_schema()
+    app.extensions["outpost"] = Services(
+        settings=settings, db=db, pki=pki or load_pki(settings.pki_dir)
+    )
+    register_error_handlers(app)
+    app.register_blueprint(device_api)
+    app.register_blueprint(ops_api)
+    app.register_blueprint(datastore)
+
+    @app.get("/healthz")
+    def healthz():  # type: ignore[no-untyped-def]
+        return jsonify({"status": "ok"})
+
+    return app

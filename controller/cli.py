@@ -1,0 +1,150 @@
+"""``outpost-controller``: init (PKI, database, first admin token), serve, bundle, token."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import ssl
+import sys
+from pathlib import Path
+
+from werkzeug.serving import make_server
+
+from attestation.files import atomic_write
+from controller.app import create_app
+from controller.auth import create_token
+from controller.db import Database
+from controller.pki_store import create_pki, load_pki, write_onboarding_bundle
+from controller.settings import ControllerSettings
+
+__all__ = ["main"]
+
+log = logging.getLogger("outpost.controller")
+_SETTINGS_FILE = "controller.json"
+
+
+def _settings(data_dir: Path) -> ControllerSettings:
+    path = data_dir / _SETTINGS_FILE
+    if not path.exists():
+        raise SystemExit(f"{data_dir} is not initialised: run `outpost-controller init` first")
+    raw = json.loads(path.read_text())
+    raw["tls_hosts"] = tuple(raw.get("tls_hosts", ()))
+    return ControllerSettings(data_dir=data_dir, **raw)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    data_dir: Path = args.data_dir
+    hosts = tuple(dict.fromkeys(["localhost", "127.0.0.1", *args.tls_host]))
+    settings = ControllerSettings(
+        data_dir=data_dir,
+        public_url=args.public_url,
+        tls_hosts=hosts,
+        node_config_interval_s=args.node_config_interval,
+    )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    try:
+        create_pki(settings.pki_dir, hosts)
+    except FileExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    atomic_write(
+        data_dir / _SETTINGS_FILE,
+        json.dumps(
+            {
+                "public_url": settings.public_url,
+                "tls_hosts": list(hosts),
+                "node_config_interval_s": settings.node_config_interval_s,
+            },
+            indent=2,
+        ).encode(),
+    )
+    db = Database(settings.database_url)
+    db.create_schema()
+    with db.transaction() as session:
+        token = create_token(session, "admin", "admin")
+    if args.token_file:
+        atomic_write(args.token_file, (token + "\n").encode(), mode=0o600)
+        print(f"admin API token written to {args.token_file} (mode 0600)")
+    else:
+        print(f"admin API token (shown once): {token}")
+    print(f"controller initialised in {data_dir}; root CA: {settings.pki_dir / 'root-ca.pem'}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args.data_dir)
+    app = create_app(settings)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(settings.pki_dir / "tls.pem", settings.pki_dir / "tls.key")
+    server = make_server(args.host, args.port, app, threaded=True, ssl_context=ctx)
+    log.info("serving on https://%s:%d", args.host, server.port)
+    print(f"outpost-controller listening on https://{args.host}:{server.port}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    return 0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    settings = _settings(args.data_dir)
+    out = write_onboarding_bundle(
+        load_pki(settings.pki_dir), args.out, settings.public_url, args.batch
+    )
+    print(f"onboarding bundle for batch {args.batch!r} written to {out}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = _settings(args.data_dir)
+    db = Database(settings.database_url)
+    with db.transaction() as session:
+        token = create_token(session, args.name, args.role)
+    print(token)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="outpost-controller", description=__doc__)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("OUTPOST_DATA_DIR", "/var/lib/outpost-controller")),
+    )
+    parser.add_argument("--log-level", default=os.environ.get("OUTPOST_LOG_LEVEL", "WARNING"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init", help="create the PKI, the database and the first admin token")
+    p.add_argument("--public-url", default="https://127.0.0.1:8443")
+    p.add_argument("--tls-host", action="append", default=[], help="extra TLS name/address")
+    p.add_argument("--node-config-interval", type=float, default=60.0)
+    p.add_argument("--token-file", type=Path, help="write the admin token here (0600)")
+    p.set_defaults(fn=cmd_init)
+
+    p = sub.add_parser("serve", help="serve the device and operator APIs over HTTPS")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8443)
+    p.set_defaults(fn=cmd_serve)
+
+    p = sub.add_parser("bundle", help="issue an onboarding bundle for a batch of nodes")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--batch", default="default")
+    p.set_defaults(fn=cmd_bundle)
+
+    p = sub.add_parser("token", help="create an operator API token")
+    p.add_argument("--name", required=True)
+    p.add_argument("--role", choices=("viewer", "operator", "admin"), default="operator")
+    p.set_defaults(fn=cmd_token)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

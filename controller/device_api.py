@@ -1,0 +1,114 @@
+"""Device API blueprint (``/api/v1/device/``): signed envelopes in, JSON out.
+
+Every call but ``certs`` and ``register`` is signed with the node's device key;
+the signer is found by its cert hash among registered nodes (unknown → 403).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from attestation import envelope, pki
+from controller.db import Node, utcnow
+from controller.desired import current_desired_state
+from controller.errors import ApiError, validation_details
+from controller.onboarding import register_node
+from controller.replay import remember_request
+from controller.services import Services
+from protocol.desired_state import NodeSettings
+from protocol.messages import ConfigRequest, ConfigResponse, InfoMessage
+
+__all__ = ["device_api"]
+
+log = logging.getLogger(__name__)
+device_api = Blueprint("device_api", __name__, url_prefix="/api/v1/device")
+
+
+def _services() -> Services:
+    return current_app.extensions["outpost"]
+
+
+def _json_body() -> Any:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(422, "bad_request", "body must be JSON")
+    return body
+
+
+def _open_signed(session: Session, model: type[BaseModel]) -> tuple[Node, Any]:
+    """Verify the envelope against registered nodes and validate its body."""
+    svc = _services()
+    wire = _json_body()
+
+    def resolve(sha: str) -> Any:
+        node = session.scalar(
+            select(Node).where(Node.device_cert_sha256 == sha, Node.state == "registered")
+        )
+        return pki.load_cert(node.device_cert_pem) if node and node.device_cert_pem else None
+
+    try:
+        opened = envelope.open_envelope(wire, resolve, max_skew_s=svc.settings.max_clock_skew_s)
+    except envelope.MalformedEnvelope as exc:
+        raise ApiError(422, "bad_request", str(exc)) from exc
+    except envelope.UnknownSigner as exc:
+        raise ApiError(403, "unknown_device", str(exc)) from exc
+    except envelope.EnvelopeError as exc:
+        raise ApiError(401, "bad_signature", str(exc)) from exc
+    try:
+        body = model.model_validate(opened.body)
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_body", "body is invalid", validation_details(exc)) from exc
+    if not remember_request(session, opened.request_id, svc.settings.max_clock_skew_s):
+        raise ApiError(401, "replayed", "request id already used")
+    node = session.scalar(select(Node).where(Node.device_cert_sha256 == opened.signer_sha256))
+    assert node is not None
+    node.last_seen = utcnow()
+    return node, body
+
+
+@device_api.get("/certs")
+def certs():  # type: ignore[no-untyped-def]
+    """The controller's signing chain; the node checks it against its pinned root."""
+    ctl_pki = _services().pki
+    return jsonify({"signing": [ctl_pki.signing.cert_pem()], "root": ctl_pki.root.cert_pem()})
+
+
+@device_api.post("/register")
+def register():  # type: ignore[no-untyped-def]
+    svc = _services()
+    with svc.db.transaction() as session:
+        status, resp = register_node(session, svc.pki, _json_body(), svc.settings.max_clock_skew_s)
+    return jsonify(resp.model_dump()), status
+
+
+@device_api.post("/config")
+def config():  # type: ignore[no-untyped-def]
+    svc = _services()
+    with svc.db.transaction() as session:
+        node, req = _open_signed(session, ConfigRequest)
+        doc = current_desired_state(
+            session,
+            node,
+            svc.settings.public_url,
+            NodeSettings(config_interval_s=svc.settings.node_config_interval_s),
+        )
+    if req.config_hash == doc.content_hash():
+        return jsonify(ConfigResponse(unchanged=True).model_dump())
+    signed = envelope.seal(doc.model_dump(mode="json"), svc.pki.signing)
+    return jsonify(ConfigResponse(unchanged=False, config=signed).model_dump())
+
+
+@device_api.post("/info")
+def info():  # type: ignore[no-untyped-def]
+    svc = _services()
+    with svc.db.transaction() as session:
+        node, msg = _open_signed(session, InfoMessage)
+        node.info = msg.model_dump(mode="json")
+        node.info_at = utcnow()
+    return jsonify({"ok": True})

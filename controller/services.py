@@ -1,0 +1,18 @@
+"""What every request handler needs, bound once in the app factory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controller.db import Database
+from controller.pki_store import ControllerPki
+from controller.settings import ControllerSettings
+
+__all__ = ["Services"]
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: ControllerSettings
+    db: Database
+    pki: ControllerPki

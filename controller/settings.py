@@ -1,0 +1,47 @@
+"""Controller settings: one frozen dataclass, read from the data dir and the command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ControllerSettings"]
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    data_dir: Path
+    """Holds the PKI (``pki/``), the SQLite database and the image datastore."""
+
+    public_url: str = "https://127.0.0.1:8443"
+    """The URL nodes use to reach this controller (goes into bundles and image URLs)."""
+
+    db_url: str = ""
+    """SQLAlchemy URL; empty means ``sqlite:///<data_dir>/outpost.db``."""
+
+    max_device_body_bytes: int = 1024 * 1024
+    """Largest device API request accepted (413 beyond)."""
+
+    max_image_bytes: int = 2 * 1024**3
+    """Largest image upload accepted by the datastore."""
+
+    max_clock_skew_s: float = 300.0
+    """Signed device requests older or newer than this are refused."""
+
+    node_config_interval_s: float = 60.0
+    """Config poll interval sent to nodes in their desired state (EVE's default: 60 s)."""
+
+    tls_hosts: tuple[str, ...] = field(default=("localhost", "127.0.0.1"))
+    """Names and addresses put into the TLS server certificate at ``init``."""
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.data_dir / "pki"
+
+    @property
+    def datastore_dir(self) -> Path:
+        return self.data_dir / "datastore"
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.data_dir / 'outpost.db'}"

@@ -1,0 +1,98 @@
+"""The small interface every workload runtime implements.
+
+The reconciler talks to runtimes only through :class:`Runtime`; the VM runtime
+(libvirt/QEMU) and the container runtime (podman) implement it, and unit tests
+use an in-memory fake.  A runtime owns only the workloads it labelled with this
+node's UUID, so several agents (tests, the lab) can share one host daemon.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+__all__ = [
+    "PermanentError",
+    "Runtime",
+    "RuntimeError_",
+    "TemporaryError",
+    "Workload",
+    "WorkloadSpec",
+    "WorkloadState",
+]
+
+
+class RuntimeError_(Exception):
+    """Base of runtime failures; the message carries the app and the cause."""
+
+
+class TemporaryError(RuntimeError_):
+    """Retry later (daemon busy, resource briefly unavailable)."""
+
+
+class PermanentError(RuntimeError_):
+    """Retrying the same spec will not help (bad image, invalid spec)."""
+
+
+class WorkloadState(enum.Enum):
+    RUNNING = "running"
+    STOPPED = "stopped"  # defined/created but not running (halted, exited, crashed)
+    MISSING = "missing"
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """What a runtime needs to run one app instance.
+
+    ``image_path`` is a verified file in the node's image store (its sha256 was
+    checked against ``image_sha256`` before the spec was built).  ``work_dir`` is
+    a per-app directory the runtime may use (console logs, unpacked kernels).
+    """
+
+    app_uuid: str
+    name: str
+    node_uuid: str
+    image_path: Path
+    image_sha256: str
+    image_format: str
+    work_dir: Path
+    vcpus: int = 1
+    memory_mib: int = 64
+    command: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A workload as the runtime observes it."""
+
+    app_uuid: str
+    state: WorkloadState
+    runtime_id: str = ""  # domain name / container id
+    image_sha256: str = ""  # the image it was created from, from its label/metadata
+    detail: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Runtime(Protocol):
+    """A hypervisor or container engine, narrowed to what the reconciler needs."""
+
+    kind: str  # "vm" or "container"
+
+    def list(self) -> dict[str, Workload]:
+        """Workloads of this node, keyed by app uuid (found by label/metadata)."""
+        ...
+
+    def start(self, spec: WorkloadSpec) -> Workload:
+        """Create (if needed) and start the workload; idempotent."""
+        ...
+
+    def stop(self, app_uuid: str, timeout_s: float = 10.0) -> None:
+        """Stop gracefully, then force; no error if already stopped or missing."""
+        ...
+
+    def remove(self, app_uuid: str) -> None:
+        """Stop if needed and delete the workload; no error if missing."""
+        ...
