@@ -1,0 +1,148 @@
+"""The level-triggered reconciler: make the runtimes match the desired state.
+
+Each pass re-reads the desired state (the checkpoint) and the actual state (the
+runtimes' labelled workloads and the image store) and acts on the difference:
+
+    desired running, missing/stopped/other image → fetch+verify image → start
+    desired stopped, running                     → stop
+    running, not desired                         → remove
+    blobs no app needs                           → garbage-collect
+
+Failures are recorded per app (state ERROR, error text and time) and retried on
+the next pass; one app's failure never stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from node_agent.image_store import ImageError, ImageStore
+from node_agent.runtime.base import Runtime, RuntimeError_, Workload, WorkloadSpec, WorkloadState
+from protocol.desired_state import AppSpec, DesiredState
+from protocol.messages import AppState, AppStatus
+
+__all__ = ["Reconciler"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Record:
+    state: AppState
+    error: str = ""
+    error_time: float | None = None
+
+
+class Reconciler:
+    def __init__(
+        self,
+        node_uuid: str,
+        store: ImageStore,
+        runtimes: Mapping[str, Runtime],
+        apps_dir: Path,
+    ) -> None:
+        self.node_uuid = node_uuid
+        self.store = store
+        self.runtimes = runtimes
+        self.apps_dir = apps_dir
+        self._records: dict[str, _Record] = {}
+        self._desired: dict[str, AppSpec] = {}
+
+    def _set(self, app: AppSpec, state: AppState, error: str = "") -> None:
+        old = self._records.get(app.uuid)
+        if old is None or old.state != state or old.error != error:
+            log.info(
+                "app %s (%s): %s%s",
+                app.name,
+                app.uuid[:8],
+                state.value,
+                f": {error}" if error else "",
+            )
+        self._records[app.uuid] = _Record(state, error, time.time() if error else None)
+
+    def statuses(self) -> list[AppStatus]:
+        out = []
+        for app in self._desired.values():
+            rec = self._records.get(app.uuid, _Record(AppState.INITIAL))
+            out.append(
+                AppStatus(
+                    uuid=app.uuid,
+                    name=app.name,
+                    state=rec.state,
+                    error=rec.error[:4000],
+                    error_time=rec.error_time,
+                    image_sha256=app.image.sha256,
+                )
+            )
+        return out
+
+    def reconcile(self, desired: DesiredState | None) -> list[AppStatus]:
+        apps = {a.uuid: a for a in (desired.apps if desired else [])}
+        self._desired = apps
+        for uuid in list(self._records):
+            if uuid not in apps:
+                del self._records[uuid]
+        observed = {kind: rt.list() for kind, rt in self.runtimes.items()}
+        for app in apps.values():
+            try:
+                self._reconcile_app(app, observed[app.kind].get(app.uuid))
+            except (RuntimeError_, ImageError, OSError) as exc:
+                self._set(app, AppState.ERROR, str(exc))
+        for kind, workloads in observed.items():
+            for uuid in workloads:
+                if uuid not in apps or apps[uuid].kind != kind:
+                    log.info("removing %s workload %s: no longer in the config", kind, uuid[:8])
+                    try:
+                        self.runtimes[kind].remove(uuid)
+                    except RuntimeError_ as exc:
+                        log.error("could not remove %s workload %s: %s", kind, uuid, exc)
+        self.store.gc(a.image.sha256 for a in apps.values())
+        return self.statuses()
+
+    def _reconcile_app(self, app: AppSpec, workload: Workload | None) -> None:
+        runtime = self.runtimes[app.kind]
+        running = workload is not None and workload.state is WorkloadState.RUNNING
+        same_image = workload is not None and workload.image_sha256 == app.image.sha256
+        if app.desired == "stopped":
+            if running:
+                self._set(app, AppState.HALTING)
+                runtime.stop(app.uuid)
+            self._set(app, AppState.HALTED)
+            return
+        if running and same_image:
+            self._set(app, AppState.RUNNING)
+            return
+        if workload is not None and not running and app.uuid in self._records:
+            prev = self._records[app.uuid].state
+            if prev is AppState.RUNNING:
+                self._set(app, AppState.RESTARTING)
+        path = self.store.ensure(app.image, lambda phase, _d, _t: self._set(app, AppState(phase)))
+        self._set(app, AppState.LOADING)
+        spec = WorkloadSpec(
+            app_uuid=app.uuid,
+            name=app.name,
+            node_uuid=self.node_uuid,
+            image_path=path,
+            image_sha256=app.image.sha256,
+            image_format=app.image.format,
+            work_dir=self._work_dir(app),
+            vcpus=app.resources.vcpus,
+            memory_mib=app.resources.memory_mib,
+            command=tuple(app.command),
+            env=tuple(sorted(app.env.items())),
+        )
+        self._set(app, AppState.BOOTING)
+        started = runtime.start(spec)
+        self._set(
+            app, AppState.RUNNING if started.state is WorkloadState.RUNNING else AppState.BOOTING
+        )
+
+    def _work_dir(self, app: AppSpec) -> Path:
+        d = self.apps_dir / app.uuid
+        d.mkdir(parents=True, exist_ok=True)
+        d.chmod(0o755)
+        return d

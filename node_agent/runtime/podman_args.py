@@ -1,0 +1,141 @@
+"""Pure functions that turn a :class:`WorkloadSpec` into podman names and argv.
+
+No I/O here, so unit tests can check exactly what ``podman run`` receives.
+Containers never publish ports (networking comes later) and always run with
+``--network none``, an init process, explicit ulimits and ``--restart no``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from node_agent.runtime.base import PermanentError, WorkloadSpec
+
+__all__ = [
+    "DEFAULT_ULIMITS",
+    "IMAGE_FORMAT",
+    "IMAGE_REPO",
+    "LABEL_APP",
+    "LABEL_CONFIG",
+    "LABEL_IMAGE",
+    "LABEL_NAME",
+    "LABEL_NODE",
+    "RunOptions",
+    "config_digest",
+    "container_name",
+    "image_ref",
+    "normalize_sha256",
+    "run_argv",
+]
+
+IMAGE_FORMAT = "oci-archive"
+IMAGE_REPO = "localhost/outpost/img"
+DEFAULT_ULIMITS = ("nofile=1024:1024", "nproc=1024:1024")
+
+LABEL_NODE = "outpost.node"
+LABEL_APP = "outpost.app"
+LABEL_IMAGE = "outpost.image-sha256"
+LABEL_NAME = "outpost.name"
+LABEL_CONFIG = "outpost.config-sha256"  # digest of the run argv, to detect spec changes
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Node-level choices for ``podman run`` (not part of the spec)."""
+
+    runtime: str = "runc"
+    ulimits: tuple[str, ...] = DEFAULT_ULIMITS
+    init: bool = True
+    memory_limit: bool = True  # pass --memory (needs the cgroup memory controller)
+    cpu_limit: bool = True  # pass --cpus (needs the cgroup cpu controller)
+    console_log: bool = True  # k8s-file log driver writing <work_dir>/console.log
+
+
+def normalize_sha256(value: str, app_uuid: str = "") -> str:
+    """Lower-case hex sha256, accepting an optional ``sha256:`` prefix."""
+    hexdigest = value.strip().lower().removeprefix("sha256:")
+    if not _HEX64.match(hexdigest):
+        raise PermanentError(f"app {app_uuid}: image sha256 {value!r} is not a sha256 digest")
+    return hexdigest
+
+
+def image_ref(image_sha256: str) -> str:
+    """The local tag under which an image archive with this digest is kept."""
+    return f"{IMAGE_REPO}:{normalize_sha256(image_sha256)}"
+
+
+def container_name(node_uuid: str, app_uuid: str) -> str:
+    return f"outpost-{node_uuid[:8]}-{app_uuid[:8]}"
+
+
+def console_log_path(spec: WorkloadSpec) -> str:
+    return str(spec.work_dir / "console.log")
+
+
+def config_digest(argv: Sequence[str]) -> str:
+    """A stable digest of a run argv; a changed spec or option changes it."""
+    return hashlib.sha256("\0".join(argv).encode()).hexdigest()
+
+
+def _env_args(spec: WorkloadSpec) -> list[str]:
+    args: list[str] = []
+    for key, value in spec.env:
+        if not _ENV_KEY.match(key):
+            raise PermanentError(f"app {spec.app_uuid}: invalid environment variable name {key!r}")
+        args += ["--env", f"{key}={value}"]
+    return args
+
+
+def run_argv(spec: WorkloadSpec, node_uuid: str, options: RunOptions = RunOptions()) -> list[str]:
+    """The ``podman run`` arguments (after the global ones) for ``spec``.
+
+    The last label is ``outpost.config-sha256``, a digest of everything before
+    it, so an existing container can be compared with what would be created now.
+    """
+    sha = normalize_sha256(spec.image_sha256, spec.app_uuid)
+    if spec.vcpus < 1 or spec.memory_mib < 1:
+        raise PermanentError(
+            f"app {spec.app_uuid}: vcpus ({spec.vcpus}) and memory_mib ({spec.memory_mib})"
+            " must be positive"
+        )
+    args = [
+        "run",
+        "--detach",
+        "--name",
+        container_name(node_uuid, spec.app_uuid),
+        "--pull",
+        "never",
+        "--runtime",
+        options.runtime,
+        "--network",
+        "none",
+        "--restart",
+        "no",
+    ]
+    for ulimit in options.ulimits:
+        args += ["--ulimit", ulimit]
+    if options.init:
+        args.append("--init")
+    if options.memory_limit:
+        args += ["--memory", f"{spec.memory_mib}m"]
+    if options.cpu_limit:
+        args += ["--cpus", str(spec.vcpus)]
+    if options.console_log:
+        args += ["--log-driver", "k8s-file", "--log-opt", f"path={console_log_path(spec)}"]
+    args += _env_args(spec)
+    for key, value in (
+        (LABEL_NODE, node_uuid),
+        (LABEL_APP, spec.app_uuid),
+        (LABEL_IMAGE, sha),
+        (LABEL_NAME, spec.name),
+    ):
+        args += ["--label", f"{key}={value}"]
+    tail = [image_ref(sha), *spec.command]
+    digest = config_digest([*args, *tail])
+    return [*args, "--label", f"{LABEL_CONFIG}={digest}", *tail]

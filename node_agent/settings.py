@@ -1,0 +1,59 @@
+"""Agent settings: a validated model read from a YAML/JSON file and command-line flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from protocol.messages import Serial
+
+__all__ = ["AgentSettings", "SettingsError", "load_settings"]
+
+
+class SettingsError(Exception):
+    pass
+
+
+class AgentSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state_dir: Path
+    """Identity (0600 keys), checkpoint, image store and per-app directories."""
+    bundle_dir: Path
+    """Onboarding bundle: controller.json, root-ca.pem, onboarding.pem/.key."""
+    serial: Serial
+    """The serial an operator claims for this node."""
+    libvirt_uri: str = "qemu:///system"
+    hypervisor: Literal["auto", "kvm", "tcg"] = "auto"
+    """auto probes KVM by booting a tiny guest and falls back to TCG."""
+    podman: str = "podman"
+    podman_global_args: list[str] = Field(default_factory=list)
+    """Extra global podman flags (e.g. --root/--runroot for a private store)."""
+    config_interval_s: float | None = Field(default=None, ge=0.2, le=86400)
+    """Overrides the controller's poll interval (tests, demo)."""
+    reconcile_interval_s: float = Field(default=5.0, ge=0.2, le=3600)
+    """How often actual state is re-read even without a new config (crash detection)."""
+    http_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    max_image_bytes: int = Field(default=8 * 1024**3, gt=0)
+
+
+def load_settings(path: Path | None, overrides: dict[str, object]) -> AgentSettings:
+    """Merge a settings file (YAML or JSON) with non-None overrides and validate."""
+    raw: dict[str, object] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise SettingsError(f"cannot read agent settings {path}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise SettingsError(f"{path}: expected a mapping of settings")
+        raw.update(loaded)
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return AgentSettings.model_validate(raw)
+    except ValidationError as exc:
+        fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SettingsError(f"invalid agent settings: {fields}") from exc
