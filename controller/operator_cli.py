@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kind", required=True, choices=("vm", "container"))
     s.add_argument("--image", required=True)
     s.add_argument("--vcpus", type=int, default=1)
-    s.add_argument("--memory", type=int, default=64, help="MiB")
+    s.add_argument("--memory", type=int, default=128, help="MiB")
     s.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("command", nargs="*")
     s.set_defaults(fn=cmd_app_create)

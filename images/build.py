@@ -165,7 +165,8 @@ def build_all(out_dir: Path = DEFAULT_OUT_DIR, force: bool = False) -> Manifest:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m images.build", description=__doc__.split("\n")[0]
+        prog="python -m images.build",
+        description="Build the test images (testvm.tar, busybox-oci.tar) and manifest.json.",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, help="output directory")
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")

@@ -53,8 +53,9 @@ case " $(cat /proc/cmdline) " in
     ;;
 esac
 for module in /lib/modules/outpost/*.ko; do insmod "$module" 2>/dev/null; done
-mkdir -p /dev/input /var/log /var/run
+mkdir -p /var/run
 acpid -f -l /dev/null &
+echo "outpost-testvm: idle, the ACPI power button powers off"
 beat=0
 while :; do
     sleep 30
@@ -64,7 +65,7 @@ done
 """
 
 POWER_BUTTON = """#!/bin/sh
-echo "outpost-testvm: power button pressed, powering off"
+echo "outpost-testvm: power button pressed, powering off" >/dev/console
 poweroff -f
 """
 

@@ -43,7 +43,8 @@ class ImageRef(_Strict):
 
 class Resources(_Strict):
     vcpus: int = Field(default=1, ge=1, le=64)
-    memory_mib: int = Field(default=64, ge=16, le=1024 * 1024)
+    memory_mib: int = Field(default=128, ge=16, le=1024 * 1024)
+    """The tiny test VM needs at least 72 MiB (its kernel unpacks to ~52 MiB)."""
 
 
 class AppSpec(_Strict):

@@ -19,6 +19,7 @@ from node_agent.runtime.podman_cli import PodmanCLI, classify_failure, failure, 
 NODE = "11111111-2222-3333-4444-555555555555"
 APP = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 SHA = "ab" * 32
+REF = f"localhost/outpost/img:{SHA}"
 
 Handler = Callable[[list[str]], tuple[int, str, str]]
 
@@ -101,16 +102,12 @@ def test_other_image_loads_first_then_removes_and_recreates(tmp_path: Path) -> N
     runtime.start(spec)
     subs = cli.subcommands()
     assert subs.index("load") < subs.index("tag") < subs.index("rm") < subs.index("run")
-    assert cli.calls[subs.index("tag")][1:] == ["localhost/outpost/busybox:1", runtime_ref()]
-
-
-def runtime_ref() -> str:
-    return f"localhost/outpost/img:{SHA}"
+    assert cli.calls[subs.index("tag")][1:] == ["localhost/outpost/busybox:1", REF]
 
 
 def test_existing_image_is_not_loaded_again(tmp_path: Path) -> None:
     runtime, cli = runtime_with({"image exists": lambda a: (0, "", "")})
-    assert runtime.ensure_image(make_spec(tmp_path)) == runtime_ref()
+    assert runtime.ensure_image(make_spec(tmp_path)) == REF
     assert "load" not in cli.subcommands()
 
 

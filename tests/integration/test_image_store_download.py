@@ -1,0 +1,89 @@
+"""The node's image store against a real HTTPS controller datastore."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from node_agent.client import ControllerClient
+from node_agent.image_store import ImageError, ImageStore
+from protocol.desired_state import ImageRef
+
+pytestmark = pytest.mark.integration
+DATA = os.urandom(3 * 1024 * 1024 + 17)
+SHA = hashlib.sha256(DATA).hexdigest()
+
+
+@pytest.fixture
+def uploaded(controller_server):  # type: ignore[no-untyped-def]
+    r = controller_server.api(
+        "POST",
+        "/images",
+        params={"name": "blob", "format": "oci-archive", "sha256": SHA},
+        data=DATA,
+    )
+    assert r.status_code == 201, r.text
+    return controller_server
+
+
+@pytest.fixture
+def store(uploaded, tmp_path):  # type: ignore[no-untyped-def]
+    client = ControllerClient(uploaded.url, uploaded.root_ca)
+    return ImageStore(tmp_path / "images", client, max_bytes=64 * 1024 * 1024)
+
+
+def _ref(server, sha=SHA, size=None):  # type: ignore[no-untyped-def]
+    return ImageRef(
+        name="blob",
+        sha256=sha,
+        size=len(DATA) if size is None else size,
+        format="oci-archive",
+        url=f"{server.url}/datastore/sha256/{SHA}",
+    )
+
+
+def test_an_image_is_downloaded_verified_and_stored_by_digest(store, uploaded):
+    phases = []
+    path = store.ensure(_ref(uploaded), lambda p, d, t: phases.append(p))
+    assert path.read_bytes() == DATA and path.name == SHA
+    assert phases[0] == "DOWNLOADING" and phases[-1] == "VERIFYING"
+
+
+def test_a_partial_download_is_resumed_from_where_it_stopped(store, uploaded):
+    partial = store.root / "partial" / SHA
+    partial.write_bytes(DATA[: 1024 * 1024])
+    seen = []
+    store.ensure(_ref(uploaded), lambda p, d, t: seen.append(d))
+    assert seen[0] > 1024 * 1024  # the first chunk counted from the resumed offset
+    assert store.path(SHA).read_bytes() == DATA
+
+
+def test_an_image_whose_digest_does_not_match_is_never_stored(store, uploaded):
+    wrong = "0" * 64
+    ref = _ref(uploaded, sha=wrong)
+    with pytest.raises(ImageError, match="does not match"):
+        store.ensure(ref)
+    assert not store.has(wrong)
+    assert not (store.root / "partial" / wrong).exists()
+
+
+def test_an_image_above_the_size_cap_is_refused_before_download(uploaded, tmp_path):
+    client = ControllerClient(uploaded.url, uploaded.root_ca)
+    small = ImageStore(tmp_path / "small", client, max_bytes=1024)
+    with pytest.raises(ImageError, match="cap"):
+        small.ensure(_ref(uploaded))
+
+
+def test_a_server_sending_more_than_declared_is_cut_off(store, uploaded):
+    with pytest.raises(ImageError, match="more than the declared"):
+        store.ensure(_ref(uploaded, size=1024))
+    assert not store.has(SHA)
+
+
+def test_a_corrupted_blob_is_found_and_deleted_at_start(store, uploaded):
+    store.ensure(_ref(uploaded))
+    store.path(SHA).write_bytes(b"bit rot")
+    assert store.verify_all() == [SHA]
+    assert not store.has(SHA)

@@ -1,0 +1,136 @@
+"""The reconciler against an in-memory runtime (the real ones have integration tests)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+
+import pytest
+
+from node_agent.image_store import ImageStore
+from node_agent.reconciler import Reconciler
+from node_agent.runtime.base import (
+    PermanentError,
+    Workload,
+    WorkloadSpec,
+    WorkloadState,
+)
+from protocol.desired_state import AppSpec, DesiredState, ImageRef
+from protocol.messages import AppState
+
+NODE = str(uuid.uuid4())
+BLOB = b"an image"
+SHA = hashlib.sha256(BLOB).hexdigest()
+
+
+class FakeRuntime:
+    kind = "container"
+
+    def __init__(self) -> None:
+        self.workloads: dict[str, Workload] = {}
+        self.started: list[str] = []
+        self.fail: set[str] = set()
+
+    def list(self) -> dict[str, Workload]:
+        return dict(self.workloads)
+
+    def start(self, spec: WorkloadSpec) -> Workload:
+        if spec.name in self.fail:
+            raise PermanentError(f"cannot start {spec.name}")
+        self.started.append(spec.name)
+        w = Workload(spec.app_uuid, WorkloadState.RUNNING, image_sha256=spec.image_sha256)
+        self.workloads[spec.app_uuid] = w
+        return w
+
+    def stop(self, app_uuid: str, timeout_s: float = 10.0) -> None:
+        w = self.workloads[app_uuid]
+        self.workloads[app_uuid] = Workload(
+            w.app_uuid, WorkloadState.STOPPED, image_sha256=w.image_sha256
+        )
+
+    def remove(self, app_uuid: str) -> None:
+        self.workloads.pop(app_uuid, None)
+
+
+def _app(name: str, desired: str = "running") -> AppSpec:
+    return AppSpec(
+        uuid=str(uuid.uuid4()),
+        name=name,
+        kind="container",
+        desired=desired,  # type: ignore[arg-type]
+        image=ImageRef(
+            name="img", sha256=SHA, size=len(BLOB), url="https://c/x", format="oci-archive"
+        ),
+    )
+
+
+@pytest.fixture
+def runtime() -> FakeRuntime:
+    return FakeRuntime()
+
+
+@pytest.fixture
+def reconciler(tmp_path: Path, runtime: FakeRuntime) -> Reconciler:
+    store = ImageStore(tmp_path / "images", client=None, max_bytes=1 << 20)  # type: ignore[arg-type]
+    (tmp_path / "images" / "sha256" / SHA).write_bytes(BLOB)  # already verified: no download
+    return Reconciler(NODE, store, {"container": runtime, "vm": FakeRuntime()}, tmp_path / "apps")
+
+
+def _doc(*apps: AppSpec, generation: int = 1) -> DesiredState:
+    return DesiredState(node_uuid=NODE, generation=generation, apps=list(apps))
+
+
+def test_a_desired_app_is_started_and_reported_running(reconciler, runtime):
+    app = _app("web")
+    (status,) = reconciler.reconcile(_doc(app))
+    assert status.state is AppState.RUNNING
+    assert runtime.started == ["web"]
+
+
+def test_a_running_app_is_left_alone_on_the_next_pass(reconciler, runtime):
+    doc = _doc(_app("web"))
+    reconciler.reconcile(doc)
+    reconciler.reconcile(doc)
+    assert runtime.started == ["web"]
+
+
+def test_a_workload_that_left_the_config_is_removed(reconciler, runtime):
+    app = _app("web")
+    reconciler.reconcile(_doc(app))
+    assert reconciler.reconcile(_doc(generation=2)) == []
+    assert runtime.workloads == {}
+
+
+def test_a_crashed_workload_is_started_again(reconciler, runtime):
+    app = _app("web")
+    reconciler.reconcile(_doc(app))
+    runtime.stop(app.uuid)
+    (status,) = reconciler.reconcile(_doc(app))
+    assert status.state is AppState.RUNNING
+    assert runtime.started == ["web", "web"]
+
+
+def test_one_failing_app_is_reported_as_error_and_the_others_still_run(reconciler, runtime):
+    runtime.fail.add("bad")
+    statuses = {s.name: s for s in reconciler.reconcile(_doc(_app("bad"), _app("good")))}
+    assert statuses["bad"].state is AppState.ERROR
+    assert "cannot start bad" in statuses["bad"].error and statuses["bad"].error_time
+    assert statuses["good"].state is AppState.RUNNING
+
+
+def test_an_app_desired_stopped_is_halted(reconciler, runtime):
+    app = _app("web")
+    reconciler.reconcile(_doc(app))
+    stopped = app.model_copy(update={"desired": "stopped"})
+    (status,) = reconciler.reconcile(_doc(stopped, generation=2))
+    assert status.state is AppState.HALTED
+    assert runtime.workloads[app.uuid].state is WorkloadState.STOPPED
+
+
+def test_images_no_app_needs_are_garbage_collected(reconciler, tmp_path):
+    stray = tmp_path / "images" / "sha256" / ("f" * 64)
+    stray.write_bytes(b"old")
+    reconciler.reconcile(_doc(_app("web")))
+    assert not stray.exists()
+    assert (tmp_path / "images" / "sha256" / SHA).exists()
