@@ -1,4 +1,4 @@
-"""Integration tests of PodmanRuntime against real podman (private store) and the busybox image."""
+"""Integration tests of PodmanRuntime: real podman (private store), the built busybox image."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from images.manifest import ImageArtifact
 from node_agent.runtime.base import PermanentError, WorkloadSpec, WorkloadState
 from node_agent.runtime.container import PodmanRuntime
 from tests.fixtures.podman_engine import PodmanEngine
@@ -24,13 +25,9 @@ pytestmark = pytest.mark.integration
 HELLO = ("sh", "-c", "echo hello-outpost; sleep 3600")
 
 
-@pytest.fixture
-def busybox(built_images: Any) -> Any:
-    """The busybox oci-archive artifact (path, format, sha256) from the image build."""
-    return built_images.get("busybox")
-
-
-def make_spec(runtime: PodmanRuntime, image: Any, work: Path, **changes: Any) -> WorkloadSpec:
+def make_spec(
+    runtime: PodmanRuntime, image: ImageArtifact, work: Path, **changes: Any
+) -> WorkloadSpec:
     app_uuid = str(uuid.uuid4())
     spec = WorkloadSpec(
         app_uuid=app_uuid,
@@ -59,12 +56,15 @@ def inspect(engine: PodmanEngine, container_id: str) -> dict[str, Any]:
 
 
 def test_start_runs_a_labelled_container_with_console_log(
-    container_runtime: PodmanRuntime, podman_engine: PodmanEngine, busybox: Any, tmp_path: Path
+    container_runtime: PodmanRuntime,
+    podman_engine: PodmanEngine,
+    busybox_image: ImageArtifact,
+    tmp_path: Path,
 ) -> None:
-    spec = make_spec(container_runtime, busybox, tmp_path)
+    spec = make_spec(container_runtime, busybox_image, tmp_path)
     workload = container_runtime.start(spec)
     assert workload.state is WorkloadState.RUNNING
-    assert workload.image_sha256 == busybox.sha256
+    assert workload.image_sha256 == busybox_image.sha256
 
     [entry] = podman_engine.ps(container_runtime.node_uuid)
     assert entry["State"] == "running"
@@ -73,7 +73,7 @@ def test_start_runs_a_labelled_container_with_console_log(
     labels = entry["Labels"]
     assert labels["outpost.node"] == container_runtime.node_uuid
     assert labels["outpost.app"] == spec.app_uuid
-    assert labels["outpost.image-sha256"] == busybox.sha256
+    assert labels["outpost.image-sha256"] == busybox_image.sha256
     assert labels["outpost.name"] == "hello"
 
     console = spec.work_dir / "console.log"
@@ -92,21 +92,27 @@ def test_start_runs_a_labelled_container_with_console_log(
 
 
 def test_memory_and_cpu_limits_reach_the_container(
-    container_runtime: PodmanRuntime, podman_engine: PodmanEngine, busybox: Any, tmp_path: Path
+    container_runtime: PodmanRuntime,
+    podman_engine: PodmanEngine,
+    busybox_image: ImageArtifact,
+    tmp_path: Path,
 ) -> None:
     info = json.loads(podman_engine.run("info", "--format", "json").stdout)
     if not {"memory", "cpu"} <= set(info["host"].get("cgroupControllers") or ()):
         pytest.skip("podman has no cgroup memory/cpu controllers here")
-    spec = make_spec(container_runtime, busybox, tmp_path, memory_mib=48, vcpus=1)
+    spec = make_spec(container_runtime, busybox_image, tmp_path, memory_mib=48, vcpus=1)
     host = inspect(podman_engine, container_runtime.start(spec).runtime_id)["HostConfig"]
     assert host["Memory"] == 48 * 2**20
     assert host["NanoCpus"] == 10**9
 
 
 def test_agent_restart_finds_the_container_again(
-    container_runtime: PodmanRuntime, podman_engine: PodmanEngine, busybox: Any, tmp_path: Path
+    container_runtime: PodmanRuntime,
+    podman_engine: PodmanEngine,
+    busybox_image: ImageArtifact,
+    tmp_path: Path,
 ) -> None:
-    spec = make_spec(container_runtime, busybox, tmp_path)
+    spec = make_spec(container_runtime, busybox_image, tmp_path)
     first = container_runtime.start(spec)
 
     restarted = podman_engine.runtime(container_runtime.node_uuid)
@@ -122,9 +128,12 @@ def test_agent_restart_finds_the_container_again(
 
 
 def test_start_is_idempotent_and_restarts_a_stopped_container(
-    container_runtime: PodmanRuntime, podman_engine: PodmanEngine, busybox: Any, tmp_path: Path
+    container_runtime: PodmanRuntime,
+    podman_engine: PodmanEngine,
+    busybox_image: ImageArtifact,
+    tmp_path: Path,
 ) -> None:
-    spec = make_spec(container_runtime, busybox, tmp_path)
+    spec = make_spec(container_runtime, busybox_image, tmp_path)
     first = container_runtime.start(spec)
     assert container_runtime.start(spec).runtime_id == first.runtime_id
 
@@ -142,11 +151,11 @@ def test_start_is_idempotent_and_restarts_a_stopped_container(
 def test_changed_image_or_env_recreates_the_container(
     container_runtime: PodmanRuntime,
     podman_engine: PodmanEngine,
-    busybox: Any,
+    busybox_image: ImageArtifact,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    spec = make_spec(container_runtime, busybox, tmp_path)
+    spec = make_spec(container_runtime, busybox_image, tmp_path)
     first = container_runtime.start(spec)
 
     changed_env = container_runtime.start(dataclasses.replace(spec, env=(("GREETING", "yo"),)))
@@ -154,7 +163,7 @@ def test_changed_image_or_env_recreates_the_container(
 
     # Same layers, different archive bytes (tar ignores trailing zero blocks): a new sha256.
     other = tmp_path / "busybox-other.tar"
-    shutil.copyfile(busybox.path, other)
+    shutil.copyfile(busybox_image.path, other)
     with other.open("ab") as handle:
         handle.write(bytes(10240))
     other_sha = hashlib.sha256(other.read_bytes()).hexdigest()
@@ -170,23 +179,29 @@ def test_changed_image_or_env_recreates_the_container(
 
 
 def test_image_is_loaded_once_per_digest(
-    podman_engine: PodmanEngine, busybox: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    podman_engine: PodmanEngine,
+    busybox_image: ImageArtifact,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    ref = f"localhost/outpost/img:{busybox.sha256}"
+    ref = f"localhost/outpost/img:{busybox_image.sha256}"
     first, second = (podman_engine.runtime(str(uuid.uuid4())) for _ in range(2))
-    assert first.ensure_image(make_spec(first, busybox, tmp_path)) == ref
+    assert first.ensure_image(make_spec(first, busybox_image, tmp_path)) == ref
     image_id = json.loads(podman_engine.run("image", "inspect", ref).stdout)[0]["Id"]
 
     caplog.set_level(logging.INFO, logger="node_agent.runtime.container")
-    assert second.ensure_image(make_spec(second, busybox, tmp_path)) == ref  # "agent restart"
+    assert second.ensure_image(make_spec(second, busybox_image, tmp_path)) == ref  # "agent restart"
     assert "loaded" not in caplog.text
     assert json.loads(podman_engine.run("image", "inspect", ref).stdout)[0]["Id"] == image_id
 
 
 def test_remove_makes_it_disappear(
-    container_runtime: PodmanRuntime, podman_engine: PodmanEngine, busybox: Any, tmp_path: Path
+    container_runtime: PodmanRuntime,
+    podman_engine: PodmanEngine,
+    busybox_image: ImageArtifact,
+    tmp_path: Path,
 ) -> None:
-    spec = make_spec(container_runtime, busybox, tmp_path)
+    spec = make_spec(container_runtime, busybox_image, tmp_path)
     container_runtime.start(spec)
     container_runtime.remove(spec.app_uuid)
     assert podman_engine.ps(container_runtime.node_uuid) == []
@@ -196,9 +211,12 @@ def test_remove_makes_it_disappear(
 
 
 def test_non_oci_archive_format_is_permanent(
-    container_runtime: PodmanRuntime, podman_engine: PodmanEngine, busybox: Any, tmp_path: Path
+    container_runtime: PodmanRuntime,
+    podman_engine: PodmanEngine,
+    busybox_image: ImageArtifact,
+    tmp_path: Path,
 ) -> None:
-    spec = make_spec(container_runtime, busybox, tmp_path, image_format="qcow2")
+    spec = make_spec(container_runtime, busybox_image, tmp_path, image_format="qcow2")
     with pytest.raises(PermanentError, match=r"qcow2") as excinfo:
         container_runtime.start(spec)
     assert spec.app_uuid in str(excinfo.value)
@@ -206,13 +224,16 @@ def test_non_oci_archive_format_is_permanent(
 
 
 def test_unreadable_archive_is_permanent_with_podman_stderr(
-    container_runtime: PodmanRuntime, podman_engine: PodmanEngine, busybox: Any, tmp_path: Path
+    container_runtime: PodmanRuntime,
+    podman_engine: PodmanEngine,
+    busybox_image: ImageArtifact,
+    tmp_path: Path,
 ) -> None:
     junk = tmp_path / "junk.tar"
     junk.write_bytes(b"this is not an image archive\n" * 100)
     spec = make_spec(
         container_runtime,
-        busybox,
+        busybox_image,
         tmp_path,
         image_path=junk,
         image_sha256=hashlib.sha256(junk.read_bytes()).hexdigest(),
@@ -224,9 +245,9 @@ def test_unreadable_archive_is_permanent_with_podman_stderr(
 
 
 def test_command_missing_in_image_shows_as_stopped(
-    container_runtime: PodmanRuntime, busybox: Any, tmp_path: Path
+    container_runtime: PodmanRuntime, busybox_image: ImageArtifact, tmp_path: Path
 ) -> None:
-    spec = make_spec(container_runtime, busybox, tmp_path, command=("/no/such/program",))
+    spec = make_spec(container_runtime, busybox_image, tmp_path, command=("/no/such/program",))
     container_runtime.start(spec)
     wait_until(
         lambda: container_runtime.list()[spec.app_uuid].state is WorkloadState.STOPPED,
