@@ -29,11 +29,13 @@ class Client:
         self.url = url.rstrip("/")
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
-        self.session.verify = ca if ca else True
+        self.verify: str | bool = ca if ca else True  # per call: env CA bundles win otherwise
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            resp = self.session.request(method, f"{self.url}/api/v1{path}", timeout=60, **kwargs)
+            resp = self.session.request(
+                method, f"{self.url}/api/v1{path}", timeout=60, verify=self.verify, **kwargs
+            )
         except requests.RequestException as exc:
             raise CliError(f"cannot reach the controller at {self.url}: {exc}") from exc
         try:

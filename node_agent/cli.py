@@ -25,10 +25,10 @@ log = logging.getLogger("outpost.agent")
 def build_runtimes(settings: AgentSettings, node_uuid: str) -> tuple[Mapping[str, Runtime], str]:
     """The real runtimes: libvirt for VMs (KVM if it really works, else TCG), podman."""
     from node_agent.runtime.container import PodmanRuntime
-    from node_agent.runtime.hypervisor_probe import probe_accelerator
+    from node_agent.runtime.hypervisor_probe import probe_accel
     from node_agent.runtime.vm import LibvirtRuntime
 
-    accel = probe_accelerator(settings.state_dir, override=settings.hypervisor)
+    accel = probe_accel(settings.state_dir, override=settings.hypervisor)
     runtimes: dict[str, Runtime] = {
         "vm": LibvirtRuntime(uri=settings.libvirt_uri, node_uuid=node_uuid, accel=accel),
         "container": PodmanRuntime(

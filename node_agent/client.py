@@ -39,12 +39,16 @@ class ControllerClient:
     def __post_init__(self) -> None:
         self.url = self.url.rstrip("/")
         self._session = requests.Session()
-        self._session.verify = str(self.root_ca)
 
     def _call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         try:
+            # verify= on each call: a Session's own verify loses to REQUESTS_CA_BUNDLE
             resp = self._session.request(
-                method, f"{self.url}/api/v1/device/{path}", json=body, timeout=self.timeout_s
+                method,
+                f"{self.url}/api/v1/device/{path}",
+                json=body,
+                timeout=self.timeout_s,
+                verify=str(self.root_ca),
             )
         except requests.RequestException as exc:
             raise Unreachable(f"{self.url}: {exc}") from exc

@@ -375,7 +375,7 @@ class OutpostMetadata:
 
     @classmethod
     def from_xml(cls, text: str) -> OutpostMetadata:
-        """Parse the bare element (``virDomainGetMetadata``) or find it in a domain XML."""
+        """Parse the element alone or find it in a whole domain XML."""
         root = ET.fromstring(text)
         if root.tag == cls.TAG:
             return cls.from_element(root)
@@ -383,6 +383,19 @@ class OutpostMetadata:
         if found is None:
             raise ValueError("no Outpost metadata in the document")
         return cls.from_element(found)
+
+    @classmethod
+    def from_metadata_api(cls, text: str) -> OutpostMetadata:
+        """Parse what ``virDomainGetMetadata(ELEMENT, OUTPOST_NS)`` returns.
+
+        libvirt selects the element by namespace but serialises it without the namespace
+        declaration when that sat on an ancestor (``<app …/>``), so a bare ``app`` is
+        accepted here as well.
+        """
+        root = ET.fromstring(text)
+        if root.tag == "app":
+            root.tag = cls.TAG
+        return cls.from_element(root)
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
-from node_agent.runtime.base import PermanentError, WorkloadSpec
+from node_agent.runtime.base import PermanentError, TemporaryError, WorkloadSpec
 from node_agent.runtime.domain_xml import (
     Console,
     Controller,
@@ -96,15 +97,16 @@ def console_log_path(work_dir: Path) -> Path:
 def _member_name(member: tarfile.TarInfo, image: Path) -> str:
     name = member.name.removeprefix("./")
     if name not in _MEMBERS:
+        allowed = ", ".join(_MEMBERS)
         raise PermanentError(
-            f"{image}: kernel-bundle member {member.name!r} not allowed (only {', '.join(_MEMBERS)})"
+            f"{image}: kernel-bundle member {member.name!r} not allowed ({allowed})"
         )
     if not member.isreg():
         raise PermanentError(f"{image}: kernel-bundle member {member.name!r} is not a regular file")
     return name
 
 
-def _write_atomic(source: tarfile.ExFileObject, target: Path) -> None:
+def _write_atomic(source: IO[bytes], target: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -129,41 +131,51 @@ def extract_kernel_bundle(image_path: Path, work_dir: Path) -> KernelBundleFiles
     image_path = Path(image_path)
     directory = Path(work_dir) / BUNDLE_DIR
     try:
-        archive = tarfile.open(image_path, mode="r:")
-    except (tarfile.TarError, OSError) as exc:
-        raise PermanentError(f"{image_path}: not an uncompressed tar: {exc}") from exc
-    with archive:
-        members: dict[str, tarfile.TarInfo] = {}
-        for member in archive.getmembers():
-            name = _member_name(member, image_path)
-            if name in members:
-                raise PermanentError(f"{image_path}: kernel-bundle member {name!r} is duplicated")
-            members[name] = member
-        missing = [name for name in _REQUIRED if name not in members]
-        if missing:
-            raise PermanentError(f"{image_path}: kernel-bundle lacks {', '.join(missing)}")
-        cmdline = ""
-        if "cmdline" in members:
-            if members["cmdline"].size > _MAX_CMDLINE:
-                raise PermanentError(f"{image_path}: kernel-bundle cmdline is too long")
-            raw = archive.extractfile(members["cmdline"]).read()  # type: ignore[union-attr]
-            try:
-                cmdline = raw.decode("utf-8").strip()
-            except UnicodeDecodeError as exc:
-                raise PermanentError(f"{image_path}: kernel-bundle cmdline: {exc}") from exc
-            if not cmdline.isprintable():
-                raise PermanentError(f"{image_path}: kernel-bundle cmdline has control characters")
-        directory.mkdir(parents=True, exist_ok=True)
-        directory.chmod(0o755)
-        for name in ("kernel", "initrd"):
-            if name in members:
-                _write_atomic(archive.extractfile(members[name]), directory / name)  # type: ignore[arg-type]
+        with tarfile.open(image_path, mode="r:") as archive:
+            members, cmdline = _check_members(archive, image_path)
+            directory.mkdir(parents=True, exist_ok=True)
+            directory.chmod(0o755)
+            for name in ("kernel", "initrd"):
+                if name in members:
+                    source = archive.extractfile(members[name])
+                    assert source is not None  # regular file
+                    _write_atomic(source, directory / name)
+    except tarfile.TarError as exc:
+        raise PermanentError(f"{image_path}: not a readable uncompressed tar: {exc}") from exc
+    except OSError as exc:
+        raise TemporaryError(f"{image_path}: unpacking into {directory}: {exc}") from exc
     return KernelBundleFiles(
         directory=directory,
         kernel=directory / "kernel",
         initrd=directory / "initrd" if "initrd" in members else None,
         cmdline=cmdline,
     )
+
+
+def _check_members(archive: tarfile.TarFile, image: Path) -> tuple[dict[str, tarfile.TarInfo], str]:
+    """Validate every member before anything is written; return them and the cmdline."""
+    members: dict[str, tarfile.TarInfo] = {}
+    for member in archive.getmembers():
+        name = _member_name(member, image)
+        if name in members:
+            raise PermanentError(f"{image}: kernel-bundle member {name!r} is duplicated")
+        members[name] = member
+    missing = [name for name in _REQUIRED if name not in members]
+    if missing:
+        raise PermanentError(f"{image}: kernel-bundle lacks {', '.join(missing)}")
+    if "cmdline" not in members:
+        return members, ""
+    if members["cmdline"].size > _MAX_CMDLINE:
+        raise PermanentError(f"{image}: kernel-bundle cmdline is too long")
+    source = archive.extractfile(members["cmdline"])
+    assert source is not None  # regular file
+    try:
+        cmdline = source.read().decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise PermanentError(f"{image}: kernel-bundle cmdline: {exc}") from exc
+    if not cmdline.isprintable():
+        raise PermanentError(f"{image}: kernel-bundle cmdline has control characters")
+    return members, cmdline
 
 
 def remove_kernel_bundle(bundle_directory: Path) -> None:
