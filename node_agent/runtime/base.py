@@ -59,7 +59,7 @@ class WorkloadSpec:
     image_format: str
     work_dir: Path
     vcpus: int = 1
-    memory_mib: int = 64
+    memory_mib: int = 128
     command: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
 
