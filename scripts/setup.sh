@@ -17,12 +17,14 @@ SUDO=""
 # 1. Debian packages (only the missing ones; apt lists refreshed only when needed)
 missing=()
 for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [ "$status" = "install ok installed" ] || missing+=("$p")
 done
 need_update=0
 [ ${#missing[@]} -gt 0 ] && need_update=1
 # images/ fetches the Debian cloud kernel with apt-get download: it needs package lists
-apt-cache policy linux-image-cloud-amd64 2>/dev/null | grep -q 'Candidate: [0-9]' || need_update=1
+policy=$(apt-cache policy linux-image-cloud-amd64 2>/dev/null || true)
+[[ "$policy" == *"Candidate: "[0-9]* ]] || need_update=1
 if [ "$need_update" = 1 ]; then
   say "apt-get update"
   $SUDO apt-get update -qq
