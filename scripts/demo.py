@@ -210,9 +210,8 @@ def main() -> int:
                 raise SystemExit(f"apps not RUNNING after {args.timeout:.0f} s: {states}")
             time.sleep(0.5)
         if not stop:
-            say(
-                f"both apps RUNNING, {time.monotonic() - T0:.1f} s after the demo started (set-up excluded)"
-            )
+            took = time.monotonic() - T0
+            say(f"both apps RUNNING, {took:.1f} s after the demo started (set-up excluded)")
             outpost = [BIN / "outpost", "--config", cli_conf]
             print("\n$ outpost node demo-node-1\n" + run(*outpost, "node", SERIAL))
             print("$ virsh -c qemu:///system list\n" + run("virsh", "-c", "qemu:///system", "list"))

@@ -10,9 +10,7 @@ from node_agent.client import ControllerClient, Unreachable
 pytestmark = pytest.mark.integration
 
 
-def test_the_pinned_root_is_used_even_when_an_env_ca_bundle_is_set(
-    controller_server, monkeypatch
-):
+def test_the_pinned_root_is_used_even_when_an_env_ca_bundle_is_set(controller_server, monkeypatch):
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
     client = ControllerClient(controller_server.url, controller_server.root_ca)
     assert "BEGIN CERTIFICATE" in client.certs()["root"]
