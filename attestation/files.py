@@ -1,12 +1,16 @@
-"""Atomic file writes: temp file in the same directory, fsync, rename, fsync the directory."""
+"""File helpers shared by every part: atomic writes (temp file, fsync, rename, fsync the
+directory) and streaming sha256."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "sha256_file"]
+
+_CHUNK = 1024 * 1024
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -29,3 +33,12 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of the file at ``path``, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

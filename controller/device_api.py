@@ -10,17 +10,17 @@ import logging
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from attestation import envelope, pki
 from controller.db import Node, utcnow
 from controller.desired import current_desired_state
-from controller.errors import ApiError, validation_details
+from controller.errors import ApiError
 from controller.onboarding import register_node
-from controller.replay import remember_request
 from controller.services import Services
+from controller.signed_request import open_request
 from protocol.desired_state import NodeSettings
 from protocol.messages import ConfigRequest, ConfigResponse, InfoMessage
 
@@ -52,20 +52,9 @@ def _open_signed(session: Session, model: type[BaseModel]) -> tuple[Node, Any]:
         )
         return pki.load_cert(node.device_cert_pem) if node and node.device_cert_pem else None
 
-    try:
-        opened = envelope.open_envelope(wire, resolve, max_skew_s=svc.settings.max_clock_skew_s)
-    except envelope.MalformedEnvelope as exc:
-        raise ApiError(422, "bad_request", str(exc)) from exc
-    except envelope.UnknownSigner as exc:
-        raise ApiError(403, "unknown_device", str(exc)) from exc
-    except envelope.EnvelopeError as exc:
-        raise ApiError(401, "bad_signature", str(exc)) from exc
-    try:
-        body = model.model_validate(opened.body)
-    except ValidationError as exc:
-        raise ApiError(422, "invalid_body", "body is invalid", validation_details(exc)) from exc
-    if not remember_request(session, opened.request_id, svc.settings.max_clock_skew_s):
-        raise ApiError(401, "replayed", "request id already used")
+    opened, body = open_request(
+        session, wire, resolve, model, svc.settings.max_clock_skew_s, unknown_signer_status=403
+    )
     node = session.scalar(select(Node).where(Node.device_cert_sha256 == opened.signer_sha256))
     assert node is not None
     node.last_seen = utcnow()

@@ -15,15 +15,14 @@ import uuid
 from typing import Any
 
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from attestation import envelope, pki
+from attestation import pki
 from controller.db import Node, utcnow
-from controller.errors import ApiError, validation_details
+from controller.errors import ApiError
 from controller.pki_store import ControllerPki
-from controller.replay import remember_request
+from controller.signed_request import open_request
 from protocol.messages import RegisterRequest, RegisterResponse
 
 __all__ = ["claim_serial", "register_node"]
@@ -70,22 +69,14 @@ def register_node(
     except pki.CertError as exc:
         raise ApiError(401, "bad_certificate", f"onboarding certificate refused: {exc}") from exc
     onboarding_hash = pki.cert_sha256(onboarding_cert)
-    try:
-        opened = envelope.open_envelope(
-            wire,
-            lambda h: onboarding_cert if h == onboarding_hash else None,
-            max_skew_s=max_skew_s,
-        )
-    except envelope.MalformedEnvelope as exc:
-        raise ApiError(422, "bad_request", str(exc)) from exc
-    except envelope.EnvelopeError as exc:
-        raise ApiError(401, "bad_signature", str(exc)) from exc
-    try:
-        req = RegisterRequest.model_validate(opened.body)
-    except ValidationError as exc:
-        raise ApiError(
-            422, "invalid_body", "register body is invalid", validation_details(exc)
-        ) from exc
+    _opened, req = open_request(
+        session,
+        wire,
+        lambda h: onboarding_cert if h == onboarding_hash else None,
+        RegisterRequest,
+        max_skew_s,
+        unknown_signer_status=401,
+    )
     try:
         device_cert = pki.load_cert(req.device_cert_pem)
         pki.verify_self_signed(device_cert)
@@ -93,8 +84,6 @@ def register_node(
         raise ApiError(401, "bad_certificate", f"device certificate refused: {exc}") from exc
     device_hash = pki.cert_sha256(device_cert)
 
-    if not remember_request(session, opened.request_id, max_skew_s):
-        raise ApiError(401, "replayed", "request id already used")
     node = session.scalar(select(Node).where(Node.serial == req.serial))
     if node is None:
         raise ApiError(403, "not_claimed", f"serial {req.serial!r} has not been claimed")

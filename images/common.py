@@ -5,11 +5,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
-import tempfile
 from pathlib import Path
 
-_CHUNK = 1 << 20
+from attestation.files import atomic_write
 
 
 class ImageBuildError(RuntimeError):
@@ -19,15 +17,6 @@ class ImageBuildError(RuntimeError):
 def sha256_bytes(data: bytes) -> str:
     """Hex sha256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of the file at ``path``, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def gzip_deterministic(data: bytes, level: int = 9) -> bytes:
@@ -40,29 +29,9 @@ def gzip_deterministic(data: bytes, level: int = 9) -> bytes:
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` via a temporary file, fsync and rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, mode)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    atomic_write(path, data, mode)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Atomically write UTF-8 ``text`` to ``path``."""
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

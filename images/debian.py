@@ -20,7 +20,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from images.common import ImageBuildError, atomic_write_text, sha256_file
+from attestation.files import sha256_file
+from images.common import ImageBuildError, atomic_write_text
 
 log = logging.getLogger(__name__)
 

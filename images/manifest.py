@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from images.common import ImageBuildError, atomic_write_text, sha256_file
+from attestation.files import sha256_file
+from images.common import ImageBuildError, atomic_write_text
 
 MANIFEST_NAME = "manifest.json"
 _FIELDS = ("name", "file", "format", "sha256", "size", "kind")

@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from images.common import atomic_write_text, sha256_file
+from attestation.files import sha256_file
+from images.common import atomic_write_text
 
 STAMP_NAME = "stamp.json"
 STAMP_VERSION = 1

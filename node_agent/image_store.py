@@ -11,12 +11,12 @@ never used; a blob that fails re-verification at start is deleted and fetched ag
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from attestation.files import sha256_file
 from node_agent.client import ControllerClient
 from protocol.desired_state import ImageRef
 
@@ -29,14 +29,6 @@ Progress = Callable[[str, int, int], None]  # (phase, done bytes, total bytes)
 
 class ImageError(Exception):
     """The image could not be fetched or did not verify; it was not stored."""
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ImageStore:
@@ -59,7 +51,7 @@ class ImageStore:
         """Re-hash every stored blob; delete and return those that no longer match."""
         bad = []
         for blob in (self.root / "sha256").iterdir():
-            if blob.is_file() and _sha256_file(blob) != blob.name:
+            if blob.is_file() and sha256_file(blob) != blob.name:
                 log.error("image blob %s is corrupt; deleting it", blob.name)
                 blob.unlink()
                 bad.append(blob.name)
@@ -78,7 +70,7 @@ class ImageStore:
         self._download(ref, partial, progress)
         if progress:
             progress("VERIFYING", ref.size, ref.size)
-        actual = _sha256_file(partial)
+        actual = sha256_file(partial)
         if actual != ref.sha256:
             partial.unlink()
             raise ImageError(f"image {ref.name}: sha256 {actual} does not match {ref.sha256}")

@@ -16,19 +16,9 @@ OCI = b"not really an oci archive, but the datastore only checks sha256"
 
 
 @pytest.fixture
-def client(controller_app):  # type: ignore[no-untyped-def]
-    return controller_app.test_client()
-
-
-@pytest.fixture
-def headers(controller_dir):  # type: ignore[no-untyped-def]
-    return {"Authorization": f"Bearer {controller_dir.token}"}
-
-
-@pytest.fixture
-def node(client, headers, controller_dir, tmp_path):  # type: ignore[no-untyped-def]
+def node(client, admin_headers, controller_dir, tmp_path):  # type: ignore[no-untyped-def]
     dev = SimDevice.from_bundle(controller_dir.bundle(tmp_path / "bundle"), "sn-1")
-    client.post("/api/v1/nodes/claim", json={"serial": "sn-1"}, headers=headers)
+    client.post("/api/v1/nodes/claim", json={"serial": "sn-1"}, headers=admin_headers)
     r = client.post("/api/v1/device/register", json=dev.register_body())
     dev.uuid = r.json["node_uuid"]  # type: ignore[attr-defined]
     return dev
@@ -41,17 +31,17 @@ def verifier(controller_dir):  # type: ignore[no-untyped-def]
     return ConfigVerifier(root, [pki.load_cert((pki_dir / "signing.pem").read_bytes())])
 
 
-def _add_app(client, headers, name="web"):  # type: ignore[no-untyped-def]
+def _add_app(client, admin_headers, name="web"):  # type: ignore[no-untyped-def]
     sha = hashlib.sha256(OCI).hexdigest()
     client.post(
         f"/api/v1/images?name=img-{name}&format=oci-archive&sha256={sha}",
         data=OCI,
-        headers=headers,
+        headers=admin_headers,
     )
     r = client.post(
         "/api/v1/apps",
         json={"name": name, "kind": "container", "image": f"img-{name}"},
-        headers=headers,
+        headers=admin_headers,
     )
     assert r.status_code == 201, r.json
 
@@ -74,11 +64,11 @@ def test_config_answers_unchanged_when_the_hash_matches(client, node, verifier):
 
 
 def test_assigning_an_app_raises_the_generation_and_carries_the_image(
-    client, headers, node, verifier
+    client, admin_headers, node, verifier
 ):
     first = verifier.verify(_config(client, node).json["config"], node.uuid)
-    _add_app(client, headers)
-    client.post("/api/v1/nodes/sn-1/apps", json={"app": "web"}, headers=headers)
+    _add_app(client, admin_headers)
+    client.post("/api/v1/nodes/sn-1/apps", json={"app": "web"}, headers=admin_headers)
     second = verifier.verify(
         _config(client, node, first.content_hash()).json["config"], node.uuid, first
     )
@@ -111,10 +101,10 @@ def test_a_config_signed_by_the_tls_key_is_rejected_by_the_node(
         verifier.verify(envelope.seal(doc.model_dump(mode="json"), tls), node.uuid)
 
 
-def test_an_older_generation_is_refused_by_the_node(client, headers, node, verifier):
+def test_an_older_generation_is_refused_by_the_node(client, admin_headers, node, verifier):
     old = verifier.verify(_config(client, node).json["config"], node.uuid)
-    _add_app(client, headers)
-    client.post("/api/v1/nodes/sn-1/apps", json={"app": "web"}, headers=headers)
+    _add_app(client, admin_headers)
+    client.post("/api/v1/nodes/sn-1/apps", json={"app": "web"}, headers=admin_headers)
     new = verifier.verify(_config(client, node).json["config"], node.uuid)
     old_wire = _config(client, node).json["config"]  # same content as `new`
     assert verifier.verify(old_wire, node.uuid, new).generation == new.generation
@@ -135,15 +125,15 @@ def test_config_from_an_unknown_device_returns_403(client, controller_dir):
     assert r.status_code == 403
 
 
-def test_info_is_stored_and_shown_to_operators(client, headers, node):
+def test_info_is_stored_and_shown_to_operators(client, admin_headers, node):
     app_status = {"uuid": "00000000-0000-4000-8000-000000000001", "name": "web", "state": "RUNNING"}
     body = {"agent_version": "t", "config_generation": 1, "apps": [app_status]}
     assert client.post("/api/v1/device/info", json=node.signed(body)).status_code == 200
-    shown = client.get("/api/v1/nodes/sn-1", headers=headers).json
+    shown = client.get("/api/v1/nodes/sn-1", headers=admin_headers).json
     assert shown["info"]["apps"][0]["state"] == "RUNNING"
 
 
-def test_info_with_an_unknown_state_returns_422_and_changes_nothing(client, headers, node):
+def test_info_with_an_unknown_state_returns_422_and_changes_nothing(client, admin_headers, node):
     body = {
         "agent_version": "t",
         "config_generation": 1,
@@ -154,4 +144,4 @@ def test_info_with_an_unknown_state_returns_422_and_changes_nothing(client, head
     r = client.post("/api/v1/device/info", json=node.signed(body))
     assert r.status_code == 422
     assert r.json["error"]["details"][0]["field"] == "apps.0.state"
-    assert client.get("/api/v1/nodes/sn-1", headers=headers).json["info"] == {}
+    assert client.get("/api/v1/nodes/sn-1", headers=admin_headers).json["info"] == {}

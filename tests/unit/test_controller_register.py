@@ -10,16 +10,6 @@ from tests.device_sim import SimDevice
 
 
 @pytest.fixture
-def client(controller_app):  # type: ignore[no-untyped-def]
-    return controller_app.test_client()
-
-
-@pytest.fixture
-def token_headers(controller_dir):  # type: ignore[no-untyped-def]
-    return {"Authorization": f"Bearer {controller_dir.token}"}
-
-
-@pytest.fixture
 def device(controller_dir, tmp_path):  # type: ignore[no-untyped-def]
     return SimDevice.from_bundle(controller_dir.bundle(tmp_path / "bundle"), "sn-0001")
 
@@ -33,58 +23,58 @@ def _nodes(client, headers):  # type: ignore[no-untyped-def]
     return client.get("/api/v1/nodes", headers=headers).json["nodes"]
 
 
-def test_register_of_a_claimed_serial_returns_201_and_a_uuid(client, token_headers, device):
-    _claim(client, token_headers)
+def test_register_of_a_claimed_serial_returns_201_and_a_uuid(client, admin_headers, device):
+    _claim(client, admin_headers)
     r = client.post("/api/v1/device/register", json=device.register_body())
     assert r.status_code == 201
     assert len(r.json["node_uuid"]) == 36
-    (node,) = _nodes(client, token_headers)
+    (node,) = _nodes(client, admin_headers)
     assert node["state"] == "registered" and node["uuid"] == r.json["node_uuid"]
 
 
 def test_register_repeated_with_the_same_cert_returns_200_and_the_same_uuid(
-    client, token_headers, device
+    client, admin_headers, device
 ):
-    _claim(client, token_headers)
+    _claim(client, admin_headers)
     first = client.post("/api/v1/device/register", json=device.register_body())
     again = client.post("/api/v1/device/register", json=device.register_body())
     assert again.status_code == 200
     assert again.json["node_uuid"] == first.json["node_uuid"]
 
 
-def test_register_with_another_device_cert_returns_409(client, token_headers, device):
-    _claim(client, token_headers)
+def test_register_with_another_device_cert_returns_409(client, admin_headers, device):
+    _claim(client, admin_headers)
     client.post("/api/v1/device/register", json=device.register_body())
     impostor = SimDevice(device.serial, device.onboarding)
     r = client.post("/api/v1/device/register", json=impostor.register_body())
     assert r.status_code == 409
-    (node,) = _nodes(client, token_headers)
+    (node,) = _nodes(client, admin_headers)
     assert node["uuid"] is not None
 
 
 def test_register_of_an_unknown_serial_returns_403_and_changes_nothing(
-    client, token_headers, device
+    client, admin_headers, device
 ):
     r = client.post("/api/v1/device/register", json=device.register_body())
     assert r.status_code == 403
     assert r.json["error"]["code"] == "not_claimed"
-    assert _nodes(client, token_headers) == []
+    assert _nodes(client, admin_headers) == []
 
 
 def test_register_with_an_onboarding_cert_from_another_ca_returns_401(
-    client, token_headers, device
+    client, admin_headers, device
 ):
-    _claim(client, token_headers)
+    _claim(client, admin_headers)
     rogue_ca = pki.make_ca("rogue onboarding CA")
     rogue = pki.issue_cert(rogue_ca, "rogue", usage=ExtendedKeyUsageOID.CLIENT_AUTH)
     r = client.post("/api/v1/device/register", json=SimDevice(device.serial, rogue).register_body())
     assert r.status_code == 401
-    (node,) = _nodes(client, token_headers)
+    (node,) = _nodes(client, admin_headers)
     assert node["state"] == "claimed"
 
 
-def test_register_signed_by_a_different_key_returns_401(client, token_headers, device):
-    _claim(client, token_headers)
+def test_register_signed_by_a_different_key_returns_401(client, admin_headers, device):
+    _claim(client, admin_headers)
     wire = device.register_body()
     other = SimDevice(device.serial, pki.make_device_cert("x"))
     wire["signature"] = other.signed({"x": 1})["signature"]
@@ -93,7 +83,7 @@ def test_register_signed_by_a_different_key_returns_401(client, token_headers, d
 
 
 def test_register_with_an_invalid_serial_returns_422_naming_the_field(
-    client, token_headers, device
+    client, admin_headers, device
 ):
     r = client.post("/api/v1/device/register", json=device.register_body(serial="bad serial!"))
     assert r.status_code == 422
@@ -105,25 +95,25 @@ def test_register_with_a_non_envelope_body_returns_422(client):
     assert r.status_code == 422
 
 
-def test_an_oversized_device_request_returns_413_and_changes_nothing(client, token_headers, device):
-    _claim(client, token_headers)
+def test_an_oversized_device_request_returns_413_and_changes_nothing(client, admin_headers, device):
+    _claim(client, admin_headers)
     body = device.register_body(inventory={"blob": "x" * (2 * 1024 * 1024)})
     r = client.post("/api/v1/device/register", json=body)
     assert r.status_code == 413
-    (node,) = _nodes(client, token_headers)
+    (node,) = _nodes(client, admin_headers)
     assert node["state"] == "claimed"
 
 
-def test_a_replayed_register_request_is_refused(client, token_headers, device):
-    _claim(client, token_headers)
+def test_a_replayed_register_request_is_refused(client, admin_headers, device):
+    _claim(client, admin_headers)
     wire = device.register_body()
     assert client.post("/api/v1/device/register", json=wire).status_code == 201
     r = client.post("/api/v1/device/register", json=wire)
     assert r.status_code == 401 and r.json["error"]["code"] == "replayed"
 
 
-def test_a_stale_signed_request_is_refused(client, token_headers, device):
-    _claim(client, token_headers)
+def test_a_stale_signed_request_is_refused(client, admin_headers, device):
+    _claim(client, admin_headers)
     from attestation import envelope
 
     body = {
