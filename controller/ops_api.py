@@ -20,7 +20,15 @@ from controller.db import App, Assignment, AuditEvent, Image, Node
 from controller.errors import ApiError, validation_details
 from controller.onboarding import claim_serial
 from controller.services import Services
-from protocol.desired_state import AppSpec, ImageFormat, Name, Resources, Sha256Hex
+from protocol.desired_state import (
+    Adapter,
+    AppNetwork,
+    AppSpec,
+    ImageFormat,
+    Name,
+    Resources,
+    Sha256Hex,
+)
 from protocol.messages import Serial
 
 __all__ = ["ops_api"]
@@ -50,6 +58,9 @@ class AppBody(_Body):
     env: dict[str, str] = Field(default_factory=dict)
     command: list[str] = Field(default_factory=list)
     desired: Literal["running", "stopped"] = "running"
+    networks: list[AppNetwork] = Field(default_factory=list)
+    adapters: list[Adapter] = Field(default_factory=list)
+    start_delay_s: float = 0.0
 
 
 class AssignBody(_Body):
@@ -214,7 +225,18 @@ def create_app_def():  # type: ignore[no-untyped-def]
         if session.scalar(select(App).where(App.name == body.name)) is not None:
             raise ApiError(409, "conflict", f"an app named {body.name!r} exists")
         app_uuid = str(uuid.uuid4())
-        spec = body.model_dump(mode="json", include={"resources", "env", "command", "desired"})
+        spec = body.model_dump(
+            mode="json",
+            include={
+                "resources",
+                "env",
+                "command",
+                "desired",
+                "networks",
+                "adapters",
+                "start_delay_s",
+            },
+        )
         try:  # the wire schema is the final judge (env names, sizes, kind vs format)
             AppSpec.model_validate(
                 {

@@ -1,13 +1,19 @@
 """The per-node desired state: what the controller wants a node to run.
 
-One document per node (JSON on the wire, YAML for humans).  Version 1 is the
-walking skeleton's subset of the design's schema; later fields are added here
-and nowhere else.
+One document per node (JSON on the wire, YAML for humans), validated the same way
+on both sides.  Every field is bounded; unknown fields are refused; errors name the
+field.  Shape (docs/architecture.md):
+
+    generation, settings, networks[{name, subnet, nat}],
+    apps[{uuid, name, kind, image{name, sha256, size, url, format}, resources,
+          networks[{name, ports[{host, guest, proto}]}], adapters[{kind, match}],
+          env, command, desired, restart_counter, purge_counter, start_delay_s}]
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from typing import Annotated, Literal
 
@@ -21,10 +27,14 @@ Uuid = Annotated[
     StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
 ]
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-ImageFormat = Literal["kernel-bundle", "oci-archive"]
+ImageFormat = Literal["kernel-bundle", "qcow2", "raw", "oci-archive"]
+VM_FORMATS = ("kernel-bundle", "qcow2", "raw")
+CONTAINER_FORMATS = ("oci-archive",)
+Port = Annotated[int, Field(ge=1, le=65535)]
 
 MAX_IMAGE_BYTES = 64 * 1024**3
 MAX_APPS_PER_NODE = 64
+MAX_NETWORKS = 16
 
 
 class _Strict(BaseModel):
@@ -43,8 +53,60 @@ class ImageRef(_Strict):
 
 class Resources(_Strict):
     vcpus: int = Field(default=1, ge=1, le=64)
+    disk_mib: int = Field(default=0, ge=0, le=1024 * 1024)
+    """Size of the writable root (VM overlay) or data disk; 0 = the image's own size."""
     memory_mib: int = Field(default=128, ge=16, le=1024 * 1024)
     """The tiny test VM needs at least 72 MiB (its kernel unpacks to ~52 MiB)."""
+
+
+class PortMap(_Strict):
+    """Publish ``guest`` of the app on ``host`` of the node (DNAT); nothing else is open."""
+
+    host: Port
+    guest: Port
+    proto: Literal["tcp", "udp"] = "tcp"
+
+
+class AppNetwork(_Strict):
+    """An app's attachment to one of the node's networks."""
+
+    name: Name
+    ports: list[PortMap] = Field(default_factory=list, max_length=64)
+
+
+class Adapter(_Strict):
+    """A physical device passed through to a VM app.
+
+    ``match``: a PCI address (``0000:00:02.0``) or ``vendor:device`` for gpu/pci,
+    ``vendor:product`` for usb (hex).
+    """
+
+    kind: Literal["gpu", "pci", "usb"]
+    match: Annotated[
+        str,
+        StringConstraints(
+            pattern=r"^([0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]|[0-9a-f]{4}:[0-9a-f]{4})$"
+        ),
+    ]
+
+
+class Network(_Strict):
+    """A node-local app network (one bridge shared by VMs and containers)."""
+
+    name: Name
+    subnet: Annotated[str, StringConstraints(max_length=43)]
+    nat: bool = False
+    """Allow egress to the outside through the node (masquerade)."""
+
+    @model_validator(mode="after")
+    def _valid_subnet(self) -> Network:
+        try:
+            net = ipaddress.IPv4Network(self.subnet, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"network {self.name!r}: subnet {self.subnet!r}: {exc}") from exc
+        if not 16 <= net.prefixlen <= 29:
+            raise ValueError(f"network {self.name!r}: prefix must be /16 to /29")
+        return self
 
 
 class AppSpec(_Strict):
@@ -63,21 +125,45 @@ class AppSpec(_Strict):
         default_factory=list, max_length=64
     )
     desired: Literal["running", "stopped"] = "running"
+    networks: list[AppNetwork] = Field(default_factory=list, max_length=8)
+    adapters: list[Adapter] = Field(default_factory=list, max_length=8)
+    restart_counter: int = Field(default=0, ge=0)
+    """Raised by the operator's 'restart' command: restart once per increase (EVE)."""
+    purge_counter: int = Field(default=0, ge=0)
+    """Raised by 'purge': recreate the app's writable state once per increase."""
+    start_delay_s: float = Field(default=0.0, ge=0.0, le=3600.0)
 
     @model_validator(mode="after")
     def _kind_matches_format(self) -> AppSpec:
-        wanted = {"vm": "kernel-bundle", "container": "oci-archive"}[self.kind]
-        if self.image.format != wanted:
+        wanted = VM_FORMATS if self.kind == "vm" else CONTAINER_FORMATS
+        if self.image.format not in wanted:
             raise ValueError(
-                f"app {self.name!r}: kind {self.kind!r} needs image format {wanted!r},"
-                f" got {self.image.format!r}"
+                f"app {self.name!r}: kind {self.kind!r} needs image format"
+                f" {' or '.join(wanted)}, got {self.image.format!r}"
             )
+        if self.adapters and self.kind != "vm":
+            raise ValueError(f"app {self.name!r}: adapters can only be passed through to a VM")
+        names = [n.name for n in self.networks]
+        if len(names) != len(set(names)):
+            raise ValueError(f"app {self.name!r}: a network is listed twice")
         return self
 
 
 class NodeSettings(_Strict):
+    """Node-wide settings; every external port is off unless turned on here."""
+
     config_interval_s: float = Field(default=60.0, ge=1.0, le=86400.0)
     info_interval_s: float = Field(default=600.0, ge=1.0, le=86400.0)
+    metrics_interval_s: float = Field(default=60.0, ge=1.0, le=86400.0)
+    debug_ssh: bool = False
+    """Open SSH (port 22) on the node; off by default (EVE's debug.enable.ssh)."""
+    ssh_authorized_keys: list[Annotated[str, StringConstraints(max_length=8192)]] = Field(
+        default_factory=list, max_length=16
+    )
+    debug_console: bool = False
+    """Allow a login on the serial console; off by default (EVE's debug.enable.console)."""
+    usb_policy: Literal["deny", "assigned-only"] = "deny"
+    """deny: no USB device is authorised; assigned-only: those passed through to apps."""
 
 
 class DesiredState(_Strict):
@@ -87,10 +173,11 @@ class DesiredState(_Strict):
     node_uuid: Uuid
     generation: int = Field(ge=0)
     settings: NodeSettings = NodeSettings()
+    networks: list[Network] = Field(default_factory=list, max_length=MAX_NETWORKS)
     apps: list[AppSpec] = Field(default_factory=list, max_length=MAX_APPS_PER_NODE)
 
     @model_validator(mode="after")
-    def _unique_apps(self) -> DesiredState:
+    def _consistent(self) -> DesiredState:
         for attr in ("uuid", "name"):
             seen: set[str] = set()
             for app in self.apps:
@@ -98,6 +185,36 @@ class DesiredState(_Strict):
                 if value in seen:
                     raise ValueError(f"duplicate app {attr} {value!r}")
                 seen.add(value)
+        nets = {n.name: n for n in self.networks}
+        if len(nets) != len(self.networks):
+            raise ValueError("duplicate network name")
+        subnets = [ipaddress.IPv4Network(n.subnet) for n in self.networks]
+        for i, a in enumerate(subnets):
+            for b in subnets[i + 1 :]:
+                if a.overlaps(b):
+                    raise ValueError(f"networks {a} and {b} overlap")
+        ports: dict[tuple[int, str], str] = {}
+        for app in self.apps:
+            for att in app.networks:
+                if att.name not in nets:
+                    raise ValueError(f"app {app.name!r}: unknown network {att.name!r}")
+                for pm in att.ports:
+                    key = (pm.host, pm.proto)
+                    if key in ports:
+                        raise ValueError(
+                            f"host port {pm.host}/{pm.proto} is mapped by both"
+                            f" {ports[key]!r} and {app.name!r}"
+                        )
+                    ports[key] = app.name
+        seen_adapters: dict[str, str] = {}
+        for app in self.apps:
+            for ad in app.adapters:
+                if ad.match in seen_adapters:
+                    raise ValueError(
+                        f"adapter {ad.match} is assigned to both {seen_adapters[ad.match]!r}"
+                        f" and {app.name!r}"
+                    )
+                seen_adapters[ad.match] = app.name
         return self
 
     def canonical_json(self) -> bytes:
