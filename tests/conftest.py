@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.libvirt_daemon",
     "tests.fixtures.podman_engine",
     "tests.fixtures.controller_server",
+    "tests.fixtures.postgres",
 ]
