@@ -10,7 +10,7 @@ from controller.datastore import datastore
 from controller.db import Database
 from controller.device_api import device_api
 from controller.errors import register_error_handlers
-from controller.ops_api import ops_api
+from controller.ops import ops_api
 from controller.pki_store import ControllerPki, load_pki
 from controller.services import Services
 from controller.settings import ControllerSettings

@@ -59,6 +59,7 @@ def require_role(role: str) -> Callable[[F], F]:
             g.actor = f"token:{token.name}"
             return fn(*args, **kwargs)
 
+        inner.__outpost_role__ = role  # type: ignore[attr-defined]
         return inner  # type: ignore[return-value]
 
     return wrap

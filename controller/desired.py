@@ -1,30 +1,59 @@
-"""Build a node's desired state from its assignments, and keep its generation number.
+"""Build a node's desired state from the database, and keep its generation number.
 
-Level-triggered: the document is rebuilt from the database on every request; the
-generation moves forward only when the content (apart from the generation) changed.
+Level-triggered: the document is rebuilt on every config request; the generation
+moves forward only when the content (apart from the generation) changed.  App
+instances come from explicit assignments and from apps whose label selector the
+node's labels satisfy (materialised as non-explicit assignments, so their
+restart/purge counters persist).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.db import App, Assignment, Image, Node
+from controller.db import App, Assignment, Image, Network, Node
 from protocol.desired_state import AppSpec, DesiredState, ImageRef, NodeSettings
+from protocol.desired_state import Network as NetworkSpec
 
-__all__ = ["current_desired_state", "image_url"]
+__all__ = ["current_desired_state", "image_url", "selector_matches", "sync_label_assignments"]
 
 
-def image_url(public_url: str, sha256: str) -> str:
-    return f"{public_url.rstrip('/')}/datastore/sha256/{sha256}"
+def image_url(public_url: str, image: Image) -> str:
+    return image.url or f"{public_url.rstrip('/')}/datastore/sha256/{image.sha256}"
+
+
+def selector_matches(selector: dict[str, Any] | None, labels: dict[str, Any]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())  # type: ignore[union-attr]
+
+
+def sync_label_assignments(session: Session, node: Node) -> None:
+    """Add the instances the node's labels call for; drop label-made ones that no longer fit."""
+    labels = node.labels or {}
+    wanted = {
+        app.id
+        for app in session.scalars(select(App).where(App.label_selector.is_not(None)))
+        if selector_matches(app.label_selector, labels)
+    }
+    existing = {
+        a.app_id: a
+        for a in session.scalars(select(Assignment).where(Assignment.node_id == node.id))
+    }
+    for app_id in wanted - existing.keys():
+        session.add(Assignment(node_id=node.id, app_id=app_id, explicit=False))
+    for app_id, row in existing.items():
+        if not row.explicit and app_id not in wanted:
+            session.delete(row)
+    session.flush()
 
 
 def _apps_for(session: Session, node: Node, public_url: str) -> list[AppSpec]:
     rows = session.execute(
-        select(App, Image)
+        select(App, Image, Assignment)
         .join(Assignment, Assignment.app_id == App.id)
         .join(Image, Image.id == App.image_id)
         .where(Assignment.node_id == node.id)
@@ -39,25 +68,43 @@ def _apps_for(session: Session, node: Node, public_url: str) -> list[AppSpec]:
                 name=image.name,
                 sha256=image.sha256,
                 size=image.size,
-                url=image_url(public_url, image.sha256),
+                url=image_url(public_url, image),
                 format=image.format,  # type: ignore[arg-type]
             ),
+            restart_counter=inst.restart_counter,
+            purge_counter=inst.purge_counter,
             **app.spec,
         )
-        for app, image in rows
+        for app, image, inst in rows
+    ]
+
+
+def _networks_for(session: Session, apps: list[AppSpec]) -> list[NetworkSpec]:
+    names = sorted({n.name for a in apps for n in a.networks})
+    if not names:
+        return []
+    nets = session.scalars(select(Network).where(Network.name.in_(names))).all()
+    return [
+        NetworkSpec(name=n.name, subnet=n.subnet, nat=n.nat)
+        for n in sorted(nets, key=lambda n: n.name)
     ]
 
 
 def current_desired_state(
-    session: Session, node: Node, public_url: str, settings: NodeSettings | None = None
+    session: Session, node: Node, public_url: str, defaults: NodeSettings | None = None
 ) -> DesiredState:
     """The node's document now; bumps ``node.config_generation`` if its content changed."""
     assert node.uuid is not None, "only registered nodes have a desired state"
+    sync_label_assignments(session, node)
+    apps = _apps_for(session, node, public_url)
+    base = (defaults or NodeSettings()).model_dump()
     doc = DesiredState(
         node_uuid=node.uuid,
         generation=0,
-        settings=settings or NodeSettings(),
-        apps=_apps_for(session, node, public_url),
+        reboot_counter=node.reboot_counter,
+        settings=NodeSettings.model_validate({**base, **(node.settings or {})}),
+        networks=_networks_for(session, apps),
+        apps=apps,
     )
     content = doc.model_dump(mode="json", exclude={"generation"})
     content_hash = hashlib.sha256(

@@ -15,17 +15,49 @@ import uuid
 from typing import Any
 
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from attestation import pki
-from controller.db import Node, utcnow
+from controller.db import Node, PendingRegistration, utcnow
 from controller.errors import ApiError
 from controller.pki_store import ControllerPki
 from controller.signed_request import open_request
 from protocol.messages import RegisterRequest, RegisterResponse
 
-__all__ = ["claim_serial", "register_node"]
+__all__ = ["NotClaimed", "claim_serial", "record_pending", "register_node"]
+
+MAX_PENDING = 1000
+
+
+class NotClaimed(ApiError):
+    """403: a genuine node (valid onboarding chain and signature) with an unclaimed serial."""
+
+    def __init__(self, serial: str, device_hash: str, onboarding_hash: str) -> None:
+        super().__init__(403, "not_claimed", f"serial {serial!r} has not been claimed")
+        self.serial, self.device_hash, self.onboarding_hash = serial, device_hash, onboarding_hash
+
+
+def record_pending(session: Session, exc: NotClaimed) -> None:
+    """Remember the attempt so an operator can approve it (bounded, one row per serial)."""
+    row = session.scalar(
+        select(PendingRegistration).where(PendingRegistration.serial == exc.serial)
+    )
+    if row is not None:
+        row.last_seen, row.attempts = utcnow(), row.attempts + 1
+        row.device_cert_sha256 = exc.device_hash
+        return
+    if (session.scalar(select(func.count()).select_from(PendingRegistration)) or 0) >= MAX_PENDING:
+        log.warning("pending registrations full; not recording serial %s", exc.serial)
+        return
+    session.add(
+        PendingRegistration(
+            serial=exc.serial,
+            device_cert_sha256=exc.device_hash,
+            onboarding_cert_sha256=exc.onboarding_hash,
+        )
+    )
+
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +118,7 @@ def register_node(
 
     node = session.scalar(select(Node).where(Node.serial == req.serial))
     if node is None:
-        raise ApiError(403, "not_claimed", f"serial {req.serial!r} has not been claimed")
+        raise NotClaimed(req.serial, device_hash, onboarding_hash)
     if node.state == "registered":
         if node.device_cert_sha256 == device_hash:
             assert node.uuid is not None

@@ -172,6 +172,8 @@ class DesiredState(_Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
     node_uuid: Uuid
     generation: int = Field(ge=0)
+    reboot_counter: int = Field(default=0, ge=0)
+    """Raised by the operator's 'reboot' command: the node reboots once per increase."""
     settings: NodeSettings = NodeSettings()
     networks: list[Network] = Field(default_factory=list, max_length=MAX_NETWORKS)
     apps: list[AppSpec] = Field(default_factory=list, max_length=MAX_APPS_PER_NODE)

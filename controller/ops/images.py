@@ -1,0 +1,180 @@
+"""Operator API: images (upload to the datastore, or register an external URL) and networks."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from flask import jsonify, request
+from pydantic import Field, model_validator
+from sqlalchemy import func, select
+
+from controller.auth import require_role
+from controller.datastore import store_upload
+from controller.db import App, Image, Network
+from controller.errors import ApiError
+from controller.openapi import doc
+from controller.ops.blueprint import ops_api
+from controller.ops.common import Body, audit, image_json, parse, svc
+from protocol.desired_state import MAX_IMAGE_BYTES, ImageFormat, Name, Sha256Hex
+from protocol.desired_state import Network as NetworkSpec
+
+
+class ImageQuery(Body):
+    name: Name
+    format: ImageFormat
+    sha256: Sha256Hex
+
+
+class ImageRegistration(Body):
+    """An image held elsewhere (any HTTP(S) datastore): nodes fetch it from ``url``."""
+
+    name: Name
+    format: ImageFormat
+    sha256: Sha256Hex
+    size: int = Field(gt=0, le=MAX_IMAGE_BYTES)
+    url: str = Field(pattern=r"^https?://", max_length=2048)
+
+
+class NetworkBody(Body):
+    name: Name
+    subnet: str = Field(max_length=43)
+    nat: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> NetworkBody:
+        NetworkSpec(name=self.name, subnet=self.subnet, nat=self.nat)
+        return self
+
+
+def _refuse_duplicate(s, name: str) -> None:  # type: ignore[no-untyped-def]
+    if s.scalar(select(Image).where(Image.name == name)) is not None:
+        raise ApiError(409, "conflict", f"an image named {name!r} exists")
+
+
+@ops_api.post("/images")
+@require_role("operator")
+@doc(
+    "Upload an image to the controller's datastore (body: the bytes)",
+    query=ImageQuery,
+    raw_body="application/octet-stream",
+    status=201,
+)
+def upload_image():  # type: ignore[no-untyped-def]
+    services = svc()
+    query = parse(ImageQuery, request.args.to_dict())
+    request.max_content_length = services.settings.max_image_bytes
+    with services.db.transaction() as s:
+        _refuse_duplicate(s, query.name)
+    size = store_upload(
+        services.settings.datastore_dir,
+        request.stream,
+        query.sha256,
+        services.settings.max_image_bytes,
+    )
+    with services.db.transaction() as s:
+        _refuse_duplicate(s, query.name)
+        image = Image(name=query.name, sha256=query.sha256, size=size, format=query.format)
+        s.add(image)
+        audit(s, "image.add", query.name, after=image_json(image))
+    return jsonify(image_json(image)), 201
+
+
+@ops_api.post("/images/register")
+@require_role("operator")
+@doc("Register an image held in an external datastore", body=ImageRegistration, status=201)
+def register_image():  # type: ignore[no-untyped-def]
+    body = parse(ImageRegistration, request.get_json(silent=True))
+    with svc().db.transaction() as s:
+        _refuse_duplicate(s, body.name)
+        image = Image(
+            name=body.name, sha256=body.sha256, size=body.size, format=body.format, url=body.url
+        )
+        s.add(image)
+        audit(s, "image.register", body.name, after=image_json(image))
+    return jsonify(image_json(image)), 201
+
+
+@ops_api.get("/images")
+@require_role("viewer")
+@doc("List images and the apps that use them")
+def list_images():  # type: ignore[no-untyped-def]
+    with svc().db.transaction() as s:
+        images = s.scalars(select(Image).order_by(Image.name)).all()
+        users: dict[int, list[str]] = {}
+        for image_id, name in s.execute(select(App.image_id, App.name).order_by(App.name)):
+            users.setdefault(image_id, []).append(name)
+        return jsonify({"images": [{**image_json(i), "apps": users.get(i.id, [])} for i in images]})
+
+
+@ops_api.delete("/images/<name>")
+@require_role("operator")
+@doc("Delete an image no app uses")
+def delete_image(name: str):  # type: ignore[no-untyped-def]
+    with svc().db.transaction() as s:
+        image = s.scalar(select(Image).where(Image.name == name))
+        if image is None:
+            raise ApiError(404, "not_found", f"no image named {name!r}")
+        if s.scalar(select(func.count()).select_from(App).where(App.image_id == image.id)):
+            raise ApiError(409, "conflict", f"image {name!r} is used by apps")
+        audit(s, "image.delete", name, before=image_json(image))
+        s.delete(image)
+        same_blob = s.scalar(
+            select(func.count())
+            .select_from(Image)
+            .where(Image.sha256 == image.sha256, Image.id != image.id)
+        )
+        if image.url is None and not same_blob:
+            (svc().settings.datastore_dir / "sha256" / image.sha256).unlink(missing_ok=True)
+    return jsonify({"deleted": name})
+
+
+@ops_api.post("/networks")
+@require_role("operator")
+@doc("Define an app network", body=NetworkBody, status=201)
+def create_network():  # type: ignore[no-untyped-def]
+    body = parse(NetworkBody, request.get_json(silent=True))
+    new = ipaddress.IPv4Network(body.subnet)
+    with svc().db.transaction() as s:
+        for net in s.scalars(select(Network)):
+            if net.name == body.name:
+                raise ApiError(409, "conflict", f"a network named {body.name!r} exists")
+            if ipaddress.IPv4Network(net.subnet).overlaps(new):
+                raise ApiError(409, "conflict", f"{body.subnet} overlaps {net.name} ({net.subnet})")
+        s.add(Network(name=body.name, subnet=body.subnet, nat=body.nat))
+        audit(s, "network.create", body.name, after=body.model_dump())
+    return jsonify(body.model_dump()), 201
+
+
+@ops_api.get("/networks")
+@require_role("viewer")
+@doc("List app networks")
+def list_networks():  # type: ignore[no-untyped-def]
+    with svc().db.transaction() as s:
+        return jsonify(
+            {
+                "networks": [
+                    {"name": n.name, "subnet": n.subnet, "nat": n.nat}
+                    for n in s.scalars(select(Network).order_by(Network.name))
+                ]
+            }
+        )
+
+
+@ops_api.delete("/networks/<name>")
+@require_role("operator")
+@doc("Delete an app network no app uses")
+def delete_network(name: str):  # type: ignore[no-untyped-def]
+    with svc().db.transaction() as s:
+        net = s.scalar(select(Network).where(Network.name == name))
+        if net is None:
+            raise ApiError(404, "not_found", f"no network named {name!r}")
+        users = [
+            a.name
+            for a in s.scalars(select(App))
+            if any(n.get("name") == name for n in a.spec.get("networks", []))
+        ]
+        if users:
+            raise ApiError(409, "conflict", f"network {name!r} is used by {', '.join(users)}")
+        audit(s, "network.delete", name, before={"name": name, "subnet": net.subnet})
+        s.delete(net)
+    return jsonify({"deleted": name})

@@ -1,0 +1,291 @@
+"""Operator API: nodes — claim, pending approval, labels/settings, commands, events, logs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from typing import Annotated, Any, Literal
+
+from flask import jsonify, request
+from pydantic import Field, StringConstraints, ValidationError
+from sqlalchemy import delete, select
+
+from controller.auth import require_role
+from controller.db import Assignment, Event, LogBatch, Node, PendingRegistration
+from controller.errors import ApiError, validation_details
+from controller.onboarding import claim_serial
+from controller.openapi import doc
+from controller.ops.blueprint import ops_api
+from controller.ops.common import (
+    Body,
+    audit,
+    event,
+    find_app,
+    find_node,
+    node_json,
+    parse,
+    svc,
+)
+from protocol.desired_state import Name, NodeSettings
+from protocol.messages import Serial
+
+LabelKey = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._/-]{0,62}$")]
+LabelValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{0,63}$")]
+
+
+class ClaimBody(Body):
+    serial: Serial
+
+
+class NodeQuery(Body):
+    label: str | None = None
+    """key=value; only nodes with that label."""
+
+
+class NodePatch(Body):
+    labels: dict[LabelKey, LabelValue] | None = Field(default=None, max_length=32)
+    settings: dict[str, Any] | None = None
+    """Overrides of the node settings (validated against NodeSettings)."""
+
+
+class CommandBody(Body):
+    command: Literal["reboot", "restart", "purge"]
+    app: Name | None = None
+
+
+class AssignBody(Body):
+    app: Name
+
+
+class LogQuery(Body):
+    source: str | None = None
+    limit: int = Field(default=200, ge=1, le=5000)
+
+
+@ops_api.post("/nodes/claim")
+@require_role("operator")
+@doc("Claim a serial so the node carrying it may onboard", body=ClaimBody, status=201)
+def claim():  # type: ignore[no-untyped-def]
+    body = parse(ClaimBody, request.get_json(silent=True))
+    with svc().db.transaction() as s:
+        node = claim_serial(s, body.serial)
+        s.execute(delete(PendingRegistration).where(PendingRegistration.serial == body.serial))
+        audit(s, "node.claim", body.serial, after={"serial": body.serial})
+        return jsonify(node_json(s, node)), 201
+
+
+@ops_api.get("/nodes")
+@require_role("viewer")
+@doc("List nodes", query=NodeQuery)
+def list_nodes():  # type: ignore[no-untyped-def]
+    query = parse(NodeQuery, request.args.to_dict())
+    with svc().db.transaction() as s:
+        nodes = s.scalars(select(Node).order_by(Node.serial)).all()
+        if query.label:
+            key, _, value = query.label.partition("=")
+            nodes = [n for n in nodes if (n.labels or {}).get(key) == value]
+        return jsonify({"nodes": [node_json(s, n, full=False) for n in nodes]})
+
+
+@ops_api.get("/nodes/<key>")
+@require_role("viewer")
+@doc("Show a node (by serial or uuid)")
+def show_node(key: str):  # type: ignore[no-untyped-def]
+    with svc().db.transaction() as s:
+        return jsonify(node_json(s, find_node(s, key)))
+
+
+@ops_api.patch("/nodes/<key>")
+@require_role("operator")
+@doc("Set a node's labels and/or settings", body=NodePatch)
+def patch_node(key: str):  # type: ignore[no-untyped-def]
+    body = parse(NodePatch, request.get_json(silent=True))
+    if body.settings is not None:
+        try:
+            NodeSettings.model_validate(body.settings)
+        except ValidationError as exc:
+            details = [{**d, "field": f"settings.{d['field']}"} for d in validation_details(exc)]
+            raise ApiError(422, "invalid_body", "settings are invalid", details) from exc
+    with svc().db.transaction() as s:
+        node = find_node(s, key)
+        before = {"labels": node.labels, "settings": node.settings}
+        if body.labels is not None:
+            node.labels = dict(body.labels)
+        if body.settings is not None:
+            node.settings = dict(body.settings)
+        audit(
+            s,
+            "node.update",
+            node.serial,
+            before=before,
+            after={"labels": node.labels, "settings": node.settings},
+        )
+        return jsonify(node_json(s, node))
+
+
+@ops_api.delete("/nodes/<key>")
+@require_role("admin")
+@doc("Forget a claimed node that never registered")
+def delete_node(key: str):  # type: ignore[no-untyped-def]
+    with svc().db.transaction() as s:
+        node = find_node(s, key)
+        if node.state != "claimed":
+            raise ApiError(409, "conflict", f"node {node.serial!r} is {node.state}; revoke it")
+        audit(s, "node.delete", node.serial, before={"serial": node.serial})
+        s.delete(node)
+    return jsonify({"deleted": key})
+
+
+@ops_api.post("/nodes/<key>/commands")
+@require_role("operator")
+@doc("Reboot a node, or restart/purge one app instance (acted on once)", body=CommandBody)
+def command(key: str):  # type: ignore[no-untyped-def]
+    body = parse(CommandBody, request.get_json(silent=True))
+    with svc().db.transaction() as s:
+        node = find_node(s, key)
+        if body.command == "reboot":
+            node.reboot_counter += 1
+            counter = node.reboot_counter
+        else:
+            if body.app is None:
+                raise ApiError(
+                    422,
+                    "invalid_body",
+                    "request is invalid",
+                    [{"field": "app", "error": f"{body.command} needs an app"}],
+                )
+            app = find_app(s, body.app)
+            inst = s.scalar(
+                select(Assignment).where(Assignment.node_id == node.id, Assignment.app_id == app.id)
+            )
+            if inst is None:
+                raise ApiError(404, "not_found", f"{body.app!r} does not run on {node.serial!r}")
+            attr = f"{body.command}_counter"
+            setattr(inst, attr, getattr(inst, attr) + 1)
+            counter = getattr(inst, attr)
+        audit(s, f"node.{body.command}", node.serial, app=body.app, counter=counter)
+        event(s, node, f"command.{body.command}", body.app or "")
+        return jsonify({"command": body.command, "app": body.app, "counter": counter})
+
+
+@ops_api.post("/nodes/<key>/apps")
+@require_role("operator")
+@doc("Run an app on a node", body=AssignBody, status=201)
+def assign(key: str):  # type: ignore[no-untyped-def]
+    body = parse(AssignBody, request.get_json(silent=True))
+    with svc().db.transaction() as s:
+        node, app = find_node(s, key), find_app(s, body.app)
+        inst = s.scalar(
+            select(Assignment).where(Assignment.node_id == node.id, Assignment.app_id == app.id)
+        )
+        created = inst is None
+        changed = created or not inst.explicit  # type: ignore[union-attr]
+        if inst is None:
+            s.add(Assignment(node_id=node.id, app_id=app.id))
+        else:
+            inst.explicit = True
+        if changed:
+            audit(s, "app.assign", node.serial, app=app.name)
+        s.flush()
+        return jsonify(node_json(s, node)), 201 if created else 200
+
+
+@ops_api.delete("/nodes/<key>/apps/<name>")
+@require_role("operator")
+@doc("Stop running an app on a node")
+def unassign(key: str, name: str):  # type: ignore[no-untyped-def]
+    with svc().db.transaction() as s:
+        node, app = find_node(s, key), find_app(s, name)
+        gone = s.execute(
+            delete(Assignment).where(
+                Assignment.node_id == node.id,
+                Assignment.app_id == app.id,
+                Assignment.explicit.is_(True),
+            )
+        ).rowcount
+        if not gone:
+            raise ApiError(
+                404, "not_found", f"app {name!r} is not explicitly assigned to {node.serial!r}"
+            )
+        audit(s, "app.unassign", node.serial, app=app.name)
+        return jsonify(node_json(s, node))
+
+
+@ops_api.get("/pending")
+@require_role("viewer")
+@doc("Nodes that tried to onboard with an unclaimed serial")
+def pending():  # type: ignore[no-untyped-def]
+    with svc().db.transaction() as s:
+        rows = s.scalars(select(PendingRegistration).order_by(PendingRegistration.serial)).all()
+        return jsonify(
+            {
+                "pending": [
+                    {
+                        "serial": p.serial,
+                        "device_cert_sha256": p.device_cert_sha256,
+                        "first_seen": p.first_seen.isoformat() + "Z",
+                        "last_seen": p.last_seen.isoformat() + "Z",
+                        "attempts": p.attempts,
+                    }
+                    for p in rows
+                ]
+            }
+        )
+
+
+@ops_api.post("/pending/<serial>/<decision>")
+@require_role("operator")
+@doc("Approve (claim) or reject a pending node")
+def decide(serial: str, decision: str):  # type: ignore[no-untyped-def]
+    if decision not in ("approve", "reject"):
+        raise ApiError(404, "not_found", "decision must be approve or reject")
+    with svc().db.transaction() as s:
+        row = s.scalar(select(PendingRegistration).where(PendingRegistration.serial == serial))
+        if row is None:
+            raise ApiError(404, "not_found", f"no pending node with serial {serial!r}")
+        s.delete(row)
+        if decision == "approve":
+            claim_serial(s, serial)
+        audit(s, f"node.{decision}", serial, device_cert_sha256=row.device_cert_sha256)
+    return jsonify({"serial": serial, "decision": decision})
+
+
+@ops_api.get("/nodes/<key>/events")
+@require_role("viewer")
+@doc("Recent events of a node")
+def node_events(key: str):  # type: ignore[no-untyped-def]
+    with svc().db.transaction() as s:
+        node = find_node(s, key)
+        rows = s.scalars(
+            select(Event).where(Event.node_id == node.id).order_by(Event.id.desc()).limit(200)
+        ).all()
+        return jsonify(
+            {
+                "events": [
+                    {"at": e.at.isoformat() + "Z", "kind": e.kind, "message": e.message}
+                    for e in rows
+                ]
+            }
+        )
+
+
+@ops_api.get("/nodes/<key>/logs")
+@require_role("viewer")
+@doc("Recent log lines a node sent (agent and app consoles)", query=LogQuery)
+def node_logs(key: str):  # type: ignore[no-untyped-def]
+    query = parse(LogQuery, request.args.to_dict())
+    with svc().db.transaction() as s:
+        node = find_node(s, key)
+        stmt = select(LogBatch).where(LogBatch.node_id == node.id)
+        if query.source:
+            stmt = stmt.where(LogBatch.source == query.source)
+        batches = s.scalars(stmt.order_by(LogBatch.id.desc()).limit(100)).all()
+        lines: list[dict[str, Any]] = []
+        for batch in batches:
+            for raw in reversed(gzip.decompress(batch.data_gz).splitlines()):
+                lines.append({"source": batch.source, **json.loads(raw)})
+                if len(lines) >= query.limit:
+                    break
+            if len(lines) >= query.limit:
+                break
+        return jsonify({"lines": list(reversed(lines))})
