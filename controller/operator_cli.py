@@ -17,11 +17,17 @@ from typing import Any
 
 import requests
 
+from controller.operator_cli_resources import UsageError, add_resource_commands
+
 __all__ = ["main"]
 
 
 class CliError(Exception):
-    pass
+    """The controller refused (exit 1) or could not be reached (exit 3)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class Client:
@@ -37,7 +43,7 @@ class Client:
                 method, f"{self.url}/api/v1{path}", timeout=60, verify=self.verify, **kwargs
             )
         except requests.RequestException as exc:
-            raise CliError(f"cannot reach the controller at {self.url}: {exc}") from exc
+            raise CliError(f"cannot reach the controller at {self.url}: {exc}", 3) from exc
         try:
             data = resp.json()
         except ValueError:
@@ -63,7 +69,7 @@ def _connect(args: argparse.Namespace) -> Client:
     if not token and token_file:
         token = Path(token_file).read_text().strip()
     if not url or not token:
-        raise CliError("set the controller URL and token (--url/--token, OUTPOST_* or --config)")
+        raise UsageError("set the controller URL and token (--url/--token, OUTPOST_* or --config)")
     return Client(url, token, ca)
 
 
@@ -199,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url")
     p.add_argument("--token")
     p.add_argument("--ca", help="CA bundle to verify the controller (its root CA)")
+    p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     sub = p.add_subparsers(dest="cmd", required=True)
+    add_resource_commands(sub)
 
     sub.add_parser("nodes", help="list nodes and their apps' states").set_defaults(fn=cmd_nodes)
     s = sub.add_parser("node", help="show one node")
@@ -251,7 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         args.fn(_connect(args), args)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
