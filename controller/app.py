@@ -9,6 +9,7 @@ from flask import Flask, jsonify
 from controller.datastore import datastore
 from controller.db import Database
 from controller.device_api import device_api
+from controller.device_reports import device_reports
 from controller.errors import register_error_handlers
 from controller.ops import ops_api
 from controller.pki_store import ControllerPki, load_pki
@@ -32,6 +33,7 @@ def create_app(settings: ControllerSettings, pki: ControllerPki | None = None) -
     )
     register_error_handlers(app)
     app.register_blueprint(device_api)
+    app.register_blueprint(device_reports)
     app.register_blueprint(ops_api)
     app.register_blueprint(datastore)
 

@@ -38,6 +38,7 @@ __all__ = [
     "Event",
     "Image",
     "LogBatch",
+    "MetricSample",
     "Network",
     "Node",
     "PendingRegistration",
@@ -79,6 +80,8 @@ class Node(Base):
     reboot_counter: Mapped[int] = mapped_column(Integer, default=0)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     metrics_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    log_seq: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """Highest log batch sequence number stored, per source (drops resent batches)."""
 
 
 class Image(Base):
@@ -162,6 +165,16 @@ class Event(Base):
     )
     kind: Mapped[str] = mapped_column(String(64))
     message: Mapped[str] = mapped_column(String(1024), default="")
+
+
+class MetricSample(Base):
+    """A metrics message as received (bounded history per node, for plots)."""
+
+    __tablename__ = "metric_samples"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 class LogBatch(Base):

@@ -77,3 +77,52 @@ class InfoMessage(_Strict):
     config_hash: Annotated[str, StringConstraints(pattern=r"^([0-9a-f]{64})?$")] = ""
     hypervisor: Annotated[str, StringConstraints(max_length=16)] = ""
     apps: list[AppStatus] = Field(default_factory=list, max_length=256)
+
+
+class NodeMetrics(_Strict):
+    """Node-wide counters; ``*_total`` values are cumulative since boot (EVE's style)."""
+
+    cpu_seconds_total: float = Field(ge=0)
+    memory_used_bytes: int = Field(ge=0)
+    memory_total_bytes: int = Field(ge=0)
+    disk_used_bytes: int = Field(ge=0)
+    disk_total_bytes: int = Field(ge=0)
+    net_rx_bytes_total: int = Field(ge=0)
+    net_tx_bytes_total: int = Field(ge=0)
+    uptime_s: float = Field(ge=0)
+
+
+class AppMetrics(_Strict):
+    uuid: Uuid
+    cpu_seconds_total: float = Field(ge=0)
+    memory_used_bytes: int = Field(ge=0)
+    disk_used_bytes: int = Field(default=0, ge=0)
+    net_rx_bytes_total: int = Field(default=0, ge=0)
+    net_tx_bytes_total: int = Field(default=0, ge=0)
+
+
+class MetricsMessage(_Strict):
+    """Lossy: a lost sample only makes the next interval longer (counters are cumulative)."""
+
+    at: float
+    node: NodeMetrics
+    apps: list[AppMetrics] = Field(default_factory=list, max_length=256)
+
+
+class LogLine(_Strict):
+    ts: float
+    level: Annotated[str, StringConstraints(max_length=16)] = "INFO"
+    msg: Annotated[str, StringConstraints(max_length=8192)]
+
+
+MAX_LOG_BATCH_GZ = 512 * 1024
+MAX_LOG_BATCH_LINES = 5000
+
+
+class LogBatchMessage(_Strict):
+    """Log lines of one source, as base64 of gzip of JSON lines (one LogLine each)."""
+
+    source: Annotated[str, StringConstraints(pattern=r"^(agent|app:[0-9a-f-]{36})$")]
+    seq: int = Field(ge=0)
+    """Per-node sequence number of the batch: the controller drops a repeat."""
+    lines_gz_b64: Annotated[str, StringConstraints(max_length=MAX_LOG_BATCH_GZ * 4 // 3 + 4)]
