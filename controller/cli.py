@@ -32,6 +32,8 @@ def _settings(data_dir: Path) -> ControllerSettings:
         raise SystemExit(f"{data_dir} is not initialised: run `outpost-controller init` first")
     raw = json.loads(path.read_text())
     raw["tls_hosts"] = tuple(raw.get("tls_hosts", ()))
+    if os.environ.get("OUTPOST_DB_URL"):
+        raw["db_url"] = os.environ["OUTPOST_DB_URL"]
     return ControllerSettings(data_dir=data_dir, **raw)
 
 
@@ -43,6 +45,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         public_url=args.public_url,
         tls_hosts=hosts,
         node_config_interval_s=args.node_config_interval,
+        db_url=args.db_url or "",
     )
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
@@ -58,9 +61,11 @@ def cmd_init(args: argparse.Namespace) -> int:
                 "public_url": settings.public_url,
                 "tls_hosts": list(hosts),
                 "node_config_interval_s": settings.node_config_interval_s,
+                "db_url": settings.db_url,
             },
             indent=2,
         ).encode(),
+        mode=0o600,
     )
     db = Database(settings.database_url)
     db.create_schema()
@@ -122,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tls-host", action="append", default=[], help="extra TLS name/address")
     p.add_argument("--node-config-interval", type=float, default=60.0)
     p.add_argument("--token-file", type=Path, help="write the admin token here (0600)")
+    p.add_argument(
+        "--db-url",
+        help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in"
+        " the data dir); OUTPOST_DB_URL overrides it at serve time",
+    )
     p.set_defaults(fn=cmd_init)
 
     p = sub.add_parser("serve", help="serve the device and operator APIs over HTTPS")

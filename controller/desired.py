@@ -1,7 +1,9 @@
 """Build a node's desired state from the database, and keep its generation number.
 
 Level-triggered: the document is rebuilt on every config request; the generation
-moves forward only when the content (apart from the generation) changed.  App
+moves forward only when the content (apart from the generation) changed.  On
+PostgreSQL the node row is locked while comparing, so replicas answering at once
+never give two contents one generation (SQLite serves one controller process).  App
 instances come from explicit assignments and from apps whose label selector the
 node's labels satisfy (materialised as non-explicit assignments, so their
 restart/purge counters persist).
@@ -95,6 +97,9 @@ def current_desired_state(
 ) -> DesiredState:
     """The node's document now; bumps ``node.config_generation`` if its content changed."""
     assert node.uuid is not None, "only registered nodes have a desired state"
+    if session.get_bind().dialect.name != "sqlite":
+        # replicas: one (generation, content) pair per generation, never two
+        session.refresh(node, with_for_update=True)
     sync_label_assignments(session, node)
     apps = _apps_for(session, node, public_url)
     base = (defaults or NodeSettings()).model_dump()
