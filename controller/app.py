@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask, jsonify
 
+from controller.config_notify import ConfigNotifier
 from controller.datastore import datastore
 from controller.db import Database
 from controller.device_api import device_api
@@ -29,7 +30,10 @@ def create_app(settings: ControllerSettings, pki: ControllerPki | None = None) -
     db = Database(settings.database_url)
     db.create_schema()
     app.extensions["outpost"] = Services(
-        settings=settings, db=db, pki=pki or load_pki(settings.pki_dir)
+        settings=settings,
+        db=db,
+        pki=pki or load_pki(settings.pki_dir),
+        notifier=ConfigNotifier(settings.database_url),
     )
     register_error_handlers(app)
     app.register_blueprint(device_api)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from controller.config_notify import ConfigNotifier
 from controller.db import Database
 from controller.pki_store import ControllerPki
 from controller.settings import ControllerSettings
@@ -16,3 +17,4 @@ class Services:
     settings: ControllerSettings
     db: Database
     pki: ControllerPki
+    notifier: ConfigNotifier

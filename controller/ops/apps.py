@@ -14,7 +14,7 @@ from controller.db import App, Assignment, Image, Network, Node, utcnow
 from controller.errors import ApiError, validation_details
 from controller.openapi import doc
 from controller.ops.blueprint import ops_api
-from controller.ops.common import Body, app_json, audit, find_app, image_json, parse, svc
+from controller.ops.common import Body, app_json, audit, changed, find_app, image_json, parse, svc
 from controller.ops.nodes import LabelKey, LabelValue
 from protocol.desired_state import Adapter, AppNetwork, AppSpec, Name, Resources
 
@@ -96,6 +96,7 @@ def create_app_def():  # type: ignore[no-untyped-def]
         s.flush()
         out = app_json(app, image)
         audit(s, "app.create", body.name, after=out)
+        changed(s)
     return jsonify(out), 201
 
 
@@ -127,6 +128,7 @@ def replace_app(name: str):  # type: ignore[no-untyped-def]
         after = app_json(app, image)
         if after != before:
             audit(s, "app.update", name, before=before, after=after)
+            changed(s)
     return jsonify(after)
 
 
@@ -183,4 +185,5 @@ def delete_app(name: str):  # type: ignore[no-untyped-def]
             s.delete(inst)
         s.delete(app)
         audit(s, "app.delete", name, before=before)
+        changed(s)
     return jsonify({"deleted": name})

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from controller.config_notify import ALL
 from controller.db import App, Assignment, AuditEvent, Event, Image, Node
 from controller.errors import ApiError, validation_details
 from controller.services import Services
@@ -17,6 +18,7 @@ __all__ = [
     "Body",
     "app_json",
     "audit",
+    "changed",
     "event",
     "find_app",
     "find_node",
@@ -59,6 +61,11 @@ def audit(
             actor=g.actor, action=action, target=target, detail=detail, before=before, after=after
         )
     )
+
+
+def changed(session: Session, node: Node | None = None) -> None:
+    """Wake the long-polls of ``node`` (of every node when None) once this commits."""
+    svc().notifier.notify(session, node.id if node is not None else ALL)
 
 
 def event(session: Session, node: Node | None, kind: str, message: str = "") -> None:

@@ -14,7 +14,7 @@ from controller.db import App, Image, Network
 from controller.errors import ApiError
 from controller.openapi import doc
 from controller.ops.blueprint import ops_api
-from controller.ops.common import Body, audit, image_json, parse, svc
+from controller.ops.common import Body, audit, changed, image_json, parse, svc
 from protocol.desired_state import MAX_IMAGE_BYTES, ImageFormat, Name, Sha256Hex
 from protocol.desired_state import Network as NetworkSpec
 
@@ -142,6 +142,7 @@ def create_network():  # type: ignore[no-untyped-def]
                 raise ApiError(409, "conflict", f"{body.subnet} overlaps {net.name} ({net.subnet})")
         s.add(Network(name=body.name, subnet=body.subnet, nat=body.nat))
         audit(s, "network.create", body.name, after=body.model_dump())
+        changed(s)
     return jsonify(body.model_dump()), 201
 
 
@@ -176,5 +177,6 @@ def delete_network(name: str):  # type: ignore[no-untyped-def]
         if users:
             raise ApiError(409, "conflict", f"network {name!r} is used by {', '.join(users)}")
         audit(s, "network.delete", name, before={"name": name, "subnet": net.subnet})
+        changed(s)
         s.delete(net)
     return jsonify({"deleted": name})

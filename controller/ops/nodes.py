@@ -19,6 +19,7 @@ from controller.ops.blueprint import ops_api
 from controller.ops.common import (
     Body,
     audit,
+    changed,
     event,
     find_app,
     find_node,
@@ -120,6 +121,7 @@ def patch_node(key: str):  # type: ignore[no-untyped-def]
             before=before,
             after={"labels": node.labels, "settings": node.settings},
         )
+        changed(s, node)
         return jsonify(node_json(s, node))
 
 
@@ -165,6 +167,7 @@ def command(key: str):  # type: ignore[no-untyped-def]
             counter = getattr(inst, attr)
         audit(s, f"node.{body.command}", node.serial, app=body.app, counter=counter)
         event(s, node, f"command.{body.command}", body.app or "")
+        changed(s, node)
         return jsonify({"command": body.command, "app": body.app, "counter": counter})
 
 
@@ -179,13 +182,14 @@ def assign(key: str):  # type: ignore[no-untyped-def]
             select(Assignment).where(Assignment.node_id == node.id, Assignment.app_id == app.id)
         )
         created = inst is None
-        changed = created or not inst.explicit  # type: ignore[union-attr]
+        is_new = created or not inst.explicit  # type: ignore[union-attr]
         if inst is None:
             s.add(Assignment(node_id=node.id, app_id=app.id))
         else:
             inst.explicit = True
-        if changed:
+        if is_new:
             audit(s, "app.assign", node.serial, app=app.name)
+            changed(s, node)
         s.flush()
         return jsonify(node_json(s, node)), 201 if created else 200
 
@@ -208,6 +212,7 @@ def unassign(key: str, name: str):  # type: ignore[no-untyped-def]
                 404, "not_found", f"app {name!r} is not explicitly assigned to {node.serial!r}"
             )
         audit(s, "app.unassign", node.serial, app=app.name)
+        changed(s, node)
         return jsonify(node_json(s, node))
 
 
