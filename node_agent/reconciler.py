@@ -3,6 +3,7 @@
 Each pass re-reads the desired state (the checkpoint) and the actual state (the
 runtimes' labelled workloads and the image store) and acts on the difference:
 
+    networks (firewall, bridges, dnsmasq)        → realised first, through the network hook
     desired running, missing/stopped/other image → fetch+verify image → start
     desired stopped, running                     → stop
     running, not desired                         → remove
@@ -10,6 +11,13 @@ runtimes' labelled workloads and the image store) and acts on the difference:
 
 Failures are recorded per app (state ERROR, error text and time) and retried on
 the next pass; one app's failure never stops the others.
+
+An app on app networks gets its interfaces from the network hook (``NodePorts`` or
+``NodeNetwork``: ``apply(desired)`` then ``workload_networks(uuid)``). When the hook
+refuses a config, apps whose networks are in force keep running on them; the others are
+in ERROR with the reason. When an app's interfaces change while it runs, it is restarted
+once (stop, then start from the new spec). That comparison lives in memory: after an
+agent restart the first pass takes the running workloads' interfaces as current.
 """
 
 from __future__ import annotations
@@ -19,13 +27,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from node_agent.image_store import ImageError, ImageStore
+from node_agent.network import NetworkError, WorkloadNetworks
 from node_agent.runtime.base import Runtime, RuntimeError_, Workload, WorkloadSpec, WorkloadState
 from protocol.desired_state import AppSpec, DesiredState
 from protocol.messages import AppState, AppStatus
 
-__all__ = ["Reconciler"]
+__all__ = ["NetworkHook", "Reconciler"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +47,18 @@ class _Record:
     error_time: float | None = None
 
 
+class NetworkHook(Protocol):
+    """The node's networking as the reconciler uses it (``NodePorts``, ``NodeNetwork``)."""
+
+    def apply(self, desired: DesiredState | None) -> object:
+        """Realise networks/firewall for ``desired``; raise NetworkError when refused."""
+        ...
+
+    def workload_networks(self, app_uuid: str) -> WorkloadNetworks:
+        """The app's interfaces in the plan in force (empty when none)."""
+        ...
+
+
 class Reconciler:
     def __init__(
         self,
@@ -44,13 +66,17 @@ class Reconciler:
         store: ImageStore,
         runtimes: Mapping[str, Runtime],
         apps_dir: Path,
+        network: NetworkHook | None = None,
     ) -> None:
         self.node_uuid = node_uuid
         self.store = store
         self.runtimes = runtimes
         self.apps_dir = apps_dir
+        self.network = network
         self._records: dict[str, _Record] = {}
         self._desired: dict[str, AppSpec] = {}
+        self._net_error = ""
+        self._started_nets: dict[str, WorkloadNetworks] = {}
 
     def _set(self, app: AppSpec, state: AppState, error: str = "") -> None:
         old = self._records.get(app.uuid)
@@ -86,6 +112,13 @@ class Reconciler:
         for uuid in list(self._records):
             if uuid not in apps:
                 del self._records[uuid]
+                self._started_nets.pop(uuid, None)
+        self._net_error = ""
+        if self.network is not None:
+            try:
+                self.network.apply(desired)
+            except NetworkError as exc:
+                self._net_error = f"network config not applied: {exc}"
         observed = {kind: rt.list() for kind, rt in self.runtimes.items()}
         for app in apps.values():
             try:
@@ -103,6 +136,20 @@ class Reconciler:
         self.store.gc(a.image.sha256 for a in apps.values())
         return self.statuses()
 
+    def _networks(self, app: AppSpec) -> WorkloadNetworks | None:
+        """The app's interfaces; None (and the app in ERROR) when they are not in force."""
+        if not app.networks:
+            return WorkloadNetworks()
+        if self.network is None:
+            self._set(app, AppState.ERROR, "app networks are not managed on this node")
+            return None
+        nets = self.network.workload_networks(app.uuid)
+        if sorted(a.network for a in nets.attachments) != sorted(n.name for n in app.networks):
+            reason = self._net_error or "its networks are not set up"
+            self._set(app, AppState.ERROR, reason)
+            return None
+        return nets
+
     def _reconcile_app(self, app: AppSpec, workload: Workload | None) -> None:
         runtime = self.runtimes[app.kind]
         running = workload is not None and workload.state is WorkloadState.RUNNING
@@ -113,9 +160,17 @@ class Reconciler:
                 runtime.stop(app.uuid)
             self._set(app, AppState.HALTED)
             return
-        if running and same_image:
-            self._set(app, AppState.RUNNING)
+        nets = self._networks(app)
+        if nets is None:
             return
+        if running and same_image:
+            seen = self._started_nets.setdefault(app.uuid, nets)
+            if seen == nets:
+                self._set(app, AppState.RUNNING)
+                return
+            log.info("app %s (%s): interfaces changed, restarting", app.name, app.uuid[:8])
+            self._set(app, AppState.RESTARTING)
+            runtime.stop(app.uuid)
         if workload is not None and not running and app.uuid in self._records:
             prev = self._records[app.uuid].state
             if prev is AppState.RUNNING:
@@ -134,9 +189,13 @@ class Reconciler:
             memory_mib=app.resources.memory_mib,
             command=tuple(app.command),
             env=tuple(sorted(app.env.items())),
+            networks=nets.attachments,
+            netns_path=nets.netns_path,
+            usb_devices=tuple(a.match for a in app.adapters if a.kind == "usb"),
         )
         self._set(app, AppState.BOOTING)
         started = runtime.start(spec)
+        self._started_nets[app.uuid] = nets
         self._set(
             app, AppState.RUNNING if started.state is WorkloadState.RUNNING else AppState.BOOTING
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 __all__ = [
+    "NetAttachment",
     "PermanentError",
     "Runtime",
     "RuntimeError_",
@@ -43,12 +44,34 @@ class WorkloadState(enum.Enum):
 
 
 @dataclass(frozen=True)
+class NetAttachment:
+    """One interface of a workload on an app network (planned by ``node_agent.network``).
+
+    A VM gets a virtio NIC with ``mac`` on ``bridge`` through a tap named ``host_ifname``
+    and its ``ip`` by DHCP (a static lease); a container's interfaces are already set up in
+    the workload's network namespace (``WorkloadSpec.netns_path``) with ``ip``/``mac``.
+    """
+
+    network: str
+    bridge: str
+    mac: str
+    ip: str
+    prefix: int
+    gateway: str
+    host_ifname: str
+
+
+@dataclass(frozen=True)
 class WorkloadSpec:
     """What a runtime needs to run one app instance.
 
     ``image_path`` is a verified file in the node's image store (its sha256 was
     checked against ``image_sha256`` before the spec was built).  ``work_dir`` is
     a per-app directory the runtime may use (console logs, unpacked kernels).
+
+    ``networks`` empty means no network at all (no NIC, ``--network none``).
+    ``netns_path`` is the prepared network namespace a container joins (containers only).
+    ``usb_devices`` are ``vendor:product`` ids (hex) passed through to a VM.
     """
 
     app_uuid: str
@@ -62,6 +85,9 @@ class WorkloadSpec:
     memory_mib: int = 128
     command: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
+    networks: tuple[NetAttachment, ...] = ()
+    netns_path: str = ""
+    usb_devices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

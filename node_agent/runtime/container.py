@@ -115,6 +115,8 @@ class PodmanRuntime:
         if spec.node_uuid != self.node_uuid:
             log.warning("app %s: spec names node %s, using %s", app, spec.node_uuid, self.node_uuid)
         argv = run_argv(spec, self.node_uuid, self._run_options())
+        if spec.networks and not Path(spec.netns_path).exists():
+            raise TemporaryError(f"app {app}: network namespace {spec.netns_path} is not ready")
         existing = self._find(app)
         if existing is not None:
             if existing.extra.get("config_sha256") == _label(argv, LABEL_CONFIG):

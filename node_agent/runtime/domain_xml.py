@@ -26,6 +26,8 @@ __all__ = [
     "Disk",
     "Domain",
     "Features",
+    "HostdevUsb",
+    "Interface",
     "MemBalloon",
     "Memory",
     "OsKernelBoot",
@@ -286,6 +288,61 @@ class Controller:
 
 
 @dataclass(frozen=True)
+class Interface:
+    """``<interface type='bridge'>``: a NIC plugged into a host bridge through a tap."""
+
+    source_bridge: str
+    mac: str = ""
+    model: str = "virtio"
+    target_dev: str = ""
+
+    def to_element(self) -> ET.Element:
+        element = ET.Element("interface", type="bridge")
+        if self.mac:
+            _sub(element, "mac", address=self.mac)
+        _sub(element, "source", bridge=self.source_bridge)
+        if self.target_dev:
+            _sub(element, "target", dev=self.target_dev)
+        if self.model:
+            _sub(element, "model", type=self.model)
+        return element
+
+    @classmethod
+    def from_element(cls, element: ET.Element) -> Interface:
+        mac, source = element.find("mac"), element.find("source")
+        target, model = element.find("target"), element.find("model")
+        return cls(
+            source_bridge=source.get("bridge", "") if source is not None else "",
+            mac=mac.get("address", "") if mac is not None else "",
+            model=model.get("type", "") if model is not None else "",
+            target_dev=target.get("dev", "") if target is not None else "",
+        )
+
+
+@dataclass(frozen=True)
+class HostdevUsb:
+    """``<hostdev mode='subsystem' type='usb'>``: a host USB device by vendor/product id."""
+
+    vendor: str
+    product: str
+
+    def to_element(self) -> ET.Element:
+        element = ET.Element("hostdev", mode="subsystem", type="usb", managed="yes")
+        source = _sub(element, "source")
+        _sub(source, "vendor", id=self.vendor)
+        _sub(source, "product", id=self.product)
+        return element
+
+    @classmethod
+    def from_element(cls, element: ET.Element) -> HostdevUsb:
+        vendor, product = element.find("source/vendor"), element.find("source/product")
+        return cls(
+            vendor=vendor.get("id", "") if vendor is not None else "",
+            product=product.get("id", "") if product is not None else "",
+        )
+
+
+@dataclass(frozen=True)
 class MemBalloon:
     """``<memballoon model='…'/>``; model ``none`` means no balloon device."""
 
@@ -306,15 +363,24 @@ class Devices:
     emulator: str = ""
     disks: tuple[Disk, ...] = ()
     controllers: tuple[Controller, ...] = ()
+    interfaces: tuple[Interface, ...] = ()
     serials: tuple[Serial, ...] = ()
     consoles: tuple[Console, ...] = ()
+    hostdevs: tuple[HostdevUsb, ...] = ()
     memballoon: MemBalloon | None = None
 
     def to_element(self) -> ET.Element:
         element = ET.Element("devices")
         if self.emulator:
             _sub(element, "emulator", self.emulator)
-        children = (*self.disks, *self.controllers, *self.serials, *self.consoles)
+        children = (
+            *self.disks,
+            *self.controllers,
+            *self.interfaces,
+            *self.serials,
+            *self.consoles,
+            *self.hostdevs,
+        )
         element.extend(child.to_element() for child in children)
         if self.memballoon is not None:
             element.append(self.memballoon.to_element())
@@ -327,8 +393,18 @@ class Devices:
             emulator=_text(element.find("emulator")),
             disks=tuple(Disk.from_element(e) for e in element.findall("disk")),
             controllers=tuple(Controller.from_element(e) for e in element.findall("controller")),
+            interfaces=tuple(
+                Interface.from_element(e)
+                for e in element.findall("interface")
+                if e.get("type") == "bridge"
+            ),
             serials=tuple(Serial.from_element(e) for e in element.findall("serial")),
             consoles=tuple(Console.from_element(e) for e in element.findall("console")),
+            hostdevs=tuple(
+                HostdevUsb.from_element(e)
+                for e in element.findall("hostdev")
+                if e.get("type") == "usb"
+            ),
             memballoon=MemBalloon.from_element(balloon) if balloon is not None else None,
         )
 

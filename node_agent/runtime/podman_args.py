@@ -1,8 +1,11 @@
 """Pure functions that turn a :class:`WorkloadSpec` into podman names and argv.
 
 No I/O here, so unit tests can check exactly what ``podman run`` receives.
-Containers never publish ports (networking comes later) and always run with
-``--network none``, an init process, explicit ulimits and ``--restart no``.
+Containers never publish ports themselves (port maps are the node firewall's DNAT) and
+always run with an init process, explicit ulimits and ``--restart no``.  An app without
+networks gets ``--network none``; one on app networks joins the network namespace the
+node network prepared for it (``--network ns:<path>``, interfaces with static IPs already
+inside) and uses its first network's gateway as DNS server.
 """
 
 from __future__ import annotations
@@ -92,6 +95,18 @@ def _env_args(spec: WorkloadSpec) -> list[str]:
     return args
 
 
+def _network_args(spec: WorkloadSpec) -> list[str]:
+    if not spec.networks:
+        return ["--network", "none"]
+    path = spec.netns_path
+    if not path.startswith("/") or "," in path or any(c.isspace() for c in path):
+        raise PermanentError(
+            f"app {spec.app_uuid}: is on networks {[n.network for n in spec.networks]}"
+            f" but has no usable network namespace path ({path!r})"
+        )
+    return ["--network", f"ns:{path}", "--dns", spec.networks[0].gateway]
+
+
 def run_argv(spec: WorkloadSpec, node_uuid: str, options: RunOptions = RunOptions()) -> list[str]:
     """The ``podman run`` arguments (after the global ones) for ``spec``.
 
@@ -113,8 +128,7 @@ def run_argv(spec: WorkloadSpec, node_uuid: str, options: RunOptions = RunOption
         "never",
         "--runtime",
         options.runtime,
-        "--network",
-        "none",
+        *_network_args(spec),
         "--restart",
         "no",
     ]

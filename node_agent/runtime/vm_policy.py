@@ -1,10 +1,13 @@
 """VM policy: how Outpost turns a :class:`WorkloadSpec` into a libvirt :class:`Domain`.
 
 Closed by default: a VM gets exactly a CPU, memory, a directly booted kernel and one
-serial console whose output goes to ``<work_dir>/console.log``.  No USB bus
-(``<controller type='usb' model='none'/>``), no graphics, so no video, no sound, no
-channels, no balloon; ACPI on so the guest can be shut down gracefully; power-off and
-crash destroy the domain (it stays defined, shut off).
+serial console whose output goes to ``<work_dir>/console.log``.  No NIC unless the app is
+on app networks (then one virtio NIC per network, on that network's bridge, with the
+planned MAC and tap name), no USB bus (``<controller type='usb' model='none'/>``) unless
+USB devices are passed through (then an xHCI controller and one ``<hostdev>`` per
+vendor:product), no graphics, so no video, no sound, no channels, no balloon; ACPI on so
+the guest can be shut down gracefully; power-off and crash destroy the domain (it stays
+defined, shut off).
 
 Image formats: only ``kernel-bundle`` for now, an uncompressed tar of exactly the regular
 files ``kernel``, ``initrd`` and ``cmdline``, unpacked into ``<work_dir>/kernel-bundle/``.
@@ -32,6 +35,8 @@ from node_agent.runtime.domain_xml import (
     Devices,
     Domain,
     Features,
+    HostdevUsb,
+    Interface,
     MemBalloon,
     Memory,
     OsKernelBoot,
@@ -65,6 +70,7 @@ _MEMBERS = ("kernel", "initrd", "cmdline")
 _REQUIRED = ("kernel",)
 _MAX_CMDLINE = 4096
 _DOMAIN_TYPES = {"kvm": "kvm", "tcg": "qemu"}
+_HEX = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -194,6 +200,16 @@ def remove_kernel_bundle(bundle_directory: Path) -> None:
         directory.rmdir()
 
 
+def _usb_hostdevs(spec: WorkloadSpec) -> tuple[HostdevUsb, ...]:
+    hostdevs = []
+    for ident in spec.usb_devices:
+        vendor, _, product = ident.lower().partition(":")
+        if len(vendor) != 4 or len(product) != 4 or not all(c in _HEX for c in vendor + product):
+            raise PermanentError(f"app {spec.app_uuid}: invalid USB id {ident!r} (vvvv:pppp)")
+        hostdevs.append(HostdevUsb(vendor=f"0x{vendor}", product=f"0x{product}"))
+    return tuple(hostdevs)
+
+
 def build_domain(
     spec: WorkloadSpec, accel: str, files: KernelBundleFiles, *, uuid: str = "", machine: str = "pc"
 ) -> Domain:
@@ -202,6 +218,12 @@ def build_domain(
         raise PermanentError(
             f"app {spec.app_uuid}: invalid resources vcpus={spec.vcpus} memory={spec.memory_mib}MiB"
         )
+    hostdevs = _usb_hostdevs(spec)
+    usb_bus = Controller(type="usb", model="qemu-xhci" if hostdevs else "none")
+    interfaces = tuple(
+        Interface(source_bridge=n.bridge, mac=n.mac, model="virtio", target_dev=n.host_ifname)
+        for n in spec.networks
+    )
     return Domain(
         type=domain_type(accel),
         name=domain_name(spec.node_uuid, spec.app_uuid),
@@ -219,9 +241,11 @@ def build_domain(
         on_reboot="restart",
         on_crash="destroy",
         devices=Devices(
-            controllers=(Controller(type="usb", model="none"),),
+            controllers=(usb_bus,),
+            interfaces=interfaces,
             serials=(Serial(log_file=str(console_log_path(spec.work_dir)), append=True),),
             consoles=(Console(),),
+            hostdevs=hostdevs,
             memballoon=MemBalloon(model="none"),
         ),
         metadata=OutpostMetadata(
