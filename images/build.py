@@ -23,7 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from images import busybox, container, debian, kernel_bundle, oci, stamp, testvm
+from images import busybox, container, debian, kernel_bundle, oci, stamp, testvm, testvm_net
 from images.common import ImageBuildError, atomic_write_bytes, sha256_bytes
 from images.manifest import ImageArtifact, Manifest, load_manifest, write_manifest
 
@@ -81,6 +81,15 @@ def _testvm_build(inputs: _Inputs) -> bytes:
     return testvm.build(files, inputs.busybox)
 
 
+def _testvm_net_inputs(inputs: _Inputs) -> dict[str, Any]:
+    return {**_testvm_inputs(inputs), "recipe": stamp.source_hash(testvm_net.SOURCES)}
+
+
+def _testvm_net_build(inputs: _Inputs) -> bytes:
+    files = testvm_net.kernel_files(inputs.kernel_package, inputs.cache_dir)
+    return testvm_net.build_bundle(files, inputs.busybox)
+
+
 def _busybox_inputs(inputs: _Inputs) -> dict[str, Any]:
     return {
         "recipe": stamp.source_hash(container.SOURCES),
@@ -90,6 +99,14 @@ def _busybox_inputs(inputs: _Inputs) -> dict[str, Any]:
 
 RECIPES = (
     _Recipe("testvm", "testvm.tar", kernel_bundle.FORMAT, "vm", _testvm_inputs, _testvm_build),
+    _Recipe(
+        testvm_net.NAME,
+        testvm_net.FILE,
+        kernel_bundle.FORMAT,
+        "vm",
+        _testvm_net_inputs,
+        _testvm_net_build,
+    ),
     _Recipe(
         "busybox",
         "busybox-oci.tar",

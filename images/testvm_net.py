@@ -18,23 +18,16 @@ Built apart from ``build_all`` (which owns ``manifest.json`` and ``stamp.json``)
 
 from __future__ import annotations
 
-import fcntl
-import json
-import logging
 from pathlib import Path
-from typing import Any
 
-from images import busybox, debian, fstree, initramfs, kernel_bundle, stamp, testvm
-from images.common import ImageBuildError, atomic_write_bytes, gzip_deterministic, sha256_bytes
-from images.manifest import ImageArtifact
+from images import busybox, debian, fstree, initramfs, kernel_bundle, testvm
+from images.common import ImageBuildError, gzip_deterministic
 
-__all__ = ["FILE", "HTTP_MARKER", "NET_MARKER", "build_testvm_net"]
+__all__ = ["FILE", "HTTP_MARKER", "NAME", "NET_MARKER", "build_bundle", "kernel_files"]
 
-log = logging.getLogger(__name__)
 
 NAME = "testvm-net"
 FILE = "testvm-net.tar"
-STAMP_FILE = "testvm-net.stamp.json"
 NET_MARKER = "OUTPOST-TESTVM-NET"
 HTTP_MARKER = "OUTPOST-TESTVM-HTTP"
 # Load order: each module after those it depends on (read from their modinfo).
@@ -130,7 +123,7 @@ def _initramfs(box: bytes, modules: dict[str, bytes]) -> bytes:
     return gzip_deterministic(initramfs.write_newc(entries))
 
 
-def _kernel_files(package: debian.DebPackage, cache_dir: Path) -> testvm.KernelFiles:
+def kernel_files(package: debian.DebPackage, cache_dir: Path) -> testvm.KernelFiles:
     base = testvm.kernel_files(package, cache_dir)
     deb = debian.download(package, cache_dir)
     files = debian.extract(deb, [f"lib/modules/*/kernel/{m}*" for m in NET_MODULES])
@@ -150,40 +143,3 @@ def build_bundle(kernel: testvm.KernelFiles, box: busybox.Busybox) -> bytes:
         kernel=kernel.vmlinuz, initrd=initrd, cmdline=testvm.CMDLINE
     )
     return kernel_bundle.pack(bundle)
-
-
-def build_testvm_net(out_dir: Path) -> ImageArtifact:
-    """Build (or reuse, when its stamp matches) ``<out_dir>/testvm-net.tar``."""
-    out_dir = Path(out_dir).absolute()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cache = out_dir / "cache"
-    with (out_dir / ".testvm-net.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        box = busybox.locate(cache)
-        package = testvm.kernel_package(cache)
-        wanted: dict[str, Any] = {
-            "recipe": stamp.source_hash(SOURCES),
-            "kernel": [package.name, package.version, package.sha256],
-            "busybox": [box.version, box.sha256],
-        }
-        path, stamp_path = out_dir / FILE, out_dir / STAMP_FILE
-        try:
-            record = json.loads(stamp_path.read_text())
-        except (OSError, ValueError):
-            record = None
-        if not stamp.is_fresh(record, wanted, path):
-            log.info("%s: building %s", NAME, path)
-            data = build_bundle(_kernel_files(package, cache), box)
-            atomic_write_bytes(path, data)
-            record = {"inputs": wanted, "sha256": sha256_bytes(data), "size": len(data)}
-            atomic_write_bytes(stamp_path, json.dumps(record, sort_keys=True).encode())
-        assert record is not None
-        return ImageArtifact(
-            name=NAME,
-            file=FILE,
-            format=kernel_bundle.FORMAT,
-            sha256=record["sha256"],
-            size=record["size"],
-            kind="vm",
-            directory=out_dir,
-        )

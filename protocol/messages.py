@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from protocol.desired_state import Name, Sha256Hex, Uuid
+from protocol.ports import PortState
 
 Serial = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 Pem = Annotated[str, StringConstraints(min_length=64, max_length=16384)]
@@ -77,6 +78,8 @@ class InfoMessage(_Strict):
     config_hash: Annotated[str, StringConstraints(pattern=r"^([0-9a-f]{64})?$")] = ""
     hypervisor: Annotated[str, StringConstraints(max_length=16)] = ""
     apps: list[AppStatus] = Field(default_factory=list, max_length=256)
+    ports: PortState | None = None
+    """The node's effective port policy (firewall, open ports, USB, debug access)."""
 
 
 class NodeMetrics(_Strict):

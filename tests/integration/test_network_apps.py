@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from images.testvm_net import HTTP_MARKER, NET_MARKER, build_testvm_net
+from images.testvm_net import HTTP_MARKER, NET_MARKER
 from node_agent.image_store import ImageStore
 from node_agent.network import NetworkSettings
 from node_agent.ports import NodePorts, PortsSettings
@@ -31,7 +31,6 @@ from node_agent.runtime.podman_args import container_name
 from node_agent.runtime.vm import LibvirtRuntime
 from protocol.desired_state import DesiredState
 from protocol.messages import AppState
-from tests.fixtures.images import IMAGES_DIR
 from tests.fixtures.netns import (
     NodeSite,
     app_doc,
@@ -120,7 +119,7 @@ def site(
     libvirt_cache_dir: Path,
     built_images,  # type: ignore[no-untyped-def]
 ) -> Iterator[Site]:
-    vm_image = build_testvm_net(IMAGES_DIR)
+    vm_image = built_images.get("testvm-net")
     box_image = built_images.get("busybox")
     with namespaces() as make:
         ns = make_site(make)
