@@ -7,7 +7,11 @@ runtimes' labelled workloads and the image store) and acts on the difference:
     desired running, missing/stopped/other image → fetch+verify image → start
     desired stopped, running                     → stop
     running, not desired                         → remove
+    restart/purge counter raised                 → stop/remove (+ wipe its state), start again
     blobs no app needs                           → garbage-collect
+
+Commands act once per counter increase (``app_counters``); an app with a start delay
+is first started that long after the agent started.
 
 Failures are recorded per app (state ERROR, error text and time) and retried on
 the next pass; one app's failure never stops the others.
@@ -23,12 +27,14 @@ agent restart the first pass takes the running workloads' interfaces as current.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from node_agent.app_counters import ActedCounters
 from node_agent.image_store import ImageError, ImageStore
 from node_agent.network import NetworkError, WorkloadNetworks
 from node_agent.runtime.base import Runtime, RuntimeError_, Workload, WorkloadSpec, WorkloadState
@@ -67,6 +73,7 @@ class Reconciler:
         runtimes: Mapping[str, Runtime],
         apps_dir: Path,
         network: NetworkHook | None = None,
+        counters: ActedCounters | None = None,
     ) -> None:
         self.node_uuid = node_uuid
         self.store = store
@@ -77,6 +84,8 @@ class Reconciler:
         self._desired: dict[str, AppSpec] = {}
         self._net_error = ""
         self._started_nets: dict[str, WorkloadNetworks] = {}
+        self.counters = counters or ActedCounters(apps_dir.parent / "app-counters.json")
+        self._since = time.monotonic()
 
     def _set(self, app: AppSpec, state: AppState, error: str = "") -> None:
         old = self._records.get(app.uuid)
@@ -119,6 +128,7 @@ class Reconciler:
                 self.network.apply(desired)
             except NetworkError as exc:
                 self._net_error = f"network config not applied: {exc}"
+        self.counters.keep_only(apps)
         observed = {kind: rt.list() for kind, rt in self.runtimes.items()}
         for app in apps.values():
             try:
@@ -150,8 +160,49 @@ class Reconciler:
             return None
         return nets
 
+    def _commands(self, app: AppSpec, workload: Workload | None) -> Workload | None:
+        """Act on raised restart/purge counters; returns the workload as it now is."""
+        restart, purge = self.counters.due(app)
+        runtime = self.runtimes[app.kind]
+        if purge:
+            self._set(app, AppState.PURGING)
+            runtime.remove(app.uuid)
+            self._wipe(app)
+            self.counters.acted(app, restart=True, purge=True)
+            return None
+        if restart:
+            if app.desired == "running":
+                self._set(app, AppState.RESTARTING)
+                runtime.stop(app.uuid)
+            self.counters.acted(app, restart=True)
+            return (
+                None
+                if workload is None
+                else Workload(
+                    workload.app_uuid,
+                    WorkloadState.STOPPED,
+                    workload.runtime_id,
+                    workload.image_sha256,
+                )
+            )
+        return workload
+
+    def _wipe(self, app: AppSpec) -> None:
+        """Delete the app's writable state (everything in its work dir but the console log)."""
+        d = self.apps_dir / app.uuid
+        if not d.is_dir():
+            return
+        for entry in d.iterdir():
+            if entry.name == "console.log":
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
     def _reconcile_app(self, app: AppSpec, workload: Workload | None) -> None:
         runtime = self.runtimes[app.kind]
+        workload = self._commands(app, workload)
         running = workload is not None and workload.state is WorkloadState.RUNNING
         same_image = workload is not None and workload.image_sha256 == app.image.sha256
         if app.desired == "stopped":
@@ -162,6 +213,10 @@ class Reconciler:
             return
         nets = self._networks(app)
         if nets is None:
+            return
+        waited = time.monotonic() - self._since
+        if not running and app.uuid not in self._started_nets and waited < app.start_delay_s:
+            self._set(app, AppState.INITIAL)  # its start delay has not passed yet
             return
         if running and same_image:
             seen = self._started_nets.setdefault(app.uuid, nets)

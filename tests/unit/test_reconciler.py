@@ -101,3 +101,54 @@ def test_images_no_app_needs_are_garbage_collected(reconciler, tmp_path):
     reconciler.reconcile(_doc(_app("web")))
     assert not stray.exists()
     assert (tmp_path / "images" / "sha256" / SHA).exists()
+
+
+def _with(app: AppSpec, **changes) -> AppSpec:  # type: ignore[no-untyped-def]
+    return app.model_copy(update=changes)
+
+
+def test_a_new_app_with_raised_counters_is_not_restarted(reconciler, runtime):
+    reconciler.reconcile(_doc(_with(_app("web"), restart_counter=3, purge_counter=2)))
+    assert runtime.started == ["web"]
+
+
+def test_a_raised_restart_counter_restarts_the_app_once(reconciler, runtime):
+    app = _app("web")
+    reconciler.reconcile(_doc(app))
+    bumped = _with(app, restart_counter=1)
+    reconciler.reconcile(_doc(bumped, generation=2))
+    reconciler.reconcile(_doc(bumped, generation=2))
+    assert runtime.started == ["web", "web"]
+
+
+def test_a_restart_is_not_repeated_after_an_agent_restart(reconciler, runtime, tmp_path):
+    app = _app("web")
+    reconciler.reconcile(_doc(app))
+    bumped = _with(app, restart_counter=1)
+    reconciler.reconcile(_doc(bumped, generation=2))
+    again = Reconciler(NODE, reconciler.store, reconciler.runtimes, tmp_path / "apps")
+    again.reconcile(_doc(bumped, generation=2))
+    assert runtime.started == ["web", "web"]
+
+
+def test_a_purge_recreates_the_workload_and_wipes_its_state_once(reconciler, runtime, tmp_path):
+    app = _app("web")
+    reconciler.reconcile(_doc(app))
+    work = tmp_path / "apps" / app.uuid
+    (work / "data.img").write_bytes(b"state")
+    (work / "console.log").write_text("kept\n")
+    purged = _with(app, purge_counter=1)
+    (status,) = reconciler.reconcile(_doc(purged, generation=2))
+    reconciler.reconcile(_doc(purged, generation=2))
+    assert status.state is AppState.RUNNING
+    assert runtime.started == ["web", "web"]
+    assert not (work / "data.img").exists() and (work / "console.log").exists()
+
+
+def test_an_app_waits_for_its_start_delay(reconciler, runtime):
+    app = _with(_app("web"), start_delay_s=3600.0)
+    (status,) = reconciler.reconcile(_doc(app))
+    assert status.state is AppState.INITIAL and runtime.started == []
+    reconciler._since -= 3600.0  # as if the agent had been up for an hour
+    (status,) = reconciler.reconcile(_doc(app))
+    assert status.state is AppState.RUNNING
