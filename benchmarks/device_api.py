@@ -46,15 +46,18 @@ def main() -> int:
         client.post("/api/v1/nodes/claim", json={"serial": "bench"}, headers=headers)
         dev = SimDevice.from_bundle(Path(tmp) / "b", "bench")
         assert client.post("/api/v1/device/register", json=dev.register_body()).status_code == 201
-        first = client.post("/api/v1/device/config", json=dev.signed({"config_hash": ""})).json
+        tok_hdr = dev.attest_with(client)  # config needs an integrity token
+        first = client.post(
+            "/api/v1/device/config", json=dev.signed({"config_hash": ""}), headers=tok_hdr
+        ).json
         doc_hash = _hash_of(first["config"])
         info = {"agent_version": "b", "config_generation": 1, "apps": []}
         cases = {
             "config (unchanged)": lambda: client.post(
-                "/api/v1/device/config", json=dev.signed({"config_hash": doc_hash})
+                "/api/v1/device/config", json=dev.signed({"config_hash": doc_hash}), headers=tok_hdr
             ),
             "config (signed doc)": lambda: client.post(
-                "/api/v1/device/config", json=dev.signed({"config_hash": ""})
+                "/api/v1/device/config", json=dev.signed({"config_hash": ""}), headers=tok_hdr
             ),
             "info": lambda: client.post("/api/v1/device/info", json=dev.signed(info)),
         }

@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask, jsonify
 
+from controller.attest_api import attest_api
 from controller.config_notify import ConfigNotifier
 from controller.datastore import datastore
 from controller.db import Database
@@ -13,6 +14,7 @@ from controller.device_api import device_api
 from controller.device_reports import device_reports
 from controller.errors import register_error_handlers
 from controller.ops import ops_api
+from controller.ops_trust_api import ops_trust_api
 from controller.pki_store import ControllerPki, load_pki
 from controller.services import Services
 from controller.settings import ControllerSettings
@@ -38,7 +40,9 @@ def create_app(settings: ControllerSettings, pki: ControllerPki | None = None) -
     register_error_handlers(app)
     app.register_blueprint(device_api)
     app.register_blueprint(device_reports)
+    app.register_blueprint(attest_api)
     app.register_blueprint(ops_api)
+    app.register_blueprint(ops_trust_api)
     app.register_blueprint(datastore)
 
     @app.get("/healthz")

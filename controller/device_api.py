@@ -1,11 +1,16 @@
 """Device API blueprint (``/api/v1/device/``): signed envelopes in, JSON out.
 
 Every call but ``certs`` and ``register`` is signed with the node's device key;
-the signer is found by its cert hash among registered nodes (unknown → 403).
+the signer is found by its cert hash among registered nodes (unknown → 403); a
+revoked node gets 403 on every call, ``register`` included.  ``config`` also needs
+the integrity token of a successful attestation (``Outpost-Integrity-Token``
+header; missing, invalid or expired → 403, and the agent attests again).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 from typing import Any
 
@@ -15,16 +20,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from attestation import envelope, pki
+from controller.attestation_store import NodeTrust, check_token, record_issued_config
 from controller.db import Node, utcnow
 from controller.desired import current_desired_state
 from controller.errors import ApiError
 from controller.onboarding import register_node
 from controller.services import Services
 from controller.signed_request import open_request
+from protocol.attest import TOKEN_HEADER
 from protocol.desired_state import NodeSettings
 from protocol.messages import ConfigRequest, ConfigResponse, InfoMessage
 
-__all__ = ["device_api"]
+__all__ = ["device_api", "open_node_request", "refuse_if_revoked"]
 
 log = logging.getLogger(__name__)
 device_api = Blueprint("device_api", __name__, url_prefix="/api/v1/device")
@@ -41,8 +48,17 @@ def _json_body() -> Any:
     return body
 
 
-def _open_signed(session: Session, model: type[BaseModel]) -> tuple[Node, Any]:
-    """Verify the envelope against registered nodes and validate its body."""
+def refuse_if_revoked(session: Session, node: Node) -> None:
+    trust = session.get(NodeTrust, node.id)
+    if trust is not None and trust.revoked_at is not None:
+        raise ApiError(403, "revoked", f"node {node.serial!r} has been revoked")
+
+
+def open_node_request(session: Session, model: type[BaseModel]) -> tuple[Node, Any]:
+    """Verify the envelope against registered nodes and validate its body.
+
+    A revoked node is refused (403) before anything is recorded for the request.
+    """
     svc = _services()
     wire = _json_body()
 
@@ -57,6 +73,7 @@ def _open_signed(session: Session, model: type[BaseModel]) -> tuple[Node, Any]:
     )
     node = session.scalar(select(Node).where(Node.device_cert_sha256 == opened.signer_sha256))
     assert node is not None
+    refuse_if_revoked(session, node)
     node.last_seen = utcnow()
     return node, body
 
@@ -73,6 +90,9 @@ def register():  # type: ignore[no-untyped-def]
     svc = _services()
     with svc.db.transaction() as session:
         status, resp = register_node(session, svc.pki, _json_body(), svc.settings.max_clock_skew_s)
+        node = session.scalar(select(Node).where(Node.uuid == resp.node_uuid))
+        assert node is not None
+        refuse_if_revoked(session, node)  # rolls the whole registration back
     return jsonify(resp.model_dump()), status
 
 
@@ -80,16 +100,26 @@ def register():  # type: ignore[no-untyped-def]
 def config():  # type: ignore[no-untyped-def]
     svc = _services()
     with svc.db.transaction() as session:
-        node, req = _open_signed(session, ConfigRequest)
+        node, req = open_node_request(session, ConfigRequest)
+        refused = check_token(session, node, request.headers.get(TOKEN_HEADER))
+        if refused is not None:
+            raise ApiError(403, refused, "attest first: config needs a valid integrity token")
         doc = current_desired_state(
             session,
             node,
             svc.settings.public_url,
             NodeSettings(config_interval_s=svc.settings.node_config_interval_s),
         )
-    if req.config_hash == doc.content_hash():
-        return jsonify(ConfigResponse(unchanged=True).model_dump())
-    signed = envelope.seal(doc.model_dump(mode="json"), svc.pki.signing)
+        if req.config_hash == doc.content_hash():
+            return jsonify(ConfigResponse(unchanged=True).model_dump())
+        signed = envelope.seal(doc.model_dump(mode="json"), svc.pki.signing)
+        record_issued_config(
+            session,
+            node,
+            hashlib.sha256(base64.b64decode(signed["payload"])).hexdigest(),
+            doc.generation,
+            [app.image.sha256 for app in doc.apps],
+        )
     return jsonify(ConfigResponse(unchanged=False, config=signed).model_dump())
 
 
@@ -97,7 +127,10 @@ def config():  # type: ignore[no-untyped-def]
 def info():  # type: ignore[no-untyped-def]
     svc = _services()
     with svc.db.transaction() as session:
-        node, msg = _open_signed(session, InfoMessage)
+        node, msg = open_node_request(session, InfoMessage)
         node.info = msg.model_dump(mode="json")
         node.info_at = utcnow()
     return jsonify({"ok": True})
+
+
+_open_signed = open_node_request  # the name other device blueprints import

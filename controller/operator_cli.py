@@ -199,6 +199,168 @@ def cmd_audit(c: Client, args: argparse.Namespace) -> None:
     )
 
 
+# -- trust: attestation states, baseline, revocation, policy, signing rotation ------------
+def cmd_trust(c: Client, args: argparse.Namespace) -> None:
+    if args.node:
+        t = c.call("GET", f"/trust/nodes/{args.node}")
+        if args.json:
+            print(json.dumps(t, indent=2))
+            return
+        for key in ("serial", "uuid", "state", "result", "reason", "tpm", "device_key_in_tpm"):
+            print(f"{key + ':':<19}{t[key]}")
+        print(f"{'attested at:':<19}{t['attested_at'] or '-'}")
+        print(f"{'baseline agent:':<19}{', '.join(t['baseline'].get('agent', [])) or '-'}")
+        return
+    nodes = c.call("GET", "/trust/nodes")["nodes"]
+    rows = [
+        [
+            n["serial"],
+            n["state"],
+            n["result"] or "-",
+            n["tpm"] or "-",
+            "yes" if n["device_key_in_tpm"] else "no",
+            n["attested_at"] or "-",
+            n["reason"],
+        ]
+        for n in nodes
+    ]
+    print(_table(rows, ["SERIAL", "TRUST", "RESULT", "TPM", "KEY IN TPM", "ATTESTED", "REASON"]))
+
+
+def cmd_accept_baseline(c: Client, args: argparse.Namespace) -> None:
+    t = c.call("POST", f"/trust/nodes/{args.node}/accept-baseline")
+    print(f"new baseline for {t['serial']}: agent {', '.join(t['baseline'].get('agent', []))}")
+
+
+def cmd_revoke(c: Client, args: argparse.Namespace) -> None:
+    t = c.call("POST", f"/trust/nodes/{args.node}/revoke", json={"reason": args.reason})
+    print(f"{t['serial']} revoked: every request it makes is now refused")
+
+
+def cmd_trust_policy(c: Client, args: argparse.Namespace) -> None:
+    patch: dict[str, Any] = {}
+    if args.tpm_less:
+        patch["tpm_less"] = args.tpm_less
+    if args.allow_agent is not None:
+        patch["agent_allowlist"] = args.allow_agent
+    if args.token_ttl is not None:
+        patch["token_ttl_s"] = args.token_ttl
+    policy = (
+        c.call("PATCH", "/trust/policy", json=patch) if patch else c.call("GET", "/trust/policy")
+    )
+    print(json.dumps(policy, indent=2))
+
+
+def cmd_rotate_signing(c: Client, args: argparse.Namespace) -> None:
+    r = c.call("POST", "/trust/rotate-signing")
+    print(
+        f"config-signing cert rotated: {r['previous_sha256'][:16]}… → {r['signing_sha256'][:16]}…"
+    )
+
+
+def add_trust_commands(sub: Any) -> None:
+    s = sub.add_parser("trust", help="attestation state of the nodes (or of one node)")
+    s.add_argument("node", nargs="?", help="serial or uuid")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_trust)
+    s = sub.add_parser("accept-baseline", help="accept a node's measurements as its baseline")
+    s.add_argument("node", help="serial or uuid")
+    s.set_defaults(fn=cmd_accept_baseline)
+    s = sub.add_parser("revoke", help="revoke a node: all its requests are refused")
+    s.add_argument("node", help="serial or uuid")
+    s.add_argument("--reason", required=True)
+    s.set_defaults(fn=cmd_revoke)
+    s = sub.add_parser("trust-policy", help="show or change the fleet trust policy")
+    s.add_argument("--tpm-less", choices=("allow", "refuse"))
+    s.add_argument("--allow-agent", nargs="*", metavar="SHA256", help="agent code allowlist")
+    s.add_argument("--token-ttl", type=float, metavar="SECONDS")
+    s.set_defaults(fn=cmd_trust_policy)
+    sub.add_parser(
+        "rotate-signing", help="issue a new config-signing cert (nodes follow via certs)"
+    ).set_defaults(fn=cmd_rotate_signing)
+
+
+def _ports_lines(ports: dict[str, Any]) -> list[str]:
+    """The node's reported port state (``info.ports``) as text for ``outpost ports``."""
+    fw = ports.get("firewall") or {}
+    ms = fw.get("apply_ms")
+    applied = f", last apply {ms} ms" if ms is not None else ""
+    state = "enforced" if fw.get("enforced") else "NOT enforced"
+    lines = [
+        f"firewall:  {state} (table {fw.get('table', '-')}, generation"
+        f" {fw.get('generation', '-')}{applied})"
+    ]
+    if fw.get("error"):
+        lines.append(f"refused:   {fw['error']}")
+    debug = ports.get("debug") or {}
+    onoff = {True: "on", False: "off"}
+    lines.append(
+        f"debug:     ssh {onoff[bool(debug.get('ssh'))]} ({debug.get('ssh_keys', 0)} keys),"
+        f" console login {onoff[bool(debug.get('console'))]}"
+        f" ({debug.get('console_method', '-')})"
+    )
+    usb = ports.get("usb") or {}
+    new_devices = "off" if usb.get("authorized_default_off") else "NOT off"
+    lines.append(
+        f"usb:       policy {usb.get('policy', '-')}, new devices {new_devices}"
+        f" ({usb.get('buses', 0)} buses)"
+    )
+    errors = [e for e in (debug.get("error"), usb.get("error")) if e]
+    if errors:
+        lines.append(f"errors:    {'; '.join(errors)}")
+    open_rows = [
+        [f"{p['port']}/{p['proto']}", p.get("purpose", ""), p.get("target", "")]
+        for p in ports.get("open_ports") or []
+    ]
+    lines += [
+        "",
+        _table(open_rows, ["OPEN PORT", "PURPOSE", "TARGET"]) if open_rows else "open ports: none",
+    ]
+    nets = [
+        [
+            n["name"],
+            n["subnet"],
+            n["gateway"],
+            "yes" if n.get("nat") else "no",
+            ", ".join(n.get("apps", [])),
+        ]
+        for n in ports.get("networks") or []
+    ]
+    if nets:
+        lines += ["", _table(nets, ["NETWORK", "SUBNET", "GATEWAY", "NAT", "APPS"])]
+    devices = [
+        [
+            d["bus_id"],
+            d["vendor_product"],
+            "yes" if d.get("authorized") else "no",
+            d.get("assigned_to", "") or ("hub" if d.get("hub") else ""),
+            d.get("product", ""),
+        ]
+        for d in usb.get("devices") or []
+    ]
+    if devices:
+        lines += ["", _table(devices, ["USB", "ID", "AUTHORIZED", "FOR", "PRODUCT"])]
+    return lines
+
+
+def cmd_ports(c: Client, args: argparse.Namespace) -> None:
+    n = c.call("GET", f"/nodes/{args.node}")
+    ports = (n.get("info") or {}).get("ports")
+    if args.json or getattr(args, "output", "table") == "json":
+        print(json.dumps(ports, indent=2))
+    elif not ports:
+        print(f"{args.node}: no port state reported yet")
+    else:
+        print("\n".join(_ports_lines(ports)))
+
+
+def add_ports_command(sub: Any) -> None:
+    s = sub.add_parser("ports", help="a node's effective port policy (firewall, USB, debug)")
+    s.add_argument("node", help="serial or uuid")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_ports)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="outpost", description="Outpost operator CLI")
     p.add_argument("--config", help="JSON file with url, token_file, ca")
@@ -250,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("audit", help="recent operator actions")
     s.add_argument("--limit", type=int, default=50)
     s.set_defaults(fn=cmd_audit)
+    add_trust_commands(sub)
+    add_ports_command(sub)
     return p
 
 

@@ -1,42 +1,84 @@
-"""The agent: onboard once, then loop fetch → verify → checkpoint → reconcile → report.
+"""The agent: onboard once, then loop attest → fetch → verify → checkpoint → reconcile
+→ report.
 
-Start-up order (as EVE's): identity first, then the checkpoint is loaded and
-enforced before the controller is asked anything, so a node with an unreachable
-controller keeps running what it was told last.
+Start-up order (as EVE's): the TPM and the measurement of the agent's own code
+first, then identity, then the checkpoint is measured, loaded and enforced before the
+controller is asked anything, so a node with an unreachable controller (or one that
+fails attestation) keeps running what it was told last.  ``config`` needs the token
+of a successful attestation; new configs and their images are measured before use.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
+import attestation
+import node_agent
+import protocol
 from attestation import pki
+from attestation.measurement import code_digest
+from attestation.tpm import Tpm, TpmError, parse_tpm_setting
+from node_agent.attest import AttestationRefused, Attestor
 from node_agent.checkpoint import Checkpoint
 from node_agent.client import ControllerClient, ControllerError, Unreachable, load_bundle
 from node_agent.config_verifier import ConfigRejected, ConfigVerifier
-from node_agent.identity import NodeIdentity, OnboardingRefused, load_identity, onboard
+from node_agent.identity import (
+    NodeIdentity,
+    OnboardingRefused,
+    load_identity,
+    onboard,
+    renew_if_due,
+)
 from node_agent.image_store import ImageStore
 from node_agent.inventory import collect_inventory
+from node_agent.measure import Measurements, checkpoint_digest
 from node_agent.reconciler import Reconciler
 from node_agent.runtime.base import Runtime
 from node_agent.settings import AgentSettings
+from protocol.attest import MeasurementType
 from protocol.desired_state import DesiredState
 from protocol.messages import AppStatus, InfoMessage
 
-__all__ = ["AGENT_VERSION", "Agent"]
+__all__ = ["AGENT_VERSION", "CODE_ROOTS", "FETCH_ERRORS", "Agent"]
 
 AGENT_VERSION = "0.1.0"
 log = logging.getLogger(__name__)
 RuntimeFactory = Callable[[AgentSettings, str], tuple[Mapping[str, Runtime], str]]
+CODE_ROOTS = tuple(Path(m.__file__).parent for m in (node_agent, attestation, protocol))  # type: ignore[arg-type]
+"""The agent's code, measured at start."""
+FETCH_ERRORS = (
+    Unreachable,
+    ControllerError,
+    ConfigRejected,
+    AttestationRefused,
+    TpmError,
+)
+"""Failures of a config fetch after which the agent keeps enforcing its checkpoint."""
+RENEWAL_CHECK_S = 86400.0
+"""How often a running agent checks whether its device cert is due for renewal."""
 
 
 class Agent:
-    def __init__(self, settings: AgentSettings, runtime_factory: RuntimeFactory) -> None:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        runtime_factory: RuntimeFactory,
+        code_roots: Iterable[Path] = CODE_ROOTS,
+    ) -> None:
         self.settings = settings
         self._runtime_factory = runtime_factory
+        self.code_roots = tuple(code_roots)
+        self.tpm: Tpm | None = None
+        self.measurements: Measurements | None = None
+        self.attestor: Attestor | None = None
         bundle = load_bundle(settings.bundle_dir)
         self.client = ControllerClient(
             bundle["url"], settings.bundle_dir / "root-ca.pem", settings.http_timeout_s
@@ -51,11 +93,32 @@ class Agent:
         self._last_info_at = 0.0
 
     # -- start-up --------------------------------------------------------------
+    def _open_tpm(self) -> None:
+        setting = parse_tpm_setting(self.settings.tpm)
+        if setting.kind != "none":
+            self.tpm = Tpm(setting)
+            self.tpm.ensure_keys()
+        log.info("TPM: %s", setting.tcti or "none (file key, self-reported measurements)")
+        self.measurements = Measurements(self.settings.state_dir / "measurements.json", self.tpm)
+        self.measurements.measure(
+            MeasurementType.AGENT,
+            code_digest(self.code_roots),
+            f"outpost-agent {AGENT_VERSION} code",
+        )
+
+    def close(self) -> None:
+        """Release the TPM (the agent's processes and apps keep running)."""
+        if self.tpm is not None:
+            self.tpm.close()
+            self.tpm = None
+
     def start(self, stop: threading.Event | None = None) -> None:
-        """Onboard (retrying until claimed), load the checkpoint, build runtimes."""
+        """Measure, onboard (retrying until claimed), load the checkpoint, build runtimes."""
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.settings.state_dir.chmod(0o755)
-        self.identity = load_identity(self.settings.state_dir)
+        self._open_tpm()
+        assert self.measurements is not None
+        self.identity = load_identity(self.settings.state_dir, self.tpm)
         delay = 2.0
         while self.identity is None:
             try:
@@ -65,6 +128,7 @@ class Agent:
                     self.settings.bundle_dir,
                     self.settings.serial,
                     collect_inventory(),
+                    self.tpm,
                 )
             except (OnboardingRefused, Unreachable) as exc:
                 log.warning("onboarding not possible yet (retrying in %.0f s): %s", delay, exc)
@@ -74,11 +138,17 @@ class Agent:
                     return
                 delay = min(delay * 2, 60.0)
         self.client.root_ca = self.identity.root_ca
+        self._renew_identity()
+        self.attestor = Attestor(self.client, self.measurements, self.tpm, self.identity.key_in_tpm)
         root = pki.load_cert(self.identity.root_ca.read_bytes())
         self._verifier = ConfigVerifier(root, self.checkpoint.load_signers())
+        found = checkpoint_digest(self.checkpoint.path)
+        if found is not None:
+            self.measurements.measure(MeasurementType.CONFIG, *found)
         self.desired = self.checkpoint.load(self._verifier, self.identity.node_uuid)
         if self.desired:
             log.info("enforcing checkpointed config generation %d", self.desired.generation)
+            self._measure_images(self.desired)
         runtimes, self.hypervisor = self._runtime_factory(self.settings, self.identity.node_uuid)
         self.reconciler = Reconciler(
             self.identity.node_uuid,
@@ -89,12 +159,68 @@ class Agent:
             self.settings.state_dir / "apps",
         )
 
+    def _renew_identity(self) -> None:
+        assert self.identity is not None
+        try:
+            self.identity = renew_if_due(
+                self.client,
+                self.settings.state_dir,
+                self.identity,
+                self.settings.serial,
+                self.settings.device_cert_renew_days,
+            )
+        except (Unreachable, ControllerError) as exc:
+            log.warning("device certificate renewal postponed: %s", exc)
+
+    def _measure_images(self, doc: DesiredState) -> None:
+        assert self.measurements is not None
+        for app in doc.apps:
+            self.measurements.measure(
+                MeasurementType.IMAGE, app.image.sha256, f"image {app.image.name}"
+            )
+
+    def _measure_config(self, wire: Any, doc: DesiredState) -> None:
+        assert self.measurements is not None
+        payload = base64.b64decode(wire["payload"])
+        self.measurements.measure(
+            MeasurementType.CONFIG,
+            hashlib.sha256(payload).hexdigest(),
+            f"config generation {doc.generation}",
+        )
+        self._measure_images(doc)
+
     # -- one step of each worker ---------------------------------------------------
+    def attest(self) -> None:
+        """Attest now (nonce → quote → token); raises AttestationRefused when refused."""
+        assert self.identity and self.attestor
+        self.attestor.attest(self.identity.device)
+
+    def _ask_config(self, have: str) -> dict[str, Any]:
+        assert self.identity and self.attestor
+        if self.attestor.due():
+            self.attest()
+        try:
+            return self.client.signed(
+                self.identity.device, "config", {"config_hash": have}, self.attestor.token
+            )
+        except ControllerError as exc:
+            if exc.status != 403 or not exc.code.startswith("integrity_token"):
+                raise
+            log.info("config needs a fresh attestation (%s)", exc.code)
+            self.attestor.forget()
+            self.attest()
+            return self.client.signed(
+                self.identity.device, "config", {"config_hash": have}, self.attestor.token
+            )
+
     def fetch_config(self) -> bool:
-        """Ask for the config; verify and checkpoint a new one. True when it changed."""
+        """Attest if due, ask for the config; verify, measure and checkpoint a new one.
+
+        True when it changed.
+        """
         assert self.identity and self._verifier
         have = self.desired.content_hash() if self.desired else ""
-        answer = self.client.signed(self.identity.device, "config", {"config_hash": have})
+        answer = self._ask_config(have)
         if answer.get("unchanged"):
             return False
         wire = answer.get("config")
@@ -104,6 +230,7 @@ class Agent:
             self._verifier.add_signers(pki.load_cert(p) for p in certs.get("signing", []))
             self.checkpoint.save_signers(self._verifier)
         doc = self._verifier.verify(wire, self.identity.node_uuid, self.desired)
+        self._measure_config(wire, doc)
         self.checkpoint.save(wire)
         log.info("new config generation %d (%d apps)", doc.generation, len(doc.apps))
         self.desired = doc
@@ -133,7 +260,7 @@ class Agent:
         """One full pass (fetch, reconcile, report): `outpost-agent once`."""
         try:
             self.fetch_config()
-        except (Unreachable, ControllerError, ConfigRejected) as exc:
+        except FETCH_ERRORS as exc:
             log.error("config fetch failed; enforcing the checkpoint: %s", exc)
         statuses = self.reconcile()
         try:
@@ -152,16 +279,26 @@ class Agent:
         return base * random.uniform(0.3, 1.0)  # EVE's jitter
 
     def run(self, stop: threading.Event) -> None:
+        try:
+            self._run(stop)
+        finally:
+            self.close()
+
+    def _run(self, stop: threading.Event) -> None:
         self.start(stop)
         if stop.is_set():
             return
         next_config = 0.0
+        next_renewal = time.monotonic() + RENEWAL_CHECK_S  # start() just checked
         while not stop.is_set():
             now = time.monotonic()
+            if now >= next_renewal:
+                self._renew_identity()
+                next_renewal = now + RENEWAL_CHECK_S
             if now >= next_config:
                 try:
                     self.fetch_config()
-                except (Unreachable, ControllerError, ConfigRejected) as exc:
+                except FETCH_ERRORS as exc:
                     log.error("config fetch failed; enforcing the checkpoint: %s", exc)
                 next_config = time.monotonic() + self._config_interval()
             statuses = self.reconcile()

@@ -11,9 +11,10 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+from attestation.tpm import TpmError
 from node_agent.agent import Agent
 from node_agent.client import ControllerError, Unreachable
-from node_agent.identity import OnboardingRefused
+from node_agent.identity import IdentityError, OnboardingRefused
 from node_agent.runtime.base import Runtime
 from node_agent.settings import AgentSettings, SettingsError, load_settings
 
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--libvirt-uri")
     parser.add_argument("--hypervisor", choices=("auto", "kvm", "tcg"))
     parser.add_argument("--config-interval", type=float, dest="config_interval_s")
+    parser.add_argument("--tpm", help="none | auto | device:/dev/tpmrm0 | swtpm:host=H,port=P")
     parser.add_argument("--log-level", default=os.environ.get("OUTPOST_LOG_LEVEL", "INFO"))
     parser.add_argument("command", choices=("run", "once"))
     args = parser.parse_args(argv)
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             "libvirt_uri",
             "hypervisor",
             "config_interval_s",
+            "tpm",
         )
     }
     try:
@@ -76,13 +79,23 @@ def main(argv: list[str] | None = None) -> int:
         except (OnboardingRefused, Unreachable, ControllerError) as exc:
             print(f"error: cannot onboard: {exc}", file=sys.stderr)
             return 1
-        for status in agent.once():
-            print(f"{status.name:24} {status.state.value:12} {status.error}")
+        except (TpmError, IdentityError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        try:
+            for status in agent.once():
+                print(f"{status.name:24} {status.state.value:12} {status.error}")
+        finally:
+            agent.close()
         return 0
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    agent.run(stop)
+    try:
+        agent.run(stop)
+    except (TpmError, IdentityError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

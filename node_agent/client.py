@@ -1,4 +1,7 @@
-"""The agent's HTTPS client for the device API: pinned root, signed envelopes."""
+"""The agent's HTTPS client for the device API: pinned root, signed envelopes.
+
+``signed(..., token=…)`` adds the integrity token header that ``config`` requires.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import requests
 
 from attestation import envelope
 from attestation.pki import Identity
+from protocol.attest import TOKEN_HEADER
 
 __all__ = ["ControllerClient", "ControllerError", "Unreachable"]
 
@@ -40,13 +44,16 @@ class ControllerClient:
         self.url = self.url.rstrip("/")
         self._session = requests.Session()
 
-    def _call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    def _call(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         try:
             # verify= on each call: a Session's own verify loses to REQUESTS_CA_BUNDLE
             resp = self._session.request(
                 method,
                 f"{self.url}/api/v1/device/{path}",
                 json=body,
+                headers=headers,
                 timeout=self.timeout_s,
                 verify=str(self.root_ca),
             )
@@ -69,8 +76,11 @@ class ControllerClient:
     def register(self, onboarding: Identity, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return self._call("POST", "register", envelope.seal(body, onboarding))
 
-    def signed(self, device: Identity, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", path, envelope.seal(body, device))[1]
+    def signed(
+        self, device: Identity, path: str, body: dict[str, Any], token: str | None = None
+    ) -> dict[str, Any]:
+        headers = {TOKEN_HEADER: token} if token else None
+        return self._call("POST", path, envelope.seal(body, device), headers)[1]
 
     def download(self, url: str, dest: Path, offset: int) -> requests.Response:
         """Start a (possibly resumed) download; the caller streams the response."""

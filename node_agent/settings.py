@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from attestation.tpm_setting import parse_tpm_setting
 from protocol.messages import Serial
 
 __all__ = ["AgentSettings", "SettingsError", "load_settings"]
@@ -38,6 +39,17 @@ class AgentSettings(BaseModel):
     """How often actual state is re-read even without a new config (crash detection)."""
     http_timeout_s: float = Field(default=30.0, gt=0, le=600)
     max_image_bytes: int = Field(default=8 * 1024**3, gt=0)
+    tpm: str = "auto"
+    """none | auto (/dev/tpmrm0 if present) | device:/dev/tpmrmN | swtpm:host=H,port=P.
+    With a TPM the device key lives in it and every attestation sends a TPM quote."""
+    device_cert_renew_days: int = Field(default=30, ge=1, le=36500)
+    """Renew the self-signed device cert when it expires within this many days."""
+
+    @field_validator("tpm")
+    @classmethod
+    def _tpm(cls, value: str) -> str:
+        parse_tpm_setting(value if value != "auto" else "none")
+        return value
 
 
 def load_settings(path: Path | None, overrides: dict[str, object]) -> AgentSettings:

@@ -1,9 +1,12 @@
-"""`make demo`: a controller on SQLite, a local node agent, a demo container app and a demo VM.
+"""`make demo`: a controller on SQLite, a local node agent with a software TPM (swtpm),
+a demo container app and a demo VM.
 
 Everything lives in .demo/ (reused on the next run; --fresh starts over).  The
-controller and the agent run as child processes; Ctrl-C unassigns the apps (the
-agent removes the container and the VM) and stops both.  --exit-when-running
-does the same as soon as both apps are RUNNING (for scripted checks).
+controller, swtpm and the agent run as child processes; the agent's device key lives
+in the swtpm and it must attest (TPM quote + event log) before it gets its config.
+Ctrl-C unassigns the apps (the agent removes the container and the VM) and stops
+everything.  --exit-when-running does the same as soon as both apps are RUNNING and
+the node is attested (for scripted checks).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -74,10 +78,12 @@ def start_controller(port: int) -> subprocess.Popen[bytes]:
             url,
             "--token-file",
             DEMO / "admin-token",
+            "--admin-password-file",
+            DEMO / "ui-admin-password",
             "--node-config-interval",
             "2",
         )
-        say("controller initialised (PKI, SQLite database, admin token)")
+        say("controller initialised (PKI, SQLite database, admin token, web UI admin)")
     log = (DEMO / "controller.log").open("ab")
     proc = subprocess.Popen(
         [BIN / "outpost-controller", "--data-dir", data, "serve", "--port", str(port)],
@@ -120,7 +126,7 @@ def provision(api: Api) -> None:
     say(f"claimed {SERIAL}; assigned {', '.join(APPS)}")
 
 
-def start_agent() -> subprocess.Popen[bytes]:
+def start_agent(tpm_port: int) -> subprocess.Popen[bytes]:
     bundle = DEMO / "bundle"
     if not (bundle / "controller.json").exists():
         run(
@@ -145,11 +151,56 @@ def start_agent() -> subprocess.Popen[bytes]:
             SERIAL,
             "--config-interval",
             "2",
+            "--tpm",
+            f"swtpm:host=127.0.0.1,port={tpm_port}",
             "run",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+
+
+def start_swtpm() -> tuple[subprocess.Popen[bytes], int]:
+    """swtpm on a free port pair (the TSS wants its control port at port+1)."""
+    if shutil.which("swtpm") is None:
+        raise SystemExit("swtpm is not installed: run `make setup` (Debian swtpm, swtpm-tools)")
+    state = DEMO / "swtpm"
+    state.mkdir(exist_ok=True)
+    for _ in range(50):
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            try:
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        proc = subprocess.Popen(
+            [
+                "swtpm", "socket", "--tpm2",
+                "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
+                "--ctrl", f"type=tcp,port={port + 1},bindaddr=127.0.0.1",
+                "--tpmstate", f"dir={state}",
+                "--flags", "not-need-init,startup-clear",
+            ],
+            stdout=(DEMO / "swtpm.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port + 1), timeout=0.5).close()
+                return proc, port
+            except OSError:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+    raise SystemExit(f"swtpm did not start; see {DEMO / 'swtpm.log'}")
+
+
+def trust_state(api: Api) -> dict[str, str]:
+    r = api("GET", f"/trust/nodes/{SERIAL}")
+    return r.json() if r.status_code == 200 else {}
 
 
 def app_states(api: Api) -> dict[str, str]:
@@ -184,6 +235,7 @@ def main() -> int:
     say(f"controller up at {url}")
     api = Api(url, (DEMO / "admin-token").read_text().strip(), DEMO / "controller/pki/root-ca.pem")
     agent: subprocess.Popen[bytes] | None = None
+    tpm: subprocess.Popen[bytes] | None = None
     stop = False
 
     def on_signal(*_: object) -> None:
@@ -194,15 +246,30 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         provision(api)
-        agent = start_agent()
-        say("node agent started (onboards, fetches its signed config, reconciles)")
-        deadline, last = time.monotonic() + args.timeout, {}
+        attested_before = trust_state(api).get("attested_at")  # from an earlier run
+        tpm, tpm_port = start_swtpm()
+        say(f"software TPM (swtpm) up on 127.0.0.1:{tpm_port}; state in {DEMO / 'swtpm'}")
+        agent = start_agent(tpm_port)
+        say("node agent started (TPM keys, onboards, attests, fetches its config, reconciles)")
+        deadline, last, last_trust, accepted = time.monotonic() + args.timeout, {}, "", False
         while not stop:
+            trust = trust_state(api)
+            shown = f"{trust.get('state', '-')} {trust.get('result', '')} {trust.get('reason', '')}"
+            if trust and shown != last_trust:
+                say(f"trust: {shown.strip()} (tpm {trust.get('tpm') or '-'})")
+                last_trust = shown
+            if trust.get("result") == "POLICY_MISMATCH" and not accepted:
+                # a reused .demo/ whose agent code was edited since the last run
+                say("agent code changed since the last demo run: accepting the new baseline")
+                api("POST", f"/trust/nodes/{SERIAL}/accept-baseline").raise_for_status()
+                accepted = True
             states = app_states(api)
             if states != last:
                 say("apps: " + ", ".join(f"{k}={v}" for k, v in sorted(states.items())))
                 last = states
-            if len(states) == len(APPS) and set(states.values()) == {"RUNNING"}:
+            running = len(states) == len(APPS) and set(states.values()) == {"RUNNING"}
+            fresh = trust.get("attested_at") != attested_before
+            if running and trust.get("state") == "attested" and fresh:
                 break
             if agent.poll() is not None:
                 raise SystemExit(f"agent exited; see {DEMO / 'agent.log'}")
@@ -214,12 +281,21 @@ def main() -> int:
             say(f"both apps RUNNING, {took:.1f} s after the demo started (set-up excluded)")
             outpost = [BIN / "outpost", "--config", cli_conf]
             print("\n$ outpost node demo-node-1\n" + run(*outpost, "node", SERIAL))
+            print("$ outpost trust\n" + run(*outpost, "trust"))
             print("$ virsh -c qemu:///system list\n" + run("virsh", "-c", "qemu:///system", "list"))
             print("$ podman ps\n" + run("podman", "ps", "--filter", "label=outpost.app"))
             print(f"Controller: {url}  (root CA: {DEMO / 'controller/pki/root-ca.pem'})")
             print("Log in with the operator CLI (admin token in .demo/admin-token, mode 0600):")
             print(f"  export OUTPOST_CONFIG={cli_conf}")
-            print("  .venv/bin/outpost nodes        # or: node demo-node-1, apps, images, audit")
+            print("  .venv/bin/outpost nodes        # or: node demo-node-1, trust, apps, audit")
+            print(f"Web UI: {url}/ui/  (the browser warns: the controller's root CA is private)")
+            if (DEMO / "ui-admin-password").exists():
+                print("  log in as admin; password in .demo/ui-admin-password (mode 0600)")
+            else:  # a data dir from before the web UI
+                print(
+                    "  add a login: .venv/bin/outpost-controller --data-dir .demo/controller"
+                    " adduser --username me --role admin"
+                )
             print(f"Logs: {DEMO / 'controller.log'}, {DEMO / 'agent.log'}")
         if not args.exit_when_running:
             print("Ctrl-C stops the demo (the agent first removes the VM and the container).")
@@ -237,6 +313,9 @@ def main() -> int:
                 time.sleep(0.5)
             agent.terminate()
             agent.wait(30)
+        if tpm is not None:
+            tpm.terminate()
+            tpm.wait(30)
         controller.terminate()
         controller.wait(30)
         say("stopped")

@@ -5,5 +5,7 @@ pytest_plugins = [
     "tests.fixtures.libvirt_daemon",
     "tests.fixtures.podman_engine",
     "tests.fixtures.controller_server",
+    "tests.fixtures.swtpm",
     "tests.fixtures.postgres",
+    "tests.fixtures.netns",
 ]

@@ -50,7 +50,11 @@ def replicas(postgres_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def _doc(url: str, ca: str, dev: SimDevice) -> dict:  # type: ignore[type-arg]
     r = requests.post(
-        f"{url}/api/v1/device/config", json=dev.signed({"config_hash": ""}), verify=ca, timeout=30
+        f"{url}/api/v1/device/config",
+        json=dev.signed({"config_hash": ""}),
+        headers=dev.attest_over_https(url, ca),
+        verify=ca,
+        timeout=30,
     )
     r.raise_for_status()
     return json.loads(base64.b64decode(r.json()["config"]["payload"]))["body"]

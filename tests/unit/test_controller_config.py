@@ -21,6 +21,7 @@ def node(client, admin_headers, controller_dir, tmp_path):  # type: ignore[no-un
     client.post("/api/v1/nodes/claim", json={"serial": "sn-1"}, headers=admin_headers)
     r = client.post("/api/v1/device/register", json=dev.register_body())
     dev.uuid = r.json["node_uuid"]  # type: ignore[attr-defined]
+    dev.headers = dev.attest_with(client)  # type: ignore[attr-defined]
     return dev
 
 
@@ -47,7 +48,9 @@ def _add_app(client, admin_headers, name="web"):  # type: ignore[no-untyped-def]
 
 
 def _config(client, node, have=""):  # type: ignore[no-untyped-def]
-    return client.post("/api/v1/device/config", json=node.signed({"config_hash": have}))
+    return client.post(
+        "/api/v1/device/config", json=node.signed({"config_hash": have}), headers=node.headers
+    )
 
 
 def test_config_is_signed_and_verifies_under_the_pinned_root(client, node, verifier):

@@ -35,7 +35,10 @@ def _config(client, dev):  # type: ignore[no-untyped-def]
     import base64
     import json
 
-    wire = client.post("/api/v1/device/config", json=dev.signed({"config_hash": ""})).json
+    headers = dev.attest_with(client)
+    wire = client.post(
+        "/api/v1/device/config", json=dev.signed({"config_hash": ""}), headers=headers
+    ).json
     return json.loads(base64.b64decode(wire["config"]["payload"]))["body"]
 
 
