@@ -9,6 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
+import controller.attestation_store  # noqa: F401  (its tables are part of the schema)
 from controller.db import Base
 
 target_metadata = Base.metadata
