@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import time
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -24,7 +25,7 @@ from controller.attestation_store import NodeTrust, check_token, record_issued_c
 from controller.db import Node, utcnow
 from controller.desired import current_desired_state
 from controller.errors import ApiError
-from controller.onboarding import register_node
+from controller.onboarding import NotClaimed, record_pending, register_node
 from controller.services import Services
 from controller.signed_request import open_request
 from protocol.attest import TOKEN_HEADER
@@ -88,39 +89,70 @@ def certs():  # type: ignore[no-untyped-def]
 @device_api.post("/register")
 def register():  # type: ignore[no-untyped-def]
     svc = _services()
-    with svc.db.transaction() as session:
-        status, resp = register_node(session, svc.pki, _json_body(), svc.settings.max_clock_skew_s)
-        node = session.scalar(select(Node).where(Node.uuid == resp.node_uuid))
-        assert node is not None
-        refuse_if_revoked(session, node)  # rolls the whole registration back
+    try:
+        with svc.db.transaction() as session:
+            status, resp = register_node(
+                session, svc.pki, _json_body(), svc.settings.max_clock_skew_s
+            )
+            node = session.scalar(select(Node).where(Node.uuid == resp.node_uuid))
+            assert node is not None
+            refuse_if_revoked(session, node)  # rolls the whole registration back
+    except NotClaimed as exc:
+        with svc.db.transaction() as session:  # the refused request itself changed no node
+            record_pending(session, exc)
+        raise
     return jsonify(resp.model_dump()), status
 
 
 @device_api.post("/config")
 def config():  # type: ignore[no-untyped-def]
+    """The node's config, or 'unchanged'; with ``wait_s`` held until a change (long-poll).
+
+    The wait happens outside any transaction: a wake-up from the notifier only means
+    "look again", so the answer is recomputed from the database each time.
+    """
     svc = _services()
     with svc.db.transaction() as session:
         node, req = open_node_request(session, ConfigRequest)
         refused = check_token(session, node, request.headers.get(TOKEN_HEADER))
         if refused is not None:
             raise ApiError(403, refused, "attest first: config needs a valid integrity token")
-        doc = current_desired_state(
-            session,
-            node,
-            svc.settings.public_url,
-            NodeSettings(config_interval_s=svc.settings.node_config_interval_s),
-        )
-        if req.config_hash == doc.content_hash():
-            return jsonify(ConfigResponse(unchanged=True).model_dump())
-        signed = envelope.seal(doc.model_dump(mode="json"), svc.pki.signing)
-        record_issued_config(
-            session,
-            node,
-            hashlib.sha256(base64.b64decode(signed["payload"])).hexdigest(),
-            doc.generation,
-            [app.image.sha256 for app in doc.apps],
-        )
+        node_id = node.id
+        since = svc.notifier.version(node_id)
+        signed = _changed_config(session, node, req.config_hash)
+    deadline = time.monotonic() + req.wait_s
+    while signed is None and svc.notifier.wait(node_id, since, deadline - time.monotonic()):
+        with svc.db.transaction() as session:
+            since = svc.notifier.version(node_id)
+            node = session.get(Node, node_id)
+            if node is None or node.state != "registered":
+                raise ApiError(403, "unknown_signer", "node is no longer registered")
+            signed = _changed_config(session, node, req.config_hash)
+    if signed is None:
+        return jsonify(ConfigResponse(unchanged=True).model_dump())
     return jsonify(ConfigResponse(unchanged=False, config=signed).model_dump())
+
+
+def _changed_config(session: Session, node: Node, have: str) -> dict[str, str] | None:
+    """The signed config if it differs from what the node has (recorded as issued)."""
+    svc = _services()
+    doc = current_desired_state(
+        session,
+        node,
+        svc.settings.public_url,
+        NodeSettings(config_interval_s=svc.settings.node_config_interval_s),
+    )
+    if have == doc.content_hash():
+        return None
+    signed = envelope.seal(doc.model_dump(mode="json"), svc.pki.signing)
+    record_issued_config(
+        session,
+        node,
+        hashlib.sha256(base64.b64decode(signed["payload"])).hexdigest(),
+        doc.generation,
+        [app.image.sha256 for app in doc.apps],
+    )
+    return signed
 
 
 @device_api.post("/info")

@@ -1,6 +1,10 @@
 """The agent: onboard once, then loop attest → fetch → verify → checkpoint → reconcile
 → report.
 
+Two threads: the fetcher long-polls the controller for config (attesting when due) and
+wakes the main loop on a change; the main loop enforces the port policy, reconciles,
+acts on the reboot counter and reports (info, logs, metrics).
+
 Start-up order (as EVE's): the TPM and the measurement of the agent's own code
 first, then identity, then the checkpoint is measured, loaded and enforced before the
 controller is asked anything, so a node with an unreachable controller (or one that
@@ -39,8 +43,13 @@ from node_agent.identity import (
 )
 from node_agent.image_store import ImageStore
 from node_agent.inventory import collect_inventory
+from node_agent.log_shipper import AgentLogBuffer
 from node_agent.measure import Measurements, checkpoint_digest
+from node_agent.network import NetworkError
+from node_agent.ports import NodePorts
+from node_agent.reboot import RebootCounter
 from node_agent.reconciler import Reconciler
+from node_agent.reporter import Reporter
 from node_agent.runtime.base import Runtime
 from node_agent.settings import AgentSettings
 from protocol.attest import MeasurementType
@@ -89,8 +98,11 @@ class Agent:
         self.reconciler: Reconciler | None = None
         self.hypervisor = ""
         self._verifier: ConfigVerifier | None = None
-        self._last_info: list[AppStatus] | None = None
-        self._last_info_at = 0.0
+        self.ports: NodePorts | None = None
+        self.reporter: Reporter | None = None
+        self.reboot: RebootCounter | None = None
+        self.log_buffer = AgentLogBuffer()
+        self._changed = threading.Event()
 
     # -- start-up --------------------------------------------------------------
     def _open_tpm(self) -> None:
@@ -108,6 +120,7 @@ class Agent:
 
     def close(self) -> None:
         """Release the TPM (the agent's processes and apps keep running)."""
+        logging.getLogger().removeHandler(self.log_buffer)
         if self.tpm is not None:
             self.tpm.close()
             self.tpm = None
@@ -116,6 +129,7 @@ class Agent:
         """Measure, onboard (retrying until claimed), load the checkpoint, build runtimes."""
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.settings.state_dir.chmod(0o755)
+        logging.getLogger().addHandler(self.log_buffer)
         self._open_tpm()
         assert self.measurements is not None
         self.identity = load_identity(self.settings.state_dir, self.tpm)
@@ -149,6 +163,12 @@ class Agent:
         if self.desired:
             log.info("enforcing checkpointed config generation %d", self.desired.generation)
             self._measure_images(self.desired)
+        if self.settings.ports is not None:  # before any app starts: everything closed
+            self.ports = NodePorts(self.settings.ports, self.identity.node_uuid)
+            try:
+                self.ports.apply(self.desired)
+            except NetworkError as exc:
+                log.error("ports: checkpointed config refused; all-closed ruleset: %s", exc)
         runtimes, self.hypervisor = self._runtime_factory(self.settings, self.identity.node_uuid)
         self.reconciler = Reconciler(
             self.identity.node_uuid,
@@ -157,7 +177,10 @@ class Agent:
             ),
             runtimes,
             self.settings.state_dir / "apps",
+            network=self.ports,
         )
+        self.reporter = Reporter(self.settings, self._send, self.log_buffer)
+        self.reboot = RebootCounter(self.settings.state_dir, self.settings.reboot_command)
 
     def _renew_identity(self) -> None:
         assert self.identity is not None
@@ -195,13 +218,19 @@ class Agent:
         assert self.identity and self.attestor
         self.attestor.attest(self.identity.device)
 
-    def _ask_config(self, have: str) -> dict[str, Any]:
+    def _send(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert self.identity
+        return self.client.signed(self.identity.device, path, body)
+
+    def _ask_config(self, have: str, wait_s: float = 0.0) -> dict[str, Any]:
         assert self.identity and self.attestor
         if self.attestor.due():
             self.attest()
+        body = {"config_hash": have, "wait_s": wait_s}
+        timeout = self.settings.http_timeout_s + wait_s
         try:
             return self.client.signed(
-                self.identity.device, "config", {"config_hash": have}, self.attestor.token
+                self.identity.device, "config", body, self.attestor.token, timeout
             )
         except ControllerError as exc:
             if exc.status != 403 or not exc.code.startswith("integrity_token"):
@@ -210,17 +239,16 @@ class Agent:
             self.attestor.forget()
             self.attest()
             return self.client.signed(
-                self.identity.device, "config", {"config_hash": have}, self.attestor.token
+                self.identity.device, "config", body, self.attestor.token, timeout
             )
 
-    def fetch_config(self) -> bool:
-        """Attest if due, ask for the config; verify, measure and checkpoint a new one.
-
-        True when it changed.
+    def fetch_config(self, wait_s: float = 0.0) -> bool:
+        """Attest if due, ask for the config (holding up to ``wait_s`` for a change);
+        verify, measure and checkpoint a new one.  True when it changed.
         """
         assert self.identity and self._verifier
         have = self.desired.content_hash() if self.desired else ""
-        answer = self._ask_config(have)
+        answer = self._ask_config(have, wait_s)
         if answer.get("unchanged"):
             return False
         wire = answer.get("config")
@@ -240,21 +268,31 @@ class Agent:
         assert self.reconciler
         return self.reconciler.reconcile(self.desired)
 
-    def report(self, statuses: list[AppStatus], force: bool = False) -> None:
-        assert self.identity
-        info_interval = self.desired.settings.info_interval_s if self.desired else 600.0
-        due = time.monotonic() - self._last_info_at >= info_interval
-        if not force and not due and statuses == self._last_info:
-            return
+    def report(self, statuses: list[AppStatus], force: bool = False) -> bool:
+        """Info (through the outbox); True when the controller has the newest one."""
+        assert self.reporter
         msg = InfoMessage(
             agent_version=AGENT_VERSION,
             config_generation=self.desired.generation if self.desired else -1,
             config_hash=self.desired.content_hash() if self.desired else "",
             hypervisor=self.hypervisor,
             apps=statuses,
+            ports=self.ports.state() if self.ports else None,
         )
-        self.client.signed(self.identity.device, "info", msg.model_dump(mode="json"))
-        self._last_info, self._last_info_at = statuses, time.monotonic()
+        interval = self.desired.settings.info_interval_s if self.desired else 600.0
+        return self.reporter.info(msg, interval, force)
+
+    def step(self, force_report: bool = False) -> list[AppStatus]:
+        """One pass of the main loop: reboot counter, reconcile, info, logs, metrics."""
+        assert self.reporter and self.reboot and self.reconciler
+        if self.desired is not None:
+            self.reboot.check(self.desired.reboot_counter)
+        statuses = self.reconcile()
+        self.report(statuses, force=force_report)
+        self.reporter.logs(force=force_report)
+        interval = self.desired.settings.metrics_interval_s if self.desired else 60.0
+        self.reporter.metrics(self.reconciler.runtimes, interval)
+        return statuses
 
     def once(self) -> list[AppStatus]:
         """One full pass (fetch, reconcile, report): `outpost-agent once`."""
@@ -262,12 +300,7 @@ class Agent:
             self.fetch_config()
         except FETCH_ERRORS as exc:
             log.error("config fetch failed; enforcing the checkpoint: %s", exc)
-        statuses = self.reconcile()
-        try:
-            self.report(statuses, force=True)
-        except (Unreachable, ControllerError) as exc:
-            log.error("info report failed: %s", exc)
-        return statuses
+        return self.step(force_report=True)
 
     # -- the loop ----------------------------------------------------------------
     def _config_interval(self) -> float:
@@ -284,28 +317,44 @@ class Agent:
         finally:
             self.close()
 
+    def _fetch_loop(self, stop: threading.Event) -> None:
+        """Long-poll (or poll) the controller; wake the main loop when the config changed."""
+        while not stop.is_set():
+            long_poll = self.settings.long_poll_s > 0
+            try:
+                if self.fetch_config(self.settings.long_poll_s if long_poll else 0.0):
+                    self._changed.set()
+                delay = random.uniform(0.0, 0.5) if long_poll else self._config_interval()
+            except FETCH_ERRORS as exc:
+                log.error("config fetch failed; enforcing the checkpoint: %s", exc)
+                delay = self._config_interval()
+            except Exception:  # e.g. libvirtd restarting: the next pass tries again
+                log.exception("config fetch crashed; retrying")
+                delay = self._config_interval()
+            stop.wait(delay)
+
     def _run(self, stop: threading.Event) -> None:
         self.start(stop)
         if stop.is_set():
             return
-        next_config = 0.0
+        fetcher = threading.Thread(
+            target=self._fetch_loop, args=(stop,), name="config-fetch", daemon=True
+        )
+        fetcher.start()
         next_renewal = time.monotonic() + RENEWAL_CHECK_S  # start() just checked
         while not stop.is_set():
-            now = time.monotonic()
-            if now >= next_renewal:
+            if time.monotonic() >= next_renewal:
                 self._renew_identity()
-                next_renewal = now + RENEWAL_CHECK_S
-            if now >= next_config:
-                try:
-                    self.fetch_config()
-                except FETCH_ERRORS as exc:
-                    log.error("config fetch failed; enforcing the checkpoint: %s", exc)
-                next_config = time.monotonic() + self._config_interval()
-            statuses = self.reconcile()
+                next_renewal = time.monotonic() + RENEWAL_CHECK_S
+            self._changed.clear()
             try:
-                self.report(statuses)
-            except (Unreachable, ControllerError) as exc:
-                log.warning("info report failed (will retry): %s", exc)
-                self._last_info = None
-            wait = min(self.settings.reconcile_interval_s, max(0.0, next_config - time.monotonic()))
-            stop.wait(wait)
+                self.step()
+            except Exception:  # e.g. libvirtd restarting: the next pass tries again
+                log.exception("reconcile pass failed; retrying")
+            deadline = time.monotonic() + self.settings.reconcile_interval_s
+            while not stop.is_set() and not self._changed.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(min(left, 0.25))
+        fetcher.join(timeout=2.0)  # a daemon thread: a pending long-poll dies with the process

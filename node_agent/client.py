@@ -45,7 +45,12 @@ class ControllerClient:
         self._session = requests.Session()
 
     def _call(
-        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
     ) -> tuple[int, Any]:
         try:
             # verify= on each call: a Session's own verify loses to REQUESTS_CA_BUNDLE
@@ -54,7 +59,7 @@ class ControllerClient:
                 f"{self.url}/api/v1/device/{path}",
                 json=body,
                 headers=headers,
-                timeout=self.timeout_s,
+                timeout=timeout_s or self.timeout_s,
                 verify=str(self.root_ca),
             )
         except requests.RequestException as exc:
@@ -77,10 +82,15 @@ class ControllerClient:
         return self._call("POST", "register", envelope.seal(body, onboarding))
 
     def signed(
-        self, device: Identity, path: str, body: dict[str, Any], token: str | None = None
+        self,
+        device: Identity,
+        path: str,
+        body: dict[str, Any],
+        token: str | None = None,
+        timeout_s: float | None = None,
     ) -> dict[str, Any]:
         headers = {TOKEN_HEADER: token} if token else None
-        return self._call("POST", path, envelope.seal(body, device), headers)[1]
+        return self._call("POST", path, envelope.seal(body, device), headers, timeout_s)[1]
 
     def download(self, url: str, dest: Path, offset: int) -> requests.Response:
         """Start a (possibly resumed) download; the caller streams the response."""

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from attestation.tpm_setting import parse_tpm_setting
+from node_agent.ports import PortsSettings
 from protocol.messages import Serial
 
 __all__ = ["AgentSettings", "SettingsError", "load_settings"]
@@ -35,6 +36,9 @@ class AgentSettings(BaseModel):
     """Extra global podman flags (e.g. --root/--runroot for a private store)."""
     config_interval_s: float | None = Field(default=None, ge=0.2, le=86400)
     """Overrides the controller's poll interval (tests, demo)."""
+    long_poll_s: float = Field(default=55.0, ge=0, le=120)
+    """Config long-poll: the controller holds an 'unchanged' answer this long, so a change
+    reaches the node in about a second. 0 polls every config interval instead."""
     reconcile_interval_s: float = Field(default=5.0, ge=0.2, le=3600)
     """How often actual state is re-read even without a new config (crash detection)."""
     http_timeout_s: float = Field(default=30.0, gt=0, le=600)
@@ -42,6 +46,14 @@ class AgentSettings(BaseModel):
     tpm: str = "auto"
     """none | auto (/dev/tpmrm0 if present) | device:/dev/tpmrmN | swtpm:host=H,port=P.
     With a TPM the device key lives in it and every attestation sends a TPM quote."""
+    log_ship_interval_s: float = Field(default=10.0, ge=0.2, le=3600)
+    """How often new agent and app console log lines are batched and sent."""
+    reboot_command: list[str] = Field(default_factory=list, max_length=16)
+    """Run when the operator's reboot counter rises (e.g. ["/sbin/reboot"] on a real node);
+    empty: the request is logged and acknowledged but the host is not rebooted."""
+    ports: PortsSettings | None = None
+    """Port lockdown (firewall, app networks, USB, console). Set on real nodes; leave unset
+    for agents sharing a host namespace (tests, the demo), whose firewall it would replace."""
     device_cert_renew_days: int = Field(default=30, ge=1, le=36500)
     """Renew the self-signed device cert when it expires within this many days."""
 

@@ -52,6 +52,8 @@ class ConfigRequest(_Strict):
     """The hash of the config the node holds ('' when it has none)."""
 
     config_hash: Annotated[str, StringConstraints(pattern=r"^([0-9a-f]{64})?$")] = ""
+    wait_s: float = Field(default=0.0, ge=0.0, le=120.0)
+    """Long-poll: when unchanged, hold the answer up to this long for a change."""
 
 
 class ConfigResponse(_Strict):

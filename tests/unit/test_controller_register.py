@@ -123,3 +123,22 @@ def test_a_stale_signed_request_is_refused(client, admin_headers, device):
     }
     wire = envelope.seal(body, device.onboarding, now=1_000_000.0)
     assert client.post("/api/v1/device/register", json=wire).status_code == 401
+
+
+def test_an_unclaimed_genuine_node_is_listed_as_pending_and_can_be_approved(
+    client, admin_headers, device
+):
+    assert client.post("/api/v1/device/register", json=device.register_body()).status_code == 403
+    (pending,) = client.get("/api/v1/pending", headers=admin_headers).json["pending"]
+    assert pending["serial"] == device.serial and pending["attempts"] == 1
+    client.post(f"/api/v1/pending/{device.serial}/approve", headers=admin_headers)
+    assert client.post("/api/v1/device/register", json=device.register_body()).status_code == 201
+    assert client.get("/api/v1/pending", headers=admin_headers).json["pending"] == []
+
+
+def test_a_node_with_a_foreign_onboarding_cert_is_not_listed_as_pending(
+    client, admin_headers, device
+):
+    rogue = pki.issue_cert(pki.make_ca("rogue"), "r", usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    client.post("/api/v1/device/register", json=SimDevice(device.serial, rogue).register_body())
+    assert client.get("/api/v1/pending", headers=admin_headers).json["pending"] == []
