@@ -7,6 +7,8 @@ runtimes' labelled workloads and the image store) and acts on the difference:
     desired running, missing/stopped/other image → fetch+verify image → start
     desired stopped, running                     → stop
     running, not desired                         → remove
+    running, but its spec changed (env, command,  → remove, start from the new spec
+      resources, adapters, networks)
     restart/purge counter raised                 → stop/remove (+ wipe its state), start again
     blobs no app needs                           → garbage-collect
 
@@ -26,6 +28,8 @@ agent restart the first pass takes the running workloads' interfaces as current.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 import time
@@ -34,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from attestation.files import atomic_write
 from node_agent.app_counters import ActedCounters
 from node_agent.image_store import ImageError, ImageStore
 from node_agent.network import NetworkError, WorkloadNetworks
@@ -218,6 +223,11 @@ class Reconciler:
         if not running and app.uuid not in self._started_nets and waited < app.start_delay_s:
             self._set(app, AppState.INITIAL)  # its start delay has not passed yet
             return
+        if running and same_image and self._spec_changed(app):
+            log.info("app %s (%s): spec changed, recreating", app.name, app.uuid[:8])
+            self._set(app, AppState.RESTARTING)
+            runtime.remove(app.uuid)
+            running = False
         if running and same_image:
             seen = self._started_nets.setdefault(app.uuid, nets)
             if seen == nets:
@@ -251,12 +261,31 @@ class Reconciler:
         self._set(app, AppState.BOOTING)
         started = runtime.start(spec)
         self._started_nets[app.uuid] = nets
+        atomic_write(self._work_dir(app) / SPEC_FILE, _spec_digest(app).encode())
         self._set(
             app, AppState.RUNNING if started.state is WorkloadState.RUNNING else AppState.BOOTING
         )
+
+    def _spec_changed(self, app: AppSpec) -> bool:
+        """Has the spec changed since the workload was started (persisted across restarts)?"""
+        try:
+            started = (self.apps_dir / app.uuid / SPEC_FILE).read_text()
+        except FileNotFoundError:
+            return False  # started before specs were recorded: take it as current
+        return started != _spec_digest(app)
 
     def _work_dir(self, app: AppSpec) -> Path:
         d = self.apps_dir / app.uuid
         d.mkdir(parents=True, exist_ok=True)
         d.chmod(0o755)
         return d
+
+
+SPEC_FILE = "spec.sha256"
+_NOT_SPEC = {"restart_counter", "purge_counter", "desired", "start_delay_s", "name"}
+
+
+def _spec_digest(app: AppSpec) -> str:
+    """What a running workload was made from (commands and life-cycle fields excluded)."""
+    body = json.dumps(app.model_dump(mode="json", exclude=_NOT_SPEC), sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()

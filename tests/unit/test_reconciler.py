@@ -152,3 +152,20 @@ def test_an_app_waits_for_its_start_delay(reconciler, runtime):
     reconciler._since -= 3600.0  # as if the agent had been up for an hour
     (status,) = reconciler.reconcile(_doc(app))
     assert status.state is AppState.RUNNING
+
+
+def test_a_running_app_whose_spec_changed_is_recreated_once(reconciler, runtime):
+    app = _app("web")
+    reconciler.reconcile(_doc(app))
+    changed = _with(app, env={"MODE": "new"})
+    reconciler.reconcile(_doc(changed, generation=2))
+    reconciler.reconcile(_doc(changed, generation=2))
+    assert runtime.started == ["web", "web"]
+
+
+def test_a_spec_change_is_noticed_after_an_agent_restart(reconciler, runtime, tmp_path):
+    app = _app("web")
+    reconciler.reconcile(_doc(app))
+    again = Reconciler(NODE, reconciler.store, reconciler.runtimes, tmp_path / "apps")
+    again.reconcile(_doc(_with(app, command=["sleep", "9"]), generation=2))
+    assert runtime.started == ["web", "web"]
