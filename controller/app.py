@@ -18,6 +18,7 @@ from controller.ops_trust_api import ops_trust_api
 from controller.pki_store import ControllerPki, load_pki
 from controller.services import Services
 from controller.settings import ControllerSettings
+from controller.ui import init_ui
 
 __all__ = ["create_app"]
 
@@ -44,6 +45,7 @@ def create_app(settings: ControllerSettings, pki: ControllerPki | None = None) -
     app.register_blueprint(ops_api)
     app.register_blueprint(ops_trust_api)
     app.register_blueprint(datastore)
+    init_ui(app)  # web UI at /ui/: session key, cookie flags, CSRF, blueprint
 
     @app.get("/healthz")
     def healthz():  # type: ignore[no-untyped-def]

@@ -1,4 +1,5 @@
-"""``outpost-controller``: init (PKI, database, first admin token), serve, bundle, token."""
+"""``outpost-controller``: init (PKI, database, first admin token and UI admin), serve, bundle,
+token, adduser."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from controller.auth import create_token
 from controller.db import Database
 from controller.pki_store import create_pki, load_pki, write_onboarding_bundle
 from controller.settings import ControllerSettings
+from controller.ui.security import ensure_secret_key
+from controller.users import UserError, create_user
 
 __all__ = ["main"]
 
@@ -76,7 +79,33 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"admin API token written to {args.token_file} (mode 0600)")
     else:
         print(f"admin API token (shown once): {token}")
+    ensure_secret_key(data_dir)  # web UI session key, 0600 in the data dir
+    with db.transaction() as session:
+        password = create_user(session, "admin", "admin")
+    _hand_out_password("admin", password, args.admin_password_file)
     print(f"controller initialised in {data_dir}; root CA: {settings.pki_dir / 'root-ca.pem'}")
+    return 0
+
+
+def _hand_out_password(username: str, password: str, path: Path | None) -> None:
+    if path:
+        atomic_write(path, (password + "\n").encode(), mode=0o600)
+        print(f"web UI login {username!r}: password written to {path} (mode 0600)")
+    else:
+        print(f"web UI login {username!r}, password (shown once): {password}")
+
+
+def cmd_adduser(args: argparse.Namespace) -> int:
+    settings = _settings(args.data_dir)
+    db = Database(settings.database_url)
+    db.create_schema()
+    try:
+        with db.transaction() as session:
+            password = create_user(session, args.username, args.role)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    _hand_out_password(args.username, password, args.password_file)
     return 0
 
 
@@ -128,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--node-config-interval", type=float, default=60.0)
     p.add_argument("--token-file", type=Path, help="write the admin token here (0600)")
     p.add_argument(
+        "--admin-password-file", type=Path, help="write the web UI admin's password here (0600)"
+    )
+    p.add_argument(
         "--db-url",
         help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in"
         " the data dir); OUTPOST_DB_URL overrides it at serve time",
@@ -148,6 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", required=True)
     p.add_argument("--role", choices=("viewer", "operator", "admin"), default="operator")
     p.set_defaults(fn=cmd_token)
+
+    p = sub.add_parser("adduser", help="add a web UI user (the password is generated)")
+    p.add_argument("--username", required=True)
+    p.add_argument("--role", choices=("viewer", "operator", "admin"), default="operator")
+    p.add_argument("--password-file", type=Path, help="write the password here (0600)")
+    p.set_defaults(fn=cmd_adduser)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

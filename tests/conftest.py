@@ -7,5 +7,6 @@ pytest_plugins = [
     "tests.fixtures.controller_server",
     "tests.fixtures.swtpm",
     "tests.fixtures.postgres",
+    "tests.fixtures.browser",
     "tests.fixtures.netns",
 ]

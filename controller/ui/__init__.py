@@ -1,0 +1,32 @@
+"""The controller's web UI for fleet operators: server-rendered pages (Flask + Jinja2),
+sessions, CSRF on every form, roles checked on the server, a little vendored JS.
+
+    init_ui(app)   session key + cookie flags + CSRF, the ``ui`` blueprint at ``/ui/``,
+                   and ``/`` redirecting there
+
+Pages use the operator API's service logic (``controller.ui_services``) and read
+through ``controller.ui_queries``; accounts live in ``controller.users``.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, redirect, url_for
+from werkzeug.wrappers import Response
+
+from controller.ui import views_apps, views_audit, views_auth, views_fleet, views_onboarding
+from controller.ui.blueprint import ui
+from controller.ui.security import configure
+
+__all__ = ["init_ui", "ui"]
+_VIEWS = (views_apps, views_audit, views_auth, views_fleet, views_onboarding)  # registers routes
+
+
+def init_ui(app: Flask) -> None:
+    """Bind the UI to an app whose ``extensions["outpost"]`` services are set."""
+    configure(app, app.extensions["outpost"].settings.data_dir)
+    app.register_blueprint(ui)
+
+    def root() -> Response:
+        return redirect(url_for("ui.overview"))
+
+    app.add_url_rule("/", "ui_root", root)

@@ -1,0 +1,240 @@
+"""The UI's forms (Flask-WTF: every one carries the CSRF token) and the small text syntaxes
+they accept, turned into the operator API's JSON shapes.
+
+WTForms checks only shape (required, numbers); the rules themselves are the API's
+pydantic models (``controller.ops.*``, ``protocol.desired_state``), applied by
+``controller.ui_services`` so the UI and the API refuse the same things.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+from wtforms import (
+    DecimalField,
+    HiddenField,
+    IntegerField,
+    PasswordField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
+
+from controller.auth import ROLES
+
+try:  # WTForms >= 3.3 deprecates (value, label) tuples
+    from wtforms.fields.choices import SelectChoice
+except ImportError:  # pragma: no cover - older WTForms
+    SelectChoice = None
+
+
+def choices(*values: str | tuple[str, str]) -> list[Any]:
+    """Select options from values or (value, label) pairs, in the installed WTForms' shape."""
+    out = []
+    for item in values:
+        value, label = item if isinstance(item, tuple) else (item, item)
+        out.append(SelectChoice(value, label) if SelectChoice else (value, label))
+    return out
+
+
+__all__ = [
+    "AppForm",
+    "AssignForm",
+    "BundleForm",
+    "ClaimForm",
+    "CommandForm",
+    "CsvClaimForm",
+    "ImageRegisterForm",
+    "ImageUploadForm",
+    "LabelsForm",
+    "LoginForm",
+    "NodeAssignForm",
+    "SyntaxProblem",
+    "UserForm",
+    "choices",
+    "parse_pairs",
+]
+
+FORMAT_NAMES = ("oci-archive", "kernel-bundle", "qcow2", "raw")
+
+
+class SyntaxProblem(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class LoginForm(FlaskForm):
+    username = StringField("Username", validators=[DataRequired(), Length(max=64)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+
+
+class ClaimForm(FlaskForm):
+    serial = StringField("Serial number", validators=[DataRequired(), Length(max=128)])
+
+
+class CsvClaimForm(FlaskForm):
+    file = FileField("CSV file of serials", validators=[FileRequired()])
+
+
+class BundleForm(FlaskForm):
+    batch = StringField("Batch name", default="default", validators=[DataRequired()])
+
+
+class CommandForm(FlaskForm):
+    command = HiddenField()
+    app = HiddenField()
+    confirmed = HiddenField()
+
+
+class AssignForm(FlaskForm):
+    """On a node page: pick an app."""
+
+    app = SelectField("App", validators=[DataRequired()], validate_choice=False)
+
+
+class NodeAssignForm(FlaskForm):
+    """On an app page: name a node."""
+
+    node = StringField("Node serial", validators=[DataRequired(), Length(max=128)])
+
+
+class LabelsForm(FlaskForm):
+    labels = TextAreaField("Labels (key=value, one per line)")
+
+
+class AppForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired()])
+    kind = SelectField("Kind", choices=choices("container", "vm"))
+    image = SelectField("Image", validators=[DataRequired()], validate_choice=False)
+    vcpus = IntegerField("vCPUs", default=1, validators=[InputRequired()])
+    memory_mib = IntegerField("Memory (MiB)", default=128, validators=[InputRequired()])
+    disk_mib = IntegerField("Disk (MiB, 0 = image size)", default=0, validators=[InputRequired()])
+    command = StringField("Command (shell words)")
+    env = TextAreaField("Environment (KEY=value, one per line)")
+    desired = SelectField("Desired state", choices=choices("running", "stopped"))
+    networks = TextAreaField("Networks (name host:guest/proto …, one per line)")
+    adapters = TextAreaField("Adapters (kind match, one per line; VMs only)")
+    start_delay_s = DecimalField(
+        "Start delay (s)", default=0, places=1, validators=[Optional(), NumberRange(min=0)]
+    )
+    selector = TextAreaField("Run on nodes labelled (key=value, one per line)")
+
+    def to_body(self) -> dict[str, Any]:
+        """The API's JSON body; :class:`SyntaxProblem` names the field a line is wrong in."""
+        try:
+            command = shlex.split(self.command.data or "")
+        except ValueError as exc:
+            raise SyntaxProblem("command", f"cannot split into words: {exc}") from exc
+        return {
+            "name": (self.name.data or "").strip(),
+            "kind": self.kind.data,
+            "image": self.image.data or "",
+            "resources": {
+                "vcpus": self.vcpus.data,
+                "memory_mib": self.memory_mib.data,
+                "disk_mib": self.disk_mib.data,
+            },
+            "command": command,
+            "env": parse_pairs(self.env.data, "env"),
+            "desired": self.desired.data,
+            "networks": _networks(self.networks.data),
+            "adapters": _adapters(self.adapters.data),
+            "start_delay_s": float(self.start_delay_s.data or 0),
+            "selector": parse_pairs(self.selector.data, "selector", commas=True) or None,
+        }
+
+    def fill(self, app: dict[str, Any]) -> None:
+        """Show an existing definition (``app_json``) in the form."""
+        res = app.get("resources") or {}
+        self.name.data, self.kind.data, self.image.data = app["name"], app["kind"], app["image"]
+        self.vcpus.data = res.get("vcpus", 1)
+        self.memory_mib.data = res.get("memory_mib", 128)
+        self.disk_mib.data = res.get("disk_mib", 0)
+        self.command.data = shlex.join(app.get("command") or [])
+        self.env.data = "\n".join(f"{k}={v}" for k, v in (app.get("env") or {}).items())
+        self.desired.data = app.get("desired", "running")
+        self.networks.data = "\n".join(
+            " ".join(
+                [n["name"]]
+                + [f"{p['host']}:{p['guest']}/{p.get('proto', 'tcp')}" for p in n.get("ports", [])]
+            )
+            for n in app.get("networks") or []
+        )
+        self.adapters.data = "\n".join(
+            f"{a['kind']} {a['match']}" for a in app.get("adapters") or []
+        )
+        self.start_delay_s.data = app.get("start_delay_s", 0)
+        self.selector.data = "\n".join(f"{k}={v}" for k, v in (app.get("selector") or {}).items())
+
+
+class ImageRegisterForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired()])
+    format = SelectField("Format", choices=choices(*FORMAT_NAMES))
+    sha256 = StringField("SHA-256", validators=[DataRequired()])
+    size = IntegerField("Size (bytes)", validators=[InputRequired()])
+    url = StringField("URL", validators=[DataRequired()])
+
+
+class ImageUploadForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired()])
+    format = SelectField("Format", choices=choices(*FORMAT_NAMES))
+    sha256 = StringField("SHA-256 (optional: the upload must match it)")
+    file = FileField("Image file", validators=[FileRequired()])
+
+
+class UserForm(FlaskForm):
+    username = StringField("Username", validators=[DataRequired(), Length(max=64)])
+    role = SelectField("Role", choices=choices(*ROLES), default="viewer")
+
+
+def parse_pairs(text: str | None, field: str, commas: bool = False) -> dict[str, str]:
+    """``key=value`` lines (``commas``: also comma-separated) into a dict; blanks skipped."""
+    out: dict[str, str] = {}
+    text = (text or "").replace(",", "\n") if commas else text or ""
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise SyntaxProblem(field, f"line {number}: write key=value, not {line[:40]!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _networks(text: str | None) -> list[dict[str, Any]]:
+    out = []
+    for number, raw in enumerate((text or "").splitlines(), start=1):
+        words = raw.split()
+        if not words:
+            continue
+        ports = []
+        for word in words[1:]:
+            spec, _, proto = word.partition("/")
+            host, sep, guest = spec.partition(":")
+            if not sep or not host.isdigit() or not guest.isdigit():
+                raise SyntaxProblem(
+                    "networks", f"line {number}: a port is host:guest[/tcp|udp], not {word!r}"
+                )
+            ports.append({"host": int(host), "guest": int(guest), "proto": proto or "tcp"})
+        out.append({"name": words[0], "ports": ports})
+    return out
+
+
+def _adapters(text: str | None) -> list[dict[str, str]]:
+    out = []
+    for number, raw in enumerate((text or "").splitlines(), start=1):
+        words = raw.split()
+        if not words:
+            continue
+        if len(words) != 2:
+            raise SyntaxProblem(
+                "adapters", f"line {number}: write 'kind match', e.g. gpu 10de:1eb8"
+            )
+        out.append({"kind": words[0], "match": words[1]})
+    return out

@@ -1,0 +1,80 @@
+// Outpost web UI: progressive enhancement only — every page works without this file.
+// Auto-refresh: a [data-refresh] region is re-fetched every N seconds (from the
+// [data-refresh-control] bar) and swapped in, unless the tab is hidden, the user paused
+// it, or keyboard focus / a text selection is inside the region.  A session that ended
+// stops the refresh and says so.
+(function () {
+  "use strict";
+
+  function start(control) {
+    var region = document.querySelector("[data-refresh]");
+    if (!region || !region.id) return;
+    var seconds = Math.max(parseInt(control.getAttribute("data-seconds"), 10) || 10, 2);
+    var pause = control.querySelector("[data-pause]");
+    var stamp = control.querySelector("[data-updated]");
+    var paused = false;
+    var busy = false;
+    var timer = null;
+
+    function busyInside() {
+      if (region.contains(document.activeElement) && document.activeElement !== region) return true;
+      var sel = window.getSelection && window.getSelection();
+      return !!(sel && !sel.isCollapsed && region.contains(sel.anchorNode));
+    }
+
+    function stop(message) {
+      window.clearInterval(timer);
+      control.classList.add("stopped");
+      control.querySelector("span").textContent = message;
+      if (pause) pause.hidden = true;
+    }
+
+    function tick() {
+      if (paused || busy || document.hidden || busyInside()) return;
+      busy = true;
+      fetch(window.location.href, { credentials: "same-origin", headers: { "X-Outpost-Refresh": "1" } })
+        .then(function (resp) {
+          if (resp.redirected || resp.status === 401) {
+            stop("Your session ended: reload the page to log in again.");
+            return null;
+          }
+          if (!resp.ok) return null;
+          return resp.text();
+        })
+        .then(function (html) {
+          if (!html) return;
+          var doc = new DOMParser().parseFromString(html, "text/html");
+          var fresh = doc.getElementById(region.id);
+          if (fresh && !busyInside()) {
+            region.innerHTML = fresh.innerHTML;
+            if (stamp) {
+              var now = new Date();
+              stamp.textContent = now.toISOString().substring(11, 19);
+              stamp.setAttribute("datetime", now.toISOString());
+            }
+          }
+        })
+        .catch(function () { /* the next tick tries again */ })
+        .then(function () { busy = false; });
+    }
+
+    if (pause) {
+      pause.addEventListener("click", function () {
+        paused = !paused;
+        pause.setAttribute("aria-pressed", paused ? "true" : "false");
+        pause.textContent = paused ? "Resume updates" : "Pause updates";
+        if (!paused) tick();
+      });
+    }
+    document.addEventListener("visibilitychange", function () { if (!document.hidden) tick(); });
+    timer = window.setInterval(tick, seconds * 1000);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var control = document.querySelector("[data-refresh-control]");
+    if (control) start(control);
+    // after a refused form, take keyboard and screen-reader users to the list of problems
+    var summary = document.querySelector("[data-error-summary]");
+    if (summary) summary.focus();
+  });
+})();

@@ -1,0 +1,227 @@
+"""UI views: the app catalog (create, edit, assign, where it runs) and images (register by
+URL or upload into the controller's datastore)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from flask import flash, redirect, render_template, request, url_for
+from sqlalchemy import select
+from werkzeug.wrappers import Response
+
+from controller import ui_services
+from controller.db import Image
+from controller.errors import ApiError
+from controller.ops.common import app_json, find_app
+from controller.ui.blueprint import apply_errors, services, ui
+from controller.ui.forms import (
+    AppForm,
+    ImageRegisterForm,
+    ImageUploadForm,
+    NodeAssignForm,
+    SyntaxProblem,
+    choices,
+)
+from controller.ui.security import requires
+from controller.ui_queries import app_instances, apps_catalog, images_catalog
+
+# API field paths → form fields (resources.* are flattened in the form)
+APP_FIELDS = {
+    "resources.vcpus": "vcpus",
+    "resources.memory_mib": "memory_mib",
+    "resources.disk_mib": "disk_mib",
+    "(body)": "image",
+}
+
+
+def _image_choices(form: AppForm) -> None:
+    with services().db.transaction() as s:
+        form.image.choices = choices(
+            *(
+                (i.name, f"{i.name} ({i.format})")
+                for i in s.scalars(select(Image).order_by(Image.name))
+            )
+        )
+
+
+def _save_app(form: AppForm, name: str | None) -> bool:
+    """Validate with the API's rules and save; errors land next to the fields."""
+    try:
+        body = form.to_body()
+        with services().db.transaction() as s:
+            if name is None:
+                ui_services.create_app(s, body)
+            else:
+                ui_services.replace_app(s, name, body)
+    except SyntaxProblem as exc:
+        getattr(form, exc.field).errors = [*getattr(form, exc.field).errors, str(exc)]
+        return False
+    except ApiError as exc:
+        apply_errors(form, exc, APP_FIELDS)
+        return False
+    return True
+
+
+@ui.get("/apps")
+@requires("viewer")
+def apps() -> str:
+    with services().db.transaction() as s:
+        catalog = apps_catalog(s)
+    return render_template("apps.html", catalog=catalog)
+
+
+@ui.route("/apps/new", methods=["GET", "POST"])
+@requires("operator")
+def app_new() -> str | Response | tuple[str, int]:
+    form = AppForm()
+    _image_choices(form)
+    if form.validate_on_submit() and _save_app(form, None):
+        flash(f"App {form.name.data} created.", "info")
+        return redirect(url_for("ui.app", name=form.name.data))
+    status = 422 if request.method == "POST" else 200
+    return render_template("app_form.html", form=form, editing=None), status
+
+
+@ui.route("/apps/<name>/edit", methods=["GET", "POST"])
+@requires("operator")
+def app_edit(name: str) -> str | Response | tuple[str, int]:
+    form = AppForm()
+    _image_choices(form)
+    if request.method == "GET":
+        with services().db.transaction() as s:
+            app = find_app(s, name)
+            form.fill(app_json(app, s.get(Image, app.image_id)))  # type: ignore[arg-type]
+    else:  # name and kind are fixed: the stored app's, whatever was posted
+        with services().db.transaction() as s:
+            form.name.data, form.kind.data = name, find_app(s, name).kind
+    if request.method == "POST" and form.validate_on_submit() and _save_app(form, name):
+        flash(f"App {name} saved; its nodes get the change.", "info")
+        return redirect(url_for("ui.app", name=name))
+    status = 422 if request.method == "POST" else 200
+    return render_template("app_form.html", form=form, editing=name), status
+
+
+def _app_page(name: str, assign: NodeAssignForm | None = None, status: int = 200) -> Any:
+    with services().db.transaction() as s:
+        app = find_app(s, name)
+        out = app_json(app, s.get(Image, app.image_id))  # type: ignore[arg-type]
+        page = app_instances(s, app, max(request.args.get("page", 1, type=int) or 1, 1))
+    html = render_template("app.html", app=out, page=page, assign_form=assign or NodeAssignForm())
+    return html, status
+
+
+@ui.get("/apps/<name>")
+@requires("viewer")
+def app(name: str) -> Any:
+    return _app_page(name)
+
+
+@ui.post("/apps/<name>/assign")
+@requires("operator")
+def app_assign(name: str) -> Any:
+    form = NodeAssignForm()
+    if form.validate_on_submit():
+        serial = (form.node.data or "").strip()
+        try:
+            with services().db.transaction() as s:
+                new = ui_services.assign(s, serial, name)
+        except ApiError as exc:
+            form.node.errors = [*form.node.errors, exc.message]
+        else:
+            flash(
+                f"{name} assigned to {serial}." if new else f"{name} already runs on {serial}.",
+                "info",
+            )
+            return redirect(url_for("ui.app", name=name))
+    return _app_page(name, form, 422)
+
+
+@ui.post("/apps/<name>/unassign/<serial>")
+@requires("operator")
+def app_unassign(name: str, serial: str) -> Response:
+    try:
+        with services().db.transaction() as s:
+            ui_services.unassign(s, serial, name)
+    except ApiError as exc:
+        flash(exc.message, "error")
+    else:
+        flash(f"{name} removed from {serial}.", "info")
+    return redirect(url_for("ui.app", name=name))
+
+
+def _images_page(
+    register: ImageRegisterForm | None = None,
+    upload: ImageUploadForm | None = None,
+    status: int = 200,
+) -> tuple[str, int]:
+    with services().db.transaction() as s:
+        rows = images_catalog(s)
+    html = render_template(
+        "images.html",
+        images=rows,
+        register_form=register or ImageRegisterForm(prefix="reg"),
+        upload_form=upload or ImageUploadForm(prefix="up"),
+        max_bytes=services().settings.max_image_bytes,
+    )
+    return html, status
+
+
+@ui.get("/images")
+@requires("viewer")
+def images() -> tuple[str, int]:
+    return _images_page()
+
+
+@ui.post("/images/register")
+@requires("operator")
+def register_image() -> Response | tuple[str, int]:
+    form = ImageRegisterForm(prefix="reg")
+    if form.validate_on_submit():
+        try:
+            with services().db.transaction() as s:
+                ui_services.register_image(
+                    s,
+                    {
+                        "name": (form.name.data or "").strip(),
+                        "format": form.format.data,
+                        "sha256": (form.sha256.data or "").strip().lower(),
+                        "size": form.size.data,
+                        "url": (form.url.data or "").strip(),
+                    },
+                )
+        except ApiError as exc:
+            apply_errors(form, exc)
+        else:
+            flash(f"Image {form.name.data} registered.", "info")
+            return redirect(url_for("ui.images"))
+    return _images_page(register=form, status=422)
+
+
+@ui.post("/images/upload")
+@requires("operator")
+def upload_image() -> Response | tuple[str, int]:
+    form = ImageUploadForm(prefix="up")
+    if form.validate_on_submit():
+        stream = form.file.data.stream
+        sha = (form.sha256.data or "").strip().lower()
+        if not sha:  # hash the spooled upload first; the datastore verifies it again
+            digest = hashlib.sha256()
+            while chunk := stream.read(1024 * 1024):
+                digest.update(chunk)
+            sha = digest.hexdigest()
+            stream.seek(0)
+        try:
+            ui_services.upload_image(
+                {"name": (form.name.data or "").strip(), "format": form.format.data, "sha256": sha},
+                stream,
+            )
+        except ApiError as exc:
+            if exc.code == "sha256_mismatch":
+                form.sha256.errors = [*form.sha256.errors, exc.message]
+            else:
+                apply_errors(form, exc)
+        else:
+            flash(f"Image {form.name.data} uploaded ({sha[:12]}…).", "info")
+            return redirect(url_for("ui.images"))
+    return _images_page(upload=form, status=422)

@@ -1,0 +1,118 @@
+"""UI views: log in, log out, and user management (admin)."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import flash, g, redirect, render_template, request, session, url_for
+from sqlalchemy import select
+from werkzeug.wrappers import Response
+
+from controller.ops.common import audit
+from controller.ui.blueprint import services, ui
+from controller.ui.forms import LoginForm, UserForm
+from controller.ui.security import ip_limiter, requires, safe_next
+from controller.users import (
+    User,
+    UserError,
+    authenticate,
+    create_user,
+    end_session,
+    start_session,
+)
+
+log = logging.getLogger(__name__)
+
+
+@ui.route("/login", methods=["GET", "POST"])
+def login() -> str | Response | tuple[str, int]:
+    if g.ui_user is not None and request.method == "GET":
+        return redirect(safe_next(request.args.get("next")))
+    form = LoginForm()
+    status = 200
+    if form.validate_on_submit():
+        ip = request.remote_addr or "?"
+        wait = ip_limiter.blocked(ip)
+        if wait:
+            form.form_errors.append(f"Too many failed logins from here; try again in {wait:.0f} s.")
+            status = 429
+        else:
+            with services().db.transaction() as s:
+                result = authenticate(s, form.username.data or "", form.password.data or "")
+                token = start_session(s, result.user) if result.user else None
+                user = result.user
+                if user is not None:
+                    g.actor = f"user:{user.username}"
+                    audit(s, "ui.login", user.username)
+            if token and user is not None:
+                session.clear()  # a fresh session (and CSRF secret) after login
+                session.permanent = True
+                session["sid"] = token
+                log.info("ui login", extra={"user": user.username})
+                return redirect(safe_next(request.args.get("next")))
+            if result.retry_after_s:
+                form.form_errors.append(
+                    f"Too many failed logins for this account; try again in"
+                    f" {result.retry_after_s:.0f} s."
+                )
+                status = 429
+            else:
+                ip_limiter.failed(ip)
+                log.info("ui login refused", extra={"ip": ip})
+                form.form_errors.append("Unknown username or wrong password.")
+                status = 401
+    elif request.method == "POST":
+        status = 422
+    return render_template("login.html", form=form), status
+
+
+@ui.post("/logout")
+def logout() -> Response:
+    token = session.get("sid")
+    if isinstance(token, str):
+        with services().db.transaction() as s:
+            end_session(s, token)
+    session.clear()
+    flash("You are logged out.", "info")
+    return redirect(url_for("ui.login"))
+
+
+@ui.route("/users", methods=["GET", "POST"])
+@requires("admin")
+def users() -> str | Response:
+    form = UserForm()
+    password = None
+    if form.validate_on_submit():
+        try:
+            with services().db.transaction() as s:
+                password = create_user(s, form.username.data or "", form.role.data or "viewer")
+                audit(s, "user.create", form.username.data or "", after={"role": form.role.data})
+        except UserError as exc:
+            form.username.errors = [*form.username.errors, str(exc)]
+        else:
+            flash(f"User {form.username.data} created.", "info")
+    with services().db.transaction() as s:
+        rows = list(s.scalars(select(User).order_by(User.username)))
+    return render_template(
+        "users.html",
+        form=form,
+        users=rows,
+        password=password,
+        created=form.username.data if password else None,
+    )
+
+
+@ui.post("/users/<int:user_id>/delete")
+@requires("admin")
+def delete_user(user_id: int) -> Response:
+    with services().db.transaction() as s:
+        user = s.get(User, user_id)
+        if user is None:
+            flash("No such user.", "error")
+        elif user.id == g.ui_user.id:
+            flash("You cannot delete yourself.", "error")
+        else:
+            audit(s, "user.delete", user.username, before={"role": user.role})
+            s.delete(user)
+            flash(f"User {user.username} deleted.", "info")
+    return redirect(url_for("ui.users"))
