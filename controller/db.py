@@ -233,20 +233,27 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_schema(self) -> None:
-        """Bring the schema to the newest migration (Alembic, in process).
-
-        Tables of modules that have no migration yet are then created directly
-        (``checkfirst``); ``tests/integration/test_storage.py`` lists them.
-        """
+        """Bring the schema to the newest migration (Alembic, in process)."""
         with self.engine.begin() as conn:
             command.upgrade(alembic_config(conn), "head")
-            Base.metadata.create_all(conn)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """One transaction: committed on success, rolled back on any exception."""
         with self._sessions() as session, session.begin():
             yield session
+
+
+MODEL_MODULES = ("controller.attestation_store", "controller.users")
+"""Modules that declare tables on :class:`Base` besides this one."""
+
+
+def load_all_models() -> None:
+    """Import every module with tables, so ``Base.metadata`` holds the whole schema."""
+    import importlib
+
+    for name in MODEL_MODULES:
+        importlib.import_module(name)
 
 
 def alembic_config(connection: Any = None) -> Config:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
-import controller.attestation_store  # noqa: F401  (its tables are part of the schema)
-from controller.db import Base
+from controller.db import Base, load_all_models
+
+load_all_models()  # every module's tables are part of the schema
 
 target_metadata = Base.metadata
 _LOCK_ID = 0x0757_0057  # "outpost" schema lock

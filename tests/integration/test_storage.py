@@ -7,7 +7,16 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, inspect, select
 
-from controller.db import App, Assignment, AuditEvent, Base, Database, Image, Node
+from controller.db import (
+    App,
+    Assignment,
+    AuditEvent,
+    Base,
+    Database,
+    Image,
+    Node,
+    load_all_models,
+)
 from controller.desired import current_desired_state
 from controller.onboarding import claim_serial
 
@@ -50,6 +59,7 @@ def _app(db: Database, name: str = "web") -> int:
 
 
 def test_the_migrations_create_the_schema_the_models_declare(db: Database):
+    load_all_models()
     with db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
