@@ -13,7 +13,7 @@ from controller.db import Database
 from controller.device_api import device_api
 from controller.device_reports import device_reports
 from controller.errors import register_error_handlers
-from controller.ops import ops_api
+from controller.ops.api import ops_api
 from controller.ops_trust_api import ops_trust_api
 from controller.pki_store import ControllerPki, load_pki
 from controller.services import Services

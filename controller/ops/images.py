@@ -8,31 +8,16 @@ from flask import jsonify, request
 from pydantic import Field, model_validator
 from sqlalchemy import func, select
 
+from controller import actions
 from controller.auth import require_role
-from controller.datastore import store_upload
 from controller.db import App, Image, Network
 from controller.errors import ApiError
 from controller.openapi import doc
 from controller.ops.blueprint import ops_api
+from controller.ops.bodies import ImageQuery, ImageRegistration
 from controller.ops.common import Body, audit, changed, image_json, parse, svc
-from protocol.desired_state import MAX_IMAGE_BYTES, ImageFormat, Name, Sha256Hex
+from protocol.desired_state import Name
 from protocol.desired_state import Network as NetworkSpec
-
-
-class ImageQuery(Body):
-    name: Name
-    format: ImageFormat
-    sha256: Sha256Hex
-
-
-class ImageRegistration(Body):
-    """An image held elsewhere (any HTTP(S) datastore): nodes fetch it from ``url``."""
-
-    name: Name
-    format: ImageFormat
-    sha256: Sha256Hex
-    size: int = Field(gt=0, le=MAX_IMAGE_BYTES)
-    url: str = Field(pattern=r"^https?://", max_length=2048)
 
 
 class NetworkBody(Body):
@@ -60,38 +45,20 @@ def _refuse_duplicate(s, name: str) -> None:  # type: ignore[no-untyped-def]
     status=201,
 )
 def upload_image():  # type: ignore[no-untyped-def]
-    services = svc()
-    query = parse(ImageQuery, request.args.to_dict())
-    request.max_content_length = services.settings.max_image_bytes
-    with services.db.transaction() as s:
-        _refuse_duplicate(s, query.name)
-    size = store_upload(
-        services.settings.datastore_dir,
-        request.stream,
-        query.sha256,
-        services.settings.max_image_bytes,
-    )
-    with services.db.transaction() as s:
-        _refuse_duplicate(s, query.name)
-        image = Image(name=query.name, sha256=query.sha256, size=size, format=query.format)
-        s.add(image)
-        audit(s, "image.add", query.name, after=image_json(image))
-    return jsonify(image_json(image)), 201
+    out = actions.upload_image(request.args.to_dict(), request.stream)
+    return jsonify(out), 201
 
 
 @ops_api.post("/images/register")
 @require_role("operator")
 @doc("Register an image held in an external datastore", body=ImageRegistration, status=201)
 def register_image():  # type: ignore[no-untyped-def]
-    body = parse(ImageRegistration, request.get_json(silent=True))
+    data = request.get_json(silent=True)
+    if data is None:
+        raise ApiError(422, "bad_request", "body must be a JSON object")
     with svc().db.transaction() as s:
-        _refuse_duplicate(s, body.name)
-        image = Image(
-            name=body.name, sha256=body.sha256, size=body.size, format=body.format, url=body.url
-        )
-        s.add(image)
-        audit(s, "image.register", body.name, after=image_json(image))
-    return jsonify(image_json(image)), 201
+        out = actions.register_image(s, data)
+    return jsonify(out), 201
 
 
 @ops_api.get("/images")

@@ -4,54 +4,34 @@ from __future__ import annotations
 
 import gzip
 import json
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from flask import jsonify, request
-from pydantic import Field, StringConstraints, ValidationError
-from sqlalchemy import delete, select
+from pydantic import Field, ValidationError
+from sqlalchemy import select
 
+from controller import actions
 from controller.auth import require_role
-from controller.db import Assignment, Event, LogBatch, Node, PendingRegistration
+from controller.db import Event, LogBatch, Node, PendingRegistration
 from controller.errors import ApiError, validation_details
-from controller.onboarding import claim_serial
 from controller.openapi import doc
 from controller.ops.blueprint import ops_api
+from controller.ops.bodies import ClaimBody, CommandBody, NodePatch
 from controller.ops.common import (
     Body,
     audit,
     changed,
-    event,
-    find_app,
     find_node,
     node_json,
     parse,
     svc,
 )
 from protocol.desired_state import Name, NodeSettings
-from protocol.messages import Serial
-
-LabelKey = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._/-]{0,62}$")]
-LabelValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{0,63}$")]
-
-
-class ClaimBody(Body):
-    serial: Serial
 
 
 class NodeQuery(Body):
     label: str | None = None
     """key=value; only nodes with that label."""
-
-
-class NodePatch(Body):
-    labels: dict[LabelKey, LabelValue] | None = Field(default=None, max_length=32)
-    settings: dict[str, Any] | None = None
-    """Overrides of the node settings (validated against NodeSettings)."""
-
-
-class CommandBody(Body):
-    command: Literal["reboot", "restart", "purge"]
-    app: Name | None = None
 
 
 class AssignBody(Body):
@@ -69,10 +49,8 @@ class LogQuery(Body):
 def claim():  # type: ignore[no-untyped-def]
     body = parse(ClaimBody, request.get_json(silent=True))
     with svc().db.transaction() as s:
-        node = claim_serial(s, body.serial)
-        s.execute(delete(PendingRegistration).where(PendingRegistration.serial == body.serial))
-        audit(s, "node.claim", body.serial, after={"serial": body.serial})
-        return jsonify(node_json(s, node)), 201
+        actions.claim(s, body.serial)
+        return jsonify(node_json(s, find_node(s, body.serial))), 201
 
 
 @ops_api.get("/nodes")
@@ -144,31 +122,8 @@ def delete_node(key: str):  # type: ignore[no-untyped-def]
 def command(key: str):  # type: ignore[no-untyped-def]
     body = parse(CommandBody, request.get_json(silent=True))
     with svc().db.transaction() as s:
-        node = find_node(s, key)
-        if body.command == "reboot":
-            node.reboot_counter += 1
-            counter = node.reboot_counter
-        else:
-            if body.app is None:
-                raise ApiError(
-                    422,
-                    "invalid_body",
-                    "request is invalid",
-                    [{"field": "app", "error": f"{body.command} needs an app"}],
-                )
-            app = find_app(s, body.app)
-            inst = s.scalar(
-                select(Assignment).where(Assignment.node_id == node.id, Assignment.app_id == app.id)
-            )
-            if inst is None:
-                raise ApiError(404, "not_found", f"{body.app!r} does not run on {node.serial!r}")
-            attr = f"{body.command}_counter"
-            setattr(inst, attr, getattr(inst, attr) + 1)
-            counter = getattr(inst, attr)
-        audit(s, f"node.{body.command}", node.serial, app=body.app, counter=counter)
-        event(s, node, f"command.{body.command}", body.app or "")
-        changed(s, node)
-        return jsonify({"command": body.command, "app": body.app, "counter": counter})
+        counter = actions.command(s, key, body.command, body.app)
+    return jsonify({"command": body.command, "app": body.app, "counter": counter})
 
 
 @ops_api.post("/nodes/<key>/apps")
@@ -177,21 +132,8 @@ def command(key: str):  # type: ignore[no-untyped-def]
 def assign(key: str):  # type: ignore[no-untyped-def]
     body = parse(AssignBody, request.get_json(silent=True))
     with svc().db.transaction() as s:
-        node, app = find_node(s, key), find_app(s, body.app)
-        inst = s.scalar(
-            select(Assignment).where(Assignment.node_id == node.id, Assignment.app_id == app.id)
-        )
-        created = inst is None
-        is_new = created or not inst.explicit  # type: ignore[union-attr]
-        if inst is None:
-            s.add(Assignment(node_id=node.id, app_id=app.id))
-        else:
-            inst.explicit = True
-        if is_new:
-            audit(s, "app.assign", node.serial, app=app.name)
-            changed(s, node)
-        s.flush()
-        return jsonify(node_json(s, node)), 201 if created else 200
+        created = actions.assign(s, key, body.app)
+        return jsonify(node_json(s, find_node(s, key))), 201 if created else 200
 
 
 @ops_api.delete("/nodes/<key>/apps/<name>")
@@ -199,21 +141,8 @@ def assign(key: str):  # type: ignore[no-untyped-def]
 @doc("Stop running an app on a node")
 def unassign(key: str, name: str):  # type: ignore[no-untyped-def]
     with svc().db.transaction() as s:
-        node, app = find_node(s, key), find_app(s, name)
-        gone = s.execute(
-            delete(Assignment).where(
-                Assignment.node_id == node.id,
-                Assignment.app_id == app.id,
-                Assignment.explicit.is_(True),
-            )
-        ).rowcount
-        if not gone:
-            raise ApiError(
-                404, "not_found", f"app {name!r} is not explicitly assigned to {node.serial!r}"
-            )
-        audit(s, "app.unassign", node.serial, app=app.name)
-        changed(s, node)
-        return jsonify(node_json(s, node))
+        actions.unassign(s, key, name)
+        return jsonify(node_json(s, find_node(s, key)))
 
 
 @ops_api.get("/pending")
@@ -242,16 +171,8 @@ def pending():  # type: ignore[no-untyped-def]
 @require_role("operator")
 @doc("Approve (claim) or reject a pending node")
 def decide(serial: str, decision: str):  # type: ignore[no-untyped-def]
-    if decision not in ("approve", "reject"):
-        raise ApiError(404, "not_found", "decision must be approve or reject")
     with svc().db.transaction() as s:
-        row = s.scalar(select(PendingRegistration).where(PendingRegistration.serial == serial))
-        if row is None:
-            raise ApiError(404, "not_found", f"no pending node with serial {serial!r}")
-        s.delete(row)
-        if decision == "approve":
-            claim_serial(s, serial)
-        audit(s, f"node.{decision}", serial, device_cert_sha256=row.device_cert_sha256)
+        actions.decide(s, serial, decision)
     return jsonify({"serial": serial, "decision": decision})
 
 

@@ -4,7 +4,7 @@ sessions, CSRF on every form, roles checked on the server, a little vendored JS.
     init_ui(app)   session key + cookie flags + CSRF, the ``ui`` blueprint at ``/ui/``,
                    and ``/`` redirecting there
 
-Pages use the operator API's service logic (``controller.ui_services``) and read
+Pages use the operator API's service logic (``controller.actions``) and read
 through ``controller.ui_queries``; accounts live in ``controller.users``.
 """
 

@@ -3,7 +3,7 @@ they accept, turned into the operator API's JSON shapes.
 
 WTForms checks only shape (required, numbers); the rules themselves are the API's
 pydantic models (``controller.ops.*``, ``protocol.desired_state``), applied by
-``controller.ui_services`` so the UI and the API refuse the same things.
+``controller.actions`` so the UI and the API refuse the same things.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from controller import ui_services
+from controller import actions
 from controller.db import Image
 from controller.errors import ApiError
 from controller.ops.common import app_json, find_app
@@ -51,9 +51,9 @@ def _save_app(form: AppForm, name: str | None) -> bool:
         body = form.to_body()
         with services().db.transaction() as s:
             if name is None:
-                ui_services.create_app(s, body)
+                actions.create_app(s, body)
             else:
-                ui_services.replace_app(s, name, body)
+                actions.replace_app(s, name, body)
     except SyntaxProblem as exc:
         getattr(form, exc.field).errors = [*getattr(form, exc.field).errors, str(exc)]
         return False
@@ -125,7 +125,7 @@ def app_assign(name: str) -> Any:
         serial = (form.node.data or "").strip()
         try:
             with services().db.transaction() as s:
-                new = ui_services.assign(s, serial, name)
+                new = actions.assign(s, serial, name)
         except ApiError as exc:
             form.node.errors = [*form.node.errors, exc.message]
         else:
@@ -142,7 +142,7 @@ def app_assign(name: str) -> Any:
 def app_unassign(name: str, serial: str) -> Response:
     try:
         with services().db.transaction() as s:
-            ui_services.unassign(s, serial, name)
+            actions.unassign(s, serial, name)
     except ApiError as exc:
         flash(exc.message, "error")
     else:
@@ -180,7 +180,7 @@ def register_image() -> Response | tuple[str, int]:
     if form.validate_on_submit():
         try:
             with services().db.transaction() as s:
-                ui_services.register_image(
+                actions.register_image(
                     s,
                     {
                         "name": (form.name.data or "").strip(),
@@ -212,7 +212,7 @@ def upload_image() -> Response | tuple[str, int]:
             sha = digest.hexdigest()
             stream.seek(0)
         try:
-            ui_services.upload_image(
+            actions.upload_image(
                 {"name": (form.name.data or "").strip(), "format": form.format.data, "sha256": sha},
                 stream,
             )

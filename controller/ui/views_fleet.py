@@ -9,7 +9,7 @@ from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from controller import ui_services
+from controller import actions
 from controller.attestation_store import NodeTrust
 from controller.db import App, utcnow
 from controller.errors import ApiError
@@ -153,7 +153,7 @@ def node_command(serial: str) -> str | Response:
         )
     try:
         with services().db.transaction() as s:
-            counter = ui_services.command(s, serial, name, app or None)
+            counter = actions.command(s, serial, name, app or None)
     except ApiError as exc:
         flash(f"{name} refused: {exc.message}", "error")
     else:
@@ -170,7 +170,7 @@ def node_assign(serial: str) -> str | Response:
     if form.validate_on_submit():
         try:
             with services().db.transaction() as s:
-                new = ui_services.assign(s, serial, form.app.data or "")
+                new = actions.assign(s, serial, form.app.data or "")
         except ApiError as exc:
             apply_errors(form, exc)
         else:
@@ -187,7 +187,7 @@ def node_assign(serial: str) -> str | Response:
 def node_unassign(serial: str, name: str) -> Response:
     try:
         with services().db.transaction() as s:
-            ui_services.unassign(s, serial, name)
+            actions.unassign(s, serial, name)
     except ApiError as exc:
         flash(exc.message, "error")
     else:
@@ -203,7 +203,7 @@ def node_labels(serial: str) -> str | Response:
         try:
             labels = parse_pairs(form.labels.data, "labels")
             with services().db.transaction() as s:
-                ui_services.set_labels(s, serial, labels)
+                actions.set_labels(s, serial, labels)
         except SyntaxProblem as exc:
             form.labels.errors = [*form.labels.errors, str(exc)]
         except ApiError as exc:

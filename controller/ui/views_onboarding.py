@@ -13,7 +13,8 @@ from flask import flash, redirect, render_template, send_file, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from controller import ui_services
+from controller import actions
+from controller.actions import MAX_CSV_BYTES
 from controller.db import Node, PendingRegistration
 from controller.errors import ApiError
 from controller.ops.common import audit
@@ -21,7 +22,6 @@ from controller.pki_store import write_onboarding_bundle
 from controller.ui.blueprint import apply_errors, services, ui
 from controller.ui.forms import BundleForm, ClaimForm, CsvClaimForm
 from controller.ui.security import requires
-from controller.ui_services import MAX_CSV_BYTES
 
 BATCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 RECENT_CLAIMS = 20
@@ -78,7 +78,7 @@ def claim() -> Response | tuple[str, int]:
         serial = (form.serial.data or "").strip()
         try:
             with services().db.transaction() as s:
-                ui_services.claim(s, serial)
+                actions.claim(s, serial)
         except ApiError as exc:
             apply_errors(form, exc)
         else:
@@ -94,7 +94,7 @@ def claim_csv() -> Response | tuple[str, int]:
     if form.validate_on_submit():
         data = form.file.data.stream.read(MAX_CSV_BYTES + 1)
         with services().db.transaction() as s:
-            result = ui_services.claim_csv(s, data)
+            result = actions.claim_csv(s, data)
         if not result.errors:
             flash(f"{len(result.serials)} serials claimed.", "info")
             return redirect(url_for("ui.onboarding"))
@@ -111,7 +111,7 @@ def claim_csv() -> Response | tuple[str, int]:
 def decide(serial: str, decision: str) -> Response:
     try:
         with services().db.transaction() as s:
-            ui_services.decide(s, serial, decision)
+            actions.decide(s, serial, decision)
     except ApiError as exc:
         flash(exc.message, "error")
     else:

@@ -1,12 +1,9 @@
-"""Write side of the web UI: the operator API's actions as plain functions.
+"""The operator actions, once: the ``/api/v1`` routes and the web UI both call these.
 
-Each function does what the matching ``/api/v1`` route does — same pydantic bodies
-(``controller.ops.*``), same helpers (``claim_serial``, ``audit``, ``event``,
-``changed``, ``_validated_spec``), same audit actions and counters — inside the
-caller's transaction, and raises :class:`ApiError` with the API's codes and field
-details.  The ops routes can call these directly (see the UI's report to the lead):
-then there is one copy of each action.  ``g.actor`` must be set (the UI sets
-``user:<name>``).
+Each runs inside the caller's transaction, validates with the shared bodies
+(``controller.ops.bodies``), writes the audit entry, wakes the affected nodes'
+long-polls and raises :class:`ApiError` with the API's codes and field details.
+``g.actor`` must be set (``token:<name>`` for the API, ``user:<name>`` for the UI).
 """
 
 from __future__ import annotations
@@ -22,10 +19,18 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from controller.datastore import store_upload
-from controller.db import App, Assignment, Image, PendingRegistration, utcnow
+from controller.db import App, Assignment, Image, Network, PendingRegistration, utcnow
 from controller.errors import ApiError, validation_details
 from controller.onboarding import claim_serial
-from controller.ops.apps import AppBody, _validated_spec
+from controller.ops.bodies import (
+    SPEC_FIELDS,
+    AppBody,
+    ClaimBody,
+    CommandBody,
+    ImageQuery,
+    ImageRegistration,
+    NodePatch,
+)
 from controller.ops.common import (
     app_json,
     audit,
@@ -37,8 +42,7 @@ from controller.ops.common import (
     parse,
     svc,
 )
-from controller.ops.images import ImageQuery, ImageRegistration
-from controller.ops.nodes import ClaimBody, CommandBody, NodePatch
+from protocol.desired_state import AppSpec
 
 __all__ = [
     "MAX_CSV_BYTES",
@@ -55,10 +59,46 @@ __all__ = [
     "set_labels",
     "unassign",
     "upload_image",
+    "validated_spec",
 ]
 
 MAX_CSV_BYTES = 64 * 1024
 MAX_CSV_ROWS = 1000
+
+
+def validated_spec(s: Any, body: AppBody, app_uuid: str) -> tuple[Image, dict[str, Any]]:
+    """Check the body against the wire schema (the final judge) and the database."""
+    image = s.scalar(select(Image).where(Image.name == body.image))
+    if image is None:
+        raise ApiError(
+            422,
+            "invalid_body",
+            "request is invalid",
+            [{"field": "image", "error": f"no image named {body.image!r}"}],
+        )
+    known = set(s.scalars(select(Network.name)).all())
+    missing = [n.name for n in body.networks if n.name not in known]
+    if missing:
+        raise ApiError(
+            422,
+            "invalid_body",
+            "request is invalid",
+            [{"field": "networks", "error": f"unknown network {m!r}"} for m in missing],
+        )
+    spec = body.model_dump(mode="json", include=SPEC_FIELDS)
+    try:
+        AppSpec.model_validate(
+            {
+                "uuid": app_uuid,
+                "name": body.name,
+                "kind": body.kind,
+                **spec,
+                "image": {**image_json(image), "url": "https://x/"},
+            }
+        )
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_body", "request is invalid", validation_details(exc)) from exc
+    return image, spec
 
 
 def claim(s: Session, serial: str) -> None:
@@ -222,7 +262,7 @@ def create_app(s: Session, data: dict[str, Any]) -> dict[str, Any]:
             [{"field": "name", "error": f"an app named {body.name!r} exists"}],
         )
     app_uuid = str(uuid.uuid4())
-    image, spec = _validated_spec(s, body, app_uuid)
+    image, spec = validated_spec(s, body, app_uuid)
     app = App(
         uuid=app_uuid,
         name=body.name,
@@ -258,7 +298,7 @@ def replace_app(s: Session, name: str, data: dict[str, Any]) -> dict[str, Any]:
             [{"field": "kind", "error": f"cannot change kind of {name!r}"}],
         )
     before = app_json(app, s.get(Image, app.image_id))  # type: ignore[arg-type]
-    image, spec = _validated_spec(s, body, app.uuid)
+    image, spec = validated_spec(s, body, app.uuid)
     app.image_id, app.spec, app.label_selector = image.id, spec, body.selector
     app.updated_at = utcnow()
     after = app_json(app, image)
