@@ -45,6 +45,7 @@ def _refuse_duplicate(s, name: str) -> None:  # type: ignore[no-untyped-def]
     status=201,
 )
 def upload_image():  # type: ignore[no-untyped-def]
+    request.max_content_length = svc().settings.max_image_bytes  # before reading the body
     out = actions.upload_image(request.args.to_dict(), request.stream)
     return jsonify(out), 201
 

@@ -112,3 +112,12 @@ def test_unassigning_an_app_that_is_not_assigned_returns_404(client, admin_heade
     client.post("/api/v1/nodes/claim", json={"serial": "a1"}, headers=admin_headers)
     r = client.delete("/api/v1/nodes/a1/apps/nope", headers=admin_headers)
     assert r.status_code == 404
+
+
+def test_an_image_larger_than_the_device_body_cap_can_be_uploaded(client, admin_headers):
+    data = b"x" * (3 * 1024 * 1024)  # the device API caps bodies at 1 MiB; images may be larger
+    sha = hashlib.sha256(data).hexdigest()
+    r = client.post(
+        f"/api/v1/images?name=big&format=oci-archive&sha256={sha}", data=data, headers=admin_headers
+    )
+    assert r.status_code == 201 and r.json["size"] == len(data)
