@@ -1,0 +1,71 @@
+"""A change made through the operator API reaches a running agent: within about a second
+with long-poll (the default), within one poll interval without it.
+
+Real controller process and agent loop; in-memory runtimes (the end-to-end tests cover
+the real ones).  The time taken is printed, not asserted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+
+import pytest
+
+from node_agent.agent import Agent
+from node_agent.settings import AgentSettings
+from tests.fakes import FakeRuntime
+
+pytestmark = pytest.mark.integration
+BLOB = b"fake oci archive"
+
+
+def _wait(predicate, timeout: float = 60.0) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if predicate():
+            return time.monotonic() - t0
+        time.sleep(0.02)
+    pytest.fail("the change did not reach the agent")
+
+
+@pytest.mark.parametrize(
+    ("mode", "settings"),
+    [
+        ("long-poll", {"long_poll_s": 30.0}),
+        ("poll every 2 s", {"long_poll_s": 0.0, "config_interval_s": 2.0}),
+    ],
+)
+def test_an_assignment_reaches_a_running_agent(controller_server, tmp_path, mode, settings):
+    api = controller_server.api
+    sha = hashlib.sha256(BLOB).hexdigest()
+    api(
+        "POST", "/images", params={"name": "img", "format": "oci-archive", "sha256": sha}, data=BLOB
+    ).raise_for_status()
+    api("POST", "/apps", json={"name": "web", "kind": "container", "image": "img"})
+    api("POST", "/nodes/claim", json={"serial": "sn-p"}).raise_for_status()
+    runtime = FakeRuntime()
+    agent = Agent(
+        AgentSettings(
+            state_dir=tmp_path / "state",
+            bundle_dir=controller_server.bundle(tmp_path / "bundle"),
+            serial="sn-p",
+            tpm="none",
+            reconcile_interval_s=30.0,
+            **settings,
+        ),
+        lambda s, node_uuid: ({"container": runtime, "vm": FakeRuntime()}, "tcg"),
+    )
+    stop = threading.Event()
+    loop = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    loop.start()
+    try:
+        _wait(lambda: agent.desired is not None)
+        time.sleep(1.0)  # idle: parked in a long-poll, or between two polls
+        api("POST", "/nodes/sn-p/apps", json={"app": "web"}).raise_for_status()
+        took = _wait(lambda: runtime.started == ["web"])
+        print(f"\n{mode}: assignment → app started on the node in {took:.2f} s")
+    finally:
+        stop.set()
+        loop.join(10)
