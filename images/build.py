@@ -188,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, help="output directory")
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--with-inference",
+        action="store_true",
+        help="also build the inference VM image and its OCI variant in build/inference (minutes)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -203,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     for image in manifest.images:
         print(f"{image.name:8} {image.format:14} {image.size:>10} B  sha256:{image.sha256}")
     print(f"manifest: {manifest.path} ({time.monotonic() - started:.2f} s)")
+    if args.with_inference:
+        from images import inference_build
+
+        return inference_build.main(["--force"] if args.force else [])
     return 0
 
 
