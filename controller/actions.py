@@ -19,8 +19,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from controller.datastore import store_upload
-from controller.db import App, Assignment, Image, Network, PendingRegistration, utcnow
-from controller.errors import ApiError, validation_details
+from controller.db import App, Assignment, Image, Network, Node, PendingRegistration, utcnow
+from controller.errors import ApiError, field_error, invalid, validation_details
 from controller.onboarding import claim_serial
 from controller.ops.bodies import (
     SPEC_FIELDS,
@@ -42,7 +42,7 @@ from controller.ops.common import (
     parse,
     svc,
 )
-from protocol.desired_state import AppSpec
+from protocol.desired_state import AppSpec, NodeSettings
 
 __all__ = [
     "MAX_CSV_BYTES",
@@ -56,8 +56,8 @@ __all__ = [
     "decide",
     "register_image",
     "replace_app",
-    "set_labels",
     "unassign",
+    "update_node",
     "upload_image",
     "validated_spec",
 ]
@@ -70,21 +70,11 @@ def validated_spec(s: Any, body: AppBody, app_uuid: str) -> tuple[Image, dict[st
     """Check the body against the wire schema (the final judge) and the database."""
     image = s.scalar(select(Image).where(Image.name == body.image))
     if image is None:
-        raise ApiError(
-            422,
-            "invalid_body",
-            "request is invalid",
-            [{"field": "image", "error": f"no image named {body.image!r}"}],
-        )
+        raise field_error("image", f"no image named {body.image!r}")
     known = set(s.scalars(select(Network.name)).all())
     missing = [n.name for n in body.networks if n.name not in known]
     if missing:
-        raise ApiError(
-            422,
-            "invalid_body",
-            "request is invalid",
-            [{"field": "networks", "error": f"unknown network {m!r}"} for m in missing],
-        )
+        raise invalid([{"field": "networks", "error": f"unknown network {m!r}"} for m in missing])
     spec = body.model_dump(mode="json", include=SPEC_FIELDS)
     try:
         AppSpec.model_validate(
@@ -97,7 +87,7 @@ def validated_spec(s: Any, body: AppBody, app_uuid: str) -> tuple[Image, dict[st
             }
         )
     except ValidationError as exc:
-        raise ApiError(422, "invalid_body", "request is invalid", validation_details(exc)) from exc
+        raise invalid(validation_details(exc)) from exc
     return image, spec
 
 
@@ -178,12 +168,7 @@ def command(s: Session, key: str, name: str, app: str | None = None) -> int:
         counter = node.reboot_counter
     else:
         if body.app is None:
-            raise ApiError(
-                422,
-                "invalid_body",
-                "request is invalid",
-                [{"field": "app", "error": f"{body.command} needs an app"}],
-            )
+            raise field_error("app", f"{body.command} needs an app")
         found = find_app(s, body.app)
         inst = s.scalar(
             select(Assignment).where(Assignment.node_id == node.id, Assignment.app_id == found.id)
@@ -235,12 +220,28 @@ def unassign(s: Session, key: str, app_name: str) -> None:
     changed(s, node)
 
 
-def set_labels(s: Session, key: str, labels: dict[str, str]) -> None:
-    """``PATCH /nodes/<key>`` with labels only."""
-    body = parse(NodePatch, {"labels": labels})
+def update_node(
+    s: Session,
+    key: str,
+    labels: dict[str, str] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Node:
+    """``PATCH /nodes/<key>``: replace the node's labels and/or its settings overrides."""
+    body = parse(NodePatch, {"labels": labels, "settings": settings})
+    if body.settings is not None:
+        try:
+            NodeSettings.model_validate(body.settings)
+        except ValidationError as exc:
+            details = validation_details(exc)
+            raise invalid(
+                [{**d, "field": f"settings.{d['field']}"} for d in details], "settings are invalid"
+            ) from exc
     node = find_node(s, key)
     before = {"labels": node.labels, "settings": node.settings}
-    node.labels = dict(body.labels or {})
+    if body.labels is not None:
+        node.labels = dict(body.labels)
+    if body.settings is not None:
+        node.settings = dict(body.settings)
     audit(
         s,
         "node.update",
@@ -249,6 +250,7 @@ def set_labels(s: Session, key: str, labels: dict[str, str]) -> None:
         after={"labels": node.labels, "settings": node.settings},
     )
     changed(s, node)
+    return node
 
 
 def create_app(s: Session, data: dict[str, Any]) -> dict[str, Any]:
@@ -283,20 +285,10 @@ def replace_app(s: Session, name: str, data: dict[str, Any]) -> dict[str, Any]:
     """``PUT /apps/<name>``: replace a definition (name and kind stay)."""
     body = parse(AppBody, data)
     if body.name != name:
-        raise ApiError(
-            422,
-            "invalid_body",
-            "request is invalid",
-            [{"field": "name", "error": f"must be {name!r} (rename is not supported)"}],
-        )
+        raise field_error("name", f"must be {name!r} (rename is not supported)")
     app = find_app(s, name)
     if body.kind != app.kind:
-        raise ApiError(
-            422,
-            "invalid_body",
-            "request is invalid",
-            [{"field": "kind", "error": f"cannot change kind of {name!r}"}],
-        )
+        raise field_error("kind", f"cannot change kind of {name!r}")
     before = app_json(app, s.get(Image, app.image_id))  # type: ignore[arg-type]
     image, spec = validated_spec(s, body, app.uuid)
     app.image_id, app.spec, app.label_selector = image.id, spec, body.selector

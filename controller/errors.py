@@ -13,7 +13,7 @@ from flask import Flask, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-__all__ = ["ApiError", "register_error_handlers", "validation_details"]
+__all__ = ["ApiError", "field_error", "invalid", "register_error_handlers", "validation_details"]
 
 
 class ApiError(Exception):
@@ -23,6 +23,16 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.details = details
+
+
+def invalid(details: list[dict[str, str]], message: str = "request is invalid") -> ApiError:
+    """422 ``invalid_body`` with per-field details (the API's one shape for bad bodies)."""
+    return ApiError(422, "invalid_body", message, details)
+
+
+def field_error(field: str, error: str) -> ApiError:
+    """422 for one bad field."""
+    return invalid([{"field": field, "error": error}])
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, str]]:

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-from flask import jsonify, request
+from flask import jsonify
 from sqlalchemy import select
 
 from controller import actions
 from controller.auth import require_role
 from controller.db import App, Assignment, Image, Node
-from controller.errors import ApiError
 from controller.openapi import doc
 from controller.ops.blueprint import ops_api
 from controller.ops.bodies import AppBody
-from controller.ops.common import app_json, audit, changed, find_app, svc
+from controller.ops.common import app_json, audit, changed, find_app, json_body, svc
 
 
 @ops_api.post("/apps")
 @require_role("operator")
 @doc("Define an app", body=AppBody, status=201)
 def create_app_def():  # type: ignore[no-untyped-def]
-    data = request.get_json(silent=True)
-    if data is None:
-        raise ApiError(422, "bad_request", "body must be a JSON object")
+    data = json_body()
     with svc().db.transaction() as s:
         out = actions.create_app(s, data)
     return jsonify(out), 201
@@ -31,9 +28,7 @@ def create_app_def():  # type: ignore[no-untyped-def]
 @require_role("operator")
 @doc("Replace an app's definition (its uuid stays; nodes get the change)", body=AppBody)
 def replace_app(name: str):  # type: ignore[no-untyped-def]
-    data = request.get_json(silent=True)
-    if data is None:
-        raise ApiError(422, "bad_request", "body must be a JSON object")
+    data = json_body()
     with svc().db.transaction() as s:
         out = actions.replace_app(s, name, data)
     return jsonify(out)

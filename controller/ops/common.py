@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, g
+from flask import current_app, g, request
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.config_notify import ALL
 from controller.db import App, Assignment, AuditEvent, Event, Image, Node
-from controller.errors import ApiError, validation_details
+from controller.errors import ApiError, invalid, validation_details
 from controller.services import Services
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "find_app",
     "find_node",
     "image_json",
+    "json_body",
     "node_json",
     "parse",
     "svc",
@@ -37,13 +38,21 @@ def svc() -> Services:
     return current_app.extensions["outpost"]
 
 
+def json_body() -> Any:
+    """The request's JSON body; 422 when there is none."""
+    data = request.get_json(silent=True)
+    if data is None:
+        raise ApiError(422, "bad_request", "body must be a JSON object")
+    return data
+
+
 def parse(model: type[BaseModel], data: Any) -> Any:
     if data is None:
         raise ApiError(422, "bad_request", "body must be a JSON object")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ApiError(422, "invalid_body", "request is invalid", validation_details(exc)) from exc
+        raise invalid(validation_details(exc)) from exc
 
 
 def audit(

@@ -15,7 +15,7 @@ from controller.errors import ApiError
 from controller.openapi import doc
 from controller.ops.blueprint import ops_api
 from controller.ops.bodies import ImageQuery, ImageRegistration
-from controller.ops.common import Body, audit, changed, image_json, parse, svc
+from controller.ops.common import Body, audit, changed, image_json, json_body, parse, svc
 from protocol.desired_state import Name
 from protocol.desired_state import Network as NetworkSpec
 
@@ -54,9 +54,7 @@ def upload_image():  # type: ignore[no-untyped-def]
 @require_role("operator")
 @doc("Register an image held in an external datastore", body=ImageRegistration, status=201)
 def register_image():  # type: ignore[no-untyped-def]
-    data = request.get_json(silent=True)
-    if data is None:
-        raise ApiError(422, "bad_request", "body must be a JSON object")
+    data = json_body()
     with svc().db.transaction() as s:
         out = actions.register_image(s, data)
     return jsonify(out), 201

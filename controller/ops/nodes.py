@@ -7,26 +7,25 @@ import json
 from typing import Any
 
 from flask import jsonify, request
-from pydantic import Field, ValidationError
+from pydantic import Field
 from sqlalchemy import select
 
 from controller import actions
 from controller.auth import require_role
 from controller.db import Event, LogBatch, Node, PendingRegistration
-from controller.errors import ApiError, validation_details
+from controller.errors import ApiError
 from controller.openapi import doc
 from controller.ops.blueprint import ops_api
 from controller.ops.bodies import ClaimBody, CommandBody, NodePatch
 from controller.ops.common import (
     Body,
     audit,
-    changed,
     find_node,
     node_json,
     parse,
     svc,
 )
-from protocol.desired_state import Name, NodeSettings
+from protocol.desired_state import Name
 
 
 class NodeQuery(Body):
@@ -79,27 +78,8 @@ def show_node(key: str):  # type: ignore[no-untyped-def]
 @doc("Set a node's labels and/or settings", body=NodePatch)
 def patch_node(key: str):  # type: ignore[no-untyped-def]
     body = parse(NodePatch, request.get_json(silent=True))
-    if body.settings is not None:
-        try:
-            NodeSettings.model_validate(body.settings)
-        except ValidationError as exc:
-            details = [{**d, "field": f"settings.{d['field']}"} for d in validation_details(exc)]
-            raise ApiError(422, "invalid_body", "settings are invalid", details) from exc
     with svc().db.transaction() as s:
-        node = find_node(s, key)
-        before = {"labels": node.labels, "settings": node.settings}
-        if body.labels is not None:
-            node.labels = dict(body.labels)
-        if body.settings is not None:
-            node.settings = dict(body.settings)
-        audit(
-            s,
-            "node.update",
-            node.serial,
-            before=before,
-            after={"labels": node.labels, "settings": node.settings},
-        )
-        changed(s, node)
+        node = actions.update_node(s, key, body.labels, body.settings)
         return jsonify(node_json(s, node))
 
 

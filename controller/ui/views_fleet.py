@@ -203,7 +203,7 @@ def node_labels(serial: str) -> str | Response:
         try:
             labels = parse_pairs(form.labels.data, "labels")
             with services().db.transaction() as s:
-                actions.set_labels(s, serial, labels)
+                actions.update_node(s, serial, labels=labels)
         except SyntaxProblem as exc:
             form.labels.errors = [*form.labels.errors, str(exc)]
         except ApiError as exc:
