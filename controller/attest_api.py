@@ -23,8 +23,9 @@ from attestation import pki
 from controller.attestation_store import fleet_policy, issue_nonce, trust_of
 from controller.attestation_verifier import check_quote
 from controller.db import Node
-from controller.device_api import _services, open_node_request
+from controller.device_api import open_node_request
 from controller.errors import ApiError
+from controller.services import current_services
 from protocol.attest import AttestRequest, NonceRequest, NonceResponse, RenewRequest
 
 __all__ = ["attest_api"]
@@ -35,7 +36,7 @@ attest_api = Blueprint("attest_api", __name__, url_prefix="/api/v1/device")
 
 @attest_api.post("/attest")
 def attest():  # type: ignore[no-untyped-def]
-    with _services().db.transaction() as session:
+    with current_services().db.transaction() as session:
         node, req = open_node_request(session, AttestRequest)
         body = req.root
         if isinstance(body, NonceRequest):
@@ -61,7 +62,7 @@ def _spki(cert: x509.Certificate) -> bytes:
 @attest_api.post("/renew")
 def renew():  # type: ignore[no-untyped-def]
     """Swap in a renewed device cert (same key, later expiry); idempotent."""
-    with _services().db.transaction() as session:
+    with current_services().db.transaction() as session:
         node, req = open_node_request(session, RenewRequest)
         assert node.device_cert_pem is not None
         current = pki.load_cert(node.device_cert_pem)

@@ -13,12 +13,13 @@ import secrets
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import current_app, g, request
+from flask import g, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.db import ApiToken
 from controller.errors import ApiError
+from controller.services import current_services
 
 __all__ = ["ROLES", "create_token", "require_role"]
 
@@ -49,7 +50,7 @@ def require_role(role: str) -> Callable[[F], F]:
             if not header.startswith("Bearer "):
                 raise ApiError(401, "unauthenticated", "send Authorization: Bearer <token>")
             digest = _digest(header.removeprefix("Bearer ").strip())
-            svc = current_app.extensions["outpost"]
+            svc = current_services()
             with svc.db.transaction() as session:
                 token = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == digest))
             if token is None or not hmac.compare_digest(token.token_sha256, digest):

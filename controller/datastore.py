@@ -14,9 +14,10 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from flask import Blueprint, current_app, send_file
+from flask import Blueprint, send_file
 
 from controller.errors import ApiError
+from controller.services import current_services
 
 __all__ = ["datastore", "store_upload"]
 
@@ -60,7 +61,7 @@ def store_upload(root: Path, stream: BinaryIO, expected_sha256: str, max_bytes: 
 def blob(digest: str):  # type: ignore[no-untyped-def]
     if not _HEX64.match(digest):
         raise ApiError(404, "not_found", "no such blob")
-    path = current_app.extensions["outpost"].settings.datastore_dir / "sha256" / digest
+    path = current_services().settings.datastore_dir / "sha256" / digest
     if not path.is_file():
         raise ApiError(404, "not_found", "no such blob")
     return send_file(path, mimetype="application/octet-stream", conditional=True, etag=digest)

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,7 +26,7 @@ from controller.db import Node, utcnow
 from controller.desired import current_desired_state
 from controller.errors import ApiError
 from controller.onboarding import NotClaimed, record_pending, register_node
-from controller.services import Services
+from controller.services import current_services
 from controller.signed_request import open_request
 from protocol.attest import TOKEN_HEADER
 from protocol.desired_state import NodeSettings
@@ -36,10 +36,6 @@ __all__ = ["device_api", "open_node_request", "refuse_if_revoked"]
 
 log = logging.getLogger(__name__)
 device_api = Blueprint("device_api", __name__, url_prefix="/api/v1/device")
-
-
-def _services() -> Services:
-    return current_app.extensions["outpost"]
 
 
 def _json_body() -> Any:
@@ -60,7 +56,7 @@ def open_node_request(session: Session, model: type[BaseModel]) -> tuple[Node, A
 
     A revoked node is refused (403) before anything is recorded for the request.
     """
-    svc = _services()
+    svc = current_services()
     wire = _json_body()
 
     def resolve(sha: str) -> Any:
@@ -82,13 +78,13 @@ def open_node_request(session: Session, model: type[BaseModel]) -> tuple[Node, A
 @device_api.get("/certs")
 def certs():  # type: ignore[no-untyped-def]
     """The controller's signing chain; the node checks it against its pinned root."""
-    ctl_pki = _services().pki
+    ctl_pki = current_services().pki
     return jsonify({"signing": [ctl_pki.signing.cert_pem()], "root": ctl_pki.root.cert_pem()})
 
 
 @device_api.post("/register")
 def register():  # type: ignore[no-untyped-def]
-    svc = _services()
+    svc = current_services()
     try:
         with svc.db.transaction() as session:
             status, resp = register_node(
@@ -111,7 +107,7 @@ def config():  # type: ignore[no-untyped-def]
     The wait happens outside any transaction: a wake-up from the notifier only means
     "look again", so the answer is recomputed from the database each time.
     """
-    svc = _services()
+    svc = current_services()
     with svc.db.transaction() as session:
         node, req = open_node_request(session, ConfigRequest)
         refused = check_token(session, node, request.headers.get(TOKEN_HEADER))
@@ -135,7 +131,7 @@ def config():  # type: ignore[no-untyped-def]
 
 def _changed_config(session: Session, node: Node, have: str) -> dict[str, str] | None:
     """The signed config if it differs from what the node has (recorded as issued)."""
-    svc = _services()
+    svc = current_services()
     doc = current_desired_state(
         session,
         node,
@@ -157,12 +153,9 @@ def _changed_config(session: Session, node: Node, have: str) -> dict[str, str] |
 
 @device_api.post("/info")
 def info():  # type: ignore[no-untyped-def]
-    svc = _services()
+    svc = current_services()
     with svc.db.transaction() as session:
         node, msg = open_node_request(session, InfoMessage)
         node.info = msg.model_dump(mode="json")
         node.info_at = utcnow()
     return jsonify({"ok": True})
-
-
-_open_signed = open_node_request  # the name other device blueprints import

@@ -19,8 +19,9 @@ from pydantic import ValidationError
 from sqlalchemy import delete, func, select
 
 from controller.db import LogBatch, MetricSample, utcnow
-from controller.device_api import _open_signed, _services
+from controller.device_api import open_node_request
 from controller.errors import ApiError, validation_details
+from controller.services import current_services
 from protocol.messages import (
     MAX_LOG_BATCH_LINES,
     LogBatchMessage,
@@ -50,8 +51,8 @@ def _trim(session, model, node_id: int, keep: int) -> None:  # type: ignore[no-u
 
 @device_reports.post("/metrics")
 def metrics():  # type: ignore[no-untyped-def]
-    with _services().db.transaction() as session:
-        node, msg = _open_signed(session, MetricsMessage)
+    with current_services().db.transaction() as session:
+        node, msg = open_node_request(session, MetricsMessage)
         node.metrics = msg.model_dump(mode="json")
         node.metrics_at = utcnow()
         session.add(MetricSample(node_id=node.id, data=node.metrics))
@@ -81,8 +82,8 @@ def _decode_lines(msg: LogBatchMessage) -> list[LogLine]:
 
 @device_reports.post("/logs")
 def logs():  # type: ignore[no-untyped-def]
-    with _services().db.transaction() as session:
-        node, msg = _open_signed(session, LogBatchMessage)
+    with current_services().db.transaction() as session:
+        node, msg = open_node_request(session, LogBatchMessage)
         lines = _decode_lines(msg)
         if msg.seq <= int((node.log_seq or {}).get(msg.source, -1)):
             return jsonify({"ok": True, "duplicate": True})

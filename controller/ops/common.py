@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, g, request
+from flask import g, request
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from controller.config_notify import ALL
 from controller.db import App, Assignment, AuditEvent, Event, Image, Node
 from controller.errors import ApiError, invalid, validation_details
-from controller.services import Services
+from controller.services import current_services
 
 __all__ = [
     "Body",
@@ -34,8 +34,7 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def svc() -> Services:
-    return current_app.extensions["outpost"]
+svc = current_services
 
 
 def json_body() -> Any:

@@ -9,14 +9,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from flask import Blueprint, current_app, g, render_template, request
+from flask import Blueprint, flash, g, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from wtforms import Form
 
+from controller import actions
 from controller.db import utcnow
 from controller.errors import ApiError
-from controller.services import Services
+from controller.services import current_services
 from controller.ui.security import guard, secure_headers
 
 __all__ = ["apply_errors", "services", "ui"]
@@ -42,8 +43,18 @@ NAV = (
 )
 
 
-def services() -> Services:
-    return current_app.extensions["outpost"]
+services = current_services
+
+
+def unassign_and_flash(serial: str, app_name: str) -> None:
+    """Stop running an app on a node (from the node page or the app page); flash the outcome."""
+    try:
+        with services().db.transaction() as s:
+            actions.unassign(s, serial, app_name)
+    except ApiError as exc:
+        flash(exc.message, "error")
+    else:
+        flash(f"{app_name} removed from {serial}.", "info")
 
 
 def apply_errors(form: Form, exc: ApiError, fields: dict[str, str] | None = None) -> None:

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flask import Flask, abort, current_app, g, redirect, request, session, url_for
+from flask import Flask, abort, g, redirect, request, session, url_for
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.wrappers import Response
 
 from attestation.files import atomic_write
+from controller.services import current_services
 from controller.users import SESSION_TTL, has_role, session_user
 
 __all__ = [
@@ -122,7 +123,7 @@ def _load_user() -> CurrentUser | None:
     token = session.get("sid")
     if not isinstance(token, str):
         return None
-    with current_app.extensions["outpost"].db.transaction() as s:
+    with current_services().db.transaction() as s:
         user = session_user(s, token)
         return CurrentUser(user.id, user.username, user.role) if user else None
 
@@ -130,7 +131,7 @@ def _load_user() -> CurrentUser | None:
 def guard() -> Response | None:
     """``before_request`` of the UI blueprint (see the module docstring)."""
     if request.endpoint in ("ui.upload_image",):
-        request.max_content_length = current_app.extensions["outpost"].settings.max_image_bytes
+        request.max_content_length = current_services().settings.max_image_bytes
     if request.endpoint == "ui.static":
         return None
     if request.method == "POST":

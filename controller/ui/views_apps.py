@@ -14,7 +14,7 @@ from controller import actions
 from controller.db import Image
 from controller.errors import ApiError
 from controller.ops.common import app_json, find_app
-from controller.ui.blueprint import apply_errors, services, ui
+from controller.ui.blueprint import apply_errors, services, ui, unassign_and_flash
 from controller.ui.forms import (
     AppForm,
     ImageRegisterForm,
@@ -140,13 +140,7 @@ def app_assign(name: str) -> Any:
 @ui.post("/apps/<name>/unassign/<serial>")
 @requires("operator")
 def app_unassign(name: str, serial: str) -> Response:
-    try:
-        with services().db.transaction() as s:
-            actions.unassign(s, serial, name)
-    except ApiError as exc:
-        flash(exc.message, "error")
-    else:
-        flash(f"{name} removed from {serial}.", "info")
+    unassign_and_flash(serial, name)
     return redirect(url_for("ui.app", name=name))
 
 

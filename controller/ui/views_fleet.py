@@ -15,7 +15,7 @@ from controller.db import App, utcnow
 from controller.errors import ApiError
 from controller.ops.common import find_node
 from controller.ops_trust_api import trust_json
-from controller.ui.blueprint import apply_errors, services, ui
+from controller.ui.blueprint import apply_errors, services, ui, unassign_and_flash
 from controller.ui.forms import (
     AssignForm,
     CommandForm,
@@ -185,13 +185,7 @@ def node_assign(serial: str) -> str | Response:
 @ui.post("/nodes/<serial>/apps/<name>/remove")
 @requires("operator")
 def node_unassign(serial: str, name: str) -> Response:
-    try:
-        with services().db.transaction() as s:
-            actions.unassign(s, serial, name)
-    except ApiError as exc:
-        flash(exc.message, "error")
-    else:
-        flash(f"App {name} removed from {serial}.", "info")
+    unassign_and_flash(serial, name)
     return redirect(url_for("ui.node", serial=serial))
 
 
