@@ -1,8 +1,9 @@
 # Outpost: the two commands are `make demo` and `make test` (see README.md).
 VENV := .venv/bin
 PYTEST_ARGS ?=
+NODES ?= 3
 
-.PHONY: setup images demo test test-fast lint format clean
+.PHONY: setup images demo test test-fast lint format clean lab lab-down images-node vagrant-box
 
 setup:
 	bash scripts/setup.sh
@@ -10,8 +11,20 @@ setup:
 images: setup
 	$(VENV)/python -m images.build --out build/images
 
+images-node: setup
+	$(VENV)/python -m images.node_image --out build/node
+
+vagrant-box: images-node
+	$(VENV)/python -m images.vagrant_box --out build/node
+
 demo: images
 	$(VENV)/python scripts/demo.py $(DEMO_ARGS)
+
+lab: images
+	$(VENV)/outpost-lab up --nodes $(NODES) $(LAB_ARGS)
+
+lab-down:
+	$(VENV)/outpost-lab down $(LAB_ARGS)
 
 test: images
 	$(VENV)/python -m pytest $(PYTEST_ARGS)

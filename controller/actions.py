@@ -18,9 +18,12 @@ from pydantic import ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from controller.adapters import apps_on as adapter_apps_on
+from controller.adapters import check_app_adapters, check_assignment, check_node_adapters
 from controller.datastore import store_upload
 from controller.db import App, Assignment, Image, Network, Node, PendingRegistration, utcnow
 from controller.errors import ApiError, field_error, invalid, validation_details
+from controller.gitops.ownership import refuse_if_git_owned
 from controller.onboarding import claim_serial
 from controller.ops.bodies import (
     SPEC_FIELDS,
@@ -42,6 +45,7 @@ from controller.ops.common import (
     parse,
     svc,
 )
+from controller.rollouts.guard import refuse_if_rolling
 from protocol.desired_state import AppSpec, NodeSettings
 
 __all__ = [
@@ -192,6 +196,7 @@ def assign(s: Session, key: str, app_name: str) -> bool:
     )
     is_new = inst is None or not inst.explicit
     if inst is None:
+        check_assignment(s, node, app)  # PCI adapters: present, whole group, not shared
         s.add(Assignment(node_id=node.id, app_id=app.id))
     else:
         inst.explicit = True
@@ -237,9 +242,11 @@ def update_node(
                 [{**d, "field": f"settings.{d['field']}"} for d in details], "settings are invalid"
             ) from exc
     node = find_node(s, key)
+    refuse_if_git_owned(s, "Node", node.serial)
     before = {"labels": node.labels, "settings": node.settings}
     if body.labels is not None:
         node.labels = dict(body.labels)
+        check_node_adapters(node, adapter_apps_on(s, node))  # apps its new labels select
     if body.settings is not None:
         node.settings = dict(body.settings)
     audit(
@@ -275,6 +282,7 @@ def create_app(s: Session, data: dict[str, Any]) -> dict[str, Any]:
     )
     s.add(app)
     s.flush()
+    check_app_adapters(s, app)  # on the nodes its selector picks
     out = app_json(app, image)
     audit(s, "app.create", body.name, after=out)
     changed(s)
@@ -287,12 +295,15 @@ def replace_app(s: Session, name: str, data: dict[str, Any]) -> dict[str, Any]:
     if body.name != name:
         raise field_error("name", f"must be {name!r} (rename is not supported)")
     app = find_app(s, name)
+    refuse_if_git_owned(s, "App", name)
+    refuse_if_rolling(s, app)
     if body.kind != app.kind:
         raise field_error("kind", f"cannot change kind of {name!r}")
     before = app_json(app, s.get(Image, app.image_id))  # type: ignore[arg-type]
     image, spec = validated_spec(s, body, app.uuid)
     app.image_id, app.spec, app.label_selector = image.id, spec, body.selector
     app.updated_at = utcnow()
+    check_app_adapters(s, app)  # still fits on every node it runs on
     after = app_json(app, image)
     if after != before:
         audit(s, "app.update", name, before=before, after=after)

@@ -25,8 +25,13 @@ __all__ = ["create_app"]
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: ControllerSettings, pki: ControllerPki | None = None) -> Flask:
-    """Build the controller app; nothing is created at import time."""
+def create_app(
+    settings: ControllerSettings, pki: ControllerPki | None = None, background: bool = False
+) -> Flask:
+    """Build the controller app; nothing is created at import time.
+
+    ``background`` starts the periodic workers (git sync, rollout engine) — ``serve``
+    does; tests drive them explicitly."""
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_device_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -47,8 +52,24 @@ def create_app(settings: ControllerSettings, pki: ControllerPki | None = None) -
     app.register_blueprint(datastore)
     init_ui(app)  # web UI at /ui/: session key, cookie flags, CSRF, blueprint
 
+    if background:
+        start_background(app)
+
     @app.get("/healthz")
     def healthz():  # type: ignore[no-untyped-def]
         return jsonify({"status": "ok"})
 
     return app
+
+
+def start_background(app: Flask) -> None:
+    """The periodic git sync and the rollout engine's tick, as daemon threads."""
+    import threading
+
+    from controller.gitops.worker import start_git_worker
+    from controller.rollouts.worker import start_rollout_worker
+
+    stop = threading.Event()
+    app.extensions["outpost-background"] = stop
+    start_git_worker(app, stop)
+    start_rollout_worker(app, stop)

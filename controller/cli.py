@@ -111,7 +111,7 @@ def cmd_adduser(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args.data_dir)
-    app = create_app(settings)
+    app = create_app(settings, background=True)  # git sync, rollout engine
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(settings.pki_dir / "tls.pem", settings.pki_dir / "tls.key")

@@ -244,7 +244,12 @@ class Database:
             yield session
 
 
-MODEL_MODULES = ("controller.attestation_store", "controller.users")
+MODEL_MODULES = (
+    "controller.attestation_store",
+    "controller.users",
+    "controller.gitops.models",
+    "controller.rollouts.models",
+)
 """Modules that declare tables on :class:`Base` besides this one."""
 
 

@@ -6,7 +6,10 @@ PostgreSQL the node row is locked while comparing, so replicas answering at once
 never give two contents one generation (SQLite serves one controller process).  App
 instances come from explicit assignments and from apps whose label selector the
 node's labels satisfy (materialised as non-explicit assignments, so their
-restart/purge counters persist).
+restart/purge counters persist).  A staged rollout pins an app's new version on the
+nodes of its current rings (``AppPin``): those nodes get the pinned image and spec,
+every other node the app's definition.  Each new generation records the git revision
+in force (``NodeRevision``), so a node's reported generation names the revision it runs.
 """
 
 from __future__ import annotations
@@ -15,14 +18,18 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from controller.db import App, Assignment, Image, Network, Node
+from controller.gitops.models import GitSource, NodeRevision
+from controller.rollouts.models import AppPin
 from protocol.desired_state import AppSpec, DesiredState, ImageRef, NodeSettings
 from protocol.desired_state import Network as NetworkSpec
 
 __all__ = ["current_desired_state", "image_url", "selector_matches", "sync_label_assignments"]
+
+KEEP_REVISIONS = 100
 
 
 def image_url(public_url: str, image: Image) -> str:
@@ -61,24 +68,39 @@ def _apps_for(session: Session, node: Node, public_url: str) -> list[AppSpec]:
         .where(Assignment.node_id == node.id)
         .order_by(App.name)
     ).all()
-    return [
-        AppSpec(
-            uuid=app.uuid,
-            name=app.name,
-            kind=app.kind,  # type: ignore[arg-type]
-            image=ImageRef(
-                name=image.name,
-                sha256=image.sha256,
-                size=image.size,
-                url=image_url(public_url, image),
-                format=image.format,  # type: ignore[arg-type]
-            ),
-            restart_counter=inst.restart_counter,
-            purge_counter=inst.purge_counter,
-            **app.spec,
-        )
-        for app, image, inst in rows
-    ]
+    pins = {
+        p.app_id: (p, session.get(Image, p.image_id))
+        for p in session.scalars(select(AppPin).where(AppPin.node_id == node.id))
+    }
+    out = []
+    for app, image, inst in rows:
+        if app.id in pins:
+            pin, pinned_image = pins[app.id]
+            image, spec = pinned_image or image, pin.spec
+        else:
+            spec = app.spec
+        out.append(_app_spec(app, image, spec, inst, public_url))
+    return out
+
+
+def _app_spec(
+    app: App, image: Image, spec: dict[str, Any], inst: Assignment, public_url: str
+) -> AppSpec:
+    return AppSpec(
+        uuid=app.uuid,
+        name=app.name,
+        kind=app.kind,  # type: ignore[arg-type]
+        image=ImageRef(
+            name=image.name,
+            sha256=image.sha256,
+            size=image.size,
+            url=image_url(public_url, image),
+            format=image.format,  # type: ignore[arg-type]
+        ),
+        restart_counter=inst.restart_counter,
+        purge_counter=inst.purge_counter,
+        **spec,
+    )
 
 
 def _networks_for(session: Session, apps: list[AppSpec]) -> list[NetworkSpec]:
@@ -118,4 +140,21 @@ def current_desired_state(
     if content_hash != node.config_content_hash:
         node.config_generation += 1
         node.config_content_hash = content_hash
+        _record_revision(session, node)
     return doc.model_copy(update={"generation": node.config_generation})
+
+
+def _record_revision(session: Session, node: Node) -> None:
+    source = session.get(GitSource, 1)
+    if source is not None and source.revision:
+        session.add(
+            NodeRevision(
+                node_id=node.id, generation=node.config_generation, revision=source.revision
+            )
+        )
+        session.execute(  # a node reports a recent generation: keep the last 100
+            delete(NodeRevision).where(
+                NodeRevision.node_id == node.id,
+                NodeRevision.generation < node.config_generation - KEEP_REVISIONS,
+            )
+        )

@@ -156,6 +156,10 @@ def info():  # type: ignore[no-untyped-def]
     svc = current_services()
     with svc.db.transaction() as session:
         node, msg = open_node_request(session, InfoMessage)
-        node.info = msg.model_dump(mode="json")
+        node.info = msg.model_dump(mode="json", exclude={"inventory"})
         node.info_at = utcnow()
+        if msg.inventory is not None:
+            inventory = msg.inventory.model_dump(mode="json")
+            if node.inventory != inventory:  # stored (and written) only when it changed
+                node.inventory = inventory
     return jsonify({"ok": True})

@@ -17,7 +17,9 @@ from typing import Any
 
 import requests
 
+from controller.operator_cli_agent import add_agent_release_commands
 from controller.operator_cli_resources import UsageError, add_resource_commands
+from controller.operator_cli_rollout import add_rollout_commands
 
 __all__ = ["main"]
 
@@ -414,13 +416,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_audit)
     add_trust_commands(sub)
     add_ports_command(sub)
+    add_agent_release_commands(sub)
+    add_rollout_commands(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.fn(_connect(args), args)
+        args.fn(None if getattr(args, "offline", False) else _connect(args), args)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

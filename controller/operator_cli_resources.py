@@ -186,6 +186,21 @@ def cmd_decide(c: Any, args: argparse.Namespace) -> None:
     print(f"{args.serial}: {args.decision}d")
 
 
+ADAPTER_COLUMNS = ["address", "kind", "vendor", "device", "driver", "iommu_group", "assignable"]
+ADAPTER_COLUMNS += ["functions", "used_by", "reason"]
+
+
+def cmd_adapters(c: Any, args: argparse.Namespace) -> None:
+    """A node's PCI/GPU adapters and whether each can be passed through as a whole."""
+    data = c.call("GET", f"/nodes/{args.node}/adapters")
+    if args.output != "table":
+        emit(data, args.output)
+    elif not data["reported"]:
+        print(f"{data['node']}: no PCI inventory reported yet")
+    elif data["adapters"]:
+        emit(data["adapters"], args.output, ADAPTER_COLUMNS)
+
+
 def _output_option(parser: argparse.ArgumentParser) -> None:
     """-o after the subcommand too (kubectl's habit); the global one stays the default."""
     parser.add_argument(
@@ -225,6 +240,10 @@ def add_resource_commands(sub: Any) -> None:
         s.add_argument("node")
         s.add_argument("app")
         s.set_defaults(fn=cmd_command, command=name)
+    s = sub.add_parser("adapters", help="a node's PCI/GPU adapters (IOMMU groups, users)")
+    _output_option(s)
+    s.add_argument("node")
+    s.set_defaults(fn=cmd_adapters)
     s = sub.add_parser("label", help="set (k=v) or remove (k-) node labels")
     s.add_argument("node")
     s.add_argument("labels", nargs="+")

@@ -3,7 +3,8 @@
 ``python -m images.build [--out build/images] [--force]`` builds, from Debian packages only:
 
 - ``testvm.tar`` (kernel-bundle): Debian cloud kernel + busybox initramfs (see images.testvm);
-- ``busybox-oci.tar`` (oci-archive): busybox-static as ``outpost/busybox:1`` (images.container).
+- ``busybox-oci.tar`` (oci-archive): busybox-static as ``outpost/busybox:1`` (images.container);
+- ``testvm-disk.qcow2`` / ``testvm-disk.raw``: testvm as a tiny bootable disk (images.testvm_disk).
 
 Outputs are deterministic. Each image is rebuilt only when its inputs (recipe sources, kernel
 package, busybox binary) differ from ``stamp.json``; downloads are cached in ``<out>/cache``.
@@ -23,7 +24,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from images import busybox, container, debian, kernel_bundle, oci, stamp, testvm, testvm_net
+from images import (
+    busybox,
+    container,
+    debian,
+    kernel_bundle,
+    oci,
+    stamp,
+    testvm,
+    testvm_disk,
+    testvm_net,
+)
 from images.common import ImageBuildError, atomic_write_bytes, sha256_bytes
 from images.manifest import ImageArtifact, Manifest, load_manifest, write_manifest
 
@@ -90,6 +101,20 @@ def _testvm_net_build(inputs: _Inputs) -> bytes:
     return testvm_net.build_bundle(files, inputs.busybox)
 
 
+def _testvm_disk_inputs(inputs: _Inputs) -> dict[str, Any]:
+    return {**_testvm_inputs(inputs), "recipe": stamp.source_hash(testvm_disk.SOURCES)}
+
+
+def _testvm_disk_build(
+    build: Callable[[testvm.KernelFiles, busybox.Busybox], bytes],
+) -> Callable[[_Inputs], bytes]:
+    def run(inputs: _Inputs) -> bytes:
+        files = testvm_disk.kernel_files(inputs.kernel_package, inputs.cache_dir)
+        return build(files, inputs.busybox)
+
+    return run
+
+
 def _busybox_inputs(inputs: _Inputs) -> dict[str, Any]:
     return {
         "recipe": stamp.source_hash(container.SOURCES),
@@ -106,6 +131,22 @@ RECIPES = (
         "vm",
         _testvm_net_inputs,
         _testvm_net_build,
+    ),
+    _Recipe(
+        testvm_disk.NAME_QCOW2,
+        testvm_disk.FILE_QCOW2,
+        "qcow2",
+        "vm",
+        _testvm_disk_inputs,
+        _testvm_disk_build(testvm_disk.build_qcow2),
+    ),
+    _Recipe(
+        testvm_disk.NAME_RAW,
+        testvm_disk.FILE_RAW,
+        "raw",
+        "vm",
+        _testvm_disk_inputs,
+        _testvm_disk_build(testvm_disk.build_raw),
     ),
     _Recipe(
         "busybox",
@@ -193,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also build the inference VM image and its OCI variant in build/inference (minutes)",
     )
+    parser.add_argument(
+        "--with-node-image",
+        action="store_true",
+        help="also build the whole-node image and its Vagrant box in build/node (minutes)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -208,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     for image in manifest.images:
         print(f"{image.name:8} {image.format:14} {image.size:>10} B  sha256:{image.sha256}")
     print(f"manifest: {manifest.path} ({time.monotonic() - started:.2f} s)")
+    if args.with_node_image:
+        from images import vagrant_box
+
+        status = vagrant_box.main(["--force"] if args.force else [])
+        if status != 0:
+            return status
     if args.with_inference:
         from images import inference_build
 

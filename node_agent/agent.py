@@ -42,7 +42,7 @@ from node_agent.identity import (
     renew_if_due,
 )
 from node_agent.image_store import ImageStore
-from node_agent.inventory import collect_inventory
+from node_agent.inventory import collect_inventory, node_inventory
 from node_agent.log_shipper import AgentLogBuffer
 from node_agent.measure import Measurements, checkpoint_digest
 from node_agent.network import NetworkError
@@ -51,6 +51,8 @@ from node_agent.reboot import RebootCounter
 from node_agent.reconciler import Reconciler
 from node_agent.reporter import Reporter
 from node_agent.runtime.base import Runtime
+from node_agent.self_update.updater import SelfUpdater
+from node_agent.self_update.version import AGENT_VERSION
 from node_agent.settings import AgentSettings
 from protocol.attest import MeasurementType
 from protocol.desired_state import DesiredState
@@ -58,7 +60,6 @@ from protocol.messages import AppStatus, InfoMessage
 
 __all__ = ["AGENT_VERSION", "CODE_ROOTS", "FETCH_ERRORS", "Agent"]
 
-AGENT_VERSION = "0.1.0"
 log = logging.getLogger(__name__)
 RuntimeFactory = Callable[[AgentSettings, str], tuple[Mapping[str, Runtime], str]]
 CODE_ROOTS = tuple(Path(m.__file__).parent for m in (node_agent, attestation, protocol))  # type: ignore[arg-type]
@@ -73,6 +74,8 @@ FETCH_ERRORS = (
 """Failures of a config fetch after which the agent keeps enforcing its checkpoint."""
 RENEWAL_CHECK_S = 86400.0
 """How often a running agent checks whether its device cert is due for renewal."""
+PROGRESS_REPORT_S = 2.0
+"""At most one info report this often while an image downloads (its progress)."""
 
 
 class Agent:
@@ -103,6 +106,9 @@ class Agent:
         self.reboot: RebootCounter | None = None
         self.log_buffer = AgentLogBuffer()
         self._changed = threading.Event()
+        self._progress_at = 0.0
+        self.updater: SelfUpdater | None = None
+        """Self-update, when running under outpost-agent-launcher."""
 
     # -- start-up --------------------------------------------------------------
     def _open_tpm(self) -> None:
@@ -141,7 +147,7 @@ class Agent:
                     self.settings.state_dir,
                     self.settings.bundle_dir,
                     self.settings.serial,
-                    collect_inventory(),
+                    collect_inventory(self.settings.pci_sysfs_root),
                     self.tpm,
                 )
             except (OnboardingRefused, Unreachable) as exc:
@@ -178,8 +184,14 @@ class Agent:
             runtimes,
             self.settings.state_dir / "apps",
             network=self.ports,
+            sysfs_root=self.settings.pci_sysfs_root,
+            on_progress=self._report_progress,
         )
+        for runtime in runtimes.values():  # VM lifecycle events (a crash) wake the main loop
+            if (watch := getattr(runtime, "watch", None)) is not None:
+                watch(self._changed.set)
         self.reporter = Reporter(self.settings, self._send, self.log_buffer)
+        self.updater = SelfUpdater.from_env(self.client, self._verifier)
         self.reboot = RebootCounter(self.settings.state_dir, self.settings.reboot_command)
 
     def _renew_identity(self) -> None:
@@ -278,9 +290,24 @@ class Agent:
             hypervisor=self.hypervisor,
             apps=statuses,
             ports=self.ports.state() if self.ports else None,
+            inventory=node_inventory(self.settings.pci_sysfs_root),
+            agent_update=self.updater.status() if self.updater else None,
         )
         interval = self.desired.settings.info_interval_s if self.desired else 600.0
         return self.reporter.info(msg, interval, force)
+
+    def _report_progress(self) -> None:
+        """Called by the reconciler as a download advances: info at most every 2 s."""
+        now = time.monotonic()
+        if self.reconciler is None or self.reporter is None:
+            return
+        if now - self._progress_at < PROGRESS_REPORT_S:
+            return
+        self._progress_at = now
+        try:
+            self.report(self.reconciler.statuses())
+        except Exception:  # a report must never break the download
+            log.exception("progress report failed")
 
     def step(self, force_report: bool = False) -> list[AppStatus]:
         """One pass of the main loop: reboot counter, reconcile, info, logs, metrics."""
@@ -289,10 +316,19 @@ class Agent:
             self.reboot.check(self.desired.reboot_counter)
         statuses = self.reconcile()
         self.report(statuses, force=force_report)
+        if self.updater is not None:
+            self._self_update(statuses)
         self.reporter.logs(force=force_report)
         interval = self.desired.settings.metrics_interval_s if self.desired else 60.0
         self.reporter.metrics(self.reconciler.runtimes, interval)
         return statuses
+
+    def _self_update(self, statuses: list[AppStatus]) -> None:
+        """Install a new target release; on trial, commit once attested and reported."""
+        assert self.updater and self.attestor
+        self.updater.consider(self.desired)
+        attested = self.attestor.token is not None
+        self.updater.maybe_commit(attested, lambda: self.report(statuses, force=True))
 
     def once(self) -> list[AppStatus]:
         """One full pass (fetch, reconcile, report): `outpost-agent once`."""
@@ -352,6 +388,8 @@ class Agent:
             except Exception:  # e.g. libvirtd restarting: the next pass tries again
                 log.exception("reconcile pass failed; retrying")
             deadline = time.monotonic() + self.settings.reconcile_interval_s
+            if self.reconciler is not None and (wake := self.reconciler.wake_in()) is not None:
+                deadline = min(deadline, time.monotonic() + wake)  # a crash back-off ends
             while not stop.is_set() and not self._changed.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:

@@ -66,7 +66,15 @@ def libvirt_stats(uri: str, workloads: Iterable[Workload]) -> list[AppMetrics]:
             except libvirt.libvirtError as exc:
                 log.debug("no stats for %s: %s", w.runtime_id, exc)
                 continue
-            out.append(AppMetrics(uuid=w.app_uuid, cpu_seconds_total=cpu, memory_used_bytes=mem))
+            disk = int(w.extra.get("disk_allocated_bytes", "0") or 0)  # its writable disks
+            out.append(
+                AppMetrics(
+                    uuid=w.app_uuid,
+                    cpu_seconds_total=cpu,
+                    memory_used_bytes=mem,
+                    disk_used_bytes=disk,
+                )
+            )
     finally:
         conn.close()
     return out

@@ -43,6 +43,8 @@ class AgentSettings(BaseModel):
     """How often actual state is re-read even without a new config (crash detection)."""
     http_timeout_s: float = Field(default=30.0, gt=0, le=600)
     max_image_bytes: int = Field(default=8 * 1024**3, gt=0)
+    pci_sysfs_root: Path = Path("/sys")
+    """Where PCI devices and IOMMU groups are read (a fabricated tree in tests)."""
     tpm: str = "auto"
     """none | auto (/dev/tpmrm0 if present) | device:/dev/tpmrmN | swtpm:host=H,port=P.
     With a TPM the device key lives in it and every attestation sends a TPM quote."""

@@ -88,6 +88,24 @@ class Adapter(_Strict):
             pattern=r"^([0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]|[0-9a-f]{4}:[0-9a-f]{4})$"
         ),
     ]
+    optional: bool = False
+    """gpu/pci only: when the node lacks the device (or cannot pass it through whole), run
+    the app without it instead of refusing it (e.g. the inference VM falls back to CPU)."""
+
+
+MAX_DATA_DISKS = 4
+MAX_DATA_DISK_MIB = 1024 * 1024  # 1 TiB
+
+
+class DataDisk(_Strict):
+    """A blank writable disk of a VM app (qcow2, thin), kept until the app is purged.
+
+    ``name`` is also the disk's serial in the guest (``/dev/disk/by-id/virtio-<name>``),
+    hence at most 20 characters (virtio-blk's serial limit).
+    """
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,19}$")]
+    size_mib: int = Field(ge=1, le=MAX_DATA_DISK_MIB)
 
 
 class Network(_Strict):
@@ -132,6 +150,10 @@ class AppSpec(_Strict):
     purge_counter: int = Field(default=0, ge=0)
     """Raised by 'purge': recreate the app's writable state once per increase."""
     start_delay_s: float = Field(default=0.0, ge=0.0, le=3600.0)
+    disks: list[DataDisk] = Field(default_factory=list, max_length=MAX_DATA_DISKS)
+    """Blank data disks (VMs only); purge recreates them along with the root disk."""
+    vtpm: bool = False
+    """Give the VM its own emulated TPM 2.0 (swtpm; VMs only)."""
 
     @model_validator(mode="after")
     def _kind_matches_format(self) -> AppSpec:
@@ -143,10 +165,63 @@ class AppSpec(_Strict):
             )
         if self.adapters and self.kind != "vm":
             raise ValueError(f"app {self.name!r}: adapters can only be passed through to a VM")
+        if (self.disks or self.vtpm) and self.kind != "vm":
+            raise ValueError(f"app {self.name!r}: data disks and a vTPM are for VMs only")
+        disk_names = [d.name for d in self.disks]
+        if len(disk_names) != len(set(disk_names)):
+            raise ValueError(f"app {self.name!r}: a data disk name is listed twice")
         names = [n.name for n in self.networks]
         if len(names) != len(set(names)):
             raise ValueError(f"app {self.name!r}: a network is listed twice")
         return self
+
+
+AgentVersion = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[0-9]{1,6}\.[0-9]{1,6}\.[0-9]{1,6}(-[a-z0-9]{1,20}(\.[a-z0-9]{1,20}){0,4})?$",
+        max_length=64,
+    ),
+]
+"""An agent release version: ``MAJOR.MINOR.PATCH`` with an optional ``-pre.release`` tag."""
+MAX_AGENT_BUNDLE_BYTES = 64 * 1024**2
+
+
+class AgentBundleRef(_Strict):
+    """Where an agent release's tarball is and what it must hash to."""
+
+    sha256: Sha256Hex
+    size: int = Field(gt=0, le=MAX_AGENT_BUNDLE_BYTES)
+    url: Annotated[str, StringConstraints(pattern=r"^https?://", max_length=2048)]
+
+
+class SignedManifest(_Strict):
+    """A signed envelope (attestation.envelope) whose body is an :class:`AgentManifest`."""
+
+    payload: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+    sender_cert_sha256: Sha256Hex
+    signature: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+
+
+class AgentManifest(_Strict):
+    """What the controller's signing key vouches for about an agent release."""
+
+    kind: Literal["outpost-agent-release"] = "outpost-agent-release"
+    version: AgentVersion
+    sha256: Sha256Hex
+    size: int = Field(gt=0, le=MAX_AGENT_BUNDLE_BYTES)
+    code_digest: Sha256Hex
+    """attestation.measurement.code_digest of the unpacked packages (what the node measures)."""
+    created: float = Field(ge=0)
+
+
+class AgentTarget(_Strict):
+    """The agent release a node should run (installed beside the running one, kept only
+    when the node re-attests and reports within the commit window)."""
+
+    version: AgentVersion
+    image: AgentBundleRef
+    manifest: SignedManifest
 
 
 class NodeSettings(_Strict):
@@ -164,6 +239,8 @@ class NodeSettings(_Strict):
     """Allow a login on the serial console; off by default (EVE's debug.enable.console)."""
     usb_policy: Literal["deny", "assigned-only"] = "deny"
     """deny: no USB device is authorised; assigned-only: those passed through to apps."""
+    agent: AgentTarget | None = None
+    """The agent release to run (self-update); None: keep the running one."""
 
 
 class DesiredState(_Strict):

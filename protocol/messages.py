@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from protocol.desired_state import Name, Sha256Hex, Uuid
+from protocol.desired_state import AgentVersion, Name, Sha256Hex, Uuid
+from protocol.inventory import NodeInventory
 from protocol.ports import PortState
 
 Serial = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
@@ -70,6 +71,22 @@ class AppStatus(_Strict):
     error: ShortText = ""
     error_time: float | None = None
     image_sha256: Sha256Hex | None = None
+    progress_pct: int | None = Field(default=None, ge=0, le=100)
+    """Download/verify progress of the app's image while DOWNLOADING or VERIFYING."""
+    restarts: int = Field(default=0, ge=0, le=1_000_000)
+    """Times the agent restarted this app after it stopped on its own, counted for the
+    app's current spec (a new image or spec starts again from 0; so does an agent restart)."""
+
+
+class AgentUpdateStatus(_Strict):
+    """Where the node's agent self-update stands (reported in info)."""
+
+    version: AgentVersion
+    """The target release this is about."""
+    state: Literal["downloading", "installed", "testing", "committed", "failed"]
+    reason: Annotated[str, StringConstraints(max_length=1024)] = ""
+    at: float = Field(default=0.0, ge=0)
+    """When the state was entered (node clock, seconds since the epoch)."""
 
 
 class InfoMessage(_Strict):
@@ -82,6 +99,10 @@ class InfoMessage(_Strict):
     apps: list[AppStatus] = Field(default_factory=list, max_length=256)
     ports: PortState | None = None
     """The node's effective port policy (firewall, open ports, USB, debug access)."""
+    inventory: NodeInventory | None = None
+    """The refreshed hardware inventory (PCI devices, IOMMU groups); None: unchanged/unknown."""
+    agent_update: AgentUpdateStatus | None = None
+    """The agent self-update in progress or last finished (None: none asked for)."""
 
 
 class NodeMetrics(_Strict):

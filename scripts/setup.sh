@@ -10,6 +10,8 @@ PKGS=(
   nftables iproute2 dnsmasq-base busybox-static cpio gcc python3-venv python3-dev
   ca-certificates tpm2-tools mmdebstrap e2fsprogs postgresql chromium
   dosfstools mtools syslinux syslinux-common fdisk
+  vagrant vagrant-libvirt
+  git
   gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-tools
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
 )

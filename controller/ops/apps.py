@@ -8,10 +8,12 @@ from sqlalchemy import select
 from controller import actions
 from controller.auth import require_role
 from controller.db import App, Assignment, Image, Node
+from controller.gitops.ownership import refuse_if_git_owned
 from controller.openapi import doc
 from controller.ops.blueprint import ops_api
 from controller.ops.bodies import AppBody
 from controller.ops.common import app_json, audit, changed, find_app, json_body, svc
+from controller.rollouts.guard import refuse_if_rolling
 
 
 @ops_api.post("/apps")
@@ -82,6 +84,8 @@ def show_app(name: str):  # type: ignore[no-untyped-def]
 def delete_app(name: str):  # type: ignore[no-untyped-def]
     with svc().db.transaction() as s:
         app = find_app(s, name)
+        refuse_if_git_owned(s, "App", name)
+        refuse_if_rolling(s, app)
         before = app_json(app, s.get(Image, app.image_id))  # type: ignore[arg-type]
         for inst in s.scalars(select(Assignment).where(Assignment.app_id == app.id)):
             s.delete(inst)

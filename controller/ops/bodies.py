@@ -15,6 +15,7 @@ from protocol.desired_state import (
     MAX_IMAGE_BYTES,
     Adapter,
     AppNetwork,
+    DataDisk,
     ImageFormat,
     Name,
     Resources,
@@ -64,12 +65,24 @@ class AppBody(Body):
     desired: Literal["running", "stopped"] = "running"
     networks: list[AppNetwork] = Field(default_factory=list)
     adapters: list[Adapter] = Field(default_factory=list)
+    disks: list[DataDisk] = Field(default_factory=list)
+    vtpm: bool = False
     start_delay_s: float = 0.0
     selector: dict[LabelKey, LabelValue] | None = Field(default=None, max_length=16)
     """Run on every node whose labels include these (besides explicit assignments)."""
 
 
-SPEC_FIELDS = {"resources", "env", "command", "desired", "networks", "adapters", "start_delay_s"}
+SPEC_FIELDS = {
+    "resources",
+    "env",
+    "command",
+    "desired",
+    "networks",
+    "adapters",
+    "disks",
+    "vtpm",
+    "start_delay_s",
+}
 
 
 class ImageQuery(Body):

@@ -12,6 +12,7 @@ from controller import actions
 from controller.auth import require_role
 from controller.db import App, Image, Network
 from controller.errors import ApiError
+from controller.gitops.ownership import refuse_if_git_owned
 from controller.openapi import doc
 from controller.ops.blueprint import ops_api
 from controller.ops.bodies import ImageQuery, ImageRegistration
@@ -135,6 +136,7 @@ def delete_network(name: str):  # type: ignore[no-untyped-def]
         net = s.scalar(select(Network).where(Network.name == name))
         if net is None:
             raise ApiError(404, "not_found", f"no network named {name!r}")
+        refuse_if_git_owned(s, "Network", name)
         users = [
             a.name
             for a in s.scalars(select(App))

@@ -13,12 +13,26 @@ from __future__ import annotations
 from flask import Flask, redirect, url_for
 from werkzeug.wrappers import Response
 
-from controller.ui import views_apps, views_audit, views_auth, views_fleet, views_onboarding
+from controller.ui import (
+    views_apps,
+    views_audit,
+    views_auth,
+    views_fleet,
+    views_onboarding,
+    views_rollouts,
+)
 from controller.ui.blueprint import ui
 from controller.ui.security import configure
 
 __all__ = ["init_ui", "ui"]
-_VIEWS = (views_apps, views_audit, views_auth, views_fleet, views_onboarding)  # registers routes
+_VIEWS = (  # registers routes
+    views_apps,
+    views_audit,
+    views_auth,
+    views_fleet,
+    views_onboarding,
+    views_rollouts,
+)
 
 
 def init_ui(app: Flask) -> None:

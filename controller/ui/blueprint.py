@@ -39,6 +39,8 @@ NAV = (
     ("ui.onboarding", "Onboarding"),
     ("ui.apps", "Apps"),
     ("ui.images", "Images"),
+    ("ui.rollouts", "Rollouts"),
+    ("ui.git", "Git"),
     ("ui.audit", "Audit log"),
 )
 

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from controller import actions
+from controller.adapters import node_adapters
 from controller.attestation_store import NodeTrust
 from controller.db import App, utcnow
 from controller.errors import ApiError
@@ -114,6 +115,7 @@ def _node_context(s: Any, serial: str) -> dict[str, Any]:
         "app_names": app_names,
         "settings": {**defaults.model_dump(), **(node.settings or {})},
         "ports": (node.info or {}).get("ports"),
+        "adapters": node_adapters(s, node),
         "all_apps": sorted(app_names.values()),
         "refresh": REFRESH_S,
     }

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 __all__ = [
+    "DiskAttachment",
     "NetAttachment",
     "PermanentError",
     "Runtime",
@@ -62,6 +63,22 @@ class NetAttachment:
 
 
 @dataclass(frozen=True)
+class DiskAttachment:
+    """A writable disk file prepared for a VM by :mod:`node_agent.volumes`.
+
+    ``format`` is the file's own format (``qcow2``); ``backing``/``backing_format`` name
+    the read-only verified image under a root overlay (empty for a blank data disk).
+    ``name`` identifies a data disk (its serial inside the guest).
+    """
+
+    path: Path
+    format: str = "qcow2"
+    backing: Path | None = None
+    backing_format: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True)
 class WorkloadSpec:
     """What a runtime needs to run one app instance.
 
@@ -72,6 +89,11 @@ class WorkloadSpec:
     ``networks`` empty means no network at all (no NIC, ``--network none``).
     ``netns_path`` is the prepared network namespace a container joins (containers only).
     ``usb_devices`` are ``vendor:product`` ids (hex) passed through to a VM.
+    ``pci_devices`` are full PCI addresses (``0000:01:00.0``), every function of the
+    adapters' IOMMU groups, already checked by :mod:`node_agent.passthrough`.
+    ``root_disk`` is the app's writable overlay over a qcow2/raw image and ``data_disks``
+    its blank data disks (VMs booting a disk image; see :mod:`node_agent.volumes`).
+    ``vtpm`` gives a VM its own emulated TPM 2.0.
     """
 
     app_uuid: str
@@ -88,6 +110,10 @@ class WorkloadSpec:
     networks: tuple[NetAttachment, ...] = ()
     netns_path: str = ""
     usb_devices: tuple[str, ...] = ()
+    pci_devices: tuple[str, ...] = ()
+    root_disk: DiskAttachment | None = None
+    data_disks: tuple[DiskAttachment, ...] = ()
+    vtpm: bool = False
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,16 @@ agents can share one host daemon and an agent finds its domains again after a re
 What a domain looks like is decided in :mod:`node_agent.runtime.vm_policy`; this module
 only drives libvirt: define/start/shutdown/destroy/undefine, state mapping, error
 classification (:class:`TemporaryError` vs :class:`PermanentError`, with the app UUID and
-libvirt's message) and per-app logging.
+libvirt's message) and per-app logging.  :meth:`LibvirtRuntime.watch` subscribes to the
+domains' lifecycle events (:mod:`node_agent.runtime.vm_events`) so a VM whose QEMU dies is
+noticed at once; ``list()`` reports each domain's console log and the bytes its writable
+disks take (``extra["disk_allocated_bytes"]``).
 
 File access: under ``qemu:///system`` QEMU runs as an unprivileged user (Debian:
 ``libvirt-qemu``); libvirt chowns the kernel and initrd for it but cannot make their
-directories searchable, so ``start`` refuses (PermanentError) a work dir whose ancestors
-that user cannot traverse, e.g. anything under ``/root`` or pytest's ``/tmp/pytest-of-root``.
+directories searchable, so ``start`` refuses (PermanentError) a work dir (or disk image,
+or an overlay's backing file) whose ancestors that user cannot traverse, e.g. anything
+under ``/root`` or pytest's ``/tmp/pytest-of-root``.
 The console log is written by virtlogd as root, so it has no such constraint.
 """
 
@@ -28,7 +32,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,7 +46,8 @@ from node_agent.runtime.base import (
     WorkloadSpec,
     WorkloadState,
 )
-from node_agent.runtime.domain_xml import OUTPOST_NS, Domain, OutpostMetadata
+from node_agent.runtime.domain_xml import OUTPOST_NS, Disk, Domain, OsKernelBoot, OutpostMetadata
+from node_agent.runtime.vm_events import DomainEvent, LifecycleWatcher
 from node_agent.runtime.vm_policy import (
     BUNDLE_DIR,
     domain_name,
@@ -92,6 +97,29 @@ _UNDEFINE_FLAGS = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | (
 )
 _QEMU_CONF = Path("/etc/libvirt/qemu.conf")
 _DEFAULT_QEMU_USER = "libvirt-qemu"  # Debian's build default
+
+
+def _qemu_files(domain: Domain) -> list[Path]:
+    """Every file QEMU opens for ``domain``: kernel, initrd, disks and their backing files."""
+    paths = []
+    if isinstance(domain.os, OsKernelBoot):
+        paths += [domain.os.kernel, domain.os.initrd]
+    for disk in domain.devices.disks:
+        paths.append(disk.source)
+        if disk.backing is not None:
+            paths.append(disk.backing.source)
+    return [Path(p) for p in paths if p]
+
+
+def _allocated_bytes(disks: Iterable[Disk]) -> int:
+    """Bytes the writable disk files take on the host (their allocated blocks)."""
+    total = 0
+    for disk in disks:
+        if disk.readonly or not disk.source:
+            continue
+        with contextlib.suppress(OSError):
+            total += os.stat(disk.source).st_blocks * 512
+    return total
 
 
 def _libvirt_error_to_log(_ctx: object, error: tuple[Any, ...]) -> None:
@@ -165,6 +193,7 @@ class LibvirtRuntime:
         self.qemu_user = qemu_user_for_uri(uri) if qemu_user == "auto" else qemu_user
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
+        self._watcher: LifecycleWatcher | None = None
         libvirt.registerErrorHandler(_libvirt_error_to_log, None)  # no stderr noise
 
     # -- connection and errors ---------------------------------------------------------
@@ -182,8 +211,26 @@ class LibvirtRuntime:
                 raise TemporaryError(f"cannot connect to libvirt at {self.uri}: {exc}") from exc
             return self._conn
 
+    def watch(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` on every lifecycle event of this node's domains, from libvirt's
+        event loop thread (:mod:`vm_events`), so a crashed VM is handled at once."""
+
+        def on_event(_event: DomainEvent) -> None:
+            wake()
+
+        if self._watcher is None:
+            self._watcher = LifecycleWatcher(self.uri, domain_name(self.node_uuid, ""), on_event)
+        self._watcher.ensure()
+
+    @property
+    def events(self) -> list[DomainEvent]:
+        """The latest lifecycle events seen by :meth:`watch` (oldest first)."""
+        return list(self._watcher.history) if self._watcher is not None else []
+
     def close(self) -> None:
-        """Close the libvirt connection (reopened on next use)."""
+        """Close the libvirt connections (reopened on next use)."""
+        if self._watcher is not None:
+            self._watcher.close()
         with self._lock:
             if self._conn is not None:
                 with contextlib.suppress(libvirt.libvirtError):
@@ -244,9 +291,12 @@ class LibvirtRuntime:
             detail += f" ({_SHUTOFF_REASONS[reason]})"
         extra = {"domain_uuid": dom.UUIDString(), "accel": self.accel}
         with contextlib.suppress(libvirt.libvirtError, ValueError):
-            serials = Domain.from_xml(dom.XMLDesc(0)).devices.serials
-            if serials and serials[0].log_file:
-                extra["console_log"] = serials[0].log_file
+            devices = Domain.from_xml(dom.XMLDesc(0)).devices
+            if devices.serials and (
+                log := devices.serials[0].source_path or devices.serials[0].log_file
+            ):
+                extra["console_log"] = log
+            extra["disk_allocated_bytes"] = str(_allocated_bytes(devices.disks))
         return Workload(
             app_uuid=meta.app_uuid,
             state=WorkloadState.RUNNING if state in _RUNNING_STATES else WorkloadState.STOPPED,
@@ -261,6 +311,8 @@ class LibvirtRuntime:
     def list(self) -> dict[str, Workload]:
         """This node's domains, keyed by app UUID, found by their Outpost metadata."""
         conn = self._connect()
+        if self._watcher is not None:
+            self._watcher.ensure()
         found: dict[str, Workload] = {}
         with self._errors("*", "listing domains"):
             domains = conn.listAllDomains(0)
@@ -310,7 +362,7 @@ class LibvirtRuntime:
                     self._destroy(dom)
         self._prepare_work_dir(spec.work_dir)
         domain = prepare_domain(spec, self.accel, uuid=uuid)
-        self._check_qemu_access(spec.app_uuid, [Path(domain.os.kernel), Path(domain.os.initrd)])
+        self._check_qemu_access(spec.app_uuid, _qemu_files(domain))
         conn = self._connect()
         with self._errors(spec.app_uuid, f"defining domain {domain.name}"):
             dom = conn.defineXMLFlags(domain.to_xml(), libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
@@ -358,7 +410,8 @@ class LibvirtRuntime:
         dom, _ = found
         name = dom.name()
         with self._errors(app_uuid, f"reading domain {name}"):
-            kernel = Domain.from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).os.kernel
+            boot = Domain.from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).os
+        kernel = boot.kernel if isinstance(boot, OsKernelBoot) else ""
         self.stop(app_uuid, self.remove_timeout_s)
         with self._errors(app_uuid, f"undefining domain {name}"):
             try:

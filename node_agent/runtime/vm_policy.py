@@ -1,18 +1,32 @@
 """VM policy: how Outpost turns a :class:`WorkloadSpec` into a libvirt :class:`Domain`.
 
-Closed by default: a VM gets exactly a CPU, memory, a directly booted kernel and one
-serial console whose output goes to ``<work_dir>/console.log``.  No NIC unless the app is
-on app networks (then one virtio NIC per network, on that network's bridge, with the
-planned MAC and tap name), no USB bus (``<controller type='usb' model='none'/>``) unless
-USB devices are passed through (then an xHCI controller and one ``<hostdev>`` per
-vendor:product), no graphics, so no video, no sound, no channels, no balloon; ACPI on so
-the guest can be shut down gracefully; power-off and crash destroy the domain (it stays
-defined, shut off).
+Closed by default: a VM gets exactly a CPU, memory, its boot source and one serial port
+whose output goes to ``<work_dir>/console.log`` (a file, appended across restarts; no pty,
+no network console).  No NIC unless the app is on app networks (then one virtio NIC per
+network, on that network's bridge, with the planned MAC and tap name), no USB bus
+(``<controller type='usb' model='none'/>``) unless USB devices are passed through (then an
+xHCI controller and one ``<hostdev>`` per vendor:product), no graphics, so no video, no
+sound, no channels, no balloon; ACPI on so the guest can be shut down gracefully (and
+find a TPM); power-off and crash destroy the domain (it stays defined, shut off).
 
-Image formats: only ``kernel-bundle`` for now, an uncompressed tar of exactly the regular
-files ``kernel``, ``initrd`` and ``cmdline``, unpacked into ``<work_dir>/kernel-bundle/``.
-The image file's sha256 was verified by the caller; this module still refuses any other
-member, path or file type.
+On request: a vTPM (``<tpm model='tpm-crb'>`` with libvirt's swtpm ``emulator`` backend),
+PCI functions passed through (``<hostdev type='pci' managed='yes'>``, one per function; the
+caller has checked that they are every function of their IOMMU groups), blank data disks
+(virtio, after the root disk, each with its name as the disk serial).
+
+CPU: under TCG the guest gets QEMU's ``maximum`` model (every feature TCG emulates: SSE4,
+AVX2 for OpenVINO and the like), under KVM ``host-model``.
+
+Image formats:
+
+- ``kernel-bundle``: an uncompressed tar of exactly the regular files ``kernel``,
+  ``initrd`` and ``cmdline``, unpacked into ``<work_dir>/kernel-bundle/`` and booted
+  directly.  The image file's sha256 was verified by the caller; this module still refuses
+  any other member, path or file type.
+- ``qcow2``/``raw``: a disk image booted by the firmware through
+  the app's writable qcow2 overlay (``spec.root_disk``, made by :mod:`node_agent.volumes`,
+  ``<boot order='1'/>``: never a data disk) whose ``<backingStore>`` is the read-only
+  verified image.
 
 Pure functions plus file unpacking: no libvirt calls (those live in :mod:`vm`).
 """
@@ -28,26 +42,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from node_agent.runtime.base import PermanentError, TemporaryError, WorkloadSpec
+from node_agent.runtime.base import DiskAttachment, PermanentError, TemporaryError, WorkloadSpec
 from node_agent.runtime.domain_xml import (
-    Console,
+    BackingStore,
     Controller,
+    Cpu,
     Devices,
+    Disk,
     Domain,
     Features,
+    HostdevPci,
     HostdevUsb,
     Interface,
     MemBalloon,
     Memory,
+    Os,
+    OsDiskBoot,
     OsKernelBoot,
     OutpostMetadata,
     Serial,
+    Tpm,
     Vcpu,
 )
 
 __all__ = [
     "BUNDLE_DIR",
     "CONSOLE_LOG",
+    "DISK_FORMATS",
     "KERNEL_BUNDLE",
     "KernelBundleFiles",
     "build_domain",
@@ -60,7 +81,9 @@ __all__ = [
 ]
 
 KERNEL_BUNDLE = "kernel-bundle"
-"""The image format this policy boots."""
+"""The image format booted directly (kernel, initrd, command line)."""
+DISK_FORMATS = ("qcow2", "raw")
+"""Disk image formats booted by the firmware through a qcow2 overlay."""
 BUNDLE_DIR = "kernel-bundle"
 """Sub-directory of the work dir holding the unpacked kernel, initrd and cmdline."""
 CONSOLE_LOG = "console.log"
@@ -70,6 +93,8 @@ _MEMBERS = ("kernel", "initrd", "cmdline")
 _REQUIRED = ("kernel",)
 _MAX_CMDLINE = 4096
 _DOMAIN_TYPES = {"kvm": "kvm", "tcg": "qemu"}
+_CPU_MODES = {"kvm": "host-model", "tcg": "maximum"}
+_MAX_DATA_DISKS = 8
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -210,16 +235,86 @@ def _usb_hostdevs(spec: WorkloadSpec) -> tuple[HostdevUsb, ...]:
     return tuple(hostdevs)
 
 
+def _pci_hostdevs(spec: WorkloadSpec) -> tuple[HostdevPci, ...]:
+    hostdevs = []
+    for address in spec.pci_devices:
+        try:
+            hostdevs.append(HostdevPci.from_address(address.lower()))
+        except ValueError as exc:
+            raise PermanentError(f"app {spec.app_uuid}: {exc}") from None
+    if len({h.address for h in hostdevs}) != len(hostdevs):
+        raise PermanentError(f"app {spec.app_uuid}: a PCI function is listed twice")
+    return tuple(hostdevs)
+
+
+def _target_dev(index: int) -> str:
+    return f"vd{chr(ord('a') + index)}"
+
+
+def _disks(spec: WorkloadSpec, boots_from_disk: bool) -> tuple[Disk, ...]:
+    """The root overlay (vda, disk images only) and the data disks after it."""
+    disks: list[Disk] = []
+    if boots_from_disk:
+        root = spec.root_disk
+        if root is None or root.backing is None:
+            raise PermanentError(
+                f"app {spec.app_uuid}: a {spec.image_format} image boots through a root "
+                "overlay, and none was prepared"
+            )
+        disks.append(
+            Disk(
+                source=str(root.path),
+                target_dev="vda",
+                driver_type=root.format,
+                backing=BackingStore(source=str(root.backing), format=root.backing_format),
+                boot_order=1,
+            )
+        )
+    if len(spec.data_disks) > _MAX_DATA_DISKS:
+        raise PermanentError(f"app {spec.app_uuid}: more than {_MAX_DATA_DISKS} data disks")
+    for data in spec.data_disks:
+        disks.append(_data_disk(data, _target_dev(len(disks))))
+    return tuple(disks)
+
+
+def _data_disk(data: DiskAttachment, target_dev: str) -> Disk:
+    return Disk(
+        source=str(data.path),
+        target_dev=target_dev,
+        driver_type=data.format,
+        serial=data.name,
+    )
+
+
 def build_domain(
-    spec: WorkloadSpec, accel: str, files: KernelBundleFiles, *, uuid: str = "", machine: str = "pc"
+    spec: WorkloadSpec,
+    accel: str,
+    files: KernelBundleFiles | None = None,
+    *,
+    uuid: str = "",
+    machine: str = "pc",
 ) -> Domain:
-    """The domain definition for ``spec`` booting ``files`` (pure: touches no files)."""
+    """The domain definition for ``spec`` (pure: touches no files).
+
+    ``files``: the unpacked kernel-bundle to boot directly; None boots ``spec.root_disk``.
+    """
     if spec.vcpus < 1 or spec.memory_mib < 1:
         raise PermanentError(
             f"app {spec.app_uuid}: invalid resources vcpus={spec.vcpus} memory={spec.memory_mib}MiB"
         )
-    hostdevs = _usb_hostdevs(spec)
-    usb_bus = Controller(type="usb", model="qemu-xhci" if hostdevs else "none")
+    usb = _usb_hostdevs(spec)
+    usb_bus = Controller(type="usb", model="qemu-xhci" if usb else "none")
+    os: Os
+    if files is not None:
+        os = OsKernelBoot(
+            kernel=str(files.kernel),
+            initrd=str(files.initrd) if files.initrd else "",
+            cmdline=files.cmdline,
+            machine=machine,
+        )
+    else:
+        os = OsDiskBoot(boot_devs=(), machine=machine)  # the root disk has boot order 1
+    log_file = str(console_log_path(spec.work_dir))
     interfaces = tuple(
         Interface(source_bridge=n.bridge, mac=n.mac, model="virtio", target_dev=n.host_ifname)
         for n in spec.networks
@@ -230,22 +325,19 @@ def build_domain(
         uuid=uuid,
         memory=Memory(mib=spec.memory_mib),
         vcpu=Vcpu(count=spec.vcpus),
-        os=OsKernelBoot(
-            kernel=str(files.kernel),
-            initrd=str(files.initrd) if files.initrd else "",
-            cmdline=files.cmdline,
-            machine=machine,
-        ),
+        os=os,
         features=Features(acpi=True),
+        cpu=Cpu(mode=_CPU_MODES[accel]),
         on_poweroff="destroy",
         on_reboot="restart",
         on_crash="destroy",
         devices=Devices(
+            disks=_disks(spec, boots_from_disk=files is None),
             controllers=(usb_bus,),
             interfaces=interfaces,
-            serials=(Serial(log_file=str(console_log_path(spec.work_dir)), append=True),),
-            consoles=(Console(),),
-            hostdevs=hostdevs,
+            serials=(Serial(type="file", source_path=log_file, append=True),),
+            hostdevs=(*usb, *_pci_hostdevs(spec)),
+            tpms=(Tpm(),) if spec.vtpm else (),
             memballoon=MemBalloon(model="none"),
         ),
         metadata=OutpostMetadata(
@@ -258,11 +350,14 @@ def build_domain(
 
 
 def prepare_domain(spec: WorkloadSpec, accel: str, *, uuid: str = "") -> Domain:
-    """Check the image format, unpack the image into the work dir, build the domain."""
+    """Check the image format, unpack a kernel-bundle into the work dir, build the domain."""
+    if spec.image_format in DISK_FORMATS:
+        return build_domain(spec, accel, None, uuid=uuid)
     if spec.image_format != KERNEL_BUNDLE:
+        supported = ", ".join((KERNEL_BUNDLE, *DISK_FORMATS))
         raise PermanentError(
             f"app {spec.app_uuid}: image format {spec.image_format!r} is not supported by the "
-            f"VM runtime (supported: {KERNEL_BUNDLE})"
+            f"VM runtime (supported: {supported})"
         )
     files = extract_kernel_bundle(spec.image_path, spec.work_dir)
     return build_domain(spec, accel, files, uuid=uuid)

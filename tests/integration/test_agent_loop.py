@@ -15,9 +15,10 @@ from node_agent.identity import OnboardingRefused
 from node_agent.settings import AgentSettings
 from protocol.messages import AppState
 from tests.fakes import FakeRuntime
+from tests.fixtures.tiny_oci import tiny_oci_archive
 
 pytestmark = pytest.mark.integration
-BLOB = b"fake oci archive"
+BLOB = tiny_oci_archive()  # the image store checks the format
 
 
 @pytest.fixture

@@ -16,9 +16,10 @@ import pytest
 from node_agent.agent import Agent
 from node_agent.settings import AgentSettings
 from tests.fakes import FakeRuntime
+from tests.fixtures.tiny_oci import tiny_oci_archive
 
 pytestmark = pytest.mark.integration
-BLOB = b"fake oci archive"
+BLOB = tiny_oci_archive()  # the image store checks the format
 
 
 def _wait(predicate, timeout: float = 60.0) -> float:  # type: ignore[no-untyped-def]

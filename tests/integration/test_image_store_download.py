@@ -21,7 +21,7 @@ def uploaded(controller_server):  # type: ignore[no-untyped-def]
     r = controller_server.api(
         "POST",
         "/images",
-        params={"name": "blob", "format": "oci-archive", "sha256": SHA},
+        params={"name": "blob", "format": "raw", "sha256": SHA},
         data=DATA,
     )
     assert r.status_code == 201, r.text
@@ -34,12 +34,12 @@ def store(uploaded, tmp_path):  # type: ignore[no-untyped-def]
     return ImageStore(tmp_path / "images", client, max_bytes=64 * 1024 * 1024)
 
 
-def _ref(server, sha=SHA, size=None):  # type: ignore[no-untyped-def]
+def _ref(server, sha=SHA, size=None, fmt="raw"):  # type: ignore[no-untyped-def]
     return ImageRef(
         name="blob",
         sha256=sha,
         size=len(DATA) if size is None else size,
-        format="oci-archive",
+        format=fmt,
         url=f"{server.url}/datastore/sha256/{SHA}",
     )
 
@@ -87,3 +87,10 @@ def test_a_corrupted_blob_is_found_and_deleted_at_start(store, uploaded):
     store.path(SHA).write_bytes(b"bit rot")
     assert store.verify_all() == [SHA]
     assert not store.has(SHA)
+
+
+def test_a_blob_not_of_its_declared_format_is_refused_and_not_stored(store, uploaded):
+    with pytest.raises(ImageError, match=r"kernel-bundle.*not a readable uncompressed tar"):
+        store.ensure(_ref(uploaded, fmt="kernel-bundle"))
+    assert not store.has(SHA)
+    assert list((store.root / "partial").iterdir()) == []

@@ -23,3 +23,8 @@ def test_gpu_variant_asks_for_a_gpu_adapter_and_the_cpu_variant_for_none() -> No
     cpu = AppBody.model_validate(yaml.safe_load((APPS / "inference-vm-cpu.yaml").read_text()))
     assert [a.kind for a in gpu.adapters] == ["gpu"] and cpu.adapters == []
     assert gpu.image == cpu.image and gpu.kind == cpu.kind == "vm"
+
+
+def test_the_gpu_variant_falls_back_to_cpu_on_nodes_without_that_gpu() -> None:
+    gpu = AppBody.model_validate(yaml.safe_load((APPS / "inference-vm-gpu.yaml").read_text()))
+    assert all(a.optional for a in gpu.adapters)

@@ -60,16 +60,16 @@ GOLDEN = f"""
     <cmdline>console=ttyS0 quiet</cmdline>
   </os>
   <features><acpi/></features>
+  <cpu mode="maximum"/>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>
   <on_crash>destroy</on_crash>
   <devices>
     <controller type="usb" model="none"/>
-    <serial type="pty">
-      <log file="/var/lib/outpost/apps/6a1c0d52/console.log" append="on"/>
+    <serial type="file">
+      <source path="/var/lib/outpost/apps/6a1c0d52/console.log" append="on"/>
       <target port="0"/>
     </serial>
-    <console type="pty"><target type="serial" port="0"/></console>
     <memballoon model="none"/>
   </devices>
 </domain>
@@ -100,8 +100,10 @@ def test_ports_are_closed_by_default() -> None:
 
 def test_serial_console_logs_to_work_dir() -> None:
     domain = build_domain(SPEC, "tcg", FILES)
-    assert [s.log_file for s in domain.devices.serials] == [str(WORK / "console.log")]
-    assert len(domain.devices.consoles) == 1
+    assert [(s.type, s.source_path, s.append) for s in domain.devices.serials] == [
+        ("file", str(WORK / "console.log"), True)
+    ]
+    assert domain.devices.consoles == ()  # no pty: the console goes to the file only
 
 
 @pytest.mark.parametrize(("accel", "domain_type"), [("kvm", "kvm"), ("tcg", "qemu")])

@@ -1,0 +1,97 @@
+"""The ``git`` command, run as a subprocess with timeouts, on a private bare mirror.
+
+    fetch(url, branch, cache_dir) → the branch's commit sha (the mirror is made on first use)
+    read_tree(cache_dir, sha, sub)  → {path relative to ``sub``: text} of the YAML files
+
+Nothing is checked out: files are read with ``git ls-tree`` / ``git cat-file`` from the
+exact commit, so a sync sees one consistent revision.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+from pathlib import Path
+
+__all__ = ["MAX_FILES", "MAX_FILE_BYTES", "GitError", "fetch", "read_tree"]
+
+log = logging.getLogger(__name__)
+TIMEOUT_S = 60.0
+MAX_FILES = 500
+MAX_FILE_BYTES = 256 * 1024
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+_ENV = {
+    "GIT_TERMINAL_PROMPT": "0",  # never wait for a password
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_ASKPASS": "/bin/false",
+    "LC_ALL": "C",
+    "GIT_ALLOW_PROTOCOL": "file:git:http:https:ssh",  # no ext:: helpers from a URL
+}
+
+
+class GitError(Exception):
+    """The repository could not be fetched or read (the reason is git's own message)."""
+
+
+def _git(*args: str, cwd: Path | None = None, timeout: float = TIMEOUT_S) -> str:
+    env = {**os.environ, **_ENV}
+    try:
+        out = subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise GitError("the git command is not installed") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise GitError(f"git {args[0]} timed out after {timeout:.0f} s") from exc
+    if out.returncode != 0:
+        raise GitError(f"git {args[0]} failed: {out.stderr.strip()[-500:]}")
+    return out.stdout
+
+
+def fetch(url: str, branch: str, cache_dir: Path) -> str:
+    """Fetch ``branch`` of ``url`` into the bare mirror ``cache_dir``; its commit sha."""
+    if not (cache_dir / "HEAD").exists():
+        cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _git("init", "--bare", "--quiet", str(cache_dir))
+    _git(
+        "fetch",
+        "--quiet",
+        "--no-tags",
+        "--force",
+        "--",
+        url,
+        f"+refs/heads/{branch}:refs/outpost/{branch}",
+        cwd=cache_dir,
+    )
+    sha = _git("rev-parse", "--verify", f"refs/outpost/{branch}^{{commit}}", cwd=cache_dir).strip()
+    if not _SHA.match(sha):
+        raise GitError(f"unexpected revision {sha!r}")
+    return sha
+
+
+def read_tree(cache_dir: Path, sha: str, sub: str = "") -> dict[str, str]:
+    """The ``*.yaml``/``*.yml`` files under ``<sub>/sites`` at commit ``sha``."""
+    root = "/".join(p for p in (sub.strip("/"), "sites") if p)
+    listing = _git("ls-tree", "-r", "-z", "--long", sha, "--", f"{root}/", cwd=cache_dir)
+    files: dict[str, str] = {}
+    prefix = sub.strip("/") + "/" if sub.strip("/") else ""
+    for entry in filter(None, listing.split("\0")):
+        meta, _, path = entry.partition("\t")
+        _mode, kind, obj, size = meta.split()
+        if kind != "blob" or not path.endswith((".yaml", ".yml")):
+            continue
+        rel = path[len(prefix) :]
+        if len(files) >= MAX_FILES:
+            raise GitError(f"more than {MAX_FILES} manifest files under {root}/")
+        if int(size) > MAX_FILE_BYTES:
+            raise GitError(f"{rel}: larger than {MAX_FILE_BYTES // 1024} KiB")
+        files[rel] = _git("cat-file", "blob", obj, cwd=cache_dir)
+    return files

@@ -1,0 +1,344 @@
+"""One sync of the git source: fetch, validate every manifest, apply in one transaction.
+
+    sync(services) → SyncResult
+
+A revision is applied whole or not at all: schema errors (file, line, reason) are
+found before anything is written; the API's own refusals while applying (an unknown
+image, a kind change …) roll the transaction back and are reported on the line of the
+offending field.  The refused revision and its errors are stored; the last good
+revision stays in force.  Objects the repository no longer defines are deleted (apps,
+unused networks) or released (nodes keep their labels).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import g
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controller import actions
+from controller.db import App, Assignment, Image, Network, Node, utcnow
+from controller.errors import ApiError
+from controller.gitops import repo
+from controller.gitops.manifests import (
+    Document,
+    ManifestError,
+    ManifestErrorList,
+    SiteSet,
+    api_error_lines,
+    load_sites,
+)
+from controller.gitops.models import GitObject, GitSource
+from controller.gitops.ownership import GIT_ACTOR_PREFIX
+from controller.onboarding import claim_serial
+from controller.ops.bodies import AppBody
+from controller.ops.common import app_json, audit, changed
+from controller.rollouts.models import ACTIVE, Rollout
+from controller.rollouts.service import rollback as rollback_rollout
+from controller.rollouts.service import start as start_rollout
+from controller.services import Services
+
+__all__ = ["SyncResult", "sync"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncResult:
+    revision: str = ""
+    applied: bool = False
+    """True when this sync put a new revision in force."""
+    changes: list[str] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "applied": self.applied,
+            "changes": self.changes,
+            "errors": self.errors,
+        }
+
+
+class _Refused(Exception):
+    def __init__(self, errors: list[ManifestError]) -> None:
+        super().__init__("; ".join(map(str, errors)))
+        self.errors = errors
+
+
+_LOCK = threading.Lock()  # one sync at a time per process (the API's and the worker's)
+
+
+def sync(services: Services, force: bool = False) -> SyncResult:
+    """Fetch and apply the source's branch (needs an app context); never raises for
+    a bad repository — the result (and the source row) carries the errors."""
+    with _LOCK:
+        return _sync(services, force)
+
+
+def _sync(services: Services, force: bool) -> SyncResult:
+    with services.db.transaction() as s:
+        source = s.get(GitSource, 1)
+        if source is None:
+            raise ApiError(409, "no_git_source", "no git source is set (PUT /git/source)")
+        url, branch, sub, current = source.url, source.branch, source.path, source.revision
+    cache = services.settings.data_dir / "git-cache" / _cache_name(url, branch)
+    try:
+        sha = repo.fetch(url, branch, cache)
+        if sha == current and not force:
+            _record(services, sha, [])
+            return SyncResult(revision=sha)
+        files = repo.read_tree(cache, sha, sub)
+        sites = load_sites(files)
+    except repo.GitError as exc:
+        return _refuse(services, "", [ManifestError("", 0, str(exc))])
+    except ManifestErrorList as exc:
+        return _refuse(services, sha, exc.errors)
+    previous = g.get("actor")
+    g.actor = f"{GIT_ACTOR_PREFIX}{sha[:12]}"
+    try:
+        with services.db.transaction() as s:
+            if s.get_bind().dialect.name != "sqlite":  # replicas: one applies at a time
+                s.get(GitSource, 1, with_for_update=True)
+            changes = _apply(s, sites, sha)
+            source = s.get(GitSource, 1)
+            assert source is not None
+            source.revision, source.synced_at, source.attempted_at = sha, utcnow(), utcnow()
+            source.errors, source.error_revision = [], ""
+            audit(s, "git.sync", sha, changes=changes[:100])
+            changed(s)
+    except _Refused as exc:
+        return _refuse(services, sha, exc.errors)
+    finally:
+        g.actor = previous
+    log.info("git source at %s applied (%d changes)", sha[:12], len(changes))
+    return SyncResult(revision=sha, applied=True, changes=changes)
+
+
+def _cache_name(url: str, branch: str) -> str:
+    return hashlib.sha256(f"{url}\0{branch}".encode()).hexdigest()[:16]
+
+
+def _record(services: Services, sha: str, errors: list[ManifestError]) -> None:
+    with services.db.transaction() as s:
+        source = s.get(GitSource, 1)
+        if source is None:
+            return
+        source.attempted_at = utcnow()
+        if errors:
+            source.errors = [e.as_json() for e in errors[:50]]
+            source.error_revision = sha
+        else:  # the branch is at the revision in force (e.g. a bad commit was reverted)
+            source.synced_at, source.errors, source.error_revision = utcnow(), [], ""
+
+
+def _refuse(services: Services, sha: str, errors: list[ManifestError]) -> SyncResult:
+    _record(services, sha, errors)
+    with services.db.transaction() as s:
+        audit(s, "git.refused", sha or "(fetch)", errors=[e.as_json() for e in errors[:20]])
+    log.warning("git revision %s refused: %s", sha[:12] or "(fetch)", errors[0])
+    with services.db.transaction() as s:
+        source = s.get(GitSource, 1)
+        revision = source.revision if source else ""
+    return SyncResult(revision=revision, errors=[e.as_json() for e in errors])
+
+
+def _guarded(doc: Document, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except ApiError as exc:
+        raise _Refused(api_error_lines(doc, exc)) from exc
+
+
+def _apply(s: Session, sites: SiteSet, sha: str) -> list[str]:
+    changes: list[str] = []
+    owned: dict[tuple[str, str], Document] = {}
+    for doc in sites.of_kind("Network"):
+        changes += _apply_network(s, doc)
+        owned[("Network", doc.spec.name)] = doc
+    for serial, (doc, labels, settings) in _memberships(s, sites).items():
+        changes += _guarded(doc, _apply_node, s, serial, labels, settings)
+        owned[("Node", serial)] = doc
+    rollouts = {d.spec.app: d for d in sites.of_kind("Rollout")}
+    for doc in sites.of_kind("App"):
+        changes += _apply_app(s, doc, sites.selectors[doc.site], rollouts.get(doc.spec.name))
+        owned[("App", doc.spec.name)] = doc
+    changes += _drop_unowned(s, owned)
+    for (kind, name), doc in owned.items():
+        row = s.scalar(select(GitObject).where(GitObject.kind == kind, GitObject.name == name))
+        if row is None:
+            row = GitObject(kind=kind, name=name)
+            s.add(row)
+        row.site, row.file, row.revision = doc.site, doc.file, sha
+    s.flush()
+    return changes
+
+
+def _apply_network(s: Session, doc: Document) -> list[str]:
+    body = doc.spec
+    net = s.scalar(select(Network).where(Network.name == body.name))
+    if net is not None and (net.subnet, net.nat) == (body.subnet, body.nat):
+        return []
+    new = ipaddress.IPv4Network(body.subnet)
+    for other in s.scalars(select(Network).where(Network.name != body.name)):
+        if ipaddress.IPv4Network(other.subnet).overlaps(new):
+            raise _Refused(
+                [
+                    ManifestError(
+                        doc.file,
+                        doc.line_of(("spec", "subnet")),
+                        f"spec.subnet: {body.subnet} overlaps {other.name} ({other.subnet})",
+                    )
+                ]
+            )
+    if net is None:
+        s.add(Network(name=body.name, subnet=body.subnet, nat=body.nat))
+        audit(s, "network.create", body.name, after=body.model_dump())
+        return [f"network/{body.name} created"]
+    before = {"name": net.name, "subnet": net.subnet, "nat": net.nat}
+    net.subnet, net.nat = body.subnet, body.nat
+    audit(s, "network.update", body.name, before=before, after=body.model_dump())
+    return [f"network/{body.name} configured"]
+
+
+def _memberships(
+    s: Session, sites: SiteSet
+) -> dict[str, tuple[Document, dict[str, str], dict[str, Any] | None]]:
+    """serial → (document, labels, settings) the repository gives the node."""
+    out: dict[str, tuple[Document, dict[str, str], dict[str, Any] | None]] = {}
+    for doc in sites.of_kind("Site"):
+        for serial in doc.spec.nodes:
+            node = s.scalar(select(Node).where(Node.serial == serial))
+            current = dict(node.labels or {}) if node is not None else {}
+            out[serial] = (doc, {**current, **sites.selectors[doc.site]}, None)
+    for doc in sites.of_kind("Node"):
+        labels = {**(doc.spec.labels or {}), **sites.selectors[doc.site]}
+        out[doc.spec.serial] = (doc, labels, doc.spec.settings)
+    return out
+
+
+def _apply_node(
+    s: Session, serial: str, labels: dict[str, str], settings: dict[str, Any] | None
+) -> list[str]:
+    node = s.scalar(select(Node).where(Node.serial == serial))
+    out = []
+    if node is None:
+        claim_serial(s, serial)
+        audit(s, "node.claim", serial, after={"serial": serial})
+        out.append(f"node/{serial} claimed")
+        node = s.scalar(select(Node).where(Node.serial == serial))
+        assert node is not None
+    if (node.labels or {}) == labels and (settings is None or (node.settings or {}) == settings):
+        return out
+    actions.update_node(s, serial, labels, settings)
+    return [*out, f"node/{serial} configured"]
+
+
+def _apply_app(
+    s: Session, doc: Document, site_selector: dict[str, str], rollout: Document | None
+) -> list[str]:
+    data = doc.spec.model_dump(mode="json")
+    data["selector"] = {**(doc.spec.selector or {}), **site_selector}
+    name = doc.spec.name
+    app = s.scalar(select(App).where(App.name == name))
+    if app is None:
+        _guarded(doc, actions.create_app, s, data)
+        return [f"app/{name} created"]
+    image, spec = _guarded(doc, actions.validated_spec, s, AppBody.model_validate(data), app.uuid)
+    new_version = (image.id, spec) != (app.image_id, app.spec)
+    active = s.scalar(select(Rollout).where(Rollout.app_id == app.id, Rollout.state.in_(ACTIVE)))
+    if active is not None or (rollout is not None and new_version):
+        return _roll_out(s, doc, app, data, (image.id, spec), active, rollout)
+    before = app_json(app, s.get(Image, app.image_id))  # type: ignore[arg-type]
+    after = _guarded(doc, actions.replace_app, s, name, data)
+    return [] if after == before else [f"app/{name} configured"]
+
+
+def _roll_out(
+    s: Session,
+    doc: Document,
+    app: App,
+    data: dict[str, Any],
+    version: tuple[int, dict[str, Any]],
+    active: Rollout | None,
+    rollout: Document | None,
+) -> list[str]:
+    """A new version of an app with a ``Rollout`` document starts a rollout (once)."""
+    name = app.name
+
+    def same(r: Rollout) -> bool:
+        return (int(r.to_version["image_id"]), r.to_version["spec"]) == version
+
+    if active is not None:
+        if same(active):
+            return []  # the rollout of this very version goes on
+        if version == (app.image_id, app.spec):  # the new version was reverted in git
+            rollback_rollout(s, active.id)
+            return [f"app/{name}: rollout {active.id} rolled back (reverted in git)"]
+        raise _Refused(
+            [
+                ManifestError(
+                    doc.file,
+                    doc.line,
+                    f"app {name!r} is being rolled out (rollout {active.id}); commit a new"
+                    " version once it has finished or been rolled back",
+                )
+            ]
+        )
+    if data["selector"] != app.label_selector:
+        raise _Refused(
+            [
+                ManifestError(
+                    doc.file,
+                    doc.line_of(("spec", "selector")),
+                    "a rolled-out version changes image and spec, not the selector: commit"
+                    " the selector change on its own",
+                )
+            ]
+        )
+    last = s.scalar(select(Rollout).where(Rollout.app_id == app.id).order_by(Rollout.id.desc()))
+    if last is not None and last.state == "rolled_back" and same(last):
+        return [f"app/{name}: this version was rolled back (rollout {last.id}); not retried"]
+    assert rollout is not None
+    body = {"app": data, "rings": [r.model_dump(mode="json") for r in rollout.spec.rings]}
+    started = _guarded(rollout, start_rollout, s, body)
+    return [f"app/{name}: rollout {started.id} started"]
+
+
+def _drop_unowned(s: Session, owned: dict[tuple[str, str], Document]) -> list[str]:
+    out = []
+    for row in s.scalars(select(GitObject)).all():
+        if (row.kind, row.name) in owned:
+            continue
+        s.delete(row)
+        if row.kind == "App":
+            app = s.scalar(select(App).where(App.name == row.name))
+            if app is not None:
+                before = app_json(app, s.get(Image, app.image_id))  # type: ignore[arg-type]
+                for inst in s.scalars(select(Assignment).where(Assignment.app_id == app.id)):
+                    s.delete(inst)
+                s.delete(app)
+                audit(s, "app.delete", row.name, before=before)
+                out.append(f"app/{row.name} deleted")
+        elif row.kind == "Network":
+            net = s.scalar(select(Network).where(Network.name == row.name))
+            used = any(
+                n.get("name") == row.name
+                for a in s.scalars(select(App))
+                for n in a.spec.get("networks", [])
+            )
+            if net is not None and not used:
+                s.delete(net)
+                audit(s, "network.delete", row.name, before={"name": row.name})
+                out.append(f"network/{row.name} deleted")
+        else:
+            out.append(f"node/{row.name} released")
+    s.flush()
+    return out

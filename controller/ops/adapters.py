@@ -1,0 +1,19 @@
+"""Operator API: the PCI/GPU adapters a node reported, and which can be passed through."""
+
+from __future__ import annotations
+
+from flask import jsonify
+
+from controller.adapters import node_adapters
+from controller.auth import require_role
+from controller.openapi import doc
+from controller.ops.blueprint import ops_api
+from controller.ops.common import find_node, svc
+
+
+@ops_api.get("/nodes/<key>/adapters")
+@require_role("viewer")
+@doc("List a node's PCI/GPU adapters: IOMMU group, assignable as a whole, used by which apps")
+def list_node_adapters(key: str):  # type: ignore[no-untyped-def]
+    with svc().db.transaction() as s:
+        return jsonify(node_adapters(s, find_node(s, key)))

@@ -1,0 +1,168 @@
+"""Operator API: the git source — set, show (revision, last error, each node's
+revision), remove, sync now."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from flask import jsonify
+from pydantic import AfterValidator, Field, StringConstraints
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from controller.auth import require_role
+from controller.db import Node
+from controller.errors import ApiError
+from controller.gitops.models import GitObject, GitSource, NodeRevision
+from controller.gitops.sync import sync
+from controller.openapi import doc
+from controller.ops.blueprint import ops_api
+from controller.ops.common import Body, audit, json_body, parse, svc
+
+__all__ = ["GitSourceBody", "git_status"]
+
+GitUrl = Annotated[
+    str,
+    StringConstraints(pattern=r"^(/|https?://|ssh://|git://|file://|[A-Za-z0-9._-]+@)[^\s]+$"),
+]
+
+
+def _no_dotdot(value: str) -> str:
+    if ".." in value:
+        raise ValueError("must not contain '..'")
+    return value
+
+
+GitRef = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._/-]{0,254}$"),
+    AfterValidator(_no_dotdot),
+]
+SubPath = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]{0,255}$"), AfterValidator(_no_dotdot)
+]
+
+
+class GitSourceBody(Body):
+    url: GitUrl = Field(max_length=2048)
+    """A local path or a URL the controller can fetch (https, ssh, git, file)."""
+    branch: GitRef = "main"
+    path: SubPath = ""
+    """Sub-folder of the repository that holds ``sites/``."""
+    interval_s: int = Field(default=60, ge=0, le=86400)
+    """Seconds between periodic syncs; 0 syncs only on demand."""
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() + "Z" if value else None
+
+
+def _node_revisions(s: Session) -> list[dict[str, Any]]:
+    out = []
+    for node in s.scalars(select(Node).where(Node.state == "registered").order_by(Node.serial)):
+        reported = int((node.info or {}).get("config_generation", -1))
+        row = s.get(NodeRevision, (node.id, reported)) if reported >= 0 else None
+        out.append(
+            {
+                "serial": node.serial,
+                "generation": reported,
+                "revision": row.revision if row else None,
+            }
+        )
+    return out
+
+
+def git_status(s: Session) -> dict[str, Any] | None:
+    """The source, its last sync and error, the objects it owns and each node's revision."""
+    src = s.get(GitSource, 1)
+    if src is None:
+        return None
+    objects = s.scalars(select(GitObject).order_by(GitObject.kind, GitObject.name)).all()
+    return {
+        "url": src.url,
+        "branch": src.branch,
+        "path": src.path,
+        "interval_s": src.interval_s,
+        "revision": src.revision,
+        "synced_at": _iso(src.synced_at),
+        "attempted_at": _iso(src.attempted_at),
+        "error_revision": src.error_revision,
+        "errors": src.errors,
+        "objects": [
+            {"kind": o.kind, "name": o.name, "site": o.site, "file": o.file} for o in objects
+        ],
+        "nodes": _node_revisions(s),
+    }
+
+
+@ops_api.put("/git/source")
+@require_role("admin")
+@doc("Follow a git repository of site folders (sites/<site>/*.yaml)", body=GitSourceBody)
+def set_git_source():  # type: ignore[no-untyped-def]
+    body = parse(GitSourceBody, json_body())
+    with svc().db.transaction() as s:
+        src = s.get(GitSource, 1)
+        before = None
+        if src is None:
+            src = GitSource(id=1, url=body.url)
+            s.add(src)
+        else:
+            before = {"url": src.url, "branch": src.branch, "path": src.path}
+            if (src.url, src.branch, src.path) != (body.url, body.branch, body.path):
+                src.revision, src.errors, src.error_revision = "", [], ""
+        src.url, src.branch, src.path, src.interval_s = (
+            body.url,
+            body.branch,
+            body.path,
+            body.interval_s,
+        )
+        s.flush()
+        audit(s, "git.source", body.url, before=before, after=body.model_dump())
+        return jsonify(git_status(s))
+
+
+@ops_api.get("/git/source")
+@require_role("viewer")
+@doc("The git source: revision in force, last sync, last error, each node's revision")
+def get_git_source():  # type: ignore[no-untyped-def]
+    with svc().db.transaction() as s:
+        out = git_status(s)
+    if out is None:
+        raise ApiError(404, "not_found", "no git source is set")
+    return jsonify(out)
+
+
+@ops_api.delete("/git/source")
+@require_role("admin")
+@doc("Stop following the git source (its objects stay and become editable)")
+def delete_git_source():  # type: ignore[no-untyped-def]
+    with svc().db.transaction() as s:
+        src = s.get(GitSource, 1)
+        if src is None:
+            raise ApiError(404, "not_found", "no git source is set")
+        s.execute(delete(GitObject))
+        audit(s, "git.source.delete", src.url, before={"url": src.url, "branch": src.branch})
+        s.delete(src)
+    return jsonify({"deleted": "git source"})
+
+
+@ops_api.post("/git/sync")
+@require_role("operator")
+@doc("Fetch and apply the git source now (a bad revision is refused whole: 422)")
+def git_sync():  # type: ignore[no-untyped-def]
+    result = sync(svc())
+    if result.errors:
+        raise ApiError(
+            422,
+            "git_revision_refused",
+            f"the revision was refused; {result.revision[:12] or 'nothing'} stays in force",
+            [
+                {
+                    "field": f"{e['file']}:{e['line']}" if e["file"] else "(git)",
+                    "error": e["reason"],
+                    **e,
+                }
+                for e in result.errors
+            ],
+        )
+    return jsonify(result.as_json())

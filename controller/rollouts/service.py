@@ -1,0 +1,234 @@
+"""Operator actions on rollouts (the API, the CLI and the UI call these; all audited).
+
+start(s, data)          validate the new version like PUT /apps/<name>; refuse a
+                        second active rollout of the app or a git-owned app
+approve / pause / resume / rollback(s, id)
+rollout_json(s, r)      the rollout with per-ring and per-node progress
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import g
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controller import actions
+from controller.db import App, Image, Node
+from controller.errors import ApiError, field_error
+from controller.gitops.ownership import GIT_ACTOR_PREFIX, owner
+from controller.ops.bodies import SPEC_FIELDS
+from controller.ops.common import app_json, audit, find_app, parse
+from controller.rollouts.engine import finish_rollback
+from controller.rollouts.guard import refuse_if_rolling
+from controller.rollouts.models import ACTIVE, Rollout, RolloutNode
+from controller.rollouts.plan import RolloutBody
+
+__all__ = [
+    "approve",
+    "find_rollout",
+    "pause",
+    "refuse_if_rolling",
+    "resume",
+    "rollback",
+    "rollout_id",
+    "rollout_json",
+    "start",
+]
+
+
+def _git_acting() -> bool:
+    return str(g.get("actor", "")).startswith(GIT_ACTOR_PREFIX)
+
+
+def _version(app_image: Image, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"image": app_image.name, "image_id": app_image.id, "spec": spec}
+
+
+def start(s: Session, data: Any) -> Rollout:
+    body = parse(RolloutBody, data)
+    app = find_app(s, body.app.name)
+    if owner(s, "App", app.name) is not None and not _git_acting():
+        raise ApiError(
+            409,
+            "owned_by_git",
+            f"app {app.name!r} is owned by the git source: commit the new version there",
+        )
+    refuse_if_rolling(s, app)
+    if body.app.kind != app.kind:
+        raise field_error("app.kind", f"cannot change kind of {app.name!r}")
+    if body.app.selector != app.label_selector:
+        raise field_error("app.selector", "a rollout changes image and spec, not the selector")
+    image, spec = actions.validated_spec(s, body.app, app.uuid)
+    old_image = s.get(Image, app.image_id)
+    assert old_image is not None
+    if image.id == app.image_id and spec == app.spec:
+        raise field_error("app", "the new version is the version in force")
+    r = Rollout(
+        app_id=app.id,
+        state="progressing",
+        rings=[ring.model_dump(mode="json") for ring in body.rings],
+        from_version=_version(old_image, dict(app.spec)),
+        to_version=_version(image, spec),
+        created_by=str(g.get("actor", "")),
+        history=[],
+    )
+    s.add(r)
+    s.flush()
+    audit(
+        s,
+        "rollout.start",
+        app.name,
+        before=app_json(app, old_image),
+        after={**app_json(app, image), **{k: spec[k] for k in SPEC_FIELDS if k in spec}},
+        rollout=r.id,
+        rings=r.rings,
+    )
+    return r
+
+
+def rollout_id(text: str) -> int:
+    """A rollout id from a URL (404 for anything but a number)."""
+    if not text.isdigit() or len(text) > 12:
+        raise ApiError(404, "not_found", f"no rollout {text[:20]!r}")
+    return int(text)
+
+
+def find_rollout(s: Session, rid: int) -> Rollout:
+    r = s.get(Rollout, rid)
+    if r is None:
+        raise ApiError(404, "not_found", f"no rollout {rid}")
+    return r
+
+
+def _app_name(s: Session, r: Rollout) -> str:
+    app = s.get(App, r.app_id)
+    return app.name if app else str(r.app_id)
+
+
+def approve(s: Session, rid: int, ring: int | None = None) -> Rollout:
+    """Approve the ring waiting for approval (or ``ring``, ahead of time)."""
+    r = find_rollout(s, rid)
+    if r.state not in ACTIVE:
+        raise ApiError(409, "conflict", f"rollout {rid} is {r.state}")
+    index = r.ring if ring is None else ring
+    if not 0 <= index < len(r.rings):
+        raise field_error("ring", f"rollout {rid} has rings 0…{len(r.rings) - 1}")
+    if not r.rings[index].get("approval"):
+        raise ApiError(409, "conflict", f"ring {index} of rollout {rid} needs no approval")
+    if index in r.approved_rings:
+        return r
+    r.approved_rings = [*r.approved_rings, index]
+    if r.state == "awaiting_approval" and index == r.ring:
+        r.state = "progressing"
+    r.history = [*r.history, {"at": _now(), "ring": index, "what": f"approved by {g.actor}"}]
+    audit(s, "rollout.approve", _app_name(s, r), rollout=rid, ring=index)
+    return r
+
+
+def pause(s: Session, rid: int) -> Rollout:
+    r = find_rollout(s, rid)
+    if r.state not in ("progressing", "awaiting_approval"):
+        raise ApiError(409, "conflict", f"rollout {rid} is {r.state}; only a running one pauses")
+    r.reason = r.state  # resumed into this state
+    r.state = "paused"
+    r.history = [*r.history, {"at": _now(), "ring": r.ring, "what": f"paused by {g.actor}"}]
+    audit(s, "rollout.pause", _app_name(s, r), rollout=rid)
+    return r
+
+
+def resume(s: Session, rid: int) -> Rollout:
+    r = find_rollout(s, rid)
+    if r.state != "paused":
+        raise ApiError(409, "conflict", f"rollout {rid} is {r.state}, not paused")
+    r.state = r.reason if r.reason in ("progressing", "awaiting_approval") else "progressing"
+    r.reason = ""
+    if r.ring_phase == "deploying":
+        # the health window restarts: time paused is not time observed
+        import time
+
+        r.ring_started_at = time.time()
+        for row in s.scalars(
+            select(RolloutNode).where(RolloutNode.rollout_id == r.id, RolloutNode.ring == r.ring)
+        ):
+            row.running_since = None
+    r.history = [*r.history, {"at": _now(), "ring": r.ring, "what": f"resumed by {g.actor}"}]
+    audit(s, "rollout.resume", _app_name(s, r), rollout=rid)
+    return r
+
+
+def rollback(s: Session, rid: int) -> Rollout:
+    r = find_rollout(s, rid)
+    if r.state not in ACTIVE:
+        raise ApiError(409, "conflict", f"rollout {rid} is {r.state}")
+    reason = f"rolled back by {g.actor}"
+    r.history = [*r.history, {"at": _now(), "ring": r.ring, "what": reason}]
+    audit(s, "rollout.rollback", _app_name(s, r), rollout=rid)
+    finish_rollback(s, r, reason)
+    return r
+
+
+def _now() -> str:
+    from controller.db import utcnow
+
+    return utcnow().isoformat() + "Z"
+
+
+def rollout_json(s: Session, r: Rollout, full: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": r.id,
+        "app": _app_name(s, r),
+        "state": r.state,
+        "ring": r.ring,
+        "ring_phase": r.ring_phase,
+        "from": {"image": r.from_version.get("image"), "spec": r.from_version.get("spec")},
+        "to": {"image": r.to_version.get("image"), "spec": r.to_version.get("spec")},
+        "reason": r.reason if r.state != "paused" else "",
+        "created_by": r.created_by,
+        "created_at": r.created_at.isoformat() + "Z",
+        "updated_at": r.updated_at.isoformat() + "Z",
+    }
+    if not full:
+        return out
+    rows = s.execute(
+        select(RolloutNode, Node.serial)
+        .join(Node, Node.id == RolloutNode.node_id)
+        .where(RolloutNode.rollout_id == r.id)
+        .order_by(RolloutNode.ring, Node.serial)
+    ).all()
+    rings = []
+    for i, ring in enumerate(r.rings):
+        if i < r.ring or r.state == "succeeded":
+            status = "passed"
+        elif i > r.ring:
+            status = "waiting"
+        elif r.state == "rolled_back":
+            status = "failed" if r.ring_phase == "deploying" else "waiting"
+        elif r.state == "awaiting_approval":
+            status = "awaiting_approval"
+        else:
+            status = r.ring_phase
+        rings.append(
+            {
+                "index": i,
+                **ring,
+                "status": status,
+                "approved": i in r.approved_rings,
+                "nodes": [
+                    {
+                        "serial": serial,
+                        "state": row.state,
+                        "generation": row.generation,
+                        "running_since": row.running_since,
+                        "restarts": row.restarts,
+                        "error": row.error,
+                    }
+                    for row, serial in rows
+                    if row.ring == i
+                ],
+            }
+        )
+    out["rings"] = rings
+    out["history"] = r.history
+    return out

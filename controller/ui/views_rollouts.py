@@ -1,0 +1,102 @@
+"""UI views: staged rollouts (list, per-ring and per-node progress, approve / pause /
+resume / roll back after a confirmation) and the git source (revision in force, last
+error with file:line:reason, each node's revision, sync now)."""
+
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, url_for
+from flask_wtf import FlaskForm
+from sqlalchemy import select
+from werkzeug.wrappers import Response
+from wtforms import HiddenField
+
+from controller.errors import ApiError
+from controller.gitops.sync import sync
+from controller.ops.gitops import git_status
+from controller.rollouts import service
+from controller.rollouts.models import Rollout
+from controller.rollouts.service import rollout_id
+from controller.ui.blueprint import services, ui
+from controller.ui.security import requires
+
+ACTIONS = {
+    "approve": ("Approve the waiting ring", "The ring's nodes get the new version."),
+    "pause": ("Pause the rollout", "No ring advances until it is resumed."),
+    "resume": ("Resume the rollout", "The current ring's health window starts over."),
+    "rollback": ("Roll back", "Every node returns to the previous version."),
+}
+
+
+class ConfirmForm(FlaskForm):
+    confirmed = HiddenField()
+
+
+@ui.get("/rollouts")
+@requires("viewer")
+def rollouts() -> str:
+    with services().db.transaction() as s:
+        rows = s.scalars(select(Rollout).order_by(Rollout.id.desc()).limit(100)).all()
+        items = [service.rollout_json(s, r, full=False) for r in rows]
+    return render_template("rollouts.html", rollouts=items)
+
+
+@ui.get("/rollouts/<rid>")
+@requires("viewer")
+def rollouts_detail(rid: str) -> str:
+    with services().db.transaction() as s:
+        r = service.rollout_json(s, service.find_rollout(s, rollout_id(rid)))
+    return render_template("rollout.html", r=r, actions=ACTIONS, form=ConfirmForm())
+
+
+@ui.post("/rollouts/<rid>/<action>")
+@requires("operator")
+def rollouts_action(rid: str, action: str) -> str | Response:
+    """Ask first (a confirmation page); act only when the confirmation is posted."""
+    number = rollout_id(rid)
+    if action not in ACTIONS:
+        flash("Unknown action.", "error")
+        return redirect(url_for("ui.rollouts_detail", rid=number))
+    form = ConfirmForm()
+    if not form.validate_on_submit() or form.confirmed.data != "yes":
+        with services().db.transaction() as s:
+            r = service.rollout_json(s, service.find_rollout(s, number), full=False)
+        return render_template(
+            "rollout_confirm.html", r=r, action=action, what=ACTIONS[action], form=form
+        )
+    try:
+        with services().db.transaction() as s:
+            out = service.rollout_json(s, getattr(service, action)(s, number), full=False)
+    except ApiError as exc:
+        flash(f"{action.capitalize()} refused: {exc.message}", "error")
+    else:
+        flash(f"Rollout {number} of {out['app']}: {out['state'].replace('_', ' ')}.", "info")
+    return redirect(url_for("ui.rollouts_detail", rid=number))
+
+
+@ui.get("/git")
+@requires("viewer")
+def git() -> str:
+    with services().db.transaction() as s:
+        status = git_status(s)
+    return render_template("git.html", git=status, form=ConfirmForm())
+
+
+@ui.post("/git/sync")
+@requires("operator")
+def git_sync() -> Response:
+    form = ConfirmForm()
+    if not form.validate_on_submit():
+        flash("The form was not accepted; reload the page and try again.", "error")
+        return redirect(url_for("ui.git"))
+    try:
+        result = sync(services())
+    except ApiError as exc:
+        flash(exc.message, "error")
+        return redirect(url_for("ui.git"))
+    if result.errors:
+        flash(f"The revision was refused ({len(result.errors)} errors); see below.", "error")
+    elif result.applied:
+        flash(f"Revision {result.revision[:12]} applied ({len(result.changes)} changes).", "info")
+    else:
+        flash(f"Up to date at {result.revision[:12]}.", "info")
+    return redirect(url_for("ui.git"))

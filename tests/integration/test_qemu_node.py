@@ -1,0 +1,196 @@
+"""Issue 10 acceptance: a whole node booted under QEMU from the node image.
+
+One node (``lab.qemu_node.QemuNode``: TCG unless KVM really works, its own swtpm vTPM, a
+network that reaches only the controller) boots the cached node image, onboards and attests
+over its vTPM, runs a container app (busybox) and a VM app (testvm, nested under TCG), and
+after a power cycle with the controller away brings both back from its checkpoint.
+
+The tests share one controller and one node and run in file order (one boot, one reboot).
+Guest time under TCG on a 2-core host: ~2-3 min to an attested agent, ~2 min more until
+both apps run; see docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.cli import main as controller_main
+from images.manifest import Manifest
+from lab.qemu_node import GUEST_CONTROLLER_IP, GUEST_CONTROLLER_URL, QemuNode, QemuNodeConfig
+from tests.fixtures.controller_server import ControllerServer, free_port, start_controller
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
+SERIAL = "qemu-acceptance-1"
+WAIT_S = 900.0
+APPS = {"c1": "RUNNING", "v1": "RUNNING"}
+CONTAINER_CMD = ["sh", "-c", "echo hello-qemu-node; while true; do sleep 5; done"]
+
+
+class Lab:
+    """The controller (restartable) and the node of this module."""
+
+    def __init__(self, base: Path, node_image: Path) -> None:
+        self.base = base
+        self.port = free_port()
+        data_dir, token_file = base / "controller", base / "admin-token"
+        assert (
+            controller_main(
+                [
+                    "--data-dir",
+                    str(data_dir),
+                    "init",
+                    "--public-url",
+                    GUEST_CONTROLLER_URL,
+                    "--tls-host",
+                    GUEST_CONTROLLER_IP,
+                    "--token-file",
+                    str(token_file),
+                    "--node-config-interval",
+                    "5",
+                ]
+            )
+            == 0
+        )
+        bundle = ["--data-dir", str(data_dir), "bundle", "--out", str(base / "b")]
+        assert controller_main(bundle) == 0
+        self.controller = ControllerServer(
+            data_dir, f"https://127.0.0.1:{self.port}", token_file.read_text().strip(), None
+        )  # type: ignore[arg-type]
+        work = Path(tempfile.mkdtemp(prefix="outpost-qemu-node-", dir="/tmp"))
+        self.node = QemuNode(
+            QemuNodeConfig(
+                name="acceptance",
+                work_dir=work,
+                image=node_image,
+                controller_host="127.0.0.1",
+                controller_port=self.port,
+                onboarding_bundle=base / "b",
+                memory_mib=1536,
+                serial_number=SERIAL,
+                accel="auto",
+            )
+        )
+
+    def start_controller(self) -> None:
+        self.controller.process = start_controller(
+            self.controller.data_dir, self.port, self.base / "controller.log"
+        )
+
+    def stop_controller(self) -> None:
+        self.controller.process.terminate()
+        self.controller.process.wait(30)
+
+    def api(self, method: str, path: str, **kwargs):  # type: ignore[no-untyped-def]
+        return self.controller.api(method, path, **kwargs)
+
+    def trust(self) -> dict:  # type: ignore[type-arg]
+        return self.api("GET", f"/trust/nodes/{SERIAL}").json()
+
+    def states(self) -> dict[str, str]:
+        info = self.api("GET", f"/nodes/{SERIAL}").json().get("info") or {}
+        return {a["name"]: a["state"] for a in info.get("apps", [])}
+
+    def console(self, offset: int = 0) -> str:
+        return self.node.console_log.read_bytes()[offset:].decode(errors="replace")
+
+    def wait_for(self, what: str, predicate: Callable[[], bool]) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < WAIT_S:
+            if not self.node.is_running():
+                pytest.fail(f"the node's QEMU exited while waiting for {what}")
+            if predicate():
+                return time.monotonic() - started
+            time.sleep(2)
+        pytest.fail(f"timed out waiting for {what}; console:\n{self.console()[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def lab(
+    tmp_path_factory: pytest.TempPathFactory, node_image: Path, built_images: Manifest
+) -> Iterator[Lab]:
+    lab = Lab(tmp_path_factory.mktemp("qemu-node"), node_image)
+    lab.start_controller()
+    try:
+        for name in ("busybox", "testvm"):
+            img = built_images.get(name)
+            with img.path.open("rb") as fh:
+                params = {"name": img.name, "format": img.format, "sha256": img.sha256}
+                lab.api("POST", "/images", params=params, data=fh).raise_for_status()
+        lab.api("POST", "/nodes/claim", json={"serial": SERIAL}).raise_for_status()
+        yield lab
+    finally:
+        with contextlib.suppress(Exception):
+            lab.node.stop(timeout_s=10)
+        if lab.controller.process and lab.controller.process.poll() is None:
+            lab.stop_controller()
+        shutil.rmtree(lab.node.dir, ignore_errors=True)
+
+
+def test_a_qemu_node_onboards_and_attests_over_its_vtpm(lab: Lab):
+    lab.node.start()
+    assert lab.node.is_running()
+    seconds = lab.wait_for("attestation", lambda: lab.trust().get("state") == "attested")
+    print(f"\nboot to attested: {seconds:.0f} s")
+
+    trust = lab.trust()
+    assert (trust["result"], trust["tpm"], trust["device_key_in_tpm"]) == (
+        "SUCCESS",
+        "device",
+        True,
+    )
+    assert "TPM: device:/dev/tpmrm0" in lab.console()
+
+
+def test_the_node_runs_a_container_app_and_a_vm_app(lab: Lab):
+    app = {"name": "c1", "kind": "container", "image": "busybox", "command": CONTAINER_CMD}
+    assert lab.api("POST", "/apps", json=app).status_code == 201
+    vm = {"name": "v1", "kind": "vm", "image": "testvm", "resources": {"memory_mib": 96}}
+    assert lab.api("POST", "/apps", json=vm).status_code == 201
+    for name in APPS:
+        assert lab.api("POST", f"/nodes/{SERIAL}/apps", json={"app": name}).status_code == 201
+
+    seconds = lab.wait_for(f"apps {APPS}", lambda: lab.states() == APPS)
+    print(f"\nassigned to both RUNNING: {seconds:.0f} s")
+
+
+def test_after_a_power_cycle_without_controller_the_apps_come_back_from_the_checkpoint(
+    lab: Lab,
+):
+    lab.stop_controller()
+    offset = lab.node.console_log.stat().st_size
+    lab.node.reboot()
+
+    def back() -> bool:
+        text = lab.console(offset)
+        return "enforcing checkpointed config generation" in text and all(
+            line_has(text, f"app {name} (", ": RUNNING") for name in APPS
+        )
+
+    seconds = lab.wait_for("the apps from the checkpoint", back)
+    print(f"\nreboot to both RUNNING (controller away): {seconds:.0f} s")
+
+    lab.start_controller()
+    lab.wait_for("fresh reports", lambda: lab.states() == APPS)
+
+
+def test_stopping_the_node_leaves_no_process(lab: Lab):
+    pids = lab.node.pids()
+    assert set(pids) == {"qemu", "swtpm"}
+
+    lab.node.stop()
+
+    assert not lab.node.is_running()
+    assert lab.node.pids() == {}
+    for pid in pids.values():
+        assert not Path(f"/proc/{pid}").exists()
+
+
+def line_has(text: str, *parts: str) -> bool:
+    return any(all(p in line for p in parts) for line in text.splitlines())
