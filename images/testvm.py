@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,17 +85,21 @@ def kernel_package(cache_dir: Path) -> debian.DebPackage:
     return debian.resolve_dependency(KERNEL_META_PACKAGE, KERNEL_PACKAGE_PREFIX, cache_dir)
 
 
-def kernel_files(package: debian.DebPackage, cache_dir: Path) -> KernelFiles:
-    """Download (cached) the kernel .deb and take out vmlinuz and :data:`MODULES`."""
+def kernel_files(
+    package: debian.DebPackage, cache_dir: Path, extra_modules: Sequence[str] = ()
+) -> KernelFiles:
+    """Download (cached) the kernel .deb and take out vmlinuz, :data:`MODULES` and
+    ``extra_modules`` (paths below ``kernel/``, as in :data:`MODULES`)."""
     deb = debian.download(package, cache_dir)
-    patterns = ["boot/vmlinuz-*", *(f"lib/modules/*/kernel/{m}*" for m in MODULES)]
+    wanted = [*MODULES, *extra_modules]
+    patterns = ["boot/vmlinuz-*", *(f"lib/modules/*/kernel/{m}*" for m in wanted)]
     files = debian.extract(deb, patterns)
     kernels = [name for name in files if name.startswith("boot/vmlinuz-")]
     if len(kernels) != 1:
         raise ImageBuildError(f"{deb.name}: expected one boot/vmlinuz-*, found {kernels}")
     version = kernels[0].removeprefix("boot/vmlinuz-")
     modules = {}
-    for module in MODULES:
+    for module in wanted:
         path = f"lib/modules/{version}/kernel/{module}"
         if path not in files:
             raise ImageBuildError(f"{deb.name}: module {path} not found")

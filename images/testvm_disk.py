@@ -96,16 +96,7 @@ done
 
 def kernel_files(package: debian.DebPackage, cache_dir: Path) -> testvm.KernelFiles:
     """testvm's kernel files plus :data:`DISK_MODULES`."""
-    base = testvm.kernel_files(package, cache_dir)
-    deb = debian.download(package, cache_dir)
-    files = debian.extract(deb, [f"lib/modules/*/kernel/{m}*" for m in DISK_MODULES])
-    modules = dict(base.modules)
-    for module in DISK_MODULES:
-        path = f"lib/modules/{base.version}/kernel/{module}"
-        if path not in files:
-            raise ImageBuildError(f"{deb.name}: module {path} not found")
-        modules[Path(module).name] = files[path]
-    return testvm.KernelFiles(base.version, base.vmlinuz, modules)
+    return testvm.kernel_files(package, cache_dir, DISK_MODULES)
 
 
 def _initrd(box: bytes, modules: dict[str, bytes]) -> bytes:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from images import busybox, debian, fstree, initramfs, kernel_bundle, testvm
-from images.common import ImageBuildError, gzip_deterministic
+from images.common import gzip_deterministic
 
 __all__ = ["FILE", "HTTP_MARKER", "NAME", "NET_MARKER", "build_bundle", "kernel_files"]
 
@@ -124,16 +124,8 @@ def _initramfs(box: bytes, modules: dict[str, bytes]) -> bytes:
 
 
 def kernel_files(package: debian.DebPackage, cache_dir: Path) -> testvm.KernelFiles:
-    base = testvm.kernel_files(package, cache_dir)
-    deb = debian.download(package, cache_dir)
-    files = debian.extract(deb, [f"lib/modules/*/kernel/{m}*" for m in NET_MODULES])
-    modules = dict(base.modules)
-    for module in NET_MODULES:
-        path = f"lib/modules/{base.version}/kernel/{module}"
-        if path not in files:
-            raise ImageBuildError(f"{deb.name}: module {path} not found")
-        modules[Path(module).name] = files[path]
-    return testvm.KernelFiles(base.version, base.vmlinuz, modules)
+    """testvm's kernel files plus :data:`NET_MODULES`."""
+    return testvm.kernel_files(package, cache_dir, NET_MODULES)
 
 
 def build_bundle(kernel: testvm.KernelFiles, box: busybox.Busybox) -> bytes:
