@@ -31,10 +31,8 @@ def _register(controller_app, serial: str, tree: str | None, labels=None) -> Non
 
 
 @pytest.fixture
-def api(client, admin_headers):  # type: ignore[no-untyped-def]
-    def call(method: str, path: str, **kw):  # type: ignore[no-untyped-def]
-        return client.open(f"{API}{path}", method=method, headers=admin_headers, **kw)
-
+def api(api):  # type: ignore[no-untyped-def]
+    call = api
     data = b"kernel bundle"
     sha = hashlib.sha256(data).hexdigest()
     assert (

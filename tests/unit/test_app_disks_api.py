@@ -14,10 +14,8 @@ API = "/api/v1"
 
 
 @pytest.fixture
-def api(client, admin_headers):  # type: ignore[no-untyped-def]
-    def call(method: str, path: str, **kw):  # type: ignore[no-untyped-def]
-        return client.open(f"{API}{path}", method=method, headers=admin_headers, **kw)
-
+def api(api):  # type: ignore[no-untyped-def]
+    call = api
     for name, fmt, data in (("vm", "qcow2", b"QFI\xfb"), ("box", "oci-archive", b"oci")):
         sha = hashlib.sha256(data).hexdigest()
         r = call("POST", f"/images?name={name}&format={fmt}&sha256={sha}", data=data)

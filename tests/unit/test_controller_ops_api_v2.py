@@ -15,10 +15,8 @@ SHA = hashlib.sha256(BLOB).hexdigest()
 
 
 @pytest.fixture
-def api(client, admin_headers):  # type: ignore[no-untyped-def]
-    def call(method: str, path: str, **kw):  # type: ignore[no-untyped-def]
-        return client.open(f"/api/v1{path}", method=method, headers=admin_headers, **kw)
-
+def api(api):  # type: ignore[no-untyped-def]
+    call = api
     call("POST", f"/images?name=img&format=oci-archive&sha256={SHA}", data=BLOB)
     return call
 

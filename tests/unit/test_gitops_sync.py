@@ -45,10 +45,8 @@ def app_doc(name: str = "web", **spec: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def api(client, admin_headers):  # type: ignore[no-untyped-def]
-    def call(method: str, path: str, **kwargs: Any) -> Any:
-        return client.open(f"/api/v1{path}", method=method, headers=admin_headers, **kwargs)
-
+def api(api):  # type: ignore[no-untyped-def]
+    call = api
     image = {
         "name": "bb",
         "format": "oci-archive",
