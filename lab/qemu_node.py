@@ -114,6 +114,10 @@ class QemuNode:
     def __init__(self, config: QemuNodeConfig) -> None:
         if not config.name or not all(c.isalnum() or c == "-" for c in config.name):
             raise LabError(f"qemu node name {config.name!r}: use letters, digits and '-'")
+        if config.accel not in ("auto", "kvm", "tcg"):
+            raise LabError(f"qemu node accel {config.accel!r}: expected auto, kvm or tcg")
+        if not (512 <= config.memory_mib <= 65536 and 1 <= config.vcpus <= 64):
+            raise LabError("qemu node: memory_mib must be 512-65536 and vcpus 1-64")
         self.config = config
         self.dir = Path(config.work_dir).absolute()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -86,6 +87,16 @@ def test_the_serial_defaults_to_the_node_name(tmp_path):
 def test_a_bad_node_name_is_refused(tmp_path, name):
     with pytest.raises(LabError, match="use letters, digits"):
         _node(tmp_path, name=name)
+
+
+@pytest.mark.parametrize(
+    "changes", [{"accel": "hvf"}, {"memory_mib": 128}, {"vcpus": 0}], ids=["accel", "mem", "cpu"]
+)
+def test_bad_machine_settings_are_refused(tmp_path, changes):
+    config = dataclasses.replace(_node(tmp_path).config, **changes)
+
+    with pytest.raises(LabError, match="qemu node"):
+        QemuNode(config)
 
 
 def test_an_incomplete_bundle_is_refused_and_nothing_starts(tmp_path):
