@@ -14,6 +14,7 @@ from node_agent.runtime.base import WorkloadState
 from protocol.desired_state import AppSpec, DesiredState, ImageRef
 from protocol.messages import AppState
 from tests.fakes import FakeRuntime
+from tests.unit.test_image_store import FakeClient
 
 NODE = str(uuid.uuid4())
 BLOB = b"an image"
@@ -169,3 +170,25 @@ def test_a_spec_change_is_noticed_after_an_agent_restart(reconciler, runtime, tm
     again = Reconciler(NODE, reconciler.store, reconciler.runtimes, tmp_path / "apps")
     again.reconcile(_doc(_with(app, command=["sleep", "9"]), generation=2))
     assert runtime.started == ["web", "web"]
+
+
+def test_an_image_with_a_wrong_digest_puts_the_app_in_error_naming_both_and_never_starts_it(
+    tmp_path, runtime
+):
+    served = b"not the image the controller signed"
+    actual = hashlib.sha256(served).hexdigest()
+    app = _app("web").model_copy(
+        update={
+            "image": ImageRef(
+                name="img", sha256=SHA, size=len(served), url="https://c/x", format="raw"
+            ),
+            "kind": "vm",
+        }
+    )
+    vm = FakeRuntime()
+    store = ImageStore(tmp_path / "images", FakeClient({"https://c/x": served}), 1 << 20)  # type: ignore[arg-type]
+    rec = Reconciler(NODE, store, {"container": runtime, "vm": vm}, tmp_path / "apps")
+    (status,) = rec.reconcile(_doc(app))
+    assert status.state is AppState.ERROR
+    assert SHA in status.error and actual in status.error
+    assert vm.started == [] and not store.has(SHA)
