@@ -56,7 +56,7 @@ from node_agent.self_update.version import AGENT_VERSION
 from node_agent.settings import AgentSettings
 from protocol.attest import MeasurementType
 from protocol.desired_state import DesiredState
-from protocol.messages import AppStatus, InfoMessage
+from protocol.messages import AgentUpdateStatus, AppStatus, InfoMessage
 
 __all__ = ["AGENT_VERSION", "CODE_ROOTS", "FETCH_ERRORS", "Agent"]
 
@@ -291,10 +291,24 @@ class Agent:
             apps=statuses,
             ports=self.ports.state() if self.ports else None,
             inventory=node_inventory(self.settings.pci_sysfs_root),
-            agent_update=self.updater.status() if self.updater else None,
+            agent_update=self._agent_update_status(),
         )
         interval = self.desired.settings.info_interval_s if self.desired else 600.0
         return self.reporter.info(msg, interval, force)
+
+    def _agent_update_status(self) -> AgentUpdateStatus | None:
+        """The self-update's state; an agent not under the launcher says it cannot update."""
+        if self.updater is not None:
+            return self.updater.status()
+        target = self.desired.settings.agent if self.desired else None
+        if target is None or target.version == AGENT_VERSION:
+            return None
+        return AgentUpdateStatus(
+            version=target.version,
+            state="failed",
+            reason="this agent does not run under outpost-agent-launcher, so it cannot "
+            f"update itself; it stays at {AGENT_VERSION}",
+        )
 
     def _report_progress(self) -> None:
         """Called by the reconciler as a download advances: info at most every 2 s."""
