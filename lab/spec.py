@@ -39,8 +39,8 @@ class UpRequest(BaseModel):
     timeout_s: float = Field(default=900.0, ge=10, le=7200)
     """How long ``up`` waits for every node to attest."""
     libvirt_uri: str = Field(default="qemu:///system", min_length=1, max_length=512)
-    memory_mib: int = Field(default=1024, ge=256, le=65536)
-    """qemu nodes: guest memory."""
+    memory_mib: int = Field(default=1024, ge=512, le=65536)
+    """qemu nodes: guest memory (the node image needs 512 MiB at least)."""
     vcpus: int = Field(default=2, ge=1, le=64)
     """qemu nodes: guest vCPUs."""
     accel: Literal["auto", "kvm", "tcg"] = "tcg"

@@ -27,6 +27,7 @@ from tests.unit.test_lab_state import make_state
         ({"nodes": 3, "controller_port": 70000}, "--controller-port"),
         ({"nodes": 3, "kind": "docker"}, "--kind"),
         ({"nodes": 3, "timeout_s": 1}, "--timeout"),
+        ({"nodes": 1, "memory_mib": 256}, "--memory"),
     ],
 )
 def test_out_of_range_arguments_are_refused_naming_the_flag(
