@@ -35,7 +35,7 @@ from images import (
     testvm_disk,
     testvm_net,
 )
-from images.common import ImageBuildError, atomic_write_bytes, sha256_bytes
+from images.common import ImageBuildError, atomic_write_bytes, configure_cli_logging, sha256_bytes
 from images.manifest import ImageArtifact, Manifest, load_manifest, write_manifest
 
 __all__ = [
@@ -240,11 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also build the whole-node image and its Vagrant box in build/node (minutes)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s images: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    configure_cli_logging(args.verbose)
     started = time.monotonic()
     try:
         manifest = build_all(args.out, force=args.force)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import logging
 from pathlib import Path
 
 from attestation.files import atomic_write
@@ -35,3 +36,12 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Atomically write UTF-8 ``text`` to ``path``."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def configure_cli_logging(verbose: bool = False) -> None:
+    """Logging for the image builders' command lines: timestamped, ``-v`` for debug."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s images: %(message)s",
+        datefmt="%H:%M:%S",
+    )

@@ -23,7 +23,7 @@ from typing import Any
 from attestation.files import sha256_file
 from images import debian, inference_oci, inference_rootfs, inference_vm_image, stamp
 from images.build import _locked
-from images.common import ImageBuildError, atomic_write_bytes, sha256_bytes
+from images.common import ImageBuildError, atomic_write_bytes, configure_cli_logging, sha256_bytes
 from images.manifest import ImageArtifact, Manifest, write_manifest
 
 log = logging.getLogger(__name__)
@@ -119,11 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s images: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    configure_cli_logging(args.verbose)
     started = time.monotonic()
     try:
         manifest = build_inference(args.out, args.only, args.force)

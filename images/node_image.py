@@ -32,7 +32,7 @@ import yaml
 from attestation.files import sha256_file
 from images import debian, disk, inference_rootfs, node_rootfs, stamp
 from images.build import _locked
-from images.common import ImageBuildError
+from images.common import ImageBuildError, configure_cli_logging
 
 __all__ = ["DEFAULT_OUT_DIR", "IMAGE_FILE", "agent_settings", "build_node_image", "config_disk"]
 
@@ -151,11 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s images: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    configure_cli_logging(args.verbose)
     started = time.monotonic()
     try:
         path = build_node_image(args.out, args.force)
