@@ -26,7 +26,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from controller.agent_releases import PACKAGES, build_bundle
+from protocol.agent_bundle import PACKAGES
+from protocol.agent_bundle import build as build_bundle
 from tests.fixtures.e2e import E2ENode, e2e_node
 from tests.fixtures.podman_engine import make_engine
 from tests.fixtures.swtpm import start_swtpm

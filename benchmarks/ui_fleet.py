@@ -15,17 +15,17 @@ import random
 import uuid as uuidlib
 from dataclasses import dataclass
 
-from controller.attestation_store import NodeTrust
-from controller.db import (
+from controller.store.database import Database
+from controller.store.models import (
     App,
     Assignment,
     AuditEvent,
-    Database,
     Event,
     Image,
     LogBatch,
     MetricSample,
     Node,
+    NodeTrust,
     utcnow,
 )
 

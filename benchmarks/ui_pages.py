@@ -19,7 +19,7 @@ from benchmarks.ui_fleet import seed_fleet
 from controller.app import create_app
 from controller.cli import _settings
 from controller.cli import main as controller_main
-from controller.users import create_user
+from controller.domain.users import create_user
 from tests.fixtures.browser import UiClient
 
 

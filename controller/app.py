@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from flask import Flask, jsonify
 
-from controller.attest_api import attest_api
-from controller.config_notify import ConfigNotifier
-from controller.datastore import datastore
-from controller.db import Database
-from controller.device_api import device_api
-from controller.device_reports import device_reports
-from controller.errors import register_error_handlers
-from controller.ops.api import ops_api
-from controller.ops_trust_api import ops_trust_api
-from controller.pki_store import ControllerPki, load_pki
+from controller.api.attest import attest_api
+from controller.api.datastore import datastore
+from controller.api.device import device_api
+from controller.api.device_reports import device_reports
+from controller.api.operator.api import ops_api
+from controller.api.operator.trust import ops_trust_api
+from controller.background import start_jobs
 from controller.services import Services
 from controller.settings import ControllerSettings
+from controller.store.database import Database
+from controller.store.notify import ConfigNotifier
+from controller.store.pki import ControllerPki, load_pki
 from controller.ui import init_ui
+from controller.web.errors import register_error_handlers
 
 __all__ = ["create_app"]
 
@@ -30,19 +32,18 @@ def create_app(
 ) -> Flask:
     """Build the controller app; nothing is created at import time.
 
-    ``background`` starts the periodic workers (git sync, rollout engine) — ``serve``
+    ``background`` starts the periodic jobs (git sync, rollout engine) — ``serve``
     does; tests drive them explicitly."""
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_device_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    db = Database(settings.database_url)
+    notifier = ConfigNotifier(settings.database_url)
+    db = Database(settings.database_url, notifier)
     db.create_schema()
-    app.extensions["outpost"] = Services(
-        settings=settings,
-        db=db,
-        pki=pki or load_pki(settings.pki_dir),
-        notifier=ConfigNotifier(settings.database_url),
+    services = Services(
+        settings=settings, db=db, pki=pki or load_pki(settings.pki_dir), notifier=notifier
     )
+    app.extensions["outpost"] = services
     register_error_handlers(app)
     app.register_blueprint(device_api)
     app.register_blueprint(device_reports)
@@ -53,23 +54,12 @@ def create_app(
     init_ui(app)  # web UI at /ui/: session key, cookie flags, CSRF, blueprint
 
     if background:
-        start_background(app)
+        stop = threading.Event()
+        app.extensions["outpost-background"] = stop
+        start_jobs(services, stop)
 
     @app.get("/healthz")
     def healthz():  # type: ignore[no-untyped-def]
         return jsonify({"status": "ok"})
 
     return app
-
-
-def start_background(app: Flask) -> None:
-    """The periodic git sync and the rollout engine's tick, as daemon threads."""
-    import threading
-
-    from controller.gitops.worker import start_git_worker
-    from controller.rollouts.worker import start_rollout_worker
-
-    stop = threading.Event()
-    app.extensions["outpost-background"] = stop
-    start_git_worker(app, stop)
-    start_rollout_worker(app, stop)

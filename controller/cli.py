@@ -16,12 +16,12 @@ from werkzeug.serving import make_server
 
 from attestation.files import atomic_write
 from controller.app import create_app
-from controller.auth import create_token
-from controller.db import Database
-from controller.pki_store import create_pki, load_pki, write_onboarding_bundle
+from controller.domain.tokens import create_token
+from controller.domain.users import UserError, create_user
 from controller.settings import ControllerSettings
+from controller.store.database import Database
+from controller.store.pki import create_pki, load_pki, write_onboarding_bundle
 from controller.ui.security import ensure_secret_key
-from controller.users import UserError, create_user
 
 __all__ = ["main"]
 

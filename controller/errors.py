@@ -1,19 +1,19 @@
-"""The API's one exception type and the JSON error handler for every blueprint.
+"""The controller's one refusal type: every layer raises it, the HTTP layers answer it.
 
-    ApiError(status, code, message)  → {"error": {"code", "message", "details"}}
+    ApiError(status, code, message, details)  → {"error": {"code", "message", "details"}}
 
-Werkzeug's HTTP errors (404, 405, 413 …) are answered in the same JSON shape.
+``status`` is the HTTP status the refusal maps to (422 bad input, 404 unknown object,
+409 conflict with stored state, 403 not allowed); nothing here imports the web stack
+(:mod:`controller.web.errors` turns it into a response).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, jsonify
 from pydantic import ValidationError
-from werkzeug.exceptions import HTTPException
 
-__all__ = ["ApiError", "field_error", "invalid", "register_error_handlers", "validation_details"]
+__all__ = ["ApiError", "field_error", "invalid", "validation_details"]
 
 
 class ApiError(Exception):
@@ -41,21 +41,3 @@ def validation_details(exc: ValidationError) -> list[dict[str, str]]:
         {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "error": err["msg"]}
         for err in exc.errors()
     ]
-
-
-def _body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    err: dict[str, Any] = {"code": code, "message": message}
-    if details is not None:
-        err["details"] = details
-    return {"error": err}
-
-
-def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError):  # type: ignore[no-untyped-def]
-        return jsonify(_body(exc.code, exc.message, exc.details)), exc.status
-
-    @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
-        code = (exc.name or "error").lower().replace(" ", "_")
-        return jsonify(_body(code, exc.description or exc.name)), exc.code or 500

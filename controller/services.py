@@ -1,17 +1,16 @@
-"""What every request handler needs, bound once in the app factory."""
+"""What the controller's parts share, bound once in the app factory: settings, database,
+PKI and the long-poll notifier.  Passed explicitly below the HTTP layers."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import current_app
-
-from controller.config_notify import ConfigNotifier
-from controller.db import Database
-from controller.pki_store import ControllerPki
 from controller.settings import ControllerSettings
+from controller.store.database import Database
+from controller.store.notify import ConfigNotifier
+from controller.store.pki import ControllerPki
 
-__all__ = ["Services", "current_services"]
+__all__ = ["Services"]
 
 
 @dataclass(frozen=True)
@@ -20,8 +19,3 @@ class Services:
     db: Database
     pki: ControllerPki
     notifier: ConfigNotifier
-
-
-def current_services() -> Services:
-    """The services of the app handling the current request."""
-    return current_app.extensions["outpost"]  # type: ignore[no-any-return]

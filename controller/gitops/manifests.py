@@ -22,9 +22,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError
 
+from controller.domain.bodies import AppBody, LabelKey, LabelValue, NetworkBody, NodePatch
+from controller.domain.common import Body
 from controller.errors import ApiError
-from controller.ops.bodies import AppBody, LabelKey, LabelValue, NodePatch
-from controller.ops.common import Body
 from controller.rollouts.plan import RingBody
 from protocol.desired_state import Name
 from protocol.messages import Serial
@@ -152,7 +152,6 @@ class ManifestErrorList(Exception):
 
 
 def _spec_model(kind: str) -> type[Body]:
-    from controller.ops.images import NetworkBody  # the API's own model
 
     models: dict[str, type[Body]] = {
         "App": AppBody,

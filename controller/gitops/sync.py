@@ -13,18 +13,19 @@ unused networks) or released (nodes keep their labels).
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import g
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller import actions
-from controller.db import App, Assignment, Image, Network, Node, utcnow
+from controller.domain import apps, networks, nodes, onboarding
+from controller.domain.bodies import AppBody
+from controller.domain.common import changed
+from controller.domain.ownership import GIT_ACTOR_PREFIX
+from controller.domain.views import app_json
 from controller.errors import ApiError
 from controller.gitops import repo
 from controller.gitops.manifests import (
@@ -35,15 +36,21 @@ from controller.gitops.manifests import (
     api_error_lines,
     load_sites,
 )
-from controller.gitops.models import GitObject, GitSource
-from controller.gitops.ownership import GIT_ACTOR_PREFIX
-from controller.onboarding import claim_serial
-from controller.ops.bodies import AppBody
-from controller.ops.common import app_json, audit, changed
-from controller.rollouts.models import ACTIVE, Rollout
 from controller.rollouts.service import rollback as rollback_rollout
 from controller.rollouts.service import start as start_rollout
 from controller.services import Services
+from controller.store.audit import audit
+from controller.store.models import (
+    ACTIVE,
+    App,
+    GitObject,
+    GitSource,
+    Image,
+    Network,
+    Node,
+    Rollout,
+    utcnow,
+)
 
 __all__ = ["SyncResult", "sync"]
 
@@ -101,23 +108,20 @@ def _sync(services: Services, force: bool) -> SyncResult:
         return _refuse(services, "", [ManifestError("", 0, str(exc))])
     except ManifestErrorList as exc:
         return _refuse(services, sha, exc.errors)
-    previous = g.get("actor")
-    g.actor = f"{GIT_ACTOR_PREFIX}{sha[:12]}"
+    actor = f"{GIT_ACTOR_PREFIX}{sha[:12]}"
     try:
         with services.db.transaction() as s:
             if s.get_bind().dialect.name != "sqlite":  # replicas: one applies at a time
                 s.get(GitSource, 1, with_for_update=True)
-            changes = _apply(s, sites, sha)
+            changes = _apply(s, actor, sites, sha)
             source = s.get(GitSource, 1)
             assert source is not None
             source.revision, source.synced_at, source.attempted_at = sha, utcnow(), utcnow()
             source.errors, source.error_revision = [], ""
-            audit(s, "git.sync", sha, changes=changes[:100])
+            audit(s, actor, "git.sync", sha, changes=changes[:100])
             changed(s)
     except _Refused as exc:
         return _refuse(services, sha, exc.errors)
-    finally:
-        g.actor = previous
     log.info("git source at %s applied (%d changes)", sha[:12], len(changes))
     return SyncResult(revision=sha, applied=True, changes=changes)
 
@@ -142,7 +146,13 @@ def _record(services: Services, sha: str, errors: list[ManifestError]) -> None:
 def _refuse(services: Services, sha: str, errors: list[ManifestError]) -> SyncResult:
     _record(services, sha, errors)
     with services.db.transaction() as s:
-        audit(s, "git.refused", sha or "(fetch)", errors=[e.as_json() for e in errors[:20]])
+        audit(
+            s,
+            f"{GIT_ACTOR_PREFIX}{sha[:12]}",
+            "git.refused",
+            sha or "(fetch)",
+            errors=[e.as_json() for e in errors[:20]],
+        )
     log.warning("git revision %s refused: %s", sha[:12] or "(fetch)", errors[0])
     with services.db.transaction() as s:
         source = s.get(GitSource, 1)
@@ -157,20 +167,22 @@ def _guarded(doc: Document, fn: Any, *args: Any) -> Any:
         raise _Refused(api_error_lines(doc, exc)) from exc
 
 
-def _apply(s: Session, sites: SiteSet, sha: str) -> list[str]:
+def _apply(s: Session, actor: str, sites: SiteSet, sha: str) -> list[str]:
     changes: list[str] = []
     owned: dict[tuple[str, str], Document] = {}
     for doc in sites.of_kind("Network"):
-        changes += _apply_network(s, doc)
+        done = _guarded(doc, networks.put_network, s, actor, doc.spec)
+        changes += [f"network/{doc.spec.name} {done}"] if done else []
         owned[("Network", doc.spec.name)] = doc
     for serial, (doc, labels, settings) in _memberships(s, sites).items():
-        changes += _guarded(doc, _apply_node, s, serial, labels, settings)
+        changes += _guarded(doc, _apply_node, s, actor, serial, labels, settings)
         owned[("Node", serial)] = doc
     rollouts = {d.spec.app: d for d in sites.of_kind("Rollout")}
     for doc in sites.of_kind("App"):
-        changes += _apply_app(s, doc, sites.selectors[doc.site], rollouts.get(doc.spec.name))
+        selector = sites.selectors[doc.site]
+        changes += _apply_app(s, actor, doc, selector, rollouts.get(doc.spec.name))
         owned[("App", doc.spec.name)] = doc
-    changes += _drop_unowned(s, owned)
+    changes += _drop_unowned(s, actor, owned)
     for (kind, name), doc in owned.items():
         row = s.scalar(select(GitObject).where(GitObject.kind == kind, GitObject.name == name))
         if row is None:
@@ -179,33 +191,6 @@ def _apply(s: Session, sites: SiteSet, sha: str) -> list[str]:
         row.site, row.file, row.revision = doc.site, doc.file, sha
     s.flush()
     return changes
-
-
-def _apply_network(s: Session, doc: Document) -> list[str]:
-    body = doc.spec
-    net = s.scalar(select(Network).where(Network.name == body.name))
-    if net is not None and (net.subnet, net.nat) == (body.subnet, body.nat):
-        return []
-    new = ipaddress.IPv4Network(body.subnet)
-    for other in s.scalars(select(Network).where(Network.name != body.name)):
-        if ipaddress.IPv4Network(other.subnet).overlaps(new):
-            raise _Refused(
-                [
-                    ManifestError(
-                        doc.file,
-                        doc.line_of(("spec", "subnet")),
-                        f"spec.subnet: {body.subnet} overlaps {other.name} ({other.subnet})",
-                    )
-                ]
-            )
-    if net is None:
-        s.add(Network(name=body.name, subnet=body.subnet, nat=body.nat))
-        audit(s, "network.create", body.name, after=body.model_dump())
-        return [f"network/{body.name} created"]
-    before = {"name": net.name, "subnet": net.subnet, "nat": net.nat}
-    net.subnet, net.nat = body.subnet, body.nat
-    audit(s, "network.update", body.name, before=before, after=body.model_dump())
-    return [f"network/{body.name} configured"]
 
 
 def _memberships(
@@ -225,44 +210,49 @@ def _memberships(
 
 
 def _apply_node(
-    s: Session, serial: str, labels: dict[str, str], settings: dict[str, Any] | None
+    s: Session, actor: str, serial: str, labels: dict[str, str], settings: dict[str, Any] | None
 ) -> list[str]:
     node = s.scalar(select(Node).where(Node.serial == serial))
     out = []
     if node is None:
-        claim_serial(s, serial)
-        audit(s, "node.claim", serial, after={"serial": serial})
+        onboarding.claim(s, actor, serial)
         out.append(f"node/{serial} claimed")
         node = s.scalar(select(Node).where(Node.serial == serial))
         assert node is not None
     if (node.labels or {}) == labels and (settings is None or (node.settings or {}) == settings):
         return out
-    actions.update_node(s, serial, labels, settings)
+    nodes.update_node(s, actor, serial, labels, settings)
     return [*out, f"node/{serial} configured"]
 
 
 def _apply_app(
-    s: Session, doc: Document, site_selector: dict[str, str], rollout: Document | None
+    s: Session,
+    actor: str,
+    doc: Document,
+    site_selector: dict[str, str],
+    rollout: Document | None,
 ) -> list[str]:
     data = doc.spec.model_dump(mode="json")
     data["selector"] = {**(doc.spec.selector or {}), **site_selector}
     name = doc.spec.name
     app = s.scalar(select(App).where(App.name == name))
     if app is None:
-        _guarded(doc, actions.create_app, s, data)
+        _guarded(doc, apps.create_app, s, actor, data)
         return [f"app/{name} created"]
-    image, spec = _guarded(doc, actions.validated_spec, s, AppBody.model_validate(data), app.uuid)
+    body = AppBody.model_validate(data)
+    image, spec = _guarded(doc, apps.validated_spec, s, body, app.uuid)
     new_version = (image.id, spec) != (app.image_id, app.spec)
     active = s.scalar(select(Rollout).where(Rollout.app_id == app.id, Rollout.state.in_(ACTIVE)))
     if active is not None or (rollout is not None and new_version):
-        return _roll_out(s, doc, app, data, (image.id, spec), active, rollout)
+        return _roll_out(s, actor, doc, app, data, (image.id, spec), active, rollout)
     before = app_json(app, s.get(Image, app.image_id))  # type: ignore[arg-type]
-    after = _guarded(doc, actions.replace_app, s, name, data)
+    after = _guarded(doc, apps.replace_app, s, actor, name, data)
     return [] if after == before else [f"app/{name} configured"]
 
 
 def _roll_out(
     s: Session,
+    actor: str,
     doc: Document,
     app: App,
     data: dict[str, Any],
@@ -280,7 +270,7 @@ def _roll_out(
         if same(active):
             return []  # the rollout of this very version goes on
         if version == (app.image_id, app.spec):  # the new version was reverted in git
-            rollback_rollout(s, active.id)
+            rollback_rollout(s, actor, active.id)
             return [f"app/{name}: rollout {active.id} rolled back (reverted in git)"]
         raise _Refused(
             [
@@ -308,35 +298,28 @@ def _roll_out(
         return [f"app/{name}: this version was rolled back (rollout {last.id}); not retried"]
     assert rollout is not None
     body = {"app": data, "rings": [r.model_dump(mode="json") for r in rollout.spec.rings]}
-    started = _guarded(rollout, start_rollout, s, body)
+    started = _guarded(rollout, start_rollout, s, actor, body)
     return [f"app/{name}: rollout {started.id} started"]
 
 
-def _drop_unowned(s: Session, owned: dict[tuple[str, str], Document]) -> list[str]:
+def _drop_unowned(s: Session, actor: str, owned: dict[tuple[str, str], Document]) -> list[str]:
     out = []
     for row in s.scalars(select(GitObject)).all():
         if (row.kind, row.name) in owned:
             continue
         s.delete(row)
         if row.kind == "App":
-            app = s.scalar(select(App).where(App.name == row.name))
-            if app is not None:
-                before = app_json(app, s.get(Image, app.image_id))  # type: ignore[arg-type]
-                for inst in s.scalars(select(Assignment).where(Assignment.app_id == app.id)):
-                    s.delete(inst)
-                s.delete(app)
-                audit(s, "app.delete", row.name, before=before)
+            if s.scalar(select(App).where(App.name == row.name)) is not None:
+                try:
+                    apps.delete_app(s, actor, row.name)
+                except ApiError as exc:  # e.g. a rollout holds it
+                    where = f"{row.file} (removed)"
+                    raise _Refused([ManifestError(where, 0, exc.message)]) from exc
                 out.append(f"app/{row.name} deleted")
         elif row.kind == "Network":
             net = s.scalar(select(Network).where(Network.name == row.name))
-            used = any(
-                n.get("name") == row.name
-                for a in s.scalars(select(App))
-                for n in a.spec.get("networks", [])
-            )
-            if net is not None and not used:
-                s.delete(net)
-                audit(s, "network.delete", row.name, before={"name": row.name})
+            if net is not None and not networks.network_users(s, row.name):
+                networks.delete_network(s, actor, row.name)
                 out.append(f"network/{row.name} deleted")
         else:
             out.append(f"node/{row.name} released")

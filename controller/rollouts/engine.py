@@ -17,17 +17,26 @@ import logging
 import time
 from typing import Any
 
-from flask import g
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.db import App, Assignment, AuditEvent, Image, Node, utcnow
-from controller.desired import current_desired_state, sync_label_assignments
-from controller.ops.common import changed
+from controller.domain.common import changed
+from controller.domain.desired import current_desired_state, sync_label_assignments
 from controller.rollouts.gates import Progress, evaluate, observe
-from controller.rollouts.models import ACTIVE, AppPin, Rollout, RolloutNode
 from controller.rollouts.plan import Candidate, RingBody, select_ring
 from controller.services import Services
+from controller.store.audit import audit
+from controller.store.models import (
+    ACTIVE,
+    App,
+    AppPin,
+    Assignment,
+    Image,
+    Node,
+    Rollout,
+    RolloutNode,
+    utcnow,
+)
 from protocol.desired_state import NodeSettings
 
 __all__ = ["ACTIVE", "ENGINE_ACTOR", "finish_rollback", "tick"]
@@ -37,27 +46,22 @@ ENGINE_ACTOR = "rollout-engine"
 
 
 def tick(services: Services, now: float | None = None) -> int:
-    """Advance every active rollout one step (needs an app context); how many moved."""
+    """Advance every active rollout one step, as the engine; how many moved."""
     now = time.time() if now is None else now
     with services.db.transaction() as s:
         ids = s.scalars(
             select(Rollout.id).where(Rollout.state.in_(("progressing", "awaiting_approval")))
         ).all()
     moved = 0
-    previous = g.get("actor")
-    g.actor = ENGINE_ACTOR
-    try:
-        for rid in ids:
-            with services.db.transaction() as s:
-                stmt = select(Rollout).where(Rollout.id == rid)
-                if s.get_bind().dialect.name != "sqlite":
-                    stmt = stmt.with_for_update(skip_locked=True)  # replicas: one ticks it
-                rollout = s.scalar(stmt)
-                if rollout is None or rollout.state not in ("progressing", "awaiting_approval"):
-                    continue
-                moved += int(_step(services, s, rollout, now))
-    finally:
-        g.actor = previous
+    for rid in ids:
+        with services.db.transaction() as s:
+            stmt = select(Rollout).where(Rollout.id == rid)
+            if s.get_bind().dialect.name != "sqlite":
+                stmt = stmt.with_for_update(skip_locked=True)  # replicas: one ticks it
+            rollout = s.scalar(stmt)
+            if rollout is None or rollout.state not in ("progressing", "awaiting_approval"):
+                continue
+            moved += int(_step(services, s, rollout, now))
     return moved
 
 
@@ -66,16 +70,9 @@ def _note(r: Rollout, what: str) -> None:
     r.updated_at = utcnow()
 
 
-def _audit(s: Session, r: Rollout, action: str, **detail: Any) -> None:
+def _audit(s: Session, r: Rollout, action: str, actor: str = ENGINE_ACTOR, **detail: Any) -> None:
     app = s.get(App, r.app_id)
-    s.add(
-        AuditEvent(
-            actor=str(g.get("actor") or ENGINE_ACTOR),
-            action=action,
-            target=app.name if app else str(r.app_id),
-            detail={"rollout": r.id, **detail},
-        )
-    )
+    audit(s, actor, action, app.name if app else str(r.app_id), rollout=r.id, **detail)
 
 
 def _step(services: Services, s: Session, r: Rollout, now: float) -> bool:

@@ -13,8 +13,8 @@ from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints, model_validator
 
-from controller.ops.bodies import AppBody, LabelKey, LabelValue
-from controller.ops.common import Body
+from controller.domain.bodies import AppBody, LabelKey, LabelValue
+from controller.domain.common import Body
 
 __all__ = [
     "DEFAULT_DEADLINE_S",

@@ -1,8 +1,8 @@
 """Operator actions on rollouts (the API, the CLI and the UI call these; all audited).
 
-start(s, data)          validate the new version like PUT /apps/<name>; refuse a
+start(s, actor, data)   validate the new version like PUT /apps/<name>; refuse a
                         second active rollout of the app or a git-owned app
-approve / pause / resume / rollback(s, id)
+approve / pause / resume / rollback(s, actor, id)
 rollout_json(s, r)      the rollout with per-ring and per-node progress
 """
 
@@ -10,20 +10,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import g
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller import actions
-from controller.db import App, Image, Node
+from controller.domain.apps import validated_spec
+from controller.domain.bodies import SPEC_FIELDS
+from controller.domain.common import parse
+from controller.domain.ownership import GIT_ACTOR_PREFIX, owner
+from controller.domain.rollout_guard import refuse_if_rolling
+from controller.domain.views import app_json
 from controller.errors import ApiError, field_error
-from controller.gitops.ownership import GIT_ACTOR_PREFIX, owner
-from controller.ops.bodies import SPEC_FIELDS
-from controller.ops.common import app_json, audit, find_app, parse
 from controller.rollouts.engine import finish_rollback
-from controller.rollouts.guard import refuse_if_rolling
-from controller.rollouts.models import ACTIVE, Rollout, RolloutNode
 from controller.rollouts.plan import RolloutBody
+from controller.store.audit import audit
+from controller.store.lookup import find_app
+from controller.store.models import ACTIVE, App, Image, Node, Rollout, RolloutNode
 
 __all__ = [
     "approve",
@@ -38,18 +39,14 @@ __all__ = [
 ]
 
 
-def _git_acting() -> bool:
-    return str(g.get("actor", "")).startswith(GIT_ACTOR_PREFIX)
-
-
 def _version(app_image: Image, spec: dict[str, Any]) -> dict[str, Any]:
     return {"image": app_image.name, "image_id": app_image.id, "spec": spec}
 
 
-def start(s: Session, data: Any) -> Rollout:
+def start(s: Session, actor: str, data: Any) -> Rollout:
     body = parse(RolloutBody, data)
     app = find_app(s, body.app.name)
-    if owner(s, "App", app.name) is not None and not _git_acting():
+    if owner(s, "App", app.name) is not None and not actor.startswith(GIT_ACTOR_PREFIX):
         raise ApiError(
             409,
             "owned_by_git",
@@ -60,7 +57,7 @@ def start(s: Session, data: Any) -> Rollout:
         raise field_error("app.kind", f"cannot change kind of {app.name!r}")
     if body.app.selector != app.label_selector:
         raise field_error("app.selector", "a rollout changes image and spec, not the selector")
-    image, spec = actions.validated_spec(s, body.app, app.uuid)
+    image, spec = validated_spec(s, body.app, app.uuid)
     old_image = s.get(Image, app.image_id)
     assert old_image is not None
     if image.id == app.image_id and spec == app.spec:
@@ -71,13 +68,14 @@ def start(s: Session, data: Any) -> Rollout:
         rings=[ring.model_dump(mode="json") for ring in body.rings],
         from_version=_version(old_image, dict(app.spec)),
         to_version=_version(image, spec),
-        created_by=str(g.get("actor", "")),
+        created_by=actor,
         history=[],
     )
     s.add(r)
     s.flush()
     audit(
         s,
+        actor,
         "rollout.start",
         app.name,
         before=app_json(app, old_image),
@@ -107,7 +105,7 @@ def _app_name(s: Session, r: Rollout) -> str:
     return app.name if app else str(r.app_id)
 
 
-def approve(s: Session, rid: int, ring: int | None = None) -> Rollout:
+def approve(s: Session, actor: str, rid: int, ring: int | None = None) -> Rollout:
     """Approve the ring waiting for approval (or ``ring``, ahead of time)."""
     r = find_rollout(s, rid)
     if r.state not in ACTIVE:
@@ -122,23 +120,23 @@ def approve(s: Session, rid: int, ring: int | None = None) -> Rollout:
     r.approved_rings = [*r.approved_rings, index]
     if r.state == "awaiting_approval" and index == r.ring:
         r.state = "progressing"
-    r.history = [*r.history, {"at": _now(), "ring": index, "what": f"approved by {g.actor}"}]
-    audit(s, "rollout.approve", _app_name(s, r), rollout=rid, ring=index)
+    r.history = [*r.history, {"at": _now(), "ring": index, "what": f"approved by {actor}"}]
+    audit(s, actor, "rollout.approve", _app_name(s, r), rollout=rid, ring=index)
     return r
 
 
-def pause(s: Session, rid: int) -> Rollout:
+def pause(s: Session, actor: str, rid: int) -> Rollout:
     r = find_rollout(s, rid)
     if r.state not in ("progressing", "awaiting_approval"):
         raise ApiError(409, "conflict", f"rollout {rid} is {r.state}; only a running one pauses")
     r.reason = r.state  # resumed into this state
     r.state = "paused"
-    r.history = [*r.history, {"at": _now(), "ring": r.ring, "what": f"paused by {g.actor}"}]
-    audit(s, "rollout.pause", _app_name(s, r), rollout=rid)
+    r.history = [*r.history, {"at": _now(), "ring": r.ring, "what": f"paused by {actor}"}]
+    audit(s, actor, "rollout.pause", _app_name(s, r), rollout=rid)
     return r
 
 
-def resume(s: Session, rid: int) -> Rollout:
+def resume(s: Session, actor: str, rid: int) -> Rollout:
     r = find_rollout(s, rid)
     if r.state != "paused":
         raise ApiError(409, "conflict", f"rollout {rid} is {r.state}, not paused")
@@ -153,24 +151,24 @@ def resume(s: Session, rid: int) -> Rollout:
             select(RolloutNode).where(RolloutNode.rollout_id == r.id, RolloutNode.ring == r.ring)
         ):
             row.running_since = None
-    r.history = [*r.history, {"at": _now(), "ring": r.ring, "what": f"resumed by {g.actor}"}]
-    audit(s, "rollout.resume", _app_name(s, r), rollout=rid)
+    r.history = [*r.history, {"at": _now(), "ring": r.ring, "what": f"resumed by {actor}"}]
+    audit(s, actor, "rollout.resume", _app_name(s, r), rollout=rid)
     return r
 
 
-def rollback(s: Session, rid: int) -> Rollout:
+def rollback(s: Session, actor: str, rid: int) -> Rollout:
     r = find_rollout(s, rid)
     if r.state not in ACTIVE:
         raise ApiError(409, "conflict", f"rollout {rid} is {r.state}")
-    reason = f"rolled back by {g.actor}"
+    reason = f"rolled back by {actor}"
     r.history = [*r.history, {"at": _now(), "ring": r.ring, "what": reason}]
-    audit(s, "rollout.rollback", _app_name(s, r), rollout=rid)
+    audit(s, actor, "rollout.rollback", _app_name(s, r), rollout=rid)
     finish_rollback(s, r, reason)
     return r
 
 
 def _now() -> str:
-    from controller.db import utcnow
+    from controller.store.models import utcnow
 
     return utcnow().isoformat() + "Z"
 

@@ -4,8 +4,8 @@ sessions, CSRF on every form, roles checked on the server, a little vendored JS.
     init_ui(app)   session key + cookie flags + CSRF, the ``ui`` blueprint at ``/ui/``,
                    and ``/`` redirecting there
 
-Pages use the operator API's service logic (``controller.actions``) and read
-through ``controller.ui_queries``; accounts live in ``controller.users``.
+Pages call the same domain actions as the operator API (``controller.domain``) and read
+through ``controller.ui.queries``; accounts live in ``controller.domain.users``.
 """
 
 from __future__ import annotations

@@ -14,11 +14,11 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from wtforms import Form
 
-from controller import actions
-from controller.db import utcnow
+from controller.domain import nodes as nodes_actions
 from controller.errors import ApiError
-from controller.services import current_services
+from controller.store.models import utcnow
 from controller.ui.security import guard, secure_headers
+from controller.web.context import actor, current_services
 
 __all__ = ["apply_errors", "services", "ui"]
 
@@ -52,7 +52,7 @@ def unassign_and_flash(serial: str, app_name: str) -> None:
     """Stop running an app on a node (from the node page or the app page); flash the outcome."""
     try:
         with services().db.transaction() as s:
-            actions.unassign(s, serial, app_name)
+            nodes_actions.unassign(s, actor(), serial, app_name)
     except ApiError as exc:
         flash(exc.message, "error")
     else:

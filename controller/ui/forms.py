@@ -2,8 +2,8 @@
 they accept, turned into the operator API's JSON shapes.
 
 WTForms checks only shape (required, numbers); the rules themselves are the API's
-pydantic models (``controller.ops.*``, ``protocol.desired_state``), applied by
-``controller.actions`` so the UI and the API refuse the same things.
+pydantic models (``controller.domain.bodies``, ``protocol.desired_state``), applied by
+the domain actions (``controller.domain``), so the UI and the API refuse the same things.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
-from controller.auth import ROLES
+from controller.domain.tokens import ROLES
 
 try:  # WTForms >= 3.3 deprecates (value, label) tuples
     from wtforms.fields.choices import SelectChoice

@@ -27,8 +27,8 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.wrappers import Response
 
 from attestation.files import atomic_write
-from controller.services import current_services
-from controller.users import SESSION_TTL, has_role, session_user
+from controller.domain.users import SESSION_TTL, has_role, session_user
+from controller.web.context import current_services
 
 __all__ = [
     "KEY_FILE",

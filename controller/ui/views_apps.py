@@ -10,10 +10,13 @@ from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from controller import actions
-from controller.db import Image
+from controller.domain import apps as apps_actions
+from controller.domain import images as images_actions
+from controller.domain import nodes as nodes_actions
+from controller.domain.views import app_json
 from controller.errors import ApiError
-from controller.ops.common import app_json, find_app
+from controller.store.lookup import find_app
+from controller.store.models import Image
 from controller.ui.blueprint import apply_errors, services, ui, unassign_and_flash
 from controller.ui.forms import (
     AppForm,
@@ -23,8 +26,9 @@ from controller.ui.forms import (
     SyntaxProblem,
     choices,
 )
+from controller.ui.queries import app_instances, apps_catalog, images_catalog
 from controller.ui.security import requires
-from controller.ui_queries import app_instances, apps_catalog, images_catalog
+from controller.web.context import actor
 
 # API field paths → form fields (resources.* are flattened in the form)
 APP_FIELDS = {
@@ -51,9 +55,9 @@ def _save_app(form: AppForm, name: str | None) -> bool:
         body = form.to_body()
         with services().db.transaction() as s:
             if name is None:
-                actions.create_app(s, body)
+                apps_actions.create_app(s, actor(), body)
             else:
-                actions.replace_app(s, name, body)
+                apps_actions.replace_app(s, actor(), name, body)
     except SyntaxProblem as exc:
         getattr(form, exc.field).errors = [*getattr(form, exc.field).errors, str(exc)]
         return False
@@ -125,7 +129,7 @@ def app_assign(name: str) -> Any:
         serial = (form.node.data or "").strip()
         try:
             with services().db.transaction() as s:
-                new = actions.assign(s, serial, name)
+                new = nodes_actions.assign(s, actor(), serial, name)
         except ApiError as exc:
             form.node.errors = [*form.node.errors, exc.message]
         else:
@@ -174,8 +178,9 @@ def register_image() -> Response | tuple[str, int]:
     if form.validate_on_submit():
         try:
             with services().db.transaction() as s:
-                actions.register_image(
+                images_actions.register_image(
                     s,
+                    actor(),
                     {
                         "name": (form.name.data or "").strip(),
                         "format": form.format.data,
@@ -206,7 +211,9 @@ def upload_image() -> Response | tuple[str, int]:
             sha = digest.hexdigest()
             stream.seek(0)
         try:
-            actions.upload_image(
+            images_actions.upload_image(
+                services(),
+                actor(),
                 {"name": (form.name.data or "").strip(), "format": form.format.data, "sha256": sha},
                 stream,
             )

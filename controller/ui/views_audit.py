@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import render_template, request
 
 from controller.ui.blueprint import services, ui
+from controller.ui.queries import audit_page
 from controller.ui.security import requires
-from controller.ui_queries import audit_page
 
 
 @ui.get("/audit")

@@ -8,18 +8,19 @@ from flask import flash, g, redirect, render_template, request, session, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from controller.ops.common import audit
-from controller.ui.blueprint import services, ui
-from controller.ui.forms import LoginForm, UserForm
-from controller.ui.security import ip_limiter, requires, safe_next
-from controller.users import (
-    User,
+from controller.domain.users import (
     UserError,
     authenticate,
     create_user,
     end_session,
     start_session,
 )
+from controller.store.audit import audit
+from controller.store.models import User
+from controller.ui.blueprint import services, ui
+from controller.ui.forms import LoginForm, UserForm
+from controller.ui.security import ip_limiter, requires, safe_next
+from controller.web.context import actor
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,7 @@ def login() -> str | Response | tuple[str, int]:
                 token = start_session(s, result.user) if result.user else None
                 user = result.user
                 if user is not None:
-                    g.actor = f"user:{user.username}"
-                    audit(s, "ui.login", user.username)
+                    audit(s, f"user:{user.username}", "ui.login", user.username)
             if token and user is not None:
                 session.clear()  # a fresh session (and CSRF secret) after login
                 session.permanent = True
@@ -86,7 +86,13 @@ def users() -> str | Response:
         try:
             with services().db.transaction() as s:
                 password = create_user(s, form.username.data or "", form.role.data or "viewer")
-                audit(s, "user.create", form.username.data or "", after={"role": form.role.data})
+                audit(
+                    s,
+                    actor(),
+                    "user.create",
+                    form.username.data or "",
+                    after={"role": form.role.data},
+                )
         except UserError as exc:
             form.username.errors = [*form.username.errors, str(exc)]
         else:
@@ -112,7 +118,7 @@ def delete_user(user_id: int) -> Response:
         elif user.id == g.ui_user.id:
             flash("You cannot delete yourself.", "error")
         else:
-            audit(s, "user.delete", user.username, before={"role": user.role})
+            audit(s, actor(), "user.delete", user.username, before={"role": user.role})
             s.delete(user)
             flash(f"User {user.username} deleted.", "info")
     return redirect(url_for("ui.users"))

@@ -9,14 +9,14 @@ from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from controller import actions
-from controller.adapters import node_adapters
-from controller.attestation_store import NodeTrust
-from controller.db import App, utcnow
+from controller.domain import nodes as nodes_actions
+from controller.domain.adapters import node_adapters
 from controller.errors import ApiError
-from controller.ops.common import find_node
-from controller.ops_trust_api import trust_json
+from controller.store.lookup import find_node
+from controller.store.models import App, NodeTrust, utcnow
+from controller.trust.views import trust_json
 from controller.ui.blueprint import apply_errors, services, ui, unassign_and_flash
+from controller.ui.charts import node_charts
 from controller.ui.forms import (
     AssignForm,
     CommandForm,
@@ -25,9 +25,7 @@ from controller.ui.forms import (
     choices,
     parse_pairs,
 )
-from controller.ui.security import requires
-from controller.ui_charts import node_charts
-from controller.ui_queries import (
+from controller.ui.queries import (
     FILTERS,
     fleet_summary,
     metric_samples,
@@ -38,6 +36,8 @@ from controller.ui_queries import (
     recent_events,
     recent_logs,
 )
+from controller.ui.security import requires
+from controller.web.context import actor
 from protocol.desired_state import NodeSettings
 
 REFRESH_S = 10
@@ -155,7 +155,7 @@ def node_command(serial: str) -> str | Response:
         )
     try:
         with services().db.transaction() as s:
-            counter = actions.command(s, serial, name, app or None)
+            counter = nodes_actions.command(s, actor(), serial, name, app or None)
     except ApiError as exc:
         flash(f"{name} refused: {exc.message}", "error")
     else:
@@ -172,7 +172,7 @@ def node_assign(serial: str) -> str | Response:
     if form.validate_on_submit():
         try:
             with services().db.transaction() as s:
-                new = actions.assign(s, serial, form.app.data or "")
+                new = nodes_actions.assign(s, actor(), serial, form.app.data or "")
         except ApiError as exc:
             apply_errors(form, exc)
         else:
@@ -199,7 +199,7 @@ def node_labels(serial: str) -> str | Response:
         try:
             labels = parse_pairs(form.labels.data, "labels")
             with services().db.transaction() as s:
-                actions.update_node(s, serial, labels=labels)
+                nodes_actions.update_node(s, actor(), serial, labels=labels)
         except SyntaxProblem as exc:
             form.labels.errors = [*form.labels.errors, str(exc)]
         except ApiError as exc:

@@ -13,15 +13,16 @@ from flask import flash, redirect, render_template, send_file, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from controller import actions
-from controller.actions import MAX_CSV_BYTES
-from controller.db import Node, PendingRegistration
+from controller.domain import onboarding as onboarding_actions
+from controller.domain.onboarding import MAX_CSV_BYTES
 from controller.errors import ApiError
-from controller.ops.common import audit
-from controller.pki_store import write_onboarding_bundle
+from controller.store.audit import audit
+from controller.store.models import Node, PendingRegistration
+from controller.store.pki import write_onboarding_bundle
 from controller.ui.blueprint import apply_errors, services, ui
 from controller.ui.forms import BundleForm, ClaimForm, CsvClaimForm
 from controller.ui.security import requires
+from controller.web.context import actor
 
 BATCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 RECENT_CLAIMS = 20
@@ -78,7 +79,7 @@ def claim() -> Response | tuple[str, int]:
         serial = (form.serial.data or "").strip()
         try:
             with services().db.transaction() as s:
-                actions.claim(s, serial)
+                onboarding_actions.claim(s, actor(), serial)
         except ApiError as exc:
             apply_errors(form, exc)
         else:
@@ -94,7 +95,7 @@ def claim_csv() -> Response | tuple[str, int]:
     if form.validate_on_submit():
         data = form.file.data.stream.read(MAX_CSV_BYTES + 1)
         with services().db.transaction() as s:
-            result = actions.claim_csv(s, data)
+            result = onboarding_actions.claim_csv(s, actor(), data)
         if not result.errors:
             flash(f"{len(result.serials)} serials claimed.", "info")
             return redirect(url_for("ui.onboarding"))
@@ -111,7 +112,7 @@ def claim_csv() -> Response | tuple[str, int]:
 def decide(serial: str, decision: str) -> Response:
     try:
         with services().db.transaction() as s:
-            actions.decide(s, serial, decision)
+            onboarding_actions.decide(s, actor(), serial, decision)
     except ApiError as exc:
         flash(exc.message, "error")
     else:
@@ -138,7 +139,7 @@ def bundle() -> Response | tuple[str, int]:
         with tarfile.open(fileobj=buf, mode="w:gz") as tar:
             tar.add(out, arcname=top, filter=_anonymous)
     with svc.db.transaction() as s:
-        audit(s, "onboarding.bundle", batch, controller_url=svc.settings.public_url)
+        audit(s, actor(), "onboarding.bundle", batch, controller_url=svc.settings.public_url)
     buf.seek(0)
     resp = send_file(
         buf, mimetype="application/gzip", as_attachment=True, download_name=f"{top}.tar.gz"

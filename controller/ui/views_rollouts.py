@@ -11,13 +11,14 @@ from werkzeug.wrappers import Response
 from wtforms import HiddenField
 
 from controller.errors import ApiError
+from controller.gitops.source import git_status
 from controller.gitops.sync import sync
-from controller.ops.gitops import git_status
 from controller.rollouts import service
-from controller.rollouts.models import Rollout
 from controller.rollouts.service import rollout_id
+from controller.store.models import Rollout
 from controller.ui.blueprint import services, ui
 from controller.ui.security import requires
+from controller.web.context import actor
 
 ACTIONS = {
     "approve": ("Approve the waiting ring", "The ring's nodes get the new version."),
@@ -65,7 +66,7 @@ def rollouts_action(rid: str, action: str) -> str | Response:
         )
     try:
         with services().db.transaction() as s:
-            out = service.rollout_json(s, getattr(service, action)(s, number), full=False)
+            out = service.rollout_json(s, getattr(service, action)(s, actor(), number), full=False)
     except ApiError as exc:
         flash(f"{action.capitalize()} refused: {exc.message}", "error")
     else:

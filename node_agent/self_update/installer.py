@@ -18,9 +18,10 @@ from pathlib import Path
 from cryptography import x509
 
 from node_agent.image_store import ImageStore, Progress
-from node_agent.self_update.bundle import check_unpacked, unpack
+from node_agent.self_update.bundle import check_unpacked
 from node_agent.self_update.manifest import verify_manifest
 from node_agent.self_update.state import Paths
+from protocol.agent_bundle import unpack
 from protocol.desired_state import AgentManifest, AgentTarget, ImageRef
 
 __all__ = ["MANIFEST_FILE", "install", "installed_manifest"]

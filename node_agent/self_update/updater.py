@@ -20,11 +20,11 @@ from attestation import pki
 from node_agent.client import ControllerClient, ControllerError, Unreachable
 from node_agent.config_verifier import ConfigVerifier
 from node_agent.image_store import ImageError, ImageStore
-from node_agent.self_update.bundle import BundleError
 from node_agent.self_update.installer import install
 from node_agent.self_update.manifest import ManifestRefused
 from node_agent.self_update.state import ENV_TRIAL, Paths, StateError, write_marker
 from node_agent.self_update.version import AGENT_VERSION
+from protocol.agent_bundle import BundleError
 from protocol.desired_state import MAX_AGENT_BUNDLE_BYTES, AgentTarget, DesiredState
 from protocol.messages import AgentUpdateStatus
 

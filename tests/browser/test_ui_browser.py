@@ -388,7 +388,7 @@ def test_screenshots_of_a_busy_fleet(site: Site):
     """60 more nodes (seeded into the database: inventories, a day of metrics, logs)."""
     from benchmarks.ui_fleet import seed_fleet
     from controller.cli import _settings
-    from controller.db import Database
+    from controller.store.database import Database
 
     fleet = seed_fleet(Database(_settings(site.ctl.data_dir).database_url), 60, "site", audit=200)
     page = site.page

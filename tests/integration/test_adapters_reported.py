@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.operator_cli import main
 from node_agent.agent import Agent
 from node_agent.settings import AgentSettings
+from outpost_cli.main import main
 from tests.fakes import FakeRuntime
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.agent_releases import PACKAGES
-from controller.operator_cli import main
+from controller.domain.agent_releases import PACKAGES
+from outpost_cli.main import main
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).parents[2]

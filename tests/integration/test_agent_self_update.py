@@ -29,8 +29,8 @@ from typing import Any
 
 import pytest
 
-from controller.agent_releases import build_bundle
 from node_agent.self_update.version import AGENT_VERSION
+from protocol.agent_bundle import build as build_bundle
 from tests.fixtures.e2e import E2ENode, e2e_node
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -170,8 +170,8 @@ def test_a_quote_by_another_ak_is_no_cert_found(attested, controller_server, swt
 
 
 def test_an_expired_token_is_refused_and_changes_nothing(attested, controller_server):
-    from controller.attestation_store import IntegrityToken
-    from controller.db import Database
+    from controller.store.database import Database
+    from controller.store.models import IntegrityToken
 
     db = Database(f"sqlite:///{controller_server.data_dir / 'outpost.db'}")
     with db.transaction() as s:  # let the token's lifetime run out

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from controller.config_notify import ALL, ConfigNotifier
-from controller.db import Database
+from controller.store.database import Database
+from controller.store.notify import ALL, ConfigNotifier
 
 pytestmark = pytest.mark.integration
 

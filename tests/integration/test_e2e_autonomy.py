@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from controller.operator_cli import main as outpost_main
+from outpost_cli.main import main as outpost_main
 from tests.fixtures.e2e import E2ENode, e2e_node
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

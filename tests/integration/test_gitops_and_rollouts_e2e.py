@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.operator_cli import main as outpost_main
+from outpost_cli.main import main as outpost_main
 from tests.fixtures.e2e import WAIT_S, E2ENode, e2e_node
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

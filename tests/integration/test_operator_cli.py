@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from controller.operator_cli import main
+from outpost_cli.main import main
 
 pytestmark = pytest.mark.integration
 

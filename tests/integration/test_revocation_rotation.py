@@ -26,7 +26,8 @@ def bundle(controller_server, tmp_path):  # type: ignore[no-untyped-def]
 def _registered_cert(ctl) -> str:  # type: ignore[no-untyped-def]
     from sqlalchemy import select
 
-    from controller.db import Database, Node
+    from controller.store.database import Database
+    from controller.store.models import Node
 
     db = Database(f"sqlite:///{ctl.data_dir / 'outpost.db'}")
     with db.transaction() as s:
@@ -108,7 +109,7 @@ def test_a_node_revoked_from_the_cli_is_cut_off_but_keeps_its_apps(
     agent = make_agent(bundle, tmp_path / "state", swtpm.tcti)
     agent.start()
     agent.once()
-    cli = [sys.executable, "-m", "controller.operator_cli", "--url", ctl.url]
+    cli = [sys.executable, "-m", "outpost_cli.main", "--url", ctl.url]
     cli += ["--token", ctl.token, "--ca", str(ctl.root_ca)]
     done = subprocess.run(
         [*cli, "revoke", "sn-a", "--reason", "decommissioned"], capture_output=True, text=True

@@ -7,18 +7,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, inspect, select
 
-from controller.db import (
-    App,
-    Assignment,
-    AuditEvent,
-    Base,
-    Database,
-    Image,
-    Node,
-    load_all_models,
-)
-from controller.desired import current_desired_state
-from controller.onboarding import claim_serial
+from controller.domain.desired import current_desired_state
+from controller.domain.onboarding import claim_serial
+from controller.store.database import Database, load_all_models
+from controller.store.models import App, Assignment, AuditEvent, Base, Image, Node
 
 pytestmark = pytest.mark.integration
 SHA = "a" * 64

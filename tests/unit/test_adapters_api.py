@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.db import Node
+from controller.store.models import Node
 from node_agent.inventory import collect_inventory
 
 SYSFS = Path(__file__).resolve().parents[1] / "data" / "sysfs"

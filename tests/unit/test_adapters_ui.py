@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid as uuidlib
 from pathlib import Path
 
-from controller.db import Node
+from controller.store.models import Node
 from node_agent.inventory import collect_inventory
 
 SYSFS = Path(__file__).resolve().parents[1] / "data" / "sysfs"

@@ -23,12 +23,13 @@ from pydantic import TypeAdapter, ValidationError
 
 from attestation import envelope, pki
 from attestation.measurement import code_digest
-from controller.agent_releases import PACKAGES, BundleInvalid, build_bundle, inspect_bundle
+from controller.domain.agent_releases import inspect_bundle
 from node_agent.image_store import ImageError, ImageStore
-from node_agent.self_update.bundle import BundleError, unpack
 from node_agent.self_update.installer import install
 from node_agent.self_update.manifest import ManifestRefused, verify_manifest
 from node_agent.self_update.state import Paths
+from protocol.agent_bundle import PACKAGES, BundleError, unpack
+from protocol.agent_bundle import build as build_bundle
 from protocol.desired_state import AgentManifest, AgentTarget, AgentVersion, NodeSettings
 
 URL = "https://ctl/datastore/sha256/"
@@ -109,7 +110,7 @@ def test_release_versions_are_major_minor_patch_with_an_optional_tag(good: str):
 def test_a_malformed_version_is_refused_by_the_schema_and_the_builder(bad: str, tmp_path: Path):
     with pytest.raises(ValidationError):
         TypeAdapter(AgentVersion).validate_python(bad)
-    with pytest.raises(ValueError, match=r"MAJOR\.MINOR\.PATCH"):
+    with pytest.raises(BundleError, match=r"MAJOR\.MINOR\.PATCH"):
         build_bundle(bad, tmp_path / "x.tgz")
     assert not (tmp_path / "x.tgz").exists()
 
@@ -146,7 +147,7 @@ def test_a_tarball_with_a_path_outside_the_packages_is_refused(name: str, tmp_pa
     evil = _tarball(tmp_path / "evil.tgz", {"node_agent/__init__.py": b"", name: b"x = 1\n"})
     with pytest.raises(BundleError):
         unpack(evil, tmp_path / "out")
-    with pytest.raises(BundleInvalid):
+    with pytest.raises(BundleError):
         inspect_bundle(evil)
     assert not (tmp_path / "evil.py").exists()
 

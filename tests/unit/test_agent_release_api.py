@@ -12,9 +12,11 @@ import pytest
 from sqlalchemy import select
 
 from attestation import envelope
-from controller.agent_releases import PACKAGES, build_bundle, inspect_bundle
-from controller.attestation_store import trust_of
-from controller.db import Node
+from controller.domain.agent_releases import inspect_bundle
+from controller.store.models import Node
+from controller.trust.state import trust_of
+from protocol.agent_bundle import PACKAGES
+from protocol.agent_bundle import build as build_bundle
 from protocol.desired_state import AgentManifest, NodeSettings
 
 REPO = Path(__file__).parents[2]
@@ -135,7 +137,7 @@ def test_an_unknown_release_is_404_and_null_clears_the_target(client, admin_head
 
 
 def test_a_viewer_cannot_upload_a_release(client, controller_app, tarball):  # type: ignore[no-untyped-def]
-    from controller.auth import create_token
+    from controller.domain.tokens import create_token
 
     with controller_app.extensions["outpost"].db.transaction() as s:
         token = create_token(s, "v", "viewer")

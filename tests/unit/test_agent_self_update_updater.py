@@ -13,10 +13,12 @@ import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from attestation import envelope, pki
-from controller.agent_releases import PACKAGES, build_bundle, inspect_bundle
+from controller.domain.agent_releases import inspect_bundle
 from node_agent.config_verifier import ConfigVerifier
 from node_agent.self_update.state import LauncherState, Outcome, Paths, read_marker
 from node_agent.self_update.updater import SelfUpdater
+from protocol.agent_bundle import PACKAGES
+from protocol.agent_bundle import build as build_bundle
 from protocol.desired_state import AgentManifest, AgentTarget, DesiredState, NodeSettings
 from tests.unit.test_agent_release import FakeClient
 

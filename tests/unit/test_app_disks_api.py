@@ -7,8 +7,8 @@ import uuid as uuidlib
 
 import pytest
 
-from controller.db import Node
-from controller.desired import current_desired_state
+from controller.domain.desired import current_desired_state
+from controller.store.models import Node
 
 API = "/api/v1"
 

@@ -8,7 +8,7 @@ import hashlib
 import pytest
 
 from attestation.measurement import replay
-from controller.attestation_store import AttestNonce, IntegrityToken
+from controller.store.models import AttestNonce, IntegrityToken
 from tests.device_sim import SIM_AGENT_DIGEST, SimDevice
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from controller.attestation_policy import PolicyInput, baseline_from, evaluate
+from controller.trust.policy import PolicyInput, baseline_from, evaluate
 from protocol.attest import Measurement, MeasurementType
 
 

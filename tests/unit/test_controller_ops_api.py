@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from controller.auth import create_token
+from controller.domain.tokens import create_token
 
 
 @pytest.fixture

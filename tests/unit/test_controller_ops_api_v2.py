@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from controller.openapi import route_doc
+from controller.api.openapi import route_doc
 from tests.device_sim import SimDevice
 
 BLOB = b"image bytes"

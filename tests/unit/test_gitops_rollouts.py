@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from controller.db import App, Node
 from controller.rollouts.engine import tick
+from controller.store.models import App, Node
 from tests.unit.test_gitops_sync import Repo, app_doc
 
 POLICY = {

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.db import Node
-from controller.desired import current_desired_state
+from controller.domain.desired import current_desired_state
+from controller.store.models import Node
 
 
 class Repo:

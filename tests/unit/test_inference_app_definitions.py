@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.ops.apps import AppBody
+from controller.api.operator.apps import AppBody
 
 APPS = Path(__file__).resolve().parents[2] / "inference_vm" / "apps"
 

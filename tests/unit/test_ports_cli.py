@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from controller import operator_cli
 from node_agent.ports.state import (
     AppNetworkState,
     DebugAccessState,
@@ -15,6 +14,7 @@ from node_agent.ports.state import (
     UsbDeviceState,
     UsbState,
 )
+from outpost_cli import main as operator_cli
 
 STATE = PortState(
     firewall=FirewallState(enforced=True, generation=7, apply_ms=3.2),

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from attestation import envelope, pki
-from controller.auth import create_token
+from controller.domain.tokens import create_token
 from tests.device_sim import SimDevice
 
 

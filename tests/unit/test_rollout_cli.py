@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from controller.operator_cli import build_parser
-from controller.operator_cli_resources import UsageError
-from controller.operator_cli_rollout import parse_ring
+from outpost_cli.main import build_parser
+from outpost_cli.resources import UsageError
+from outpost_cli.rollout import parse_ring
 
 
 class Recorder:

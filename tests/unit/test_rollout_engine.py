@@ -8,10 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from controller.db import App, Node
-from controller.desired import current_desired_state
+from controller.domain.desired import current_desired_state
 from controller.rollouts.engine import tick
-from controller.rollouts.models import AppPin
+from controller.store.models import App, AppPin, Node
 
 SERIALS = ("n-1", "n-2", "n-3")
 V1 = {"name": "svc", "kind": "container", "image": "bb", "selector": {"fleet": "yes"}}

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from controller.db import AuditEvent, Node
-from controller.rollouts.models import Rollout
+from controller.store.models import AuditEvent, Node, Rollout
 
 V1 = {"name": "svc", "kind": "container", "image": "bb", "selector": {"ring": "1"}}
 RING = {"name": "canary", "selector": {"ring": "1"}, "approval": True, "soak_s": 5}

@@ -9,8 +9,8 @@ import re
 
 from sqlalchemy import select
 
-from controller.db import AuditEvent, Image
-from controller.onboarding import claim_serial
+from controller.domain.onboarding import claim_serial
+from controller.store.models import AuditEvent, Image
 
 BLOB = b"an oci archive, as far as this test cares"
 SHA = hashlib.sha256(BLOB).hexdigest()

@@ -13,18 +13,16 @@ from sqlalchemy import func, select
 
 from controller.cli import _settings
 from controller.cli import main as controller_main
-from controller.db import AuditEvent, Node
-from controller.ui.security import KEY_FILE, IpLimiter
-from controller.users import (
+from controller.domain.users import (
     FREE_FAILURES,
-    UiSession,
-    User,
     authenticate,
     create_user,
     retry_delay_s,
     session_user,
     start_session,
 )
+from controller.store.models import AuditEvent, Node, UiSession, User
+from controller.ui.security import KEY_FILE, IpLimiter
 from tests.fixtures.browser import PASSWORDS, UiClient
 
 
@@ -236,7 +234,7 @@ def test_passwords_are_argon2id_hashes_and_never_logged(ui_app, caplog):
 
 
 def test_users_need_sane_names_roles_and_passwords(ui_app):
-    from controller.users import UserError
+    from controller.domain.users import UserError
 
     with _db(ui_app).transaction() as s:
         for name, role, pw in (

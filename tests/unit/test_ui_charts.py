@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from xml.etree import ElementTree
 
-from controller.ui_charts import downsample, node_charts
+from controller.ui.charts import downsample, node_charts
 
 
 def _sample(at: float, cpu: float, rx: int = 0) -> dict:  # type: ignore[type-arg]

@@ -10,8 +10,7 @@ import uuid as uuidlib
 
 from sqlalchemy import select
 
-from controller.attestation_store import NodeTrust
-from controller.db import (
+from controller.store.models import (
     App,
     Assignment,
     AuditEvent,
@@ -20,6 +19,7 @@ from controller.db import (
     LogBatch,
     MetricSample,
     Node,
+    NodeTrust,
     utcnow,
 )
 

@@ -11,8 +11,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from sqlalchemy import select
 
 from attestation import pki
-from controller.actions import MAX_CSV_BYTES
-from controller.db import AuditEvent, Node, PendingRegistration
+from controller.domain.onboarding import MAX_CSV_BYTES
+from controller.store.models import AuditEvent, Node, PendingRegistration
 
 
 def _db(app):  # type: ignore[no-untyped-def]

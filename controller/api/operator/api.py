@@ -1,0 +1,16 @@
+"""The operator API blueprint with every area's routes registered."""
+
+from controller.api.operator import (  # noqa: F401  (registers routes)
+    adapters,
+    agent_releases,
+    apps,
+    audit,
+    gitops,
+    images,
+    networks,
+    nodes,
+    rollouts,
+)
+from controller.api.operator.blueprint import ops_api
+
+__all__ = ["ops_api"]

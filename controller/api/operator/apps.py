@@ -1,0 +1,87 @@
+"""Operator API: app definitions — create, show, replace (update), delete, label selectors."""
+
+from __future__ import annotations
+
+from flask import jsonify
+from sqlalchemy import select
+
+from controller.api.auth import require_role
+from controller.api.openapi import doc
+from controller.api.operator.blueprint import ops_api
+from controller.domain import apps
+from controller.domain.bodies import AppBody
+from controller.domain.views import app_json
+from controller.store.lookup import find_app
+from controller.store.models import App, Assignment, Image, Node
+from controller.web.context import actor, json_body, svc
+
+
+@ops_api.post("/apps")
+@require_role("operator")
+@doc("Define an app", body=AppBody, status=201)
+def create_app_def():  # type: ignore[no-untyped-def]
+    data = json_body()
+    with svc().db.transaction() as s:
+        out = apps.create_app(s, actor(), data)
+    return jsonify(out), 201
+
+
+@ops_api.put("/apps/<name>")
+@require_role("operator")
+@doc("Replace an app's definition (its uuid stays; nodes get the change)", body=AppBody)
+def replace_app(name: str):  # type: ignore[no-untyped-def]
+    data = json_body()
+    with svc().db.transaction() as s:
+        out = apps.replace_app(s, actor(), name, data)
+    return jsonify(out)
+
+
+@ops_api.get("/apps")
+@require_role("viewer")
+@doc("List apps")
+def list_apps():  # type: ignore[no-untyped-def]
+    with svc().db.transaction() as s:
+        rows = s.execute(
+            select(App, Image).join(Image, Image.id == App.image_id).order_by(App.name)
+        ).all()
+        return jsonify({"apps": [app_json(a, i) for a, i in rows]})
+
+
+@ops_api.get("/apps/<name>")
+@require_role("viewer")
+@doc("Show an app and where it runs")
+def show_app(name: str):  # type: ignore[no-untyped-def]
+    with svc().db.transaction() as s:
+        app = find_app(s, name)
+        out = app_json(app, s.get(Image, app.image_id))  # type: ignore[arg-type]
+        rows = s.execute(
+            select(Node, Assignment)
+            .join(Assignment, Assignment.node_id == Node.id)
+            .where(Assignment.app_id == app.id)
+            .order_by(Node.serial)
+        ).all()
+        out["instances"] = [
+            {
+                "node": n.serial,
+                "explicit": a.explicit,
+                "state": next(
+                    (
+                        x.get("state")
+                        for x in (n.info or {}).get("apps", [])
+                        if x.get("uuid") == app.uuid
+                    ),
+                    None,
+                ),
+            }
+            for n, a in rows
+        ]
+        return jsonify(out)
+
+
+@ops_api.delete("/apps/<name>")
+@require_role("operator")
+@doc("Delete an app (every node stops and removes it)")
+def delete_app(name: str):  # type: ignore[no-untyped-def]
+    with svc().db.transaction() as s:
+        apps.delete_app(s, actor(), name)
+    return jsonify({"deleted": name})

@@ -1,0 +1,188 @@
+"""Operator API: nodes — claim, pending approval, labels/settings, commands, events, logs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from typing import Any
+
+from flask import jsonify, request
+from pydantic import Field
+from sqlalchemy import select
+
+from controller.api.auth import require_role
+from controller.api.openapi import doc
+from controller.api.operator.blueprint import ops_api
+from controller.domain import nodes, onboarding
+from controller.domain.bodies import ClaimBody, CommandBody, NodePatch
+from controller.domain.common import Body, parse
+from controller.domain.views import node_json
+from controller.store.lookup import find_node
+from controller.store.models import Event, LogBatch, Node, PendingRegistration
+from controller.web.context import actor, svc
+from protocol.desired_state import Name
+
+
+class NodeQuery(Body):
+    label: str | None = None
+    """key=value; only nodes with that label."""
+
+
+class AssignBody(Body):
+    app: Name
+
+
+class LogQuery(Body):
+    source: str | None = None
+    limit: int = Field(default=200, ge=1, le=5000)
+
+
+@ops_api.post("/nodes/claim")
+@require_role("operator")
+@doc("Claim a serial so the node carrying it may onboard", body=ClaimBody, status=201)
+def claim():  # type: ignore[no-untyped-def]
+    body = parse(ClaimBody, request.get_json(silent=True))
+    with svc().db.transaction() as s:
+        onboarding.claim(s, actor(), body.serial)
+        return jsonify(node_json(s, find_node(s, body.serial))), 201
+
+
+@ops_api.get("/nodes")
+@require_role("viewer")
+@doc("List nodes", query=NodeQuery)
+def list_nodes():  # type: ignore[no-untyped-def]
+    query = parse(NodeQuery, request.args.to_dict())
+    with svc().db.transaction() as s:
+        nodes = s.scalars(select(Node).order_by(Node.serial)).all()
+        if query.label:
+            key, _, value = query.label.partition("=")
+            nodes = [n for n in nodes if (n.labels or {}).get(key) == value]
+        return jsonify({"nodes": [node_json(s, n, full=False) for n in nodes]})
+
+
+@ops_api.get("/nodes/<key>")
+@require_role("viewer")
+@doc("Show a node (by serial or uuid)")
+def show_node(key: str):  # type: ignore[no-untyped-def]
+    with svc().db.transaction() as s:
+        return jsonify(node_json(s, find_node(s, key)))
+
+
+@ops_api.patch("/nodes/<key>")
+@require_role("operator")
+@doc("Set a node's labels and/or settings", body=NodePatch)
+def patch_node(key: str):  # type: ignore[no-untyped-def]
+    body = parse(NodePatch, request.get_json(silent=True))
+    with svc().db.transaction() as s:
+        node = nodes.update_node(s, actor(), key, body.labels, body.settings)
+        return jsonify(node_json(s, node))
+
+
+@ops_api.delete("/nodes/<key>")
+@require_role("admin")
+@doc("Forget a claimed node that never registered")
+def delete_node(key: str):  # type: ignore[no-untyped-def]
+    with svc().db.transaction() as s:
+        nodes.delete_node(s, actor(), key)
+    return jsonify({"deleted": key})
+
+
+@ops_api.post("/nodes/<key>/commands")
+@require_role("operator")
+@doc("Reboot a node, or restart/purge one app instance (acted on once)", body=CommandBody)
+def command(key: str):  # type: ignore[no-untyped-def]
+    body = parse(CommandBody, request.get_json(silent=True))
+    with svc().db.transaction() as s:
+        counter = nodes.command(s, actor(), key, body.command, body.app)
+    return jsonify({"command": body.command, "app": body.app, "counter": counter})
+
+
+@ops_api.post("/nodes/<key>/apps")
+@require_role("operator")
+@doc("Run an app on a node", body=AssignBody, status=201)
+def assign(key: str):  # type: ignore[no-untyped-def]
+    body = parse(AssignBody, request.get_json(silent=True))
+    with svc().db.transaction() as s:
+        created = nodes.assign(s, actor(), key, body.app)
+        return jsonify(node_json(s, find_node(s, key))), 201 if created else 200
+
+
+@ops_api.delete("/nodes/<key>/apps/<name>")
+@require_role("operator")
+@doc("Stop running an app on a node")
+def unassign(key: str, name: str):  # type: ignore[no-untyped-def]
+    with svc().db.transaction() as s:
+        nodes.unassign(s, actor(), key, name)
+        return jsonify(node_json(s, find_node(s, key)))
+
+
+@ops_api.get("/pending")
+@require_role("viewer")
+@doc("Nodes that tried to onboard with an unclaimed serial")
+def pending():  # type: ignore[no-untyped-def]
+    with svc().db.transaction() as s:
+        rows = s.scalars(select(PendingRegistration).order_by(PendingRegistration.serial)).all()
+        return jsonify(
+            {
+                "pending": [
+                    {
+                        "serial": p.serial,
+                        "device_cert_sha256": p.device_cert_sha256,
+                        "first_seen": p.first_seen.isoformat() + "Z",
+                        "last_seen": p.last_seen.isoformat() + "Z",
+                        "attempts": p.attempts,
+                    }
+                    for p in rows
+                ]
+            }
+        )
+
+
+@ops_api.post("/pending/<serial>/<decision>")
+@require_role("operator")
+@doc("Approve (claim) or reject a pending node")
+def decide(serial: str, decision: str):  # type: ignore[no-untyped-def]
+    with svc().db.transaction() as s:
+        onboarding.decide(s, actor(), serial, decision)
+    return jsonify({"serial": serial, "decision": decision})
+
+
+@ops_api.get("/nodes/<key>/events")
+@require_role("viewer")
+@doc("Recent events of a node")
+def node_events(key: str):  # type: ignore[no-untyped-def]
+    with svc().db.transaction() as s:
+        node = find_node(s, key)
+        rows = s.scalars(
+            select(Event).where(Event.node_id == node.id).order_by(Event.id.desc()).limit(200)
+        ).all()
+        return jsonify(
+            {
+                "events": [
+                    {"at": e.at.isoformat() + "Z", "kind": e.kind, "message": e.message}
+                    for e in rows
+                ]
+            }
+        )
+
+
+@ops_api.get("/nodes/<key>/logs")
+@require_role("viewer")
+@doc("Recent log lines a node sent (agent and app consoles)", query=LogQuery)
+def node_logs(key: str):  # type: ignore[no-untyped-def]
+    query = parse(LogQuery, request.args.to_dict())
+    with svc().db.transaction() as s:
+        node = find_node(s, key)
+        stmt = select(LogBatch).where(LogBatch.node_id == node.id)
+        if query.source:
+            stmt = stmt.where(LogBatch.source == query.source)
+        batches = s.scalars(stmt.order_by(LogBatch.id.desc()).limit(100)).all()
+        lines: list[dict[str, Any]] = []
+        for batch in batches:
+            for raw in reversed(gzip.decompress(batch.data_gz).splitlines()):
+                lines.append({"source": batch.source, **json.loads(raw)})
+                if len(lines) >= query.limit:
+                    break
+            if len(lines) >= query.limit:
+                break
+        return jsonify({"lines": list(reversed(lines))})

@@ -1,0 +1,114 @@
+"""App definitions: create, replace and delete, checked against the wire schema (the final
+judge), the stored images and networks, PCI adapters, git ownership and rollouts."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controller.domain.adapters import check_app_adapters
+from controller.domain.bodies import SPEC_FIELDS, AppBody
+from controller.domain.common import changed, parse
+from controller.domain.ownership import refuse_if_git_owned
+from controller.domain.rollout_guard import refuse_if_rolling
+from controller.domain.views import app_json, image_json
+from controller.errors import ApiError, field_error, invalid, validation_details
+from controller.store.audit import audit
+from controller.store.lookup import find_app
+from controller.store.models import App, Assignment, Image, Network, utcnow
+from protocol.desired_state import AppSpec
+
+__all__ = ["create_app", "delete_app", "replace_app", "validated_spec"]
+
+
+def validated_spec(s: Any, body: AppBody, app_uuid: str) -> tuple[Image, dict[str, Any]]:
+    """Check the body against the wire schema (the final judge) and the database."""
+    image = s.scalar(select(Image).where(Image.name == body.image))
+    if image is None:
+        raise field_error("image", f"no image named {body.image!r}")
+    known = set(s.scalars(select(Network.name)).all())
+    missing = [n.name for n in body.networks if n.name not in known]
+    if missing:
+        raise invalid([{"field": "networks", "error": f"unknown network {m!r}"} for m in missing])
+    spec = body.model_dump(mode="json", include=SPEC_FIELDS)
+    try:
+        AppSpec.model_validate(
+            {
+                "uuid": app_uuid,
+                "name": body.name,
+                "kind": body.kind,
+                **spec,
+                "image": {**image_json(image), "url": "https://x/"},
+            }
+        )
+    except ValidationError as exc:
+        raise invalid(validation_details(exc)) from exc
+    return image, spec
+
+
+def create_app(s: Session, actor: str, data: dict[str, Any]) -> dict[str, Any]:
+    """``POST /apps``: define an app (``data`` in the API's JSON shape)."""
+    body = parse(AppBody, data)
+    if s.scalar(select(App).where(App.name == body.name)) is not None:
+        raise ApiError(
+            409,
+            "conflict",
+            f"an app named {body.name!r} exists",
+            [{"field": "name", "error": f"an app named {body.name!r} exists"}],
+        )
+    app_uuid = str(uuid.uuid4())
+    image, spec = validated_spec(s, body, app_uuid)
+    app = App(
+        uuid=app_uuid,
+        name=body.name,
+        kind=body.kind,
+        image_id=image.id,
+        spec=spec,
+        label_selector=body.selector,
+    )
+    s.add(app)
+    s.flush()
+    check_app_adapters(s, app)  # on the nodes its selector picks
+    out = app_json(app, image)
+    audit(s, actor, "app.create", body.name, after=out)
+    changed(s)
+    return out
+
+
+def replace_app(s: Session, actor: str, name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """``PUT /apps/<name>``: replace a definition (name and kind stay)."""
+    body = parse(AppBody, data)
+    if body.name != name:
+        raise field_error("name", f"must be {name!r} (rename is not supported)")
+    app = find_app(s, name)
+    refuse_if_git_owned(s, actor, "App", name)
+    refuse_if_rolling(s, app)
+    if body.kind != app.kind:
+        raise field_error("kind", f"cannot change kind of {name!r}")
+    before = app_json(app, s.get(Image, app.image_id))  # type: ignore[arg-type]
+    image, spec = validated_spec(s, body, app.uuid)
+    app.image_id, app.spec, app.label_selector = image.id, spec, body.selector
+    app.updated_at = utcnow()
+    check_app_adapters(s, app)  # still fits on every node it runs on
+    after = app_json(app, image)
+    if after != before:
+        audit(s, actor, "app.update", name, before=before, after=after)
+        changed(s)
+    return after
+
+
+def delete_app(s: Session, actor: str, name: str) -> None:
+    """``DELETE /apps/<name>``: every node stops and removes the app."""
+    app = find_app(s, name)
+    refuse_if_git_owned(s, actor, "App", name)
+    refuse_if_rolling(s, app)
+    before = app_json(app, s.get(Image, app.image_id))  # type: ignore[arg-type]
+    for inst in s.scalars(select(Assignment).where(Assignment.app_id == app.id)):
+        s.delete(inst)
+    s.delete(app)
+    audit(s, actor, "app.delete", name, before=before)
+    changed(s)

@@ -1,0 +1,130 @@
+"""Node actions: labels and settings, commands (reboot, app restart/purge), assignments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from controller.domain.adapters import apps_on as adapter_apps_on
+from controller.domain.adapters import check_assignment, check_node_adapters
+from controller.domain.bodies import CommandBody, NodePatch
+from controller.domain.common import changed, parse
+from controller.domain.ownership import refuse_if_git_owned
+from controller.errors import ApiError, field_error, invalid, validation_details
+from controller.store.audit import audit, event
+from controller.store.lookup import find_app, find_node
+from controller.store.models import Assignment, Node
+from protocol.desired_state import NodeSettings
+
+__all__ = ["assign", "command", "delete_node", "unassign", "update_node"]
+
+
+def command(s: Session, actor: str, key: str, name: str, app: str | None = None) -> int:
+    """``POST /nodes/<key>/commands``: raise the reboot/restart/purge counter; returns it."""
+    body = parse(CommandBody, {"command": name, "app": app or None})
+    node = find_node(s, key)
+    if body.command == "reboot":
+        node.reboot_counter += 1
+        counter = node.reboot_counter
+    else:
+        if body.app is None:
+            raise field_error("app", f"{body.command} needs an app")
+        found = find_app(s, body.app)
+        inst = s.scalar(
+            select(Assignment).where(Assignment.node_id == node.id, Assignment.app_id == found.id)
+        )
+        if inst is None:
+            raise ApiError(404, "not_found", f"{body.app!r} does not run on {node.serial!r}")
+        attr = f"{body.command}_counter"
+        setattr(inst, attr, getattr(inst, attr) + 1)
+        counter = getattr(inst, attr)
+    audit(s, actor, f"node.{body.command}", node.serial, app=body.app, counter=counter)
+    event(s, node, f"command.{body.command}", body.app or "")
+    changed(s, node)
+    return int(counter)
+
+
+def assign(s: Session, actor: str, key: str, app_name: str) -> bool:
+    """``POST /nodes/<key>/apps``: run an app on a node; True when newly assigned."""
+    node, app = find_node(s, key), find_app(s, app_name)
+    inst = s.scalar(
+        select(Assignment).where(Assignment.node_id == node.id, Assignment.app_id == app.id)
+    )
+    is_new = inst is None or not inst.explicit
+    if inst is None:
+        check_assignment(s, node, app)  # PCI adapters: present, whole group, not shared
+        s.add(Assignment(node_id=node.id, app_id=app.id))
+    else:
+        inst.explicit = True
+    if is_new:
+        audit(s, actor, "app.assign", node.serial, app=app.name)
+        changed(s, node)
+    s.flush()
+    return is_new
+
+
+def unassign(s: Session, actor: str, key: str, app_name: str) -> None:
+    """``DELETE /nodes/<key>/apps/<name>``: stop running an explicitly assigned app."""
+    node, app = find_node(s, key), find_app(s, app_name)
+    gone = s.execute(
+        delete(Assignment).where(
+            Assignment.node_id == node.id,
+            Assignment.app_id == app.id,
+            Assignment.explicit.is_(True),
+        )
+    ).rowcount
+    if not gone:
+        raise ApiError(
+            404, "not_found", f"app {app_name!r} is not explicitly assigned to {node.serial!r}"
+        )
+    audit(s, actor, "app.unassign", node.serial, app=app.name)
+    changed(s, node)
+
+
+def update_node(
+    s: Session,
+    actor: str,
+    key: str,
+    labels: dict[str, str] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Node:
+    """``PATCH /nodes/<key>``: replace the node's labels and/or its settings overrides."""
+    body = parse(NodePatch, {"labels": labels, "settings": settings})
+    if body.settings is not None:
+        try:
+            NodeSettings.model_validate(body.settings)
+        except ValidationError as exc:
+            details = validation_details(exc)
+            raise invalid(
+                [{**d, "field": f"settings.{d['field']}"} for d in details], "settings are invalid"
+            ) from exc
+    node = find_node(s, key)
+    refuse_if_git_owned(s, actor, "Node", node.serial)
+    before = {"labels": node.labels, "settings": node.settings}
+    if body.labels is not None:
+        node.labels = dict(body.labels)
+        check_node_adapters(node, adapter_apps_on(s, node))  # apps its new labels select
+    if body.settings is not None:
+        node.settings = dict(body.settings)
+    audit(
+        s,
+        actor,
+        "node.update",
+        node.serial,
+        before=before,
+        after={"labels": node.labels, "settings": node.settings},
+    )
+    changed(s, node)
+    return node
+
+
+def delete_node(s: Session, actor: str, key: str) -> None:
+    """``DELETE /nodes/<key>``: forget a claimed node that never registered."""
+    node = find_node(s, key)
+    if node.state != "claimed":
+        raise ApiError(409, "conflict", f"node {node.serial!r} is {node.state}; revoke it")
+    audit(s, actor, "node.delete", node.serial, before={"serial": node.serial})
+    s.delete(node)

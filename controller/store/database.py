@@ -1,0 +1,74 @@
+"""The engine, sessions and schema of one database (SQLite file or PostgreSQL by URL).
+
+    Database(url).transaction()  → a Session, committed on success, rolled back on error
+    Database(url).create_schema() → Alembic upgrade to head, in process
+
+A transaction's session carries the database's config notifier (``session.info``), so
+domain code can wake long-polls with :func:`controller.store.notify.changed` without
+holding any process-wide state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from controller.store.notify import NOTIFIER_KEY, ConfigNotifier
+
+__all__ = ["Database", "alembic_config", "load_all_models"]
+
+
+class Database:
+    """Engine + session factory for one database URL."""
+
+    def __init__(self, url: str, notifier: ConfigNotifier | None = None) -> None:
+        self.url = url
+        self.notifier = notifier
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        self.engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create_schema(self) -> None:
+        """Bring the schema to the newest migration (Alembic, in process)."""
+        with self.engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "head")
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on any exception."""
+        with self._sessions() as session, session.begin():
+            if self.notifier is not None:
+                session.info[NOTIFIER_KEY] = self.notifier
+            yield session
+
+
+def load_all_models() -> None:
+    """Import every table module, so ``Base.metadata`` holds the whole schema."""
+    import controller.store.models  # noqa: F401  (the package imports each table module)
+
+
+def alembic_config(connection: Any = None) -> Config:
+    """Alembic configuration for the packaged migrations, bound to ``connection``."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()

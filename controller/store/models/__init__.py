@@ -1,0 +1,63 @@
+"""Every table of the controller, on one declarative ``Base``.
+
+One module per area; importing this package imports them all, so ``Base.metadata``
+holds the whole schema (what Alembic's migrations must match).
+"""
+
+from controller.store.models.core import (
+    ApiToken,
+    App,
+    Assignment,
+    AuditEvent,
+    Base,
+    Event,
+    Image,
+    LogBatch,
+    MetricSample,
+    Network,
+    Node,
+    PendingRegistration,
+    SeenRequest,
+    utcnow,
+)
+from controller.store.models.gitops import GitObject, GitSource, NodeRevision
+from controller.store.models.rollouts import ACTIVE, AppPin, Rollout, RolloutNode
+from controller.store.models.trust import (
+    AttestNonce,
+    IntegrityToken,
+    IssuedConfig,
+    NodeTrust,
+    TrustPolicy,
+)
+from controller.store.models.users import UiSession, User
+
+__all__ = [
+    "ACTIVE",
+    "ApiToken",
+    "App",
+    "AppPin",
+    "Assignment",
+    "AttestNonce",
+    "AuditEvent",
+    "Base",
+    "Event",
+    "GitObject",
+    "GitSource",
+    "Image",
+    "IntegrityToken",
+    "IssuedConfig",
+    "LogBatch",
+    "MetricSample",
+    "Network",
+    "Node",
+    "NodeRevision",
+    "NodeTrust",
+    "PendingRegistration",
+    "Rollout",
+    "RolloutNode",
+    "SeenRequest",
+    "TrustPolicy",
+    "UiSession",
+    "User",
+    "utcnow",
+]

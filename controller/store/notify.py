@@ -1,0 +1,113 @@
+"""Wake long-polling config requests when a node's desired state may have changed.
+
+    changed(session, node_id | ALL)  inside the transaction that made the change
+    wait(node_id, since, timeout)    in the config handler, outside any transaction
+
+The wake-up is sent only when that transaction commits: on PostgreSQL through
+``pg_notify`` (transactional; every replica LISTENs and wakes its own waiters), on
+SQLite through an after-commit hook in this process.  A wake-up only says "look
+again": the handler recomputes the config, so spurious wake-ups cost one query.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session
+
+__all__ = ["ALL", "NOTIFIER_KEY", "ConfigNotifier", "changed"]
+
+log = logging.getLogger(__name__)
+ALL = 0  # node ids start at 1
+CHANNEL = "outpost_config"
+_PENDING = "outpost_notify_pending"
+NOTIFIER_KEY = "outpost_notifier"
+"""Where :class:`controller.store.database.Database` puts its notifier in ``session.info``."""
+
+
+def changed(session: Session, node_id: int = ALL) -> None:
+    """Wake the long-polls of ``node_id`` (ALL: every node) once this transaction commits.
+
+    A session without a notifier (a tool's own database session) wakes nobody."""
+    notifier: ConfigNotifier | None = session.info.get(NOTIFIER_KEY)
+    if notifier is not None:
+        notifier.notify(session, node_id)
+
+
+class ConfigNotifier:
+    def __init__(self, db_url: str = "") -> None:
+        self._cond = threading.Condition()
+        self._version: dict[int, int] = {}
+        self._pg_url = db_url if db_url.startswith("postgresql") else ""
+        self._stop = threading.Event()
+        self._listener: threading.Thread | None = None
+        if self._pg_url:
+            self._listener = threading.Thread(target=self._listen, name="pg-listen", daemon=True)
+            self._listener.start()
+
+    # -- producer side -----------------------------------------------------------
+    def notify(self, session: Session, node_id: int = ALL) -> None:
+        """Wake waiters for ``node_id`` (ALL: every node) once this transaction commits."""
+        if self._pg_url:
+            session.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": str(node_id)})
+            return
+        pending: set[int] = session.info.setdefault(_PENDING, set())
+        if not pending:
+            event.listen(session, "after_commit", self._after_commit, once=True)
+            event.listen(session, "after_rollback", self._after_rollback, once=True)
+        pending.add(node_id)
+
+    def _after_commit(self, session: Session) -> None:
+        for node_id in session.info.pop(_PENDING, set()):
+            self.wake(node_id)
+
+    @staticmethod
+    def _after_rollback(session: Session) -> None:
+        session.info.pop(_PENDING, None)
+
+    def wake(self, node_id: int) -> None:
+        with self._cond:
+            self._version[node_id] = self._version.get(node_id, 0) + 1
+            self._cond.notify_all()
+
+    # -- consumer side -----------------------------------------------------------
+    def version(self, node_id: int) -> int:
+        """A token to pass to :meth:`wait`; take it BEFORE reading the config."""
+        with self._cond:
+            return self._version.get(node_id, 0) + self._version.get(ALL, 0)
+
+    def wait(self, node_id: int, since: int, timeout: float) -> bool:
+        """Block until a wake-up for the node (or ALL) after ``since``; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._version.get(node_id, 0) + self._version.get(ALL, 0) == since:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop.is_set():
+                    return False
+                self._cond.wait(left)
+        return True
+
+    # -- PostgreSQL LISTEN -------------------------------------------------------
+    def _listen(self) -> None:
+        import psycopg
+
+        url = self._pg_url.replace("postgresql+psycopg://", "postgresql://")
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self.wake(ALL)  # anything may have changed while not listening
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            self.wake(int(note.payload or ALL))
+            except Exception as exc:
+                log.warning("config LISTEN connection lost (%s); retrying", exc)
+                self._stop.wait(1.0)
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()

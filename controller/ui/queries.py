@@ -1,0 +1,414 @@
+"""Read side of the web UI: fleet summary, node lists (search, filters, pages), node detail,
+apps, images, audit.  Queries only, inside the caller's session; plain dicts out.
+
+A node is *online* when it made a device request within three config intervals
+(plus a grace period); its attestation state comes from ``NodeTrust`` (no row:
+unattested).  Everything that must scale with the fleet is paginated in SQL;
+counts and "needs attention" are one pass over a narrow row per node.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, not_, or_, select
+from sqlalchemy.orm import Session
+
+from controller.store.models import (
+    App,
+    Assignment,
+    AuditEvent,
+    Event,
+    Image,
+    LogBatch,
+    MetricSample,
+    Node,
+    NodeTrust,
+    PendingRegistration,
+    utcnow,
+)
+
+__all__ = [
+    "FILTERS",
+    "PAGE_SIZE",
+    "Page",
+    "app_instances",
+    "apps_catalog",
+    "audit_page",
+    "fleet_summary",
+    "images_catalog",
+    "metric_samples",
+    "node_apps",
+    "node_list",
+    "node_status",
+    "online_cutoff",
+    "recent_events",
+    "recent_logs",
+]
+
+PAGE_SIZE = 50
+ONLINE_GRACE_S = 30.0
+FILTERS = (
+    "online",
+    "offline",
+    "claimed",
+    "attested",
+    "unattested",
+    "failed",
+    "revoked",
+    "attention",
+)
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    page: int
+    pages: int
+    total: int
+
+    @staticmethod
+    def clamp(page: int, total: int, size: int = PAGE_SIZE) -> tuple[int, int]:
+        pages = max(1, -(-total // size))
+        return min(max(page, 1), pages), pages
+
+
+def online_cutoff(config_interval_s: float, now: dt.datetime | None = None) -> dt.datetime:
+    return (now or utcnow()) - dt.timedelta(seconds=3 * config_interval_s + ONLINE_GRACE_S)
+
+
+def node_status(
+    state: str,
+    last_seen: dt.datetime | None,
+    trust_state: str | None,
+    revoked: bool,
+    info: dict[str, Any] | None,
+    cutoff: dt.datetime,
+) -> dict[str, Any]:
+    """Connection, attestation, app states and the reasons the node needs attention."""
+    registered = state == "registered"
+    connection = (
+        "claimed"
+        if not registered
+        else "online"
+        if last_seen and last_seen >= cutoff
+        else "offline"
+    )
+    attestation = "revoked" if revoked else (trust_state or "unattested") if registered else ""
+    apps = [a for a in (info or {}).get("apps", []) if isinstance(a, dict)]
+    errors = [a.get("name", "?") for a in apps if a.get("state") == "ERROR"]
+    attention = []
+    if connection == "offline":
+        attention.append("offline")
+    if attestation in ("failed", "revoked"):
+        attention.append(f"attestation {attestation}")
+    attention += [f"app {name} in ERROR" for name in errors]
+    return {
+        "connection": connection,
+        "attestation": attestation,
+        "apps": Counter(str(a.get("state", "?")) for a in apps),
+        "attention": attention,
+    }
+
+
+def _status_rows(s: Session, where: Any = None) -> list[Any]:
+    stmt = select(
+        Node.serial,
+        Node.uuid,
+        Node.state,
+        Node.last_seen,
+        Node.info,
+        Node.labels,
+        NodeTrust.state,
+        NodeTrust.revoked_at,
+    ).outerjoin(NodeTrust, NodeTrust.node_id == Node.id)
+    if where is not None:
+        stmt = stmt.where(where)
+    return list(s.execute(stmt.order_by(Node.serial)).all())
+
+
+def _row_json(row: Any, cutoff: dt.datetime) -> dict[str, Any]:
+    serial, uuid, state, last_seen, info, labels, trust_state, revoked_at = row
+    status = node_status(state, last_seen, trust_state, revoked_at is not None, info, cutoff)
+    return {
+        "serial": serial,
+        "uuid": uuid,
+        "state": state,
+        "last_seen": last_seen,
+        "labels": labels or {},
+        **status,
+    }
+
+
+def fleet_summary(s: Session, cutoff: dt.datetime, attention_limit: int = 20) -> dict[str, Any]:
+    """Counts by state, app states, nodes needing attention, pending registrations."""
+    counts: Counter[str] = Counter()
+    app_states: Counter[str] = Counter()
+    attention: list[dict[str, Any]] = []
+    attention_total = 0
+    for row in _status_rows(s):
+        node = _row_json(row, cutoff)
+        counts["total"] += 1
+        counts[node["connection"]] += 1
+        if node["attestation"]:
+            counts[node["attestation"]] += 1
+        app_states.update(node["apps"])
+        if node["attention"]:
+            attention_total += 1
+            if len(attention) < attention_limit:
+                attention.append(node)
+    counts["pending"] = s.scalar(select(func.count()).select_from(PendingRegistration)) or 0
+    counts["apps"] = s.scalar(select(func.count()).select_from(App)) or 0
+    return {
+        "counts": counts,
+        "app_states": dict(sorted(app_states.items())),
+        "attention": attention,
+        "attention_total": attention_total,
+    }
+
+
+def _filter_clause(name: str, cutoff: dt.datetime) -> ColumnElement[bool] | None:
+    registered = Node.state == "registered"
+    not_revoked = NodeTrust.revoked_at.is_(None)
+    fresh = and_(Node.last_seen.is_not(None), Node.last_seen >= cutoff)
+    return {
+        "online": and_(registered, fresh),
+        "offline": and_(registered, not_(fresh)),
+        "claimed": Node.state == "claimed",
+        "attested": and_(registered, NodeTrust.state == "attested", not_revoked),
+        "failed": and_(registered, NodeTrust.state == "failed", not_revoked),
+        "unattested": and_(
+            registered,
+            or_(NodeTrust.node_id.is_(None), NodeTrust.state == "unattested"),
+            not_revoked,
+        ),
+        "revoked": NodeTrust.revoked_at.is_not(None),
+    }.get(name)
+
+
+def node_list(
+    s: Session, cutoff: dt.datetime, q: str = "", status: str = "", page: int = 1
+) -> Page:
+    """One page of nodes: ``q`` matches serial/uuid (substring) or ``key=value`` labels."""
+    q = q.strip()[:128]
+    where: list[Any] = []
+    label: tuple[str, str] | None = None
+    if q and "=" in q:
+        key, _, value = q.partition("=")
+        label = (key.strip(), value.strip())
+    elif q:
+        like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where.append(or_(Node.serial.ilike(like, escape="\\"), Node.uuid.ilike(like, escape="\\")))
+    clause = _filter_clause(status, cutoff)
+    if clause is not None:
+        where.append(clause)
+    if label is None and status != "attention":
+        cond = and_(*where) if where else None
+        count_stmt = select(func.count()).select_from(Node)
+        count_stmt = count_stmt.outerjoin(NodeTrust, NodeTrust.node_id == Node.id)
+        total = s.scalar(count_stmt.where(cond) if cond is not None else count_stmt) or 0
+        page, pages = Page.clamp(page, total)
+        stmt = select(
+            Node.serial,
+            Node.uuid,
+            Node.state,
+            Node.last_seen,
+            Node.info,
+            Node.labels,
+            NodeTrust.state,
+            NodeTrust.revoked_at,
+        ).outerjoin(NodeTrust, NodeTrust.node_id == Node.id)
+        if cond is not None:
+            stmt = stmt.where(cond)
+        rows = s.execute(
+            stmt.order_by(Node.serial).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
+        ).all()
+        return Page([_row_json(r, cutoff) for r in rows], page, pages, total)
+    # label search and "needs attention" look inside JSON: one pass in Python
+    nodes = [_row_json(r, cutoff) for r in _status_rows(s, and_(*where) if where else None)]
+    if label is not None:
+        nodes = [n for n in nodes if str(n["labels"].get(label[0], "\0")) == label[1]]
+    if status == "attention":
+        nodes = [n for n in nodes if n["attention"]]
+    page, pages = Page.clamp(page, len(nodes))
+    start = (page - 1) * PAGE_SIZE
+    return Page(nodes[start : start + PAGE_SIZE], page, pages, len(nodes))
+
+
+def node_apps(s: Session, node: Node) -> list[dict[str, Any]]:
+    """The node's app instances with the state the agent reports (and reported-only apps)."""
+    reported = {a.get("uuid"): a for a in (node.info or {}).get("apps", []) if isinstance(a, dict)}
+    rows = s.execute(
+        select(App, Image, Assignment)
+        .join(Assignment, Assignment.app_id == App.id)
+        .join(Image, Image.id == App.image_id)
+        .where(Assignment.node_id == node.id)
+        .order_by(App.name)
+    ).all()
+    out = []
+    for app, image, inst in rows:
+        status = reported.pop(app.uuid, {})
+        out.append(
+            {
+                "name": app.name,
+                "kind": app.kind,
+                "image": image.name,
+                "image_size": image.size,
+                "explicit": inst.explicit,
+                "restart_counter": inst.restart_counter,
+                "purge_counter": inst.purge_counter,
+                "state": status.get("state", "—"),
+                "error": status.get("error", ""),
+                "progress": _progress(status, image.size),
+                "assigned": True,
+            }
+        )
+    for status in reported.values():  # still on the node, no longer assigned (being removed)
+        out.append(
+            {
+                "name": status.get("name", "?"),
+                "state": status.get("state", "?"),
+                "error": status.get("error", ""),
+                "progress": None,
+                "assigned": False,
+            }
+        )
+    return out
+
+
+def _progress(status: dict[str, Any], size: int) -> tuple[int, int] | None:
+    """(done, total) bytes of a download the agent reported, if it reports one."""
+    prog = status.get("progress")
+    if isinstance(prog, dict):
+        done, total = prog.get("done", prog.get("bytes")), prog.get("total", size)
+    else:
+        done, total = status.get("downloaded_bytes"), status.get("total_bytes", size)
+    if isinstance(done, int) and isinstance(total, int) and total > 0:
+        return min(done, total), total
+    return None
+
+
+def recent_events(s: Session, node: Node | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    stmt = select(Event, Node.serial).outerjoin(Node, Node.id == Event.node_id)
+    if node is not None:
+        stmt = stmt.where(Event.node_id == node.id)
+    rows = s.execute(stmt.order_by(Event.id.desc()).limit(limit)).all()
+    return [
+        {"at": e.at, "node": serial, "kind": e.kind, "message": e.message} for e, serial in rows
+    ]
+
+
+def recent_logs(s: Session, node: Node, source: str = "", limit: int = 200) -> list[dict[str, Any]]:
+    """The newest ``limit`` log lines (oldest first), as ``GET /nodes/<key>/logs``."""
+    stmt = select(LogBatch).where(LogBatch.node_id == node.id)
+    if source:
+        stmt = stmt.where(LogBatch.source == source)
+    lines: list[dict[str, Any]] = []
+    for batch in s.scalars(stmt.order_by(LogBatch.id.desc()).limit(100)):
+        for raw in reversed(gzip.decompress(batch.data_gz).splitlines()):
+            lines.append({"source": batch.source, **json.loads(raw)})
+            if len(lines) >= limit:
+                return list(reversed(lines))
+    return list(reversed(lines))
+
+
+def metric_samples(s: Session, node: Node, since: dt.datetime) -> list[dict[str, Any]]:
+    rows = s.scalars(
+        select(MetricSample.data)
+        .where(MetricSample.node_id == node.id, MetricSample.at >= since)
+        .order_by(MetricSample.id)
+    ).all()
+    return [r for r in rows if isinstance(r, dict)]
+
+
+def apps_catalog(s: Session) -> list[dict[str, Any]]:
+    """Every app with its image and how many instances are in which state."""
+    apps = s.execute(select(App, Image).join(Image, Image.id == App.image_id).order_by(App.name))
+    catalog = {
+        app.id: {"app": app, "image": image, "instances": 0, "states": Counter()}
+        for app, image in apps
+    }
+    by_uuid = {row["app"].uuid: app_id for app_id, row in catalog.items()}
+    reported: dict[tuple[int, int], str] = {}  # (node id, app id) → state; each info read once
+    for node_id, info in s.execute(
+        select(Node.id, Node.info).where(Node.id.in_(select(Assignment.node_id)))
+    ):
+        for status in (info or {}).get("apps", []):
+            app_id = by_uuid.get(status.get("uuid"))
+            if app_id is not None:
+                reported[(node_id, app_id)] = str(status.get("state"))
+    for node_id, app_id in s.execute(select(Assignment.node_id, Assignment.app_id)):
+        entry = catalog[app_id]
+        entry["instances"] += 1
+        entry["states"][reported.get((node_id, app_id), "not reported")] += 1
+    return list(catalog.values())
+
+
+def app_instances(s: Session, app: App, page: int = 1) -> Page:
+    """Where an app runs (explicitly or by label) and the state each node reports."""
+    total = (
+        s.scalar(select(func.count()).select_from(Assignment).where(Assignment.app_id == app.id))
+        or 0
+    )
+    page, pages = Page.clamp(page, total)
+    rows = s.execute(
+        select(Node.serial, Node.info, Assignment)
+        .join(Assignment, Assignment.node_id == Node.id)
+        .where(Assignment.app_id == app.id)
+        .order_by(Node.serial)
+        .limit(PAGE_SIZE)
+        .offset((page - 1) * PAGE_SIZE)
+    ).all()
+    items = []
+    for serial, info, inst in rows:
+        status = next((a for a in (info or {}).get("apps", []) if a.get("uuid") == app.uuid), {})
+        items.append(
+            {
+                "node": serial,
+                "explicit": inst.explicit,
+                "state": status.get("state", "not reported"),
+                "error": status.get("error", ""),
+            }
+        )
+    return Page(items, page, pages, total)
+
+
+def images_catalog(s: Session) -> list[dict[str, Any]]:
+    """Images with the apps that use them (``GET /images``)."""
+    users: dict[int, list[str]] = {}
+    for image_id, name in s.execute(select(App.image_id, App.name).order_by(App.name)):
+        users.setdefault(image_id, []).append(name)
+    return [
+        {"image": image, "apps": users.get(image.id, [])}
+        for image in s.scalars(select(Image).order_by(Image.name))
+    ]
+
+
+def audit_page(
+    s: Session, actor: str = "", action: str = "", target: str = "", page: int = 1
+) -> tuple[Page, list[str]]:
+    """Audit events, newest first; actor/target match substrings, action exactly."""
+    where = []
+    for column, value in ((AuditEvent.actor, actor), (AuditEvent.target, target)):
+        if value:
+            like = "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append(column.ilike(like, escape="\\"))
+    if action:
+        where.append(AuditEvent.action == action)
+    cond = and_(*where) if where else None
+    count = select(func.count()).select_from(AuditEvent)
+    total = s.scalar(count.where(cond) if cond is not None else count) or 0
+    page, pages = Page.clamp(page, total)
+    stmt = select(AuditEvent)
+    if cond is not None:
+        stmt = stmt.where(cond)
+    rows = s.scalars(
+        stmt.order_by(AuditEvent.id.desc()).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
+    ).all()
+    actions = list(s.scalars(select(AuditEvent.action).distinct().order_by(AuditEvent.action)))
+    return Page(list(rows), page, pages, total), actions

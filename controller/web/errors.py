@@ -1,0 +1,34 @@
+"""The one JSON error handler for every blueprint.
+
+:class:`controller.errors.ApiError` and Werkzeug's HTTP errors (404, 405, 413 …) are
+answered as ``{"error": {"code", "message", "details"}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from controller.errors import ApiError
+
+__all__ = ["register_error_handlers"]
+
+
+def _body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        err["details"] = details
+    return {"error": err}
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):  # type: ignore[no-untyped-def]
+        return jsonify(_body(exc.code, exc.message, exc.details)), exc.status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return jsonify(_body(code, exc.description or exc.name)), exc.code or 500
