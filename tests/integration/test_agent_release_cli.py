@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.domain.agent_releases import PACKAGES
+from protocol.agent_bundle import PACKAGES
 from outpost_cli.main import main
 
 pytestmark = pytest.mark.integration
