@@ -10,9 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from attestation.measurement import code_digest
 from outpost_cli.resources import UsageError
-from protocol import agent_bundle
 
 __all__ = ["add_agent_release_commands"]
 
@@ -26,6 +24,9 @@ def _sha256(path: Path) -> str:
 
 
 def cmd_build(c: Any, args: argparse.Namespace) -> None:
+    from attestation.measurement import code_digest  # here: `outpost --help` stays fast
+    from protocol import agent_bundle
+
     out = Path(args.out or f"outpost-agent-{args.version}.tar.gz")
     try:
         agent_bundle.build(args.version, out, Path(args.source) if args.source else None)

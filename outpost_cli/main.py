@@ -15,8 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from outpost_cli.agent_release import add_agent_release_commands
 from outpost_cli.resources import UsageError, add_resource_commands
 from outpost_cli.rollout import add_rollout_commands
@@ -34,12 +32,16 @@ class CliError(Exception):
 
 class Client:
     def __init__(self, url: str, token: str, ca: str | None) -> None:
+        import requests  # here, not at import: `outpost --help` stays fast
+
         self.url = url.rstrip("/")
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.verify: str | bool = ca if ca else True  # per call: env CA bundles win otherwise
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import requests
+
         try:
             resp = self.session.request(
                 method, f"{self.url}/api/v1{path}", timeout=60, verify=self.verify, **kwargs
@@ -63,13 +65,23 @@ def _connect(args: argparse.Namespace) -> Client:
     conf: dict[str, Any] = {}
     conf_path = args.config or os.environ.get("OUTPOST_CONFIG")
     if conf_path:
-        conf = json.loads(Path(conf_path).read_text())
+        try:
+            conf = json.loads(Path(conf_path).read_text())
+        except OSError as exc:
+            raise UsageError(f"cannot read the config file {conf_path}: {exc.strerror}") from exc
+        except ValueError as exc:
+            raise UsageError(f"the config file {conf_path} is not JSON: {exc}") from exc
+        if not isinstance(conf, dict):
+            raise UsageError(f"the config file {conf_path} must hold a JSON object")
     url = args.url or os.environ.get("OUTPOST_URL") or conf.get("url")
     ca = args.ca or os.environ.get("OUTPOST_CA") or conf.get("ca")
     token = args.token or os.environ.get("OUTPOST_TOKEN")
     token_file = os.environ.get("OUTPOST_TOKEN_FILE") or conf.get("token_file")
     if not token and token_file:
-        token = Path(token_file).read_text().strip()
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read the token file {token_file}: {exc.strerror}") from exc
     if not url or not token:
         raise UsageError("set the controller URL and token (--url/--token, OUTPOST_* or --config)")
     return Client(url, token, ca)

@@ -17,6 +17,7 @@ import logging
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from attestation import pki
@@ -35,7 +36,7 @@ attest_api = Blueprint("attest_api", __name__, url_prefix="/api/v1/device")
 
 
 @attest_api.post("/attest")
-def attest():  # type: ignore[no-untyped-def]
+def attest() -> ResponseReturnValue:
     with current_services().db.transaction() as session:
         node, req = open_node_request(session, AttestRequest)
         body = req.root
@@ -60,7 +61,7 @@ def _spki(cert: x509.Certificate) -> bytes:
 
 
 @attest_api.post("/renew")
-def renew():  # type: ignore[no-untyped-def]
+def renew() -> ResponseReturnValue:
     """Swap in a renewed device cert (same key, later expiry); idempotent."""
     with current_services().db.transaction() as session:
         node, req = open_node_request(session, RenewRequest)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from flask import Blueprint, send_file
+from flask.typing import ResponseReturnValue
 
 from controller.errors import ApiError
 from controller.store.blobs import blob_path
@@ -18,7 +19,7 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @datastore.get("/sha256/<digest>")
-def blob(digest: str):  # type: ignore[no-untyped-def]
+def blob(digest: str) -> ResponseReturnValue:
     if not _HEX64.match(digest):
         raise ApiError(404, "not_found", "no such blob")
     path = blob_path(current_services().settings.datastore_dir, digest)

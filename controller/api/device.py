@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -77,14 +78,14 @@ def open_node_request(session: Session, model: type[BaseModel]) -> tuple[Node, A
 
 
 @device_api.get("/certs")
-def certs():  # type: ignore[no-untyped-def]
+def certs() -> ResponseReturnValue:
     """The controller's signing chain; the node checks it against its pinned root."""
     ctl_pki = current_services().pki
     return jsonify({"signing": [ctl_pki.signing.cert_pem()], "root": ctl_pki.root.cert_pem()})
 
 
 @device_api.post("/register")
-def register():  # type: ignore[no-untyped-def]
+def register() -> ResponseReturnValue:
     svc = current_services()
     try:
         with svc.db.transaction() as session:
@@ -102,7 +103,7 @@ def register():  # type: ignore[no-untyped-def]
 
 
 @device_api.post("/config")
-def config():  # type: ignore[no-untyped-def]
+def config() -> ResponseReturnValue:
     """The node's config, or 'unchanged'; with ``wait_s`` held until a change (long-poll).
 
     The wait happens outside any transaction: a wake-up from the notifier only means
@@ -153,7 +154,7 @@ def _changed_config(session: Session, node: Node, have: str) -> dict[str, str] |
 
 
 @device_api.post("/info")
-def info():  # type: ignore[no-untyped-def]
+def info() -> ResponseReturnValue:
     svc = current_services()
     with svc.db.transaction() as session:
         node, msg = open_node_request(session, InfoMessage)

@@ -15,6 +15,7 @@ import json
 import zlib
 
 from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
 from sqlalchemy import delete, func, select
 
@@ -50,7 +51,7 @@ def _trim(session, model, node_id: int, keep: int) -> None:  # type: ignore[no-u
 
 
 @device_reports.post("/metrics")
-def metrics():  # type: ignore[no-untyped-def]
+def metrics() -> ResponseReturnValue:
     with current_services().db.transaction() as session:
         node, msg = open_node_request(session, MetricsMessage)
         node.metrics = msg.model_dump(mode="json")
@@ -81,7 +82,7 @@ def _decode_lines(msg: LogBatchMessage) -> list[LogLine]:
 
 
 @device_reports.post("/logs")
-def logs():  # type: ignore[no-untyped-def]
+def logs() -> ResponseReturnValue:
     with current_services().db.transaction() as session:
         node, msg = open_node_request(session, LogBatchMessage)
         lines = _decode_lines(msg)

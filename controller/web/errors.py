@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from controller.errors import ApiError
@@ -25,10 +26,10 @@ def _body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError):  # type: ignore[no-untyped-def]
+    def _api_error(exc: ApiError) -> ResponseReturnValue:
         return jsonify(_body(exc.code, exc.message, exc.details)), exc.status
 
     @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+    def _http_error(exc: HTTPException) -> ResponseReturnValue:
         code = (exc.name or "error").lower().replace(" ", "_")
         return jsonify(_body(code, exc.description or exc.name)), exc.code or 500

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import jsonify
+from flask.typing import ResponseReturnValue
 
 from controller.api.auth import require_role
 from controller.api.openapi import doc
@@ -15,6 +16,6 @@ from controller.web.context import svc
 @ops_api.get("/nodes/<key>/adapters")
 @require_role("viewer")
 @doc("List a node's PCI/GPU adapters: IOMMU group, assignable as a whole, used by which apps")
-def list_node_adapters(key: str):  # type: ignore[no-untyped-def]
+def list_node_adapters(key: str) -> ResponseReturnValue:
     with svc().db.transaction() as s:
         return jsonify(node_adapters(s, find_node(s, key)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import jsonify, request
+from flask.typing import ResponseReturnValue
 
 from controller.api.auth import require_role
 from controller.api.openapi import doc
@@ -20,7 +21,7 @@ from protocol.desired_state import MAX_AGENT_BUNDLE_BYTES
     raw_body="application/gzip",
     status=201,
 )
-def upload_agent_release():  # type: ignore[no-untyped-def]
+def upload_agent_release() -> ResponseReturnValue:
     request.max_content_length = MAX_AGENT_BUNDLE_BYTES  # before reading the body
     out = agent_releases.upload_release(svc(), actor(), request.args.to_dict(), request.stream)
     return jsonify(out), 201
@@ -29,7 +30,7 @@ def upload_agent_release():  # type: ignore[no-untyped-def]
 @ops_api.get("/agent-releases")
 @require_role("viewer")
 @doc("List agent releases and the nodes that target each")
-def list_agent_releases():  # type: ignore[no-untyped-def]
+def list_agent_releases() -> ResponseReturnValue:
     with svc().db.transaction() as s:
         return jsonify({"releases": agent_releases.list_releases(s)})
 
@@ -41,7 +42,7 @@ def list_agent_releases():  # type: ignore[no-untyped-def]
     " it, switches and keeps it only if it re-attests and reports within the commit window",
     body=agent_releases.NodeReleaseBody,
 )
-def put_node_agent_release(key: str):  # type: ignore[no-untyped-def]
+def put_node_agent_release(key: str) -> ResponseReturnValue:
     data = json_body()
     with svc().db.transaction() as s:
         return jsonify(agent_releases.set_node_release(s, svc(), actor(), key, data))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import jsonify
+from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from controller.api.auth import require_role
@@ -19,7 +20,7 @@ from controller.web.context import actor, json_body, svc
 @ops_api.post("/apps")
 @require_role("operator")
 @doc("Define an app", body=AppBody, status=201)
-def create_app_def():  # type: ignore[no-untyped-def]
+def create_app_def() -> ResponseReturnValue:
     data = json_body()
     with svc().db.transaction() as s:
         out = apps.create_app(s, actor(), data)
@@ -29,7 +30,7 @@ def create_app_def():  # type: ignore[no-untyped-def]
 @ops_api.put("/apps/<name>")
 @require_role("operator")
 @doc("Replace an app's definition (its uuid stays; nodes get the change)", body=AppBody)
-def replace_app(name: str):  # type: ignore[no-untyped-def]
+def replace_app(name: str) -> ResponseReturnValue:
     data = json_body()
     with svc().db.transaction() as s:
         out = apps.replace_app(s, actor(), name, data)
@@ -39,7 +40,7 @@ def replace_app(name: str):  # type: ignore[no-untyped-def]
 @ops_api.get("/apps")
 @require_role("viewer")
 @doc("List apps")
-def list_apps():  # type: ignore[no-untyped-def]
+def list_apps() -> ResponseReturnValue:
     with svc().db.transaction() as s:
         rows = s.execute(
             select(App, Image).join(Image, Image.id == App.image_id).order_by(App.name)
@@ -50,7 +51,7 @@ def list_apps():  # type: ignore[no-untyped-def]
 @ops_api.get("/apps/<name>")
 @require_role("viewer")
 @doc("Show an app and where it runs")
-def show_app(name: str):  # type: ignore[no-untyped-def]
+def show_app(name: str) -> ResponseReturnValue:
     with svc().db.transaction() as s:
         app = find_app(s, name)
         out = app_json(app, s.get(Image, app.image_id))  # type: ignore[arg-type]
@@ -81,7 +82,7 @@ def show_app(name: str):  # type: ignore[no-untyped-def]
 @ops_api.delete("/apps/<name>")
 @require_role("operator")
 @doc("Delete an app (every node stops and removes it)")
-def delete_app(name: str):  # type: ignore[no-untyped-def]
+def delete_app(name: str) -> ResponseReturnValue:
     with svc().db.transaction() as s:
         apps.delete_app(s, actor(), name)
     return jsonify({"deleted": name})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import current_app, jsonify, request
+from flask.typing import ResponseReturnValue
 from pydantic import Field
 from sqlalchemy import select
 
@@ -28,7 +29,7 @@ class EventQuery(Body):
 @ops_api.get("/audit")
 @require_role("viewer")
 @doc("The audit log (newest first), filterable", query=AuditQuery)
-def audit_log():  # type: ignore[no-untyped-def]
+def audit_log() -> ResponseReturnValue:
     q = parse(AuditQuery, request.args.to_dict())
     stmt = select(AuditEvent)
     for column, value in (
@@ -61,7 +62,7 @@ def audit_log():  # type: ignore[no-untyped-def]
 @ops_api.get("/events")
 @require_role("viewer")
 @doc("Recent events across the fleet (newest first)", query=EventQuery)
-def events():  # type: ignore[no-untyped-def]
+def events() -> ResponseReturnValue:
     q = parse(EventQuery, request.args.to_dict())
     with svc().db.transaction() as s:
         rows = s.execute(
@@ -87,5 +88,5 @@ def events():  # type: ignore[no-untyped-def]
 
 @ops_api.get("/openapi.json")
 @doc("This document")
-def openapi():  # type: ignore[no-untyped-def]
+def openapi() -> ResponseReturnValue:
     return jsonify(build_openapi(current_app))

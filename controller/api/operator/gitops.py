@@ -4,6 +4,7 @@ revision), remove, sync now."""
 from __future__ import annotations
 
 from flask import jsonify
+from flask.typing import ResponseReturnValue
 
 from controller.api.auth import require_role
 from controller.api.openapi import doc
@@ -18,7 +19,7 @@ from controller.web.context import actor, json_body, svc
 @ops_api.put("/git/source")
 @require_role("admin")
 @doc("Follow a git repository of site folders (sites/<site>/*.yaml)", body=GitSourceBody)
-def set_git_source():  # type: ignore[no-untyped-def]
+def set_git_source() -> ResponseReturnValue:
     data = json_body()
     with svc().db.transaction() as s:
         return jsonify(source.set_source(s, actor(), data))
@@ -27,7 +28,7 @@ def set_git_source():  # type: ignore[no-untyped-def]
 @ops_api.get("/git/source")
 @require_role("viewer")
 @doc("The git source: revision in force, last sync, last error, each node's revision")
-def get_git_source():  # type: ignore[no-untyped-def]
+def get_git_source() -> ResponseReturnValue:
     with svc().db.transaction() as s:
         out = source.git_status(s)
     if out is None:
@@ -38,7 +39,7 @@ def get_git_source():  # type: ignore[no-untyped-def]
 @ops_api.delete("/git/source")
 @require_role("admin")
 @doc("Stop following the git source (its objects stay and become editable)")
-def delete_git_source():  # type: ignore[no-untyped-def]
+def delete_git_source() -> ResponseReturnValue:
     with svc().db.transaction() as s:
         source.delete_source(s, actor())
     return jsonify({"deleted": "git source"})
@@ -47,7 +48,7 @@ def delete_git_source():  # type: ignore[no-untyped-def]
 @ops_api.post("/git/sync")
 @require_role("operator")
 @doc("Fetch and apply the git source now (a bad revision is refused whole: 422)")
-def git_sync():  # type: ignore[no-untyped-def]
+def git_sync() -> ResponseReturnValue:
     result = sync(svc())
     if result.errors:
         raise ApiError(

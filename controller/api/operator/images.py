@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import jsonify, request
+from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from controller.api.auth import require_role
@@ -23,7 +24,7 @@ from controller.web.context import actor, json_body, svc
     raw_body="application/octet-stream",
     status=201,
 )
-def upload_image():  # type: ignore[no-untyped-def]
+def upload_image() -> ResponseReturnValue:
     request.max_content_length = svc().settings.max_image_bytes  # before reading the body
     out = images.upload_image(svc(), actor(), request.args.to_dict(), request.stream)
     return jsonify(out), 201
@@ -32,7 +33,7 @@ def upload_image():  # type: ignore[no-untyped-def]
 @ops_api.post("/images/register")
 @require_role("operator")
 @doc("Register an image held in an external datastore", body=ImageRegistration, status=201)
-def register_image():  # type: ignore[no-untyped-def]
+def register_image() -> ResponseReturnValue:
     data = json_body()
     with svc().db.transaction() as s:
         out = images.register_image(s, actor(), data)
@@ -42,7 +43,7 @@ def register_image():  # type: ignore[no-untyped-def]
 @ops_api.get("/images")
 @require_role("viewer")
 @doc("List images and the apps that use them")
-def list_images():  # type: ignore[no-untyped-def]
+def list_images() -> ResponseReturnValue:
     with svc().db.transaction() as s:
         rows = s.scalars(select(Image).order_by(Image.name)).all()
         users: dict[int, list[str]] = {}
@@ -54,7 +55,7 @@ def list_images():  # type: ignore[no-untyped-def]
 @ops_api.delete("/images/<name>")
 @require_role("operator")
 @doc("Delete an image no app uses")
-def delete_image(name: str):  # type: ignore[no-untyped-def]
+def delete_image(name: str) -> ResponseReturnValue:
     with svc().db.transaction() as s:
         images.delete_image(s, svc(), actor(), name)
     return jsonify({"deleted": name})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import jsonify
+from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from controller.api.auth import require_role
@@ -17,7 +18,7 @@ from controller.web.context import actor, json_body, svc
 @ops_api.post("/networks")
 @require_role("operator")
 @doc("Define an app network", body=NetworkBody, status=201)
-def create_network():  # type: ignore[no-untyped-def]
+def create_network() -> ResponseReturnValue:
     data = json_body()
     with svc().db.transaction() as s:
         out = networks.create_network(s, actor(), data)
@@ -27,7 +28,7 @@ def create_network():  # type: ignore[no-untyped-def]
 @ops_api.get("/networks")
 @require_role("viewer")
 @doc("List app networks")
-def list_networks():  # type: ignore[no-untyped-def]
+def list_networks() -> ResponseReturnValue:
     with svc().db.transaction() as s:
         rows = s.scalars(select(Network).order_by(Network.name))
         return jsonify({"networks": [networks.network_json(n) for n in rows]})
@@ -36,7 +37,7 @@ def list_networks():  # type: ignore[no-untyped-def]
 @ops_api.delete("/networks/<name>")
 @require_role("operator")
 @doc("Delete an app network no app uses")
-def delete_network(name: str):  # type: ignore[no-untyped-def]
+def delete_network(name: str) -> ResponseReturnValue:
     with svc().db.transaction() as s:
         networks.delete_network(s, actor(), name)
     return jsonify({"deleted": name})

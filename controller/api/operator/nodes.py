@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from flask import jsonify, request
+from flask.typing import ResponseReturnValue
 from pydantic import Field
 from sqlalchemy import select
 
@@ -40,7 +41,7 @@ class LogQuery(Body):
 @ops_api.post("/nodes/claim")
 @require_role("operator")
 @doc("Claim a serial so the node carrying it may onboard", body=ClaimBody, status=201)
-def claim():  # type: ignore[no-untyped-def]
+def claim() -> ResponseReturnValue:
     body = parse(ClaimBody, request.get_json(silent=True))
     with svc().db.transaction() as s:
         onboarding.claim(s, actor(), body.serial)
@@ -50,7 +51,7 @@ def claim():  # type: ignore[no-untyped-def]
 @ops_api.get("/nodes")
 @require_role("viewer")
 @doc("List nodes", query=NodeQuery)
-def list_nodes():  # type: ignore[no-untyped-def]
+def list_nodes() -> ResponseReturnValue:
     query = parse(NodeQuery, request.args.to_dict())
     with svc().db.transaction() as s:
         nodes = s.scalars(select(Node).order_by(Node.serial)).all()
@@ -63,7 +64,7 @@ def list_nodes():  # type: ignore[no-untyped-def]
 @ops_api.get("/nodes/<key>")
 @require_role("viewer")
 @doc("Show a node (by serial or uuid)")
-def show_node(key: str):  # type: ignore[no-untyped-def]
+def show_node(key: str) -> ResponseReturnValue:
     with svc().db.transaction() as s:
         return jsonify(node_json(s, find_node(s, key)))
 
@@ -71,7 +72,7 @@ def show_node(key: str):  # type: ignore[no-untyped-def]
 @ops_api.patch("/nodes/<key>")
 @require_role("operator")
 @doc("Set a node's labels and/or settings", body=NodePatch)
-def patch_node(key: str):  # type: ignore[no-untyped-def]
+def patch_node(key: str) -> ResponseReturnValue:
     body = parse(NodePatch, request.get_json(silent=True))
     with svc().db.transaction() as s:
         node = nodes.update_node(s, actor(), key, body.labels, body.settings)
@@ -81,7 +82,7 @@ def patch_node(key: str):  # type: ignore[no-untyped-def]
 @ops_api.delete("/nodes/<key>")
 @require_role("admin")
 @doc("Forget a claimed node that never registered")
-def delete_node(key: str):  # type: ignore[no-untyped-def]
+def delete_node(key: str) -> ResponseReturnValue:
     with svc().db.transaction() as s:
         nodes.delete_node(s, actor(), key)
     return jsonify({"deleted": key})
@@ -90,7 +91,7 @@ def delete_node(key: str):  # type: ignore[no-untyped-def]
 @ops_api.post("/nodes/<key>/commands")
 @require_role("operator")
 @doc("Reboot a node, or restart/purge one app instance (acted on once)", body=CommandBody)
-def command(key: str):  # type: ignore[no-untyped-def]
+def command(key: str) -> ResponseReturnValue:
     body = parse(CommandBody, request.get_json(silent=True))
     with svc().db.transaction() as s:
         counter = nodes.command(s, actor(), key, body.command, body.app)
@@ -100,7 +101,7 @@ def command(key: str):  # type: ignore[no-untyped-def]
 @ops_api.post("/nodes/<key>/apps")
 @require_role("operator")
 @doc("Run an app on a node", body=AssignBody, status=201)
-def assign(key: str):  # type: ignore[no-untyped-def]
+def assign(key: str) -> ResponseReturnValue:
     body = parse(AssignBody, request.get_json(silent=True))
     with svc().db.transaction() as s:
         created = nodes.assign(s, actor(), key, body.app)
@@ -110,7 +111,7 @@ def assign(key: str):  # type: ignore[no-untyped-def]
 @ops_api.delete("/nodes/<key>/apps/<name>")
 @require_role("operator")
 @doc("Stop running an app on a node")
-def unassign(key: str, name: str):  # type: ignore[no-untyped-def]
+def unassign(key: str, name: str) -> ResponseReturnValue:
     with svc().db.transaction() as s:
         nodes.unassign(s, actor(), key, name)
         return jsonify(node_json(s, find_node(s, key)))
@@ -119,7 +120,7 @@ def unassign(key: str, name: str):  # type: ignore[no-untyped-def]
 @ops_api.get("/pending")
 @require_role("viewer")
 @doc("Nodes that tried to onboard with an unclaimed serial")
-def pending():  # type: ignore[no-untyped-def]
+def pending() -> ResponseReturnValue:
     with svc().db.transaction() as s:
         rows = s.scalars(select(PendingRegistration).order_by(PendingRegistration.serial)).all()
         return jsonify(
@@ -141,7 +142,7 @@ def pending():  # type: ignore[no-untyped-def]
 @ops_api.post("/pending/<serial>/<decision>")
 @require_role("operator")
 @doc("Approve (claim) or reject a pending node")
-def decide(serial: str, decision: str):  # type: ignore[no-untyped-def]
+def decide(serial: str, decision: str) -> ResponseReturnValue:
     with svc().db.transaction() as s:
         onboarding.decide(s, actor(), serial, decision)
     return jsonify({"serial": serial, "decision": decision})
@@ -150,7 +151,7 @@ def decide(serial: str, decision: str):  # type: ignore[no-untyped-def]
 @ops_api.get("/nodes/<key>/events")
 @require_role("viewer")
 @doc("Recent events of a node")
-def node_events(key: str):  # type: ignore[no-untyped-def]
+def node_events(key: str) -> ResponseReturnValue:
     with svc().db.transaction() as s:
         node = find_node(s, key)
         rows = s.scalars(
@@ -169,7 +170,7 @@ def node_events(key: str):  # type: ignore[no-untyped-def]
 @ops_api.get("/nodes/<key>/logs")
 @require_role("viewer")
 @doc("Recent log lines a node sent (agent and app consoles)", query=LogQuery)
-def node_logs(key: str):  # type: ignore[no-untyped-def]
+def node_logs(key: str) -> ResponseReturnValue:
     query = parse(LogQuery, request.args.to_dict())
     with svc().db.transaction() as s:
         node = find_node(s, key)

@@ -4,6 +4,7 @@ roll back."""
 from __future__ import annotations
 
 from flask import jsonify, request
+from flask.typing import ResponseReturnValue
 from pydantic import Field
 from sqlalchemy import select
 
@@ -32,7 +33,7 @@ class ApproveBody(Body):
 @ops_api.post("/rollouts")
 @require_role("operator")
 @doc("Roll a new app version out through rings with health gates", body=RolloutBody, status=201)
-def start_rollout():  # type: ignore[no-untyped-def]
+def start_rollout() -> ResponseReturnValue:
     data = json_body()
     with svc().db.transaction() as s:
         r = service.start(s, actor(), data)
@@ -42,7 +43,7 @@ def start_rollout():  # type: ignore[no-untyped-def]
 @ops_api.get("/rollouts")
 @require_role("viewer")
 @doc("List rollouts (newest first)", query=RolloutQuery)
-def list_rollouts():  # type: ignore[no-untyped-def]
+def list_rollouts() -> ResponseReturnValue:
     query = parse(RolloutQuery, request.args.to_dict())
     with svc().db.transaction() as s:
         stmt = select(Rollout).order_by(Rollout.id.desc()).limit(200)
@@ -55,7 +56,7 @@ def list_rollouts():  # type: ignore[no-untyped-def]
 @ops_api.get("/rollouts/<rid>")
 @require_role("viewer")
 @doc("A rollout with its progress per ring and per node")
-def show_rollout(rid: str):  # type: ignore[no-untyped-def]
+def show_rollout(rid: str) -> ResponseReturnValue:
     with svc().db.transaction() as s:
         return jsonify(service.rollout_json(s, service.find_rollout(s, service.rollout_id(rid))))
 
@@ -63,7 +64,7 @@ def show_rollout(rid: str):  # type: ignore[no-untyped-def]
 @ops_api.post("/rollouts/<rid>/approve")
 @require_role("operator")
 @doc("Approve the ring waiting for approval", body=ApproveBody)
-def approve_rollout(rid: str):  # type: ignore[no-untyped-def]
+def approve_rollout(rid: str) -> ResponseReturnValue:
     body = parse(ApproveBody, request.get_json(silent=True) or {})
     with svc().db.transaction() as s:
         return jsonify(
@@ -76,7 +77,7 @@ def _action(name: str, summary: str) -> None:
 
     @require_role("operator")
     @doc(summary)
-    def view(rid: str):  # type: ignore[no-untyped-def]
+    def view(rid: str) -> ResponseReturnValue:
         with svc().db.transaction() as s:
             return jsonify(service.rollout_json(s, fn(s, actor(), service.rollout_id(rid))))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from flask import Blueprint, current_app, jsonify
+from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from controller.api.auth import require_role
@@ -27,7 +28,7 @@ ops_trust_api = Blueprint("ops_trust_api", __name__, url_prefix="/api/v1/trust")
 @ops_trust_api.get("/nodes")
 @require_role("viewer")
 @doc("Attestation state of every registered node")
-def list_trust():  # type: ignore[no-untyped-def]
+def list_trust() -> ResponseReturnValue:
     with svc().db.transaction() as s:
         rows = s.execute(
             select(Node, NodeTrust)
@@ -41,7 +42,7 @@ def list_trust():  # type: ignore[no-untyped-def]
 @ops_trust_api.get("/nodes/<key>")
 @require_role("viewer")
 @doc("A node's attestation state, baseline and last verified evidence")
-def show_trust(key: str):  # type: ignore[no-untyped-def]
+def show_trust(key: str) -> ResponseReturnValue:
     with svc().db.transaction() as s:
         node = find_node(s, key)
         return jsonify(trust_json(node, s.get(NodeTrust, node.id), full=True))
@@ -50,7 +51,7 @@ def show_trust(key: str):  # type: ignore[no-untyped-def]
 @ops_trust_api.post("/nodes/<key>/accept-baseline")
 @require_role("operator")
 @doc("Accept the node's last verified measurements as its new baseline")
-def accept_baseline(key: str):  # type: ignore[no-untyped-def]
+def accept_baseline(key: str) -> ResponseReturnValue:
     with svc().db.transaction() as s:
         node, trust = actions.accept_baseline(s, actor(), key)
         return jsonify(trust_json(node, trust, full=True))
@@ -59,7 +60,7 @@ def accept_baseline(key: str):  # type: ignore[no-untyped-def]
 @ops_trust_api.post("/nodes/<key>/revoke")
 @require_role("admin")
 @doc("Revoke a node: every request it makes is refused (403)", body=RevokeBody)
-def revoke(key: str):  # type: ignore[no-untyped-def]
+def revoke(key: str) -> ResponseReturnValue:
     body = parse(RevokeBody, json_body())
     with svc().db.transaction() as s:
         node, trust = actions.revoke(s, actor(), key, body.reason)
@@ -69,7 +70,7 @@ def revoke(key: str):  # type: ignore[no-untyped-def]
 @ops_trust_api.get("/policy")
 @require_role("viewer")
 @doc("The fleet trust policy")
-def get_policy():  # type: ignore[no-untyped-def]
+def get_policy() -> ResponseReturnValue:
     with svc().db.transaction() as s:
         return jsonify(policy_json(fleet_policy(s)))
 
@@ -77,7 +78,7 @@ def get_policy():  # type: ignore[no-untyped-def]
 @ops_trust_api.patch("/policy")
 @require_role("admin")
 @doc("Change the fleet trust policy", body=PolicyPatch)
-def patch_policy():  # type: ignore[no-untyped-def]
+def patch_policy() -> ResponseReturnValue:
     body = parse(PolicyPatch, json_body())
     with svc().db.transaction() as s:
         return jsonify(policy_json(actions.set_policy(s, actor(), body)))
@@ -86,7 +87,7 @@ def patch_policy():  # type: ignore[no-untyped-def]
 @ops_trust_api.post("/rotate-signing")
 @require_role("admin")
 @doc("Issue a new config-signing cert under the root; nodes fetch it through certs")
-def rotate_signing():  # type: ignore[no-untyped-def]
+def rotate_signing() -> ResponseReturnValue:
     services = svc()
     old_sha = services.pki.signing.sha256
     new_pki = actions.rotate_signing(services, actor())
