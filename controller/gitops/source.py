@@ -16,6 +16,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from controller.domain.common import Body, parse
+from controller.domain.status import reported_generation
 from controller.errors import ApiError
 from controller.store.audit import audit
 from controller.store.models import GitObject, GitSource, Node, NodeRevision
@@ -61,7 +62,7 @@ def _iso(value: Any) -> str | None:
 def _node_revisions(s: Session) -> list[dict[str, Any]]:
     out = []
     for node in s.scalars(select(Node).where(Node.state == "registered").order_by(Node.serial)):
-        reported = int((node.info or {}).get("config_generation", -1))
+        reported = reported_generation(node)
         row = s.get(NodeRevision, (node.id, reported)) if reported >= 0 else None
         out.append(
             {

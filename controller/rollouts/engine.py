@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from controller.domain.common import changed
 from controller.domain.desired import current_desired_state, sync_label_assignments
+from controller.domain.status import AppState, app_status, reported_generation
 from controller.rollouts.gates import Progress, evaluate, observe
 from controller.rollouts.plan import Candidate, RingBody, select_ring
 from controller.services import Services
@@ -92,25 +93,16 @@ def _step(services: Services, s: Session, r: Rollout, now: float) -> bool:
     ).all()
     app = s.get(App, r.app_id)
     assert app is not None
-    expected = "HALTED" if r.to_version["spec"].get("desired") == "stopped" else "RUNNING"
+    stopped = r.to_version["spec"].get("desired") == "stopped"
+    expected = AppState.HALTED if stopped else AppState.RUNNING
     progress = []
     for row in rows:
         node = s.get(Node, row.node_id)
         assert node is not None
-        info = node.info or {}
-        status = next((a for a in info.get("apps", []) if a.get("uuid") == app.uuid), {})
         p = Progress(
             node.serial, row.generation, row.state, row.running_since, row.restarts, row.error
         )
-        observe(
-            p,
-            int(info.get("config_generation", -1)),
-            status.get("state"),
-            status.get("error", ""),
-            now,
-            expected,
-            int(status.get("restarts", 0)),
-        )
+        observe(p, reported_generation(node), app_status(node, app.uuid), now, expected)
         row.state, row.running_since, row.restarts, row.error = (
             p.state,
             p.running_since,

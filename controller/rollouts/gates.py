@@ -16,9 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from protocol.messages import AppState, AppStatus
+
 __all__ = ["GateResult", "Progress", "evaluate", "observe"]
 
-FAILED_STATES = ("ERROR", "HALTED")
+FAILED_STATES = (AppState.ERROR, AppState.HALTED)
 
 
 @dataclass
@@ -41,31 +43,29 @@ class GateResult:
 def observe(
     p: Progress,
     reported_generation: int,
-    app_state: str | None,
-    app_error: str,
+    status: AppStatus | None,
     now: float,
-    expected: str = "RUNNING",
-    reported_restarts: int = 0,
+    expected: AppState = AppState.RUNNING,
 ) -> Progress:
     """Fold one report of the node into its progress (returns ``p``, updated).
 
-    ``reported_restarts``: the agent's count of restarts of the app's current spec, so a
-    crash and restart between two reports is not missed.
+    The status's ``restarts`` is the agent's count of restarts of the app's current spec,
+    so a crash and restart between two reports is not missed.
     """
     if reported_generation < p.generation:
         p.state = "UPDATING"
         return p
-    state = app_state or "MISSING"
+    state = status.state.value if status else "MISSING"
     if state == expected:
         if p.running_since is None:
             p.running_since = now
     elif p.running_since is not None:
         p.restarts += 1
         p.running_since = None
-    p.restarts = max(p.restarts, reported_restarts)
+    p.restarts = max(p.restarts, status.restarts if status else 0)
     p.state = state
-    if app_error:
-        p.error = app_error[:1024]
+    if status and status.error:
+        p.error = status.error[:1024]
     return p
 
 
@@ -75,7 +75,7 @@ def evaluate(
     deadline_s: float,
     started_at: float,
     now: float,
-    expected: str = "RUNNING",
+    expected: AppState = AppState.RUNNING,
 ) -> GateResult:
     for p in nodes:
         if p.state in FAILED_STATES and p.state != expected:

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, not_, or_, select
 from sqlalchemy.orm import Session
 
+from controller.domain.status import AppState, app_statuses
 from controller.store.models import (
     App,
     Assignment,
@@ -32,6 +33,7 @@ from controller.store.models import (
     PendingRegistration,
     utcnow,
 )
+from protocol.messages import AppStatus
 
 __all__ = [
     "FILTERS",
@@ -100,8 +102,8 @@ def node_status(
         else "offline"
     )
     attestation = "revoked" if revoked else (trust_state or "unattested") if registered else ""
-    apps = [a for a in (info or {}).get("apps", []) if isinstance(a, dict)]
-    errors = [a.get("name", "?") for a in apps if a.get("state") == "ERROR"]
+    apps = list(app_statuses(info).values())
+    errors = [a.name for a in apps if a.state == AppState.ERROR]
     attention = []
     if connection == "offline":
         attention.append("offline")
@@ -111,7 +113,7 @@ def node_status(
     return {
         "connection": connection,
         "attestation": attestation,
-        "apps": Counter(str(a.get("state", "?")) for a in apps),
+        "apps": Counter(a.state.value for a in apps),
         "attention": attention,
     }
 
@@ -242,7 +244,7 @@ def node_list(
 
 def node_apps(s: Session, node: Node) -> list[dict[str, Any]]:
     """The node's app instances with the state the agent reports (and reported-only apps)."""
-    reported = {a.get("uuid"): a for a in (node.info or {}).get("apps", []) if isinstance(a, dict)}
+    reported = app_statuses(node.info)
     rows = s.execute(
         select(App, Image, Assignment)
         .join(Assignment, Assignment.app_id == App.id)
@@ -252,7 +254,7 @@ def node_apps(s: Session, node: Node) -> list[dict[str, Any]]:
     ).all()
     out = []
     for app, image, inst in rows:
-        status = reported.pop(app.uuid, {})
+        status = reported.pop(app.uuid, None)
         out.append(
             {
                 "name": app.name,
@@ -262,8 +264,8 @@ def node_apps(s: Session, node: Node) -> list[dict[str, Any]]:
                 "explicit": inst.explicit,
                 "restart_counter": inst.restart_counter,
                 "purge_counter": inst.purge_counter,
-                "state": status.get("state", "—"),
-                "error": status.get("error", ""),
+                "state": status.state if status else "—",
+                "error": status.error if status else "",
                 "progress": _progress(status, image.size),
                 "assigned": True,
             }
@@ -271,9 +273,9 @@ def node_apps(s: Session, node: Node) -> list[dict[str, Any]]:
     for status in reported.values():  # still on the node, no longer assigned (being removed)
         out.append(
             {
-                "name": status.get("name", "?"),
-                "state": status.get("state", "?"),
-                "error": status.get("error", ""),
+                "name": status.name,
+                "state": status.state,
+                "error": status.error,
                 "progress": None,
                 "assigned": False,
             }
@@ -281,16 +283,11 @@ def node_apps(s: Session, node: Node) -> list[dict[str, Any]]:
     return out
 
 
-def _progress(status: dict[str, Any], size: int) -> tuple[int, int] | None:
+def _progress(status: AppStatus | None, size: int) -> tuple[int, int] | None:
     """(done, total) bytes of a download the agent reported, if it reports one."""
-    prog = status.get("progress")
-    if isinstance(prog, dict):
-        done, total = prog.get("done", prog.get("bytes")), prog.get("total", size)
-    else:
-        done, total = status.get("downloaded_bytes"), status.get("total_bytes", size)
-    if isinstance(done, int) and isinstance(total, int) and total > 0:
-        return min(done, total), total
-    return None
+    if status is None or status.progress_pct is None or size <= 0:
+        return None
+    return size * status.progress_pct // 100, size
 
 
 def recent_events(s: Session, node: Node | None = None, limit: int = 20) -> list[dict[str, Any]]:
@@ -338,10 +335,10 @@ def apps_catalog(s: Session) -> list[dict[str, Any]]:
     for node_id, info in s.execute(
         select(Node.id, Node.info).where(Node.id.in_(select(Assignment.node_id)))
     ):
-        for status in (info or {}).get("apps", []):
-            app_id = by_uuid.get(status.get("uuid"))
+        for uuid, status in app_statuses(info).items():
+            app_id = by_uuid.get(uuid)
             if app_id is not None:
-                reported[(node_id, app_id)] = str(status.get("state"))
+                reported[(node_id, app_id)] = status.state.value
     for node_id, app_id in s.execute(select(Assignment.node_id, Assignment.app_id)):
         entry = catalog[app_id]
         entry["instances"] += 1
@@ -366,13 +363,13 @@ def app_instances(s: Session, app: App, page: int = 1) -> Page:
     ).all()
     items = []
     for serial, info, inst in rows:
-        status = next((a for a in (info or {}).get("apps", []) if a.get("uuid") == app.uuid), {})
+        status = app_statuses(info).get(app.uuid)
         items.append(
             {
                 "node": serial,
                 "explicit": inst.explicit,
-                "state": status.get("state", "not reported"),
-                "error": status.get("error", ""),
+                "state": status.state if status else "not reported",
+                "error": status.error if status else "",
             }
         )
     return Page(items, page, pages, total)

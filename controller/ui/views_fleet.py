@@ -11,6 +11,7 @@ from werkzeug.wrappers import Response
 
 from controller.domain import nodes as nodes_actions
 from controller.domain.adapters import node_adapters
+from controller.domain.status import reported
 from controller.errors import ApiError
 from controller.store.lookup import find_node
 from controller.store.models import App, NodeTrust, utcnow
@@ -114,7 +115,7 @@ def _node_context(s: Any, serial: str) -> dict[str, Any]:
         "sources": sorted({*(node.log_seq or {}).keys()}),
         "app_names": app_names,
         "settings": {**defaults.model_dump(), **(node.settings or {})},
-        "ports": (node.info or {}).get("ports"),
+        "ports": msg.ports if (msg := reported(node.info)) else None,
         "adapters": node_adapters(s, node),
         "all_apps": sorted(app_names.values()),
         "refresh": REFRESH_S,

@@ -113,6 +113,7 @@ def test_a_finished_git_rollout_makes_the_definition_match_the_repository(
             node = s.scalar(select(Node))
             uuid = s.scalar(select(App.uuid))
             node.info = {
+                "agent_version": "0.1",
                 "config_generation": node.config_generation,
                 "apps": [{"uuid": uuid, "name": "web", "state": "RUNNING"}],
             }

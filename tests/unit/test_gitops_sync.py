@@ -186,7 +186,7 @@ def test_a_node_generation_maps_to_the_revision_that_produced_it(api, repo: Repo
         node.uuid, node.state = "00000000-0000-4000-8000-000000000001", "registered"
         s.flush()
         generation = current_desired_state(s, node, "https://c").generation
-        node.info = {"config_generation": generation, "apps": []}
+        node.info = {"agent_version": "0.1", "config_generation": generation, "apps": []}
     (row,) = api("GET", "/git/source").json["nodes"]
     assert row == {"serial": "n-1", "generation": generation, "revision": sha}
 

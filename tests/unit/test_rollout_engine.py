@@ -43,6 +43,7 @@ class World:
             node = s.scalar(select(Node).where(Node.serial == serial))
             app = s.scalar(select(App).where(App.name == "svc"))
             node.info = {
+                "agent_version": "0.1",
                 "config_generation": node.config_generation,
                 "apps": [{"uuid": app.uuid, "name": "svc", "state": state, "error": error}],
             }

@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from controller.rollouts.gates import Progress, evaluate, observe
+from protocol.messages import AppState, AppStatus
 from controller.rollouts.plan import Candidate, RingBody, select_ring
 
 NODES = [Candidate(i, f"n-{i}", {"site": "qa" if i < 2 else "prod"}) for i in range(5)]
@@ -46,9 +47,18 @@ def test_a_ring_deadline_shorter_than_its_soak_is_refused():
         RingBody(soak_s=60, deadline_s=30)
 
 
+def status(state: str, restarts: int = 0) -> AppStatus:
+    return AppStatus(
+        uuid="00000000-0000-4000-8000-000000000001",
+        name="svc",
+        state=AppState(state),
+        restarts=restarts,
+    )
+
+
 def run(p: Progress, *reports: tuple[int, str, float]) -> Progress:
     for generation, state, now in reports:
-        observe(p, generation, state, "", now)
+        observe(p, generation, status(state), now)
     return p
 
 
@@ -69,8 +79,8 @@ def test_leaving_running_counts_a_restart():
 
 def test_a_restart_the_agent_counted_between_two_reports_is_seen():
     p = Progress("n", 5)
-    observe(p, 5, "RUNNING", "", 1.0)
-    observe(p, 5, "RUNNING", "", 2.0, reported_restarts=1)  # crashed and came back meanwhile
+    observe(p, 5, status("RUNNING"), 1.0)
+    observe(p, 5, status("RUNNING", restarts=1), 2.0)  # crashed and came back meanwhile
     assert p.restarts == 1
     assert evaluate([p], 10, 60, 0.0, 20.0).verdict == "fail"
 

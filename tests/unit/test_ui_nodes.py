@@ -64,7 +64,7 @@ def _fleet(app) -> None:  # type: ignore[no-untyped-def]
                     "uuid": APP_UUID,
                     "name": "web",
                     "state": "DOWNLOADING",
-                    "progress": {"done": 1024**2, "total": 4 * 1024**2},
+                    "progress_pct": 25,
                 }
             ],
         )

@@ -11,6 +11,7 @@ from controller.api.openapi import doc
 from controller.api.operator.blueprint import ops_api
 from controller.domain import apps
 from controller.domain.bodies import AppBody
+from controller.domain.status import app_status
 from controller.domain.views import app_json
 from controller.store.lookup import find_app
 from controller.store.models import App, Assignment, Image, Node
@@ -65,14 +66,7 @@ def show_app(name: str) -> ResponseReturnValue:
             {
                 "node": n.serial,
                 "explicit": a.explicit,
-                "state": next(
-                    (
-                        x.get("state")
-                        for x in (n.info or {}).get("apps", [])
-                        if x.get("uuid") == app.uuid
-                    ),
-                    None,
-                ),
+                "state": status.state if (status := app_status(n, app.uuid)) else None,
             }
             for n, a in rows
         ]
