@@ -296,11 +296,12 @@ class DesiredState(_Strict):
                 seen_adapters[ad.match] = app.name
         return self
 
-    def canonical_json(self) -> bytes:
-        """Stable bytes of this document (sorted keys, no spaces)."""
-        return json.dumps(
-            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
-        ).encode()
-
     def content_hash(self) -> str:
-        return hashlib.sha256(self.canonical_json()).hexdigest()
+        """sha256 of the content: everything but ``generation``.
+
+        The one hash of a desired state: the controller bumps the generation when it
+        changes, and a node sends it to ask "has anything changed?"."""
+        content = self.model_dump(mode="json", exclude={"generation"})
+        return hashlib.sha256(
+            json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()

@@ -14,8 +14,6 @@ in force (``NodeRevision``), so a node's reported generation names the revision 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -140,10 +138,7 @@ def current_desired_state(
         networks=_networks_for(session, apps),
         apps=apps,
     )
-    content = doc.model_dump(mode="json", exclude={"generation"})
-    content_hash = hashlib.sha256(
-        json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()
+    content_hash = doc.content_hash()
     if content_hash != node.config_content_hash:
         node.config_generation += 1
         node.config_content_hash = content_hash
