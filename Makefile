@@ -35,6 +35,8 @@ test-fast: setup
 lint: setup
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
+	$(VENV)/lint-imports
+	$(VENV)/mypy controller outpost_cli
 
 format:
 	$(VENV)/ruff format .

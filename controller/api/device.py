@@ -122,10 +122,10 @@ def config() -> ResponseReturnValue:
     while signed is None and svc.notifier.wait(node_id, since, deadline - time.monotonic()):
         with svc.db.transaction() as session:
             since = svc.notifier.version(node_id)
-            node = session.get(Node, node_id)
-            if node is None or node.state != "registered":
+            again = session.get(Node, node_id)
+            if again is None or again.state != "registered":
                 raise ApiError(403, "unknown_signer", "node is no longer registered")
-            signed = _changed_config(session, node, req.config_hash)
+            signed = _changed_config(session, again, req.config_hash)
     if signed is None:
         return jsonify(ConfigResponse(unchanged=True).model_dump())
     return jsonify(ConfigResponse(unchanged=False, config=signed).model_dump())

@@ -46,10 +46,12 @@ def doc(
 
 
 def route_doc(fn: Callable[..., Any]) -> RouteDoc | None:
-    while fn is not None:
-        if hasattr(fn, _DOC_ATTR):
-            return getattr(fn, _DOC_ATTR)
-        fn = getattr(fn, "__wrapped__", None)  # type: ignore[assignment]
+    current: Callable[..., Any] | None = fn
+    while current is not None:
+        found = getattr(current, _DOC_ATTR, None)
+        if isinstance(found, RouteDoc):
+            return found
+        current = getattr(current, "__wrapped__", None)
     return None
 
 

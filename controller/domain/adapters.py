@@ -172,11 +172,14 @@ def node_adapters(s: Session, node: Node) -> dict[str, Any]:
     for dev in inv.pci:
         if dev.class_code.startswith("06"):  # host, ISA and PCI bridges are not adapters
             continue
-        kind = "gpu" if dev.is_gpu else "pci"
+        adapter = (
+            Adapter(kind="gpu", match=dev.address)
+            if dev.is_gpu
+            else Adapter(kind="pci", match=dev.address)
+        )
+        kind = adapter.kind
         try:
-            functions: Sequence[str] = resolve_functions(
-                devices, inv.iommu, [Adapter(kind=kind, match=dev.address)]
-            )
+            functions: Sequence[str] = resolve_functions(devices, inv.iommu, [adapter])
             reason = ""
         except AdapterRefused as exc:
             functions, reason = (), str(exc)

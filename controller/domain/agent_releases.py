@@ -14,7 +14,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from pydantic import Field, ValidationError
 from sqlalchemy import select
@@ -22,8 +22,7 @@ from sqlalchemy.orm import Session
 
 from attestation import envelope
 from attestation.measurement import code_digest
-from controller.domain.bodies import Body
-from controller.domain.common import parse
+from controller.domain.common import Body, parse
 from controller.domain.desired import image_url
 from controller.domain.nodes import update_node
 from controller.domain.views import image_json
@@ -104,7 +103,7 @@ def release_json(image: Image, version: str, digest: str | None = None) -> dict[
 
 
 def upload_release(
-    services: Services, actor: str, data: dict[str, Any], stream: BinaryIO
+    services: Services, actor: str, data: dict[str, Any], stream: IO[bytes]
 ) -> dict[str, Any]:
     """``POST /agent-releases?version=&sha256=``: store and check a release bundle."""
     query = parse(ReleaseQuery, data)

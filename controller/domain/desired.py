@@ -94,13 +94,13 @@ def _app_spec(
     return AppSpec(
         uuid=app.uuid,
         name=app.name,
-        kind=app.kind,  # type: ignore[arg-type]
+        kind=app.kind,
         image=ImageRef(
             name=image.name,
             sha256=image.sha256,
             size=image.size,
             url=image_url(public_url, image),
-            format=image.format,  # type: ignore[arg-type]
+            format=image.format,
         ),
         restart_counter=inst.restart_counter,
         purge_counter=inst.purge_counter,

@@ -3,7 +3,7 @@ registered by URL in an external datastore; deleted when no app uses them."""
 
 from __future__ import annotations
 
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -43,7 +43,7 @@ def register_image(s: Session, actor: str, data: dict[str, Any]) -> dict[str, An
 
 
 def upload_image(
-    services: Services, actor: str, data: dict[str, Any], stream: BinaryIO
+    services: Services, actor: str, data: dict[str, Any], stream: IO[bytes]
 ) -> dict[str, Any]:
     """``POST /images``: stream bytes into the datastore (sha256 verified, size capped)."""
     query = parse(ImageQuery, data)

@@ -64,7 +64,7 @@ def create_network(s: Session, actor: str, data: Any) -> dict[str, Any]:
         message = f"a network named {body.name!r} exists"
         raise ApiError(409, "conflict", message, [{"field": "name", "error": message}])
     put_network(s, actor, body)
-    return body.model_dump()
+    return network_json(s.scalars(select(Network).where(Network.name == body.name)).one())
 
 
 def delete_network(s: Session, actor: str, name: str) -> None:

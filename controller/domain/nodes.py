@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.domain.adapters import apps_on as adapter_apps_on
@@ -69,17 +69,18 @@ def assign(s: Session, actor: str, key: str, app_name: str) -> bool:
 def unassign(s: Session, actor: str, key: str, app_name: str) -> None:
     """``DELETE /nodes/<key>/apps/<name>``: stop running an explicitly assigned app."""
     node, app = find_node(s, key), find_app(s, app_name)
-    gone = s.execute(
-        delete(Assignment).where(
+    inst = s.scalar(
+        select(Assignment).where(
             Assignment.node_id == node.id,
             Assignment.app_id == app.id,
             Assignment.explicit.is_(True),
         )
-    ).rowcount
-    if not gone:
+    )
+    if inst is None:
         raise ApiError(
             404, "not_found", f"app {app_name!r} is not explicitly assigned to {node.serial!r}"
         )
+    s.delete(inst)
     audit(s, actor, "app.unassign", node.serial, app=app.name)
     changed(s, node)
 

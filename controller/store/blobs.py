@@ -10,7 +10,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from controller.errors import ApiError
 
@@ -24,7 +24,7 @@ def blob_path(root: Path, digest: str) -> Path:
     return root / "sha256" / digest
 
 
-def store_upload(root: Path, stream: BinaryIO, expected_sha256: str, max_bytes: int) -> int:
+def store_upload(root: Path, stream: IO[bytes], expected_sha256: str, max_bytes: int) -> int:
     """Store a streamed upload under its digest; returns its size."""
     blobs = root / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)

@@ -390,7 +390,7 @@ def audit_page(
     s: Session, actor: str = "", action: str = "", target: str = "", page: int = 1
 ) -> tuple[Page, list[str]]:
     """Audit events, newest first; actor/target match substrings, action exactly."""
-    where = []
+    where: list[ColumnElement[bool]] = []
     for column, value in ((AuditEvent.actor, actor), (AuditEvent.target, target)):
         if value:
             like = "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

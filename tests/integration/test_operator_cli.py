@@ -115,3 +115,22 @@ def test_a_bad_file_exits_2(outpost, site):
 
 def test_an_unreachable_controller_exits_3(capsys):
     assert main(["--url", "https://127.0.0.1:9", "--token", "x", "get", "nodes"]) == 3
+
+
+def test_get_nodes_as_json_loads_nothing_of_the_server(controller_server):  # type: ignore[no-untyped-def]
+    from tests.unit.test_cli_light import HEAVY, OURS, _modules_loaded, _top
+
+    loaded = _modules_loaded(
+        "--url",
+        controller_server.url,
+        "--token",
+        controller_server.token,
+        "--ca",
+        str(controller_server.root_ca),
+        "-o",
+        "json",
+        "get",
+        "nodes",
+    )
+    assert "requests" in _top(loaded)  # it did talk to the controller
+    assert not _top(loaded) & {*HEAVY, *OURS}
