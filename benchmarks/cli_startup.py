@@ -48,7 +48,7 @@ def main() -> int:
         ]
         results = [(name, *_time(cmd, args.runs)) for name, cmd in rows]
     floor = results[0][1]
-    print(f"{'command':32} {'median s':>9} {'best s':>8} {'× floor':>8}")
+    print(f"{'command':32} {'median s':>9} {'best s':>8} {'x floor':>8}")
     for name, median, best in results:
         print(f"{name:32} {median:9.3f} {best:8.3f} {median / floor:8.1f}")
     return 0

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from protocol.agent_bundle import PACKAGES
 from outpost_cli.main import main
+from protocol.agent_bundle import PACKAGES
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).parents[2]

@@ -6,8 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from controller.rollouts.gates import Progress, evaluate, observe
-from protocol.messages import AppState, AppStatus
 from controller.rollouts.plan import Candidate, RingBody, select_ring
+from protocol.messages import AppState, AppStatus
 
 NODES = [Candidate(i, f"n-{i}", {"site": "qa" if i < 2 else "prod"}) for i in range(5)]
 
