@@ -33,6 +33,7 @@ BIN = Path(sys.executable).parent
 SERIAL = "demo-node-1"
 LIBVIRT_URI = "qemu:///system"
 REMOVE_TIMEOUT_S = 180.0
+CA = "controller/pki/root-ca.pem"
 APPS = {
     "demo-container": {
         "kind": "container",
@@ -107,13 +108,9 @@ class Api:
         self.headers = {"Authorization": f"Bearer {token}"}
 
     def __call__(self, method: str, path: str, **kw: object) -> requests.Response:
+        url = f"{self.url}/api/v1{path}"
         return requests.request(
-            method,
-            f"{self.url}/api/v1{path}",
-            headers=self.headers,
-            verify=self.ca,
-            timeout=120,
-            **kw,
+            method, url, headers=self.headers, verify=self.ca, timeout=120, **kw
         )  # type: ignore[arg-type]
 
 
@@ -122,19 +119,11 @@ def start_controller(port: int, children: Children, signals: Signals) -> None:
     url = f"https://127.0.0.1:{port}"
     if not (data / "controller.json").exists():
         run(
-            BIN / "outpost-controller",
-            "--data-dir",
-            data,
-            "init",
-            "--public-url",
-            url,
-            "--token-file",
-            DEMO / "admin-token",
-            "--admin-password-file",
-            DEMO / "ui-admin-password",
-            "--node-config-interval",
-            "2",
-        )
+            BIN / "outpost-controller", "--data-dir", data, "init", "--public-url", url,
+            "--token-file", DEMO / "admin-token",
+            "--admin-password-file", DEMO / "ui-admin-password",
+            "--node-config-interval", "2",
+        )  # fmt: skip
         say("controller initialised (PKI, SQLite database, admin token, web UI admin)")
     argv = [BIN / "outpost-controller", "--data-dir", data, "serve", "--port", str(port)]
     proc = children.controller = spawn(argv, "controller.log")
@@ -178,16 +167,8 @@ def provision(api: Api) -> None:
 def start_agent(tpm_port: int, children: Children) -> None:
     bundle = DEMO / "bundle"
     if not (bundle / "controller.json").exists():
-        run(
-            BIN / "outpost-controller",
-            "--data-dir",
-            DEMO / "controller",
-            "bundle",
-            "--out",
-            bundle,
-            "--batch",
-            "demo",
-        )
+        ctl = [BIN / "outpost-controller", "--data-dir", DEMO / "controller"]
+        run(*ctl, "bundle", "--out", bundle, "--batch", "demo")
     children.agent = spawn(
         [
             BIN / "outpost-agent",
@@ -252,46 +233,52 @@ def app_states(api: Api) -> dict[str, str]:
     return {a["name"]: a["state"] for a in (node.get("info") or {}).get("apps", [])}
 
 
-def node_uuid(api: Api) -> str:
-    """The demo node's uuid: from the controller, else the agent's identity on disk."""
-    try:
-        uuid = str(api("GET", f"/nodes/{SERIAL}").json().get("uuid") or "")
-        if uuid:
-            return uuid
-    except (requests.RequestException, ValueError):
-        pass
+def onboarded_uuid() -> str:
+    """The node uuid in the agent's identity; "" while it has not onboarded (then it has
+    had no config, so no workload)."""
     try:
         return str(json.loads((DEMO / "node/identity/node.json").read_text())["node_uuid"])
     except (OSError, ValueError, KeyError):
         return ""
 
 
-def left_on_node(api: Api, uuid: str) -> list[str]:
-    """What of the demo apps the node still has: reported apps, domains, containers."""
+def left_on_node(api: Api) -> list[str]:
+    """What of the demo apps the node may still have: a config it has not applied and
+    reported yet (its reported generation is not the controller's), reported apps, and
+    its domains and containers as libvirt and podman list them."""
+    uuid = onboarded_uuid()
+    if not uuid:
+        return []
     try:
-        left = [f"app {k} ({v})" for k, v in sorted(app_states(api).items())]
+        node = api("GET", f"/nodes/{SERIAL}").json()
     except (requests.RequestException, ValueError) as exc:
-        left = [f"no answer from the controller ({exc.__class__.__name__})"]
-    if uuid:
-        domains = run("virsh", "-c", LIBVIRT_URI, "list", "--all", "--name", check=False)
-        left += [f"domain {d}" for d in domains.split() if d.startswith(f"outpost-{uuid[:8]}-")]
-        ps = ["podman", "ps", "--all", "--filter", f"label=outpost.node={uuid}"]
-        names = run(*ps, "--format", "{{.Names}}", check=False)
-        left += [f"container {c}" for c in names.split()]
+        return [f"no answer from the controller ({exc.__class__.__name__})"]
+    info = node.get("info") or {}
+    left = [f"app {a['name']} ({a['state']})" for a in info.get("apps", [])]
+    applied, latest = info.get("config_generation"), node.get("config_generation")
+    if applied != latest:
+        left.append(f"config generation {latest} (node reports {applied})")
+    domains = run("virsh", "-c", LIBVIRT_URI, "list", "--all", "--name", check=False)
+    left += [f"domain {d}" for d in domains.split() if d.startswith(f"outpost-{uuid[:8]}-")]
+    ps = ["podman", "ps", "--all", "--filter", f"label=outpost.node={uuid}"]
+    left += [f"container {c}" for c in run(*ps, "--format", "{{.Names}}", check=False).split()]
     return left
 
 
 def remove_apps(api: Api, agent: subprocess.Popen[bytes], signals: Signals) -> bool:
     """Unassign the apps and wait until the node has removed them (True) or give up."""
     say("removing the demo apps from the node")
-    uuid = node_uuid(api)
     for name in APPS:
         try:
             api("DELETE", f"/nodes/{SERIAL}/apps/{name}")
         except requests.RequestException as exc:
             say(f"could not unassign {name}: {exc}")
     deadline = time.monotonic() + REMOVE_TIMEOUT_S
-    while left := left_on_node(api, uuid):
+    shown: list[str] = []
+    while left := left_on_node(api):
+        if left != shown:
+            say(f"waiting for the node: {', '.join(left)}")
+            shown = left
         if agent.poll() is not None:
             reason = f"the agent exited (see {DEMO / 'agent.log'})"
         elif signals.count > 1:
@@ -343,7 +330,7 @@ def show_running(url: str, cli_conf: Path) -> None:
     print("$ outpost trust\n" + run(*outpost, "trust"))
     print("$ virsh -c qemu:///system list\n" + run("virsh", "-c", LIBVIRT_URI, "list"))
     print("$ podman ps\n" + run("podman", "ps", "--filter", "label=outpost.app"))
-    print(f"Controller: {url}  (root CA: {DEMO / 'controller/pki/root-ca.pem'})")
+    print(f"Controller: {url}  (root CA: {DEMO / CA})")
     print(f"Log in with the operator CLI (admin token in {DEMO / 'admin-token'}, mode 0600):")
     print(f"  export OUTPOST_CONFIG={cli_conf}")
     print("  .venv/bin/outpost nodes        # or: node demo-node-1, trust, apps, audit")
@@ -407,22 +394,14 @@ def main() -> int:
     DEMO.chmod(0o755)  # QEMU (libvirt-qemu) must reach the node's state dir
     cli_conf = DEMO / "cli.json"
     url = f"https://127.0.0.1:{args.port}"
-    cli_conf.write_text(
-        json.dumps(
-            {
-                "url": url,
-                "token_file": str(DEMO / "admin-token"),
-                "ca": str(DEMO / "controller/pki/root-ca.pem"),
-            },
-            indent=2,
-        )
-    )
+    cli = {"url": url, "token_file": str(DEMO / "admin-token"), "ca": str(DEMO / CA)}
+    cli_conf.write_text(json.dumps(cli, indent=2))
     children, api = Children(), None
     try:
         start_controller(args.port, children, signals)
         say(f"controller up at {url}")
         token = (DEMO / "admin-token").read_text().strip()
-        api = Api(url, token, DEMO / "controller/pki/root-ca.pem")
+        api = Api(url, token, DEMO / CA)
         provision(api)
         signals.check()
         tpm_port = start_swtpm(children, signals)
