@@ -1,9 +1,12 @@
 """``outpost-lab``: a controller and a fleet of nodes on this machine.
 
   outpost-lab up --nodes 20 [--kind process|qemu] [--dir DIR] [--controller-port P]
-  outpost-lab status [--json]
+  outpost-lab status
   outpost-lab deploy [--name hello --image busybox [--command ...] | --file app.yaml]
   outpost-lab down
+
+Every command takes ``-o json``: its result as one JSON document on stdout (progress lines
+go to stderr then; an error is {"error": "..."} on stdout too).
 
 The lab dir (``--dir``, else ``$OUTPOST_LAB_DIR``, else /tmp/outpost-lab) holds the state
 file, the controller's data, per-node logs and the operator CLI config (``cli.json``).
@@ -13,6 +16,7 @@ Exit status: 0 done, 1 failed (the message says why), 2 bad arguments.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -29,6 +33,11 @@ from lab.watch import Progress
 __all__ = ["main"]
 
 
+def emit(args: argparse.Namespace, text: str, data: object) -> None:
+    """The command's result: ``text`` for people, ``data`` as JSON with ``-o json``."""
+    print(json.dumps(data, indent=2) if args.output == "json" else text)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     req = parse_up(
         nodes=args.nodes,
@@ -42,13 +51,22 @@ def cmd_up(args: argparse.Namespace) -> int:
         accel=args.accel,
         image=args.image,
     )
-    progress = Progress()
+    progress = _progress(args)
     state = up(req, progress)
-    print(f"lab up in {progress.elapsed():.1f} s: {len(state.nodes)} {state.kind} nodes attested")
-    print(f"  status:   outpost-lab status --dir {state.dir}")
-    print(f"  operator: outpost --config {state.cli_config} nodes")
-    print(
-        f"  web UI:   {state.controller.url}/ui/ (admin; password in {state.dir}/ui-admin-password)"
+    took = progress.elapsed()
+    text = "\n".join(
+        [
+            f"lab up in {took:.1f} s: {len(state.nodes)} {state.kind} nodes attested",
+            f"  status:   outpost-lab status --dir {state.dir}",
+            f"  operator: outpost --config {state.cli_config} nodes",
+            f"  web UI:   {state.controller.url}/ui/ (admin; password in"
+            f" {state.dir}/ui-admin-password)",
+        ]
+    )
+    emit(
+        args,
+        text,
+        {"took_s": round(took, 1), "lab": gather(state)} if args.output == "json" else None,
     )
     return 0
 
@@ -57,10 +75,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     directory = lab_dir(args.dir)
     state = load_state(directory)
     if state is None:
-        print(f"no lab in {directory}")
-        return 1
+        raise LabError(f"no lab in {directory}")
     status = gather(state)
-    print(json.dumps(status, indent=2) if args.json else render(status))
+    emit(args, render(status), status)
     return 0
 
 
@@ -71,20 +88,30 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         raise UsageError("give either --file or --name/--image/--command, not both")
     kind = args.kind or ("container" if args.image == "busybox" else "vm")
     body = app_body(args.name or "", args.image, args.command, args.file, kind)
-    progress = Progress()
-    deploy(lab_dir(args.dir), body, progress, args.timeout, args.images_dir)
+    progress = _progress(args)
+    views = deploy(lab_dir(args.dir), body, progress, args.timeout, args.images_dir)
+    if args.output == "json":
+        name = body["name"]
+        nodes = {n: {"state": v.apps.get(name, ""), "uuid": v.uuid} for n, v in views.items()}
+        emit(args, "", {"app": name, "took_s": round(progress.elapsed(), 1), "nodes": nodes})
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     directory = lab_dir(args.dir)
-    report = down(directory, Progress())
-    if not report.found:
+    report = down(directory, _progress(args))
+    if args.output == "json":
+        emit(args, "", {"dir": str(directory), **dataclasses.asdict(report)})
+    elif not report.found:
         print(f"no lab in {directory}: nothing to do")
-        return 0
     for problem in report.problems:
         print(f"warning: {problem}", file=sys.stderr)
     return 1 if report.problems else 0
+
+
+def _progress(args: argparse.Namespace) -> Progress:
+    """Progress lines: on stdout, or on stderr when stdout carries JSON."""
+    return Progress(sys.stderr if args.output == "json" else sys.stdout)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,6 +126,10 @@ def _parser() -> argparse.ArgumentParser:
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--dir", help="lab dir (default $OUTPOST_LAB_DIR or /tmp/outpost-lab)")
+        p.add_argument(
+            "-o", "--output", choices=("text", "json"), default="text",
+            help="json: the result as JSON on stdout (progress on stderr)",
+        )  # fmt: skip
         return p
 
     p = add("up", "start a controller and N nodes; wait until all are attested")
@@ -114,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_up)
 
     p = add("status", "show the lab's processes and nodes")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_const", const="json", dest="output", help="-o json")
     p.set_defaults(fn=cmd_status)
 
     p = add("deploy", "run an app on every lab node and wait until it is RUNNING everywhere")
@@ -137,14 +168,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.fn(args))
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, str(exc), 2)
     except LabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(args, str(exc), 1)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return _fail(args, "interrupted", 130)
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    print(f"error: {message}" if code != 130 else message, file=sys.stderr)
+    if args.output == "json":
+        print(json.dumps({"error": message, "exit_code": code}))
+    return code
 
 
 if __name__ == "__main__":

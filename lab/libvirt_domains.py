@@ -4,7 +4,8 @@ Process-node agents keep a VM runtime on ``qemu:///system`` even when only conta
 deployed (the agent lists both runtimes every pass), so ``up`` makes sure the system
 daemons answer, starting ``virtlogd -d`` and ``libvirtd -d`` when they do not (there is no
 systemd here).  The lab never stops them: other users of the host may rely on them.
-Domains are matched by the node uuid in their Outpost metadata element.
+Domains are matched by the node uuid in their Outpost metadata element, or by a file under
+the lab dir in their XML (a node whose uuid the lab never learnt).
 """
 
 from __future__ import annotations
@@ -80,28 +81,45 @@ def _open(uri: str):  # type: ignore[no-untyped-def]
         raise LabError(f"cannot connect to libvirt at {uri}: {exc}") from exc
 
 
-def domains_of(uri: str, node_uuids: Collection[str]) -> list[str]:
-    """Names of the domains (running or defined) belonging to ``node_uuids``."""
-    if not node_uuids:
+def _belongs(dom: object, node_uuids: Collection[str], lab_dir: Path | None) -> bool:
+    """The domain's Outpost metadata names a lab node, or its XML a file in the lab dir."""
+    import libvirt
+
+    if _node_uuid(dom) in node_uuids:
+        return True
+    if lab_dir is None:
+        return False
+    try:
+        xml = dom.XMLDesc(0)  # type: ignore[attr-defined]
+    except libvirt.libvirtError:
+        return False
+    root = str(lab_dir.resolve())
+    return f"'{root}/" in xml or f'"{root}/' in xml or f">{root}/" in xml
+
+
+def domains_of(uri: str, node_uuids: Collection[str], lab_dir: Path | None = None) -> list[str]:
+    """Names of the domains (running or defined) belonging to ``node_uuids`` (or naming a
+    file under ``lab_dir``)."""
+    if not node_uuids and lab_dir is None:
         return []
     conn = _open(uri)
     try:
-        return [d.name() for d in conn.listAllDomains(0) if _node_uuid(d) in node_uuids]
+        return [d.name() for d in conn.listAllDomains(0) if _belongs(d, node_uuids, lab_dir)]
     finally:
         conn.close()
 
 
-def remove_domains(uri: str, node_uuids: Collection[str]) -> list[str]:
-    """Destroy and undefine the domains of ``node_uuids``; their names."""
+def remove_domains(uri: str, node_uuids: Collection[str], lab_dir: Path | None = None) -> list[str]:
+    """Destroy and undefine the domains :func:`domains_of` finds; their names."""
     import libvirt
 
-    if not node_uuids:
+    if not node_uuids and lab_dir is None:
         return []
     conn = _open(uri)
     removed = []
     try:
         for dom in conn.listAllDomains(0):
-            if _node_uuid(dom) not in node_uuids:
+            if not _belongs(dom, node_uuids, lab_dir):
                 continue
             with contextlib.suppress(libvirt.libvirtError):
                 if dom.isActive():

@@ -4,7 +4,9 @@ Each node namespace holds ``lo`` and ``eth0`` (a veth whose host end is a port o
 bridge), an address in the lab subnet and no default route.  An nftables table inside the
 namespace drops everything except loopback and TCP to the controller (host_ip:port), so a
 node reaches the controller and nothing else: not the host's other services, not the other
-nodes.  The host's own ruleset is never touched.
+nodes.  The node's own app bridges (``ob-*``, made by the agent's port lockdown, whose own
+table polices them) are let through, but nothing is forwarded out of ``eth0``.  The host's
+own ruleset is never touched.
 
 Names are derived from the 4-hex-digit lab id: bridge ``olab<id>``, namespaces
 ``olab-<id>-<NNN>``, host veths ``olab<id>v<NNN>`` (at most 15 characters).
@@ -15,7 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
@@ -25,14 +27,17 @@ from lab.state import NetworkRecord
 
 __all__ = [
     "NETNS_DIR",
+    "app_namespaces",
     "bridge_name",
     "choose_subnet",
     "create_bridge",
     "create_node_netns",
     "delete_bridge",
+    "delete_link",
     "delete_netns",
     "host_veth_name",
     "in_netns",
+    "lab_links",
     "lab_namespaces",
     "lockdown_ruleset",
     "netns_name",
@@ -44,6 +49,8 @@ IP = shutil.which("ip") or "/usr/sbin/ip"
 NFT = shutil.which("nft") or "/usr/sbin/nft"
 NSENTER = shutil.which("nsenter") or "/usr/bin/nsenter"
 TABLE = "outpost_lab"
+APP_BRIDGES = "ob-*"
+"""The agent's app bridges inside a node (node_agent.network.plan.BRIDGE_PREFIX)."""
 SUBNET_BASE = IPv4Network("10.213.0.0/16")
 
 
@@ -125,7 +132,8 @@ def delete_bridge(name: str) -> None:
 
 
 def lockdown_ruleset(controller: IPv4Address, port: int) -> dict[str, Any]:
-    """nftables (JSON) for a node namespace: loopback and TCP to the controller, only."""
+    """nftables (JSON) for a node namespace: loopback, the node's app bridges and TCP to
+    the controller, only."""
 
     def rule(chain: str, *expr: dict[str, Any]) -> dict[str, Any]:
         return {"add": {"rule": {"family": "inet", "table": TABLE, "chain": chain, "expr": expr}}}
@@ -141,15 +149,21 @@ def lockdown_ruleset(controller: IPv4Address, port: int) -> dict[str, Any]:
     established = {
         "match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}
     }
+    iif, oif = {"meta": {"key": "iifname"}}, {"meta": {"key": "oifname"}}
     return {
         "nftables": [
             {"add": {"table": {"family": "inet", "name": TABLE}}},
             chain("input"),
             chain("output"),
-            rule("input", eq({"meta": {"key": "iifname"}}, "lo"), accept),
+            chain("forward"),
+            rule("input", eq(iif, "lo"), accept),
             rule("input", established, accept),
-            rule("output", eq({"meta": {"key": "oifname"}}, "lo"), accept),
+            rule("input", eq(iif, APP_BRIDGES), accept),
+            rule("forward", established, accept),
+            rule("forward", eq(iif, APP_BRIDGES), eq(oif, APP_BRIDGES), accept),
+            rule("output", eq(oif, "lo"), accept),
             rule("output", established, accept),
+            rule("output", eq(oif, APP_BRIDGES), accept),
             rule(
                 "output",
                 eq({"payload": {"protocol": "ip", "field": "daddr"}}, str(controller)),
@@ -192,3 +206,28 @@ def lab_namespaces(lab_id: str) -> list[str]:
         return []
     prefix = f"olab-{lab_id}-"
     return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(prefix))
+
+
+def app_namespaces(node_uuids: Iterable[str]) -> list[str]:
+    """Container app namespaces the nodes' agents made (``outpost-<node[:8]>-<app[:8]>``,
+    node_agent.network.plan.app_netns) that exist now."""
+    prefixes = tuple(f"outpost-{u[:8]}-" for u in node_uuids if u)
+    if not prefixes or not NETNS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(prefixes))
+
+
+def lab_links(lab_id: str) -> list[str]:
+    """The host ends of the lab's veths that exist now (``olab<id>v<NNN>``)."""
+    prefix = f"olab{lab_id}v"
+    links = json.loads(_run([IP, "-j", "link", "show"], check=False) or "[]")
+    return sorted(n for link in links if (n := link.get("ifname", "")).startswith(prefix))
+
+
+def delete_link(name: str) -> bool:
+    """Delete a host veth (its peer goes with it, even while a dying namespace holds it);
+    False when there was none."""
+    if not _link_exists(name):
+        return False
+    _run([IP, "link", "del", name], check=False)
+    return True

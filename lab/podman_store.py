@@ -69,20 +69,21 @@ def create_store(directory: Path) -> PodmanRecord:
     raise LabError(f"no podman storage driver works in {directory}: {'; '.join(errors)}")
 
 
-def containers_of(store: PodmanRecord, node_uuids: Collection[str]) -> list[str]:
-    """Ids of the store's containers labelled with one of ``node_uuids``."""
-    if not node_uuids or not (store.directory / "root").exists():
+def containers_of(store: PodmanRecord, node_uuids: Collection[str] | None = None) -> list[str]:
+    """Ids of the store's containers labelled with one of ``node_uuids`` (None: with any
+    node label: the store is the lab's own, so every Outpost container in it is a lab
+    node's, also one of a node whose uuid the lab never learnt)."""
+    if node_uuids is not None and not node_uuids:
+        return []
+    if not (store.directory / "root").exists():
         return []
     out = _podman(store, "ps", "--all", "--no-trunc", "--format", "json").strip()
-    return [
-        c["Id"]
-        for c in (json.loads(out) if out else [])
-        if (c.get("Labels") or {}).get(LABEL_NODE) in node_uuids
-    ]
+    labelled = [(c["Id"], (c.get("Labels") or {}).get(LABEL_NODE)) for c in json.loads(out or "[]")]
+    return [cid for cid, node in labelled if node and (node_uuids is None or node in node_uuids)]
 
 
-def remove_containers(store: PodmanRecord, node_uuids: Collection[str]) -> int:
-    """Force-remove every container of the lab's nodes; how many there were."""
+def remove_containers(store: PodmanRecord, node_uuids: Collection[str] | None = None) -> int:
+    """Force-remove the lab nodes' containers (see :func:`containers_of`); how many."""
     ids = containers_of(store, node_uuids)
     if ids:
         _podman(store, "rm", "--force", "--volumes", "--time", "0", *ids)

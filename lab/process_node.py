@@ -5,7 +5,9 @@ the podman store and the libvirt socket are the same for every node).  The swtpm
 on the namespace's own loopback (server 2321, ctrl 2322: the TSS wants ctrl = server+1),
 so every node has its own TPM at the same address and no node can reach another's.  The
 agent runs ``python -m node_agent.cli --config <node dir>/agent.json run`` with its own
-state dir; its output goes to ``<node dir>/agent.log``.
+state dir and its port lockdown on (firewall, app networks: all inside the node's
+namespace, so the port state is reported as on a real node; USB and the consoles are the
+host's and stay unmanaged); its output goes to ``<node dir>/agent.log``.
 """
 
 from __future__ import annotations
@@ -94,6 +96,13 @@ def agent_settings(lab: LabState, node: NodeRecord, bundle: Path) -> dict[str, o
         "tpm": f"swtpm:host=127.0.0.1,port={SWTPM_PORT}",
         "podman_global_args": lab.podman.global_args,
         "reconcile_interval_s": RECONCILE_INTERVAL_S,
+        # the agent's port lockdown, in the node's own namespace (its table, app bridges
+        # and app namespaces); USB and the consoles are the host's: left alone
+        "ports": {
+            "network": {"state_dir": str(node.state_dir / "network")},
+            "usb_sysfs_root": None,
+            "console_root": None,
+        },
     }
 
 

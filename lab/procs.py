@@ -3,9 +3,8 @@ by pid *and* start time, stopped with SIGTERM then SIGKILL.
 
 A pid alone is not enough to stop a process days later (pids are reused), so every
 :class:`ProcRef` carries the start time from ``/proc/<pid>/stat``.  A zombie (dead, not yet
-reaped by its new parent) counts as gone.  :func:`processes_using` finds processes whose
-command line names a path inside the lab dir: what ``down`` uses after a crashed ``up`` that
-had no time to record a pid.
+reaped by its new parent) counts as gone.  :mod:`lab.discover` finds the lab's processes
+that were never recorded (started by hand, or by an ``up`` killed before it saved them).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from lab.state import ProcRef
 
-__all__ = ["alive", "proc_ref", "processes_using", "spawn", "stop_all"]
+__all__ = ["alive", "proc_ref", "spawn", "stop_all"]
 
 
 def _stat(pid: int) -> tuple[str, int] | None:
@@ -97,47 +96,3 @@ def stop_all(refs: Iterable[ProcRef], timeout_s: float = 15.0) -> list[ProcRef]:
             _reap(ref.pid)
         time.sleep(0.05)
     return live
-
-
-LAB_PROGRAMS = (
-    "outpost-agent", "outpost-controller", "node_agent.cli", "controller.cli",
-    "swtpm", "nsenter", "qemu-system", "conmon",
-)  # fmt: skip
-
-
-def _program(args: Sequence[bytes]) -> str:
-    """What runs: the binary's name, or for ``python -m M`` / ``python SCRIPT`` M or SCRIPT."""
-    argv = [a.decode(errors="replace") for a in args]
-    program = Path(argv[0]).name if argv else ""
-    if program.startswith("python") and len(argv) > 1:
-        return argv[2] if argv[1] == "-m" and len(argv) > 2 else Path(argv[1]).name
-    return program
-
-
-def processes_using(path: Path, programs: Sequence[str] = LAB_PROGRAMS) -> list[ProcRef]:
-    """Live processes of the kinds the lab starts (``programs``: agent, controller, swtpm,
-    QEMU, podman's conmon) with an argument naming ``path`` or a file under it.  Anything
-    else that happens to name the lab dir (``tail -f <lab>/agent.log``, a script driving
-    the lab, another ``outpost-lab``) is left alone."""
-    root = str(Path(path).resolve())
-    found: list[ProcRef] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in (os.getpid(), 1):
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-        except OSError:
-            continue
-        program = _program(args)
-        if not program.startswith(tuple(programs)):
-            continue
-        for arg in args[1:]:
-            text = arg.decode(errors="replace")
-            # "--tpmstate dir=/x/y" and "--opt=/x/y" carry the path after a '='
-            candidates = [text, text.rpartition("=")[2]]
-            if any(c == root or c.startswith(root + "/") for c in candidates):
-                ref = proc_ref(int(entry.name), program)
-                if alive(ref):
-                    found.append(ref)
-                break
-    return found

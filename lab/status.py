@@ -1,31 +1,51 @@
-"""``outpost-lab status``: the lab's processes (from the state file, checked in /proc) and
-its nodes as the controller sees them (onboarded, trust, app states)."""
+"""``outpost-lab status``: the lab's processes as they really run (found in /proc by node
+namespace and lab dir, :mod:`lab.discover`; an agent restarted by hand counts, with its new
+pid) and its nodes as the controller sees them (onboarded, trust, app states, port state)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from lab.discover import LabProcess, find_processes, node_roles
 from lab.errors import LabError
 from lab.operator import Operator
-from lab.procs import alive
-from lab.state import LabState, ProcRef
+from lab.state import LabState
 from lab.watch import NodeView, observe
 
 __all__ = ["gather", "render"]
 
 
-def _proc(ref: ProcRef | None) -> str:
-    if ref is None:
-        return "-"
-    return "running" if alive(ref) else "stopped"
+def _roles(
+    found: list[LabProcess], node: str, roles: Iterable[str]
+) -> dict[str, LabProcess | None]:
+    """Per role, the node's running process of that role (a recorded one first), or None."""
+    ranked = sorted(found, key=lambda p: not p.recorded)
+    return {r: next((p for p in ranked if p.node == node and p.role == r), None) for r in roles}
+
+
+def _ports(ports: dict[str, Any] | None) -> dict[str, Any]:
+    """The node's reported port state in brief: lockdown enforced, open ports, networks."""
+    if not ports:
+        return {"reported": False}
+    firewall = ports.get("firewall") or {}
+    return {
+        "reported": True,
+        "enforced": bool(firewall.get("enforced")),
+        "generation": firewall.get("generation"),
+        "error": firewall.get("error") or "",
+        "open_ports": len(ports.get("open_ports") or []),
+        "networks": len(ports.get("networks") or []),
+    }
 
 
 def gather(state: LabState) -> dict[str, Any]:
-    """Everything ``status`` shows, as plain data (``--json`` prints it as is)."""
+    """Everything ``status`` shows, as plain data (``-o json`` prints it as is)."""
+    found = find_processes(state)
     views: dict[str, NodeView] = {}
     controller_error = ""
-    ctl = state.controller.process
-    if ctl is not None and alive(ctl):
+    ctl = _roles(found, "", ["controller"])["controller"]
+    if ctl is not None:
         try:
             views = observe(Operator(state.controller, timeout_s=15), state)
         except LabError as exc:
@@ -33,6 +53,7 @@ def gather(state: LabState) -> dict[str, Any]:
     nodes = []
     for node in state.nodes:
         view = views.get(node.name)
+        procs = _roles(found, node.name, [*node_roles(node.kind), *node.processes])
         nodes.append(
             {
                 "name": node.name,
@@ -41,12 +62,15 @@ def gather(state: LabState) -> dict[str, Any]:
                 "netns": node.netns,
                 "ip": str(node.ip) if node.ip else "",
                 "dir": str(node.dir),
-                "processes": {role: _proc(ref) for role, ref in node.processes.items()},
+                "processes": {r: "running" if p else "stopped" for r, p in procs.items()},
+                "pids": {r: p.ref.pid for r, p in procs.items() if p},
+                "restarted": sorted(r for r, p in procs.items() if p and not p.recorded),
                 "uuid": (view.uuid if view else "") or node.uuid,
                 "onboarded": bool(view and view.registered),
                 "trust": view.trust if view else "",
                 "apps": dict(view.apps) if view else {},
                 "app_errors": dict(view.app_errors) if view else {},
+                "ports": _ports(view.ports if view else None),
             }
         )
     return {
@@ -57,8 +81,8 @@ def gather(state: LabState) -> dict[str, Any]:
         "error": state.error,
         "controller": {
             "url": state.controller.url,
-            "process": _proc(ctl),
-            "pid": ctl.pid if ctl else None,
+            "process": "running" if ctl else "stopped",
+            "pid": ctl.ref.pid if ctl else None,
             "error": controller_error,
             "cli_config": str(state.cli_config),
         },
@@ -104,14 +128,30 @@ def render(status: dict[str, Any]) -> str:
         [
             n["name"],
             n["ip"] or "-",
-            *[n["processes"].get(r, "-") for r in roles],
+            *[_process_cell(n, r) for r in roles],
             n["uuid"][:8] or "-",
             "yes" if n["onboarded"] else "no",
             n["trust"] or "-",
+            _ports_cell(n["ports"]),
             ", ".join(f"{a}={st}" for a, st in sorted(n["apps"].items())) or "-",
         ]
         for n in status["nodes"]
     ]
-    header = ["NODE", "IP", *[r.upper() for r in roles], "UUID", "ONBOARDED", "TRUST", "APPS"]
-    lines += ["", _table(rows, header)]
+    header = ["NODE", "IP", *[r.upper() for r in roles], "UUID", "ONBOARDED", "TRUST", "PORTS"]
+    lines += ["", _table(rows, [*header, "APPS"])]
+    if any(n["restarted"] for n in status["nodes"]):
+        lines.append("* started by hand (not by outpost-lab up); down stops it too")
     return "\n".join(lines)
+
+
+def _process_cell(node: dict[str, Any], role: str) -> str:
+    state = node["processes"].get(role, "-")
+    return f"{state}*" if role in node["restarted"] else state
+
+
+def _ports_cell(ports: dict[str, Any]) -> str:
+    if not ports["reported"]:
+        return "not reported"
+    if not ports["enforced"]:
+        return "not enforced" + (f" ({ports['error'][:60]})" if ports["error"] else "")
+    return f"enforced, {ports['open_ports']} open"

@@ -19,13 +19,13 @@ from pathlib import Path
 
 from lab import netlab
 from lab.controller_proc import init_controller, make_bundle, start_controller, wait_controller
+from lab.discover import find_processes
 from lab.down import teardown
 from lab.errors import LabError
 from lab.libvirt_domains import ensure_daemon
 from lab.operator import Operator
 from lab.podman_store import create_store, release_store
 from lab.process_node import prepare_node, start_agent, start_swtpm, wait_swtpm
-from lab.procs import alive
 from lab.qemu_fleet import check_ready, default_image, guest_controller, start_qemu_nodes
 from lab.spec import UpRequest, lab_id_for
 from lab.state import (
@@ -41,7 +41,7 @@ from lab.state import (
 )
 from lab.watch import NodeView, Progress, wait_for_nodes
 
-__all__ = ["node_names", "up"]
+__all__ = ["check_port_free", "node_names", "up"]
 
 _REQUIRED_TOOLS = {"process": ("ip", "nft", "nsenter", "swtpm", "podman"), "qemu": ("swtpm",)}
 _KEEP = {"lab.lock"}
@@ -53,8 +53,24 @@ def node_names(count: int) -> list[str]:
 
 
 def _running(state: LabState) -> list[str]:
-    refs = [state.controller.process] + [r for n in state.nodes for r in n.processes.values()]
-    return [r.name for r in refs if r is not None and alive(r)]
+    return [p.ref.name for p in find_processes(state)]
+
+
+def check_port_free(port: int) -> None:
+    """Refuse a controller port something listens on (or is bound to).
+
+    SO_REUSEADDR, as the controller's own server socket has: sockets in TIME_WAIT from a
+    lab just taken ``down`` do not count (the controller binds past them)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise LabError(
+                    f"controller port {port} is in use: pick another with --controller-port"
+                ) from None
+            raise
 
 
 def _check_host(req: UpRequest) -> None:
@@ -63,16 +79,7 @@ def _check_host(req: UpRequest) -> None:
     missing = [t for t in _REQUIRED_TOOLS[req.kind] if shutil.which(t) is None]
     if missing:
         raise LabError(f"missing tools: {', '.join(missing)} (run `make setup`)")
-    with socket.socket() as s:
-        try:
-            s.bind(("0.0.0.0", req.controller_port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise LabError(
-                    f"controller port {req.controller_port} is in use: pick another with"
-                    " --controller-port"
-                ) from None
-            raise
+    check_port_free(req.controller_port)
 
 
 def _check_dir(lab_dir: Path) -> LabState | None:

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from lab.discover import LabProcess, find_processes
 from lab.errors import LabError
 from lab.operator import Operator
-from lab.procs import alive
 from lab.state import LabState, NodeRecord
 
 __all__ = ["NodeView", "Progress", "observe", "wait_for_nodes"]
@@ -49,6 +49,8 @@ class NodeView:
     apps: dict[str, str] = field(default_factory=dict)
     """Reported state per app name (assigned apps not yet reported are absent)."""
     app_errors: dict[str, str] = field(default_factory=dict)
+    ports: dict[str, Any] | None = None
+    """The node's reported port state (protocol.ports.PortState), None before any report."""
 
     @property
     def attested(self) -> bool:
@@ -67,6 +69,7 @@ def _view(serial: str, node: dict[str, Any] | None, trust: dict[str, Any] | None
         trust_reason=(trust or {}).get("reason", ""),
         apps={name: a.get("state", "") for name, a in reported.items()},
         app_errors={name: a.get("error", "") for name, a in reported.items() if a.get("error")},
+        ports=(node.get("info") or {}).get("ports"),
     )
 
 
@@ -76,9 +79,11 @@ def observe(api: Operator, lab: LabState) -> dict[str, NodeView]:
     return {n.name: _view(n.serial, nodes.get(n.serial), trust.get(n.serial)) for n in lab.nodes}
 
 
-def _dead_process(node: NodeRecord) -> str:
-    for role, ref in node.processes.items():
-        if not alive(ref):
+def _dead_process(node: NodeRecord, found: list[LabProcess]) -> str:
+    """A role ``up`` started for ``node`` that no process fills now (one restarted by hand
+    with another pid fills it)."""
+    for role in node.processes:
+        if not any(p.node == node.name and p.role == role for p in found):
             return role
     return ""
 
@@ -117,8 +122,9 @@ def wait_for_nodes(
                 progress.say(f"{node.name}: {text}")
         if all(done(v) for v in views.values()):
             return views
+        found = find_processes(lab)
         for node in lab.nodes:
-            role = _dead_process(node) if not done(views[node.name]) else ""
+            role = _dead_process(node, found) if not done(views[node.name]) else ""
             if role:
                 raise LabError(
                     f"{node.name}: its {role} exited; last lines of its log:\n"

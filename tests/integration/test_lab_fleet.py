@@ -8,6 +8,7 @@ lab's store, ``virsh``, ``ip netns`` and /proc.  The tests share one lab and run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -158,19 +159,26 @@ def everything_running(lab: Lab) -> tuple[list[int], list[str]]:
 # -- the fleet --------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def lab(built_images) -> Iterator[Lab]:  # type: ignore[no-untyped-def]
+@contextlib.contextmanager
+def running_lab(nodes: int, *up_args: str) -> Iterator[Lab]:
+    """``outpost-lab up --nodes N`` in a new dir on a free port; removed afterwards."""
     require_lab_host()
     directory = new_lab_dir()
     the_lab = Lab(directory, free_port())
     try:
-        up = lab_cli("up", "--nodes", str(NODES), "--dir", str(directory),
-                     "--controller-port", str(the_lab.port))  # fmt: skip
+        up = lab_cli("up", "--nodes", str(nodes), "--dir", str(directory),
+                     "--controller-port", str(the_lab.port), *up_args)  # fmt: skip
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         the_lab.up_output = up.stdout
         yield the_lab
     finally:
         remove_lab_dir(directory)
+
+
+@pytest.fixture(scope="module")
+def lab(built_images) -> Iterator[Lab]:  # type: ignore[no-untyped-def]
+    with running_lab(NODES) as the_lab:
+        yield the_lab
 
 
 def test_up_onboards_and_attests_every_node(lab: Lab):

@@ -7,15 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.integration.test_lab_fleet import (
-    Lab,
-    free_port,
-    lab_cli,
-    leftovers,
-    new_lab_dir,
-    remove_lab_dir,
-    require_lab_host,
-)
+from tests.integration.test_lab_fleet import Lab, lab_cli, leftovers, running_lab
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -31,12 +23,7 @@ def domains_of(lab: Lab, uuid: str) -> list[str]:
 
 
 def test_down_removes_the_vm_of_a_lab_node(built_images):  # type: ignore[no-untyped-def]
-    require_lab_host()
-    lab = Lab(new_lab_dir(), free_port())
-    try:
-        up = lab_cli("up", "--nodes", "1", "--dir", str(lab.dir),
-                     "--controller-port", str(lab.port))  # fmt: skip
-        assert up.returncode == 0, up.stdout + up.stderr
+    with running_lab(1) as lab:
         deploy = lab_cli("deploy", "--dir", str(lab.dir), "--name", "vm1", "--image", "testvm")
         assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
         uuid = lab.api("GET", "/nodes/lab-node-01").json()["uuid"]
@@ -55,5 +42,3 @@ def test_down_removes_the_vm_of_a_lab_node(built_images):  # type: ignore[no-unt
             "domains": [],
             "containers": [],
         }
-    finally:
-        remove_lab_dir(lab.dir)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from lab.errors import LabError, UsageError
 from lab.qemu_fleet import check_ready
 from lab.spec import lab_id_for, parse_up
 from lab.state import save_state
-from lab.up import _check_dir, node_names
+from lab.up import _check_dir, check_port_free, node_names
 from tests.unit.test_lab_state import make_state
 
 
@@ -61,8 +63,50 @@ def test_deploy_refuses_an_app_file_together_with_a_command(tmp_path: Path, caps
 
 def test_status_and_down_of_a_dir_without_a_lab(tmp_path: Path, capsys):
     assert main(["status", "--dir", str(tmp_path)]) == 1
+    assert "no lab in" in capsys.readouterr().err
     assert main(["down", "--dir", str(tmp_path)]) == 0
     assert "nothing to do" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "key", "expected"),
+    [
+        (["status"], 1, "error", "no lab in"),
+        (["down"], 0, "found", False),
+        (["deploy", "--name", "x"], 1, "error", "no lab is up"),
+        (["up", "--nodes", "0"], 2, "error", "--nodes"),
+        (["deploy", "--file", "a.yaml", "--command", "true"], 2, "error", "either --file"),
+    ],
+)
+def test_every_command_prints_json_with_o_json_also_when_it_fails(
+    argv: list[str], code: int, key: str, expected: object, tmp_path: Path, capsys
+):
+    assert main([*argv, "--dir", str(tmp_path / "lab"), "-o", "json"]) == code
+    printed = json.loads(capsys.readouterr().out)  # the whole of stdout is one document
+    if isinstance(expected, str):
+        assert expected in printed[key]
+    else:
+        assert printed[key] == expected
+
+
+def test_status_json_flag_is_o_json(tmp_path: Path, capsys):
+    assert main(["status", "--dir", str(tmp_path), "--json"]) == 1
+    assert "no lab in" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_a_port_in_time_wait_is_free_for_the_controller_one_listened_on_is_not():
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        conn, _ = server.accept()
+        conn.close()  # the server closes first: its side goes to TIME_WAIT
+        client.recv(1)
+        client.close()
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("0.0.0.0", port))  # what the check used to do
+    check_port_free(port)
+    with socket.create_server(("127.0.0.1", port)), pytest.raises(LabError, match="in use"):
+        check_port_free(port)
 
 
 def test_up_refuses_a_dir_holding_a_lab_that_is_not_down(tmp_path: Path):
@@ -98,17 +142,22 @@ def test_two_lab_dirs_get_different_ids_and_interface_names_fit_the_kernel():
         assert len(name) <= 15
 
 
-def test_a_node_namespace_accepts_loopback_and_the_controller_only():
+def test_a_node_namespace_accepts_loopback_its_app_bridges_and_the_controller_only():
     ruleset = netlab.lockdown_ruleset(ipaddress.IPv4Address("10.213.7.1"), 9443)["nftables"]
     chains = [c["add"]["chain"] for c in ruleset if "chain" in c["add"]]
-    assert {(c["hook"], c["policy"]) for c in chains} == {("input", "drop"), ("output", "drop")}
+    assert {(c["hook"], c["policy"]) for c in chains} == {
+        ("input", "drop"), ("output", "drop"), ("forward", "drop")
+    }  # fmt: skip
     rules = [r["add"]["rule"] for r in ruleset if "rule" in r["add"]]
-    outbound = [r["expr"] for r in rules if r["chain"] == "output"]
-    matches = [[e["match"]["right"] for e in expr if "match" in e] for expr in outbound]
-    assert matches == [["lo"], [["established", "related"]], ["10.213.7.1", 9443]]
-    inbound = [r["expr"] for r in rules if r["chain"] == "input"]
-    matches = [[e["match"]["right"] for e in expr if "match" in e] for expr in inbound]
-    assert matches == [["lo"], [["established", "related"]]]
+
+    def matches(chain: str) -> list[list[object]]:
+        exprs = [r["expr"] for r in rules if r["chain"] == chain]
+        return [[e["match"]["right"] for e in expr if "match" in e] for expr in exprs]
+
+    established = [["established", "related"]]
+    assert matches("output") == [["lo"], established, ["ob-*"], ["10.213.7.1", 9443]]
+    assert matches("input") == [["lo"], established, ["ob-*"]]  # app bridges: the agent's
+    assert matches("forward") == [established, ["ob-*", "ob-*"]]  # never out of eth0
 
 
 def test_qemu_nodes_need_a_built_node_image(tmp_path: Path):
