@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from outpost_cli.agent_release import add_agent_release_commands
-from outpost_cli.resources import UsageError, add_resource_commands
+from outpost_cli.resources import UsageError, add_resource_commands, emit
 from outpost_cli.rollout import add_rollout_commands
 
 __all__ = ["main"]
@@ -93,12 +93,23 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(fmt.format(*map(str, r)).rstrip() for r in [header, *rows])
 
 
+def _structured(args: argparse.Namespace, data: Any) -> bool:
+    """With ``-o json|yaml`` (or a command's ``--json``) print ``data`` so and say True."""
+    output = "json" if getattr(args, "json", False) else args.output
+    if output == "table":
+        return False
+    emit(data, output)
+    return True
+
+
 def _app_states(node: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {a["name"]: a for a in (node.get("info") or {}).get("apps", [])}
 
 
 def cmd_nodes(c: Client, args: argparse.Namespace) -> None:
     nodes = c.call("GET", "/nodes")["nodes"]
+    if _structured(args, nodes):
+        return
     rows = []
     for n in nodes:
         states = _app_states(n)
@@ -111,8 +122,7 @@ def cmd_nodes(c: Client, args: argparse.Namespace) -> None:
 
 def cmd_node(c: Client, args: argparse.Namespace) -> None:
     n = c.call("GET", f"/nodes/{args.node}")
-    if args.json:
-        print(json.dumps(n, indent=2))
+    if _structured(args, n):
         return
     info = n.get("info") or {}
     print(f"serial:      {n['serial']}\nuuid:        {n['uuid']}\nstate:       {n['state']}")
@@ -130,6 +140,8 @@ def cmd_node(c: Client, args: argparse.Namespace) -> None:
 
 def cmd_claim(c: Client, args: argparse.Namespace) -> None:
     n = c.call("POST", "/nodes/claim", json={"serial": args.serial})
+    if _structured(args, n):
+        return
     print(f"claimed {n['serial']} ({n['state']})")
 
 
@@ -147,11 +159,15 @@ def cmd_image_add(c: Client, args: argparse.Namespace) -> None:
             data=fh,
             headers={"Content-Type": "application/octet-stream"},
         )
+    if _structured(args, img):
+        return
     print(f"image {img['name']} {img['format']} sha256:{img['sha256']} {img['size']} bytes")
 
 
 def cmd_images(c: Client, args: argparse.Namespace) -> None:
     imgs = c.call("GET", "/images")["images"]
+    if _structured(args, imgs):
+        return
     print(
         _table(
             [[i["name"], i["format"], i["size"], i["sha256"]] for i in imgs],
@@ -172,11 +188,15 @@ def cmd_app_create(c: Client, args: argparse.Namespace) -> None:
     if args.env:
         body["env"] = dict(e.split("=", 1) for e in args.env)
     app = c.call("POST", "/apps", json=body)
+    if _structured(args, app):
+        return
     print(f"app {app['name']} ({app['kind']}) created: {app['uuid']}")
 
 
 def cmd_apps(c: Client, args: argparse.Namespace) -> None:
     apps = c.call("GET", "/apps")["apps"]
+    if _structured(args, apps):
+        return
     print(
         _table(
             [[a["name"], a["kind"], a["image"], a["desired"], a["uuid"]] for a in apps],
@@ -186,22 +206,27 @@ def cmd_apps(c: Client, args: argparse.Namespace) -> None:
 
 
 def cmd_app_delete(c: Client, args: argparse.Namespace) -> None:
-    c.call("DELETE", f"/apps/{args.name}")
+    if _structured(args, c.call("DELETE", f"/apps/{args.name}")):
+        return
     print(f"app {args.name} deleted")
 
 
 def cmd_assign(c: Client, args: argparse.Namespace) -> None:
-    c.call("POST", f"/nodes/{args.node}/apps", json={"app": args.app})
+    if _structured(args, c.call("POST", f"/nodes/{args.node}/apps", json={"app": args.app})):
+        return
     print(f"{args.app} assigned to {args.node}")
 
 
 def cmd_unassign(c: Client, args: argparse.Namespace) -> None:
-    c.call("DELETE", f"/nodes/{args.node}/apps/{args.app}")
+    if _structured(args, c.call("DELETE", f"/nodes/{args.node}/apps/{args.app}")):
+        return
     print(f"{args.app} removed from {args.node}")
 
 
 def cmd_audit(c: Client, args: argparse.Namespace) -> None:
     events = c.call("GET", "/audit", params={"limit": args.limit})["events"]
+    if _structured(args, events):
+        return
     print(
         _table(
             [
@@ -217,8 +242,7 @@ def cmd_audit(c: Client, args: argparse.Namespace) -> None:
 def cmd_trust(c: Client, args: argparse.Namespace) -> None:
     if args.node:
         t = c.call("GET", f"/trust/nodes/{args.node}")
-        if args.json:
-            print(json.dumps(t, indent=2))
+        if _structured(args, t):
             return
         for key in ("serial", "uuid", "state", "result", "reason", "tpm", "device_key_in_tpm"):
             print(f"{key + ':':<19}{t[key]}")
@@ -226,6 +250,8 @@ def cmd_trust(c: Client, args: argparse.Namespace) -> None:
         print(f"{'baseline agent:':<19}{', '.join(t['baseline'].get('agent', [])) or '-'}")
         return
     nodes = c.call("GET", "/trust/nodes")["nodes"]
+    if _structured(args, nodes):
+        return
     rows = [
         [
             n["serial"],
@@ -243,11 +269,15 @@ def cmd_trust(c: Client, args: argparse.Namespace) -> None:
 
 def cmd_accept_baseline(c: Client, args: argparse.Namespace) -> None:
     t = c.call("POST", f"/trust/nodes/{args.node}/accept-baseline")
+    if _structured(args, t):
+        return
     print(f"new baseline for {t['serial']}: agent {', '.join(t['baseline'].get('agent', []))}")
 
 
 def cmd_revoke(c: Client, args: argparse.Namespace) -> None:
     t = c.call("POST", f"/trust/nodes/{args.node}/revoke", json={"reason": args.reason})
+    if _structured(args, t):
+        return
     print(f"{t['serial']} revoked: every request it makes is now refused")
 
 
@@ -262,11 +292,13 @@ def cmd_trust_policy(c: Client, args: argparse.Namespace) -> None:
     policy = (
         c.call("PATCH", "/trust/policy", json=patch) if patch else c.call("GET", "/trust/policy")
     )
-    print(json.dumps(policy, indent=2))
+    emit(policy, "json" if args.output == "table" else args.output)
 
 
 def cmd_rotate_signing(c: Client, args: argparse.Namespace) -> None:
     r = c.call("POST", "/trust/rotate-signing")
+    if _structured(args, r):
+        return
     print(
         f"config-signing cert rotated: {r['previous_sha256'][:16]}… → {r['signing_sha256'][:16]}…"
     )
@@ -360,9 +392,9 @@ def _ports_lines(ports: dict[str, Any]) -> list[str]:
 def cmd_ports(c: Client, args: argparse.Namespace) -> None:
     n = c.call("GET", f"/nodes/{args.node}")
     ports = (n.get("info") or {}).get("ports")
-    if args.json or getattr(args, "output", "table") == "json":
-        print(json.dumps(ports, indent=2))
-    elif not ports:
+    if _structured(args, ports):
+        return
+    if not ports:
         print(f"{args.node}: no port state reported yet")
     else:
         print("\n".join(_ports_lines(ports)))
@@ -438,12 +470,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.fn(None if getattr(args, "offline", False) else _connect(args), args)
     except CliError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(args, str(exc), exc.exit_code)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, str(exc), 2)
     return 0
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    """An error on stderr: one line of text, or ``{"error", "exit_code"}`` with -o json."""
+    if args.output == "json":
+        print(json.dumps({"error": message, "exit_code": code}), file=sys.stderr)
+    else:
+        print(f"error: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -64,6 +64,9 @@ def _app_spec(path: str) -> dict[str, Any]:
 def cmd_start(c: Any, args: argparse.Namespace) -> None:
     rings = [parse_ring(r, args.soak, args.deadline) for r in args.ring]
     out = c.call("POST", "/rollouts", json={"app": _app_spec(args.file), "rings": rings})
+    if args.output != "table":
+        emit(out, args.output)
+        return
     print(f"rollout {out['id']} of {out['app']}: {out['state']} ({len(rings)} rings)")
 
 
@@ -103,6 +106,9 @@ def cmd_status(c: Any, args: argparse.Namespace) -> None:
 def cmd_act(c: Any, args: argparse.Namespace) -> None:
     body = {"ring": args.ring} if getattr(args, "ring", None) is not None else None
     out = c.call("POST", f"/rollouts/{args.id}/{args.action}", json=body or {})
+    if args.output != "table":
+        emit(out, args.output)
+        return
     print(f"rollout {out['id']} of {out['app']}: {out['state']}")
 
 
@@ -114,6 +120,9 @@ def cmd_git_set(c: Any, args: argparse.Namespace) -> None:
         "interval_s": args.interval,
     }
     out = c.call("PUT", "/git/source", json=body)
+    if args.output != "table":
+        emit(out, args.output)
+        return
     print(f"following {out['url']} ({out['branch']}) every {out['interval_s']} s")
 
 
@@ -131,6 +140,9 @@ def cmd_git_status(c: Any, args: argparse.Namespace) -> None:
 
 def cmd_git_sync(c: Any, args: argparse.Namespace) -> None:
     out = c.call("POST", "/git/sync")
+    if args.output != "table":
+        emit(out, args.output)
+        return
     what = "applied" if out["applied"] else "up to date"
     print(f"{out['revision'][:12]} {what}")
     for line in out["changes"]:
