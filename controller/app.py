@@ -21,7 +21,9 @@ from controller.store.database import Database
 from controller.store.notify import ConfigNotifier
 from controller.store.pki import ControllerPki, load_pki
 from controller.ui import init_ui
+from controller.web.converters import register_converters
 from controller.web.errors import register_error_handlers
+from controller.web.json_provider import StrictJSONProvider
 
 __all__ = ["create_app"]
 
@@ -36,8 +38,9 @@ def create_app(
     ``background`` starts the periodic jobs (git sync, rollout engine) — ``serve``
     does; tests drive them explicitly."""
     app = Flask(__name__)
+    app.json = StrictJSONProvider(app)  # never NaN/Infinity in a response
+    register_converters(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_device_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     notifier = ConfigNotifier(settings.database_url)
     db = Database(settings.database_url, notifier)
     db.create_schema()

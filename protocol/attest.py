@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, model_validator
 
+from protocol.bounds import Seconds
 from protocol.desired_state import Sha256Hex
 from protocol.messages import Pem
 
@@ -45,7 +46,7 @@ PcrIndex = Annotated[int, Field(ge=0, le=23)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class AttestResult(enum.StrEnum):
@@ -88,7 +89,7 @@ class NonceRequest(_Strict):
 
 class NonceResponse(_Strict):
     nonce: Hex32
-    expires_in_s: float
+    expires_in_s: Seconds
     ak_enrolled: bool
     """False until the controller has pinned this node's AK: send the enrolment fields."""
 
@@ -144,7 +145,7 @@ class AttestResponse(_Strict):
     result: AttestResult
     reason: Annotated[str, StringConstraints(max_length=4096)] = ""
     integrity_token: str | None = None
-    expires_in_s: float | None = None
+    expires_in_s: Seconds | None = None
 
 
 class RenewRequest(_Strict):

@@ -19,6 +19,8 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from protocol.bounds import Counter, EpochSeconds, Generation
+
 SCHEMA_VERSION: Final = 1
 
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -26,11 +28,14 @@ Uuid = Annotated[
     str,
     StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
 ]
-Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 ImageFormat = Literal["kernel-bundle", "qcow2", "raw", "oci-archive"]
 VM_FORMATS = ("kernel-bundle", "qcow2", "raw")
 CONTAINER_FORMATS = ("oci-archive",)
 Port = Annotated[int, Field(ge=1, le=65535)]
+StartDelay = Annotated[float, Field(ge=0.0, le=3600.0, allow_inf_nan=False)]
+"""Seconds an app waits after the node starts before it is started (0 to 1 hour)."""
 
 MAX_IMAGE_BYTES = 64 * 1024**3
 MAX_APPS_PER_NODE = 64
@@ -38,7 +43,7 @@ MAX_NETWORKS = 16
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ImageRef(_Strict):
@@ -145,11 +150,11 @@ class AppSpec(_Strict):
     desired: Literal["running", "stopped"] = "running"
     networks: list[AppNetwork] = Field(default_factory=list, max_length=8)
     adapters: list[Adapter] = Field(default_factory=list, max_length=8)
-    restart_counter: int = Field(default=0, ge=0)
+    restart_counter: Counter = 0
     """Raised by the operator's 'restart' command: restart once per increase (EVE)."""
-    purge_counter: int = Field(default=0, ge=0)
+    purge_counter: Counter = 0
     """Raised by 'purge': recreate the app's writable state once per increase."""
-    start_delay_s: float = Field(default=0.0, ge=0.0, le=3600.0)
+    start_delay_s: StartDelay = 0.0
     disks: list[DataDisk] = Field(default_factory=list, max_length=MAX_DATA_DISKS)
     """Blank data disks (VMs only); purge recreates them along with the root disk."""
     vtpm: bool = False
@@ -180,10 +185,11 @@ AgentVersion = Annotated[
     str,
     StringConstraints(
         pattern=r"^[0-9]{1,6}\.[0-9]{1,6}\.[0-9]{1,6}(-[a-z0-9]{1,20}(\.[a-z0-9]{1,20}){0,4})?$",
-        max_length=64,
+        max_length=57,
     ),
 ]
-"""An agent release version: ``MAJOR.MINOR.PATCH`` with an optional ``-pre.release`` tag."""
+"""An agent release version: ``MAJOR.MINOR.PATCH`` with an optional ``-pre.release`` tag;
+at most 57 characters (its release is the image ``agent-<version with dashes>``, a Name)."""
 MAX_AGENT_BUNDLE_BYTES = 64 * 1024**2
 
 
@@ -212,7 +218,7 @@ class AgentManifest(_Strict):
     size: int = Field(gt=0, le=MAX_AGENT_BUNDLE_BYTES)
     code_digest: Sha256Hex
     """attestation.measurement.code_digest of the unpacked packages (what the node measures)."""
-    created: float = Field(ge=0)
+    created: EpochSeconds
 
 
 class AgentTarget(_Strict):
@@ -224,8 +230,9 @@ class AgentTarget(_Strict):
     manifest: SignedManifest
 
 
-class NodeSettings(_Strict):
-    """Node-wide settings; every external port is off unless turned on here."""
+class OperatorSettings(_Strict):
+    """The node-wide settings an operator sets (``PATCH /nodes/{key}``, git): every
+    external port is off unless turned on here."""
 
     config_interval_s: float = Field(default=60.0, ge=1.0, le=86400.0)
     info_interval_s: float = Field(default=600.0, ge=1.0, le=86400.0)
@@ -239,6 +246,12 @@ class NodeSettings(_Strict):
     """Allow a login on the serial console; off by default (EVE's debug.enable.console)."""
     usb_policy: Literal["deny", "assigned-only"] = "deny"
     """deny: no USB device is authorised; assigned-only: those passed through to apps."""
+
+
+class NodeSettings(OperatorSettings):
+    """Node-wide settings as the node receives them: the operator's, plus the agent release
+    (set only by ``PUT /nodes/{key}/agent-release``, which checks and signs it)."""
+
     agent: AgentTarget | None = None
     """The agent release to run (self-update); None: keep the running one."""
 
@@ -248,8 +261,8 @@ class DesiredState(_Strict):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     node_uuid: Uuid
-    generation: int = Field(ge=0)
-    reboot_counter: int = Field(default=0, ge=0)
+    generation: Generation
+    reboot_counter: Counter = 0
     """Raised by the operator's 'reboot' command: the node reboots once per increase."""
     settings: NodeSettings = NodeSettings()
     networks: list[Network] = Field(default_factory=list, max_length=MAX_NETWORKS)

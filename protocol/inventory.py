@@ -6,7 +6,15 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-__all__ = ["MAX_PCI_DEVICES", "NodeInventory", "PciAddress", "PciDevice"]
+from protocol.bounds import ByteCount
+
+__all__ = [
+    "MAX_PCI_DEVICES",
+    "NodeInventory",
+    "PciAddress",
+    "PciDevice",
+    "RegistrationInventory",
+]
 
 PciAddress = Annotated[
     str, StringConstraints(pattern=r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
@@ -17,7 +25,7 @@ MAX_GROUP_MEMBERS = 64
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class PciDevice(_Strict):
@@ -41,10 +49,17 @@ class PciDevice(_Strict):
 class NodeInventory(_Strict):
     hostname: Annotated[str, StringConstraints(max_length=64)] = ""
     cpus: int = Field(default=0, ge=0, le=65536)
-    memory_kib: int = Field(default=0, ge=0)
+    memory_kib: ByteCount = 0
     kernel: Annotated[str, StringConstraints(max_length=64)] = ""
     machine: Annotated[str, StringConstraints(max_length=32)] = ""
     kvm_device: bool = False
     iommu: bool = False
     """The kernel has IOMMU groups (passthrough is possible at all)."""
     pci: list[PciDevice] = Field(default_factory=list, max_length=MAX_PCI_DEVICES)
+
+
+class RegistrationInventory(NodeInventory):
+    """The inventory sent with ``register``: the node's, plus which TPM it has."""
+
+    tpm: Annotated[str, StringConstraints(pattern=r"^[a-z]{0,16}$")] = "none"
+    """``none``, ``swtpm`` or ``device`` (the agent's TPM setting's kind)."""

@@ -7,17 +7,25 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from protocol.bounds import (
+    ByteCount,
+    Counter,
+    EpochSeconds,
+    MaybeGeneration,
+    Seconds,
+)
 from protocol.desired_state import AgentVersion, Name, Sha256Hex, Uuid
-from protocol.inventory import NodeInventory
+from protocol.inventory import NodeInventory, RegistrationInventory
 from protocol.ports import PortState
 
-Serial = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
+SERIAL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+Serial = Annotated[str, StringConstraints(pattern=SERIAL_PATTERN)]
 Pem = Annotated[str, StringConstraints(min_length=64, max_length=16384)]
 ShortText = Annotated[str, StringConstraints(max_length=4096)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class AppState(enum.StrEnum):
@@ -42,7 +50,7 @@ class RegisterRequest(_Strict):
     serial: Serial
     onboarding_cert_pem: Pem
     device_cert_pem: Pem
-    inventory: dict[str, Any] = Field(default_factory=dict)
+    inventory: RegistrationInventory = RegistrationInventory()
 
 
 class RegisterResponse(_Strict):
@@ -69,7 +77,7 @@ class AppStatus(_Strict):
     name: Name
     state: AppState
     error: ShortText = ""
-    error_time: float | None = None
+    error_time: EpochSeconds | None = None
     image_sha256: Sha256Hex | None = None
     progress_pct: int | None = Field(default=None, ge=0, le=100)
     """Download/verify progress of the app's image while DOWNLOADING or VERIFYING."""
@@ -85,7 +93,7 @@ class AgentUpdateStatus(_Strict):
     """The target release this is about."""
     state: Literal["downloading", "installed", "testing", "committed", "failed"]
     reason: Annotated[str, StringConstraints(max_length=1024)] = ""
-    at: float = Field(default=0.0, ge=0)
+    at: EpochSeconds = 0.0
     """When the state was entered (node clock, seconds since the epoch)."""
 
 
@@ -93,7 +101,7 @@ class InfoMessage(_Strict):
     """Node and app states, as the agent sees them."""
 
     agent_version: Annotated[str, StringConstraints(max_length=64)]
-    config_generation: int = Field(ge=-1)
+    config_generation: MaybeGeneration
     config_hash: Annotated[str, StringConstraints(pattern=r"^([0-9a-f]{64})?$")] = ""
     hypervisor: Annotated[str, StringConstraints(max_length=16)] = ""
     apps: list[AppStatus] = Field(default_factory=list, max_length=256)
@@ -108,35 +116,35 @@ class InfoMessage(_Strict):
 class NodeMetrics(_Strict):
     """Node-wide counters; ``*_total`` values are cumulative since boot (EVE's style)."""
 
-    cpu_seconds_total: float = Field(ge=0)
-    memory_used_bytes: int = Field(ge=0)
-    memory_total_bytes: int = Field(ge=0)
-    disk_used_bytes: int = Field(ge=0)
-    disk_total_bytes: int = Field(ge=0)
-    net_rx_bytes_total: int = Field(ge=0)
-    net_tx_bytes_total: int = Field(ge=0)
-    uptime_s: float = Field(ge=0)
+    cpu_seconds_total: Seconds
+    memory_used_bytes: ByteCount
+    memory_total_bytes: ByteCount
+    disk_used_bytes: ByteCount
+    disk_total_bytes: ByteCount
+    net_rx_bytes_total: ByteCount
+    net_tx_bytes_total: ByteCount
+    uptime_s: Seconds
 
 
 class AppMetrics(_Strict):
     uuid: Uuid
-    cpu_seconds_total: float = Field(ge=0)
-    memory_used_bytes: int = Field(ge=0)
-    disk_used_bytes: int = Field(default=0, ge=0)
-    net_rx_bytes_total: int = Field(default=0, ge=0)
-    net_tx_bytes_total: int = Field(default=0, ge=0)
+    cpu_seconds_total: Seconds
+    memory_used_bytes: ByteCount
+    disk_used_bytes: ByteCount = 0
+    net_rx_bytes_total: ByteCount = 0
+    net_tx_bytes_total: ByteCount = 0
 
 
 class MetricsMessage(_Strict):
     """Lossy: a lost sample only makes the next interval longer (counters are cumulative)."""
 
-    at: float
+    at: EpochSeconds
     node: NodeMetrics
     apps: list[AppMetrics] = Field(default_factory=list, max_length=256)
 
 
 class LogLine(_Strict):
-    ts: float
+    ts: EpochSeconds
     level: Annotated[str, StringConstraints(max_length=16)] = "INFO"
     msg: Annotated[str, StringConstraints(max_length=8192)]
 
@@ -149,6 +157,6 @@ class LogBatchMessage(_Strict):
     """Log lines of one source, as base64 of gzip of JSON lines (one LogLine each)."""
 
     source: Annotated[str, StringConstraints(pattern=r"^(agent|app:[0-9a-f-]{36})$")]
-    seq: int = Field(ge=0)
+    seq: Counter
     """Per-node sequence number of the batch: the controller drops a repeat."""
     lines_gz_b64: Annotated[str, StringConstraints(max_length=MAX_LOG_BATCH_GZ * 4 // 3 + 4)]

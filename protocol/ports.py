@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from protocol.bounds import EpochSeconds, MaybeGeneration, Seconds
+
 __all__ = [
     "AppNetworkState",
     "DebugAccessState",
@@ -25,7 +27,7 @@ Short = Annotated[str, StringConstraints(max_length=128)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class FirewallState(_Strict):
@@ -34,13 +36,13 @@ class FirewallState(_Strict):
     enforced: bool
     """True once the table of ``generation`` is in force (input/forward policy drop)."""
     table: Short = "inet outpost"
-    generation: int = Field(default=-1, ge=-1)
+    generation: MaybeGeneration = -1
     """Config generation whose ruleset is in force (-1: no config, everything closed)."""
-    apply_ms: float | None = None
+    apply_ms: Seconds | None = None
     """Duration of the last atomic ``nft -f`` replace."""
     error: Text = ""
     """Why the latest config was not applied (the previous ruleset stayed in force)."""
-    error_time: float | None = None
+    error_time: EpochSeconds | None = None
 
 
 class OpenPort(_Strict):
@@ -76,7 +78,7 @@ class UsbState(_Strict):
     policy: Literal["deny", "assigned-only", "unmanaged"]
     authorized_default_off: bool = False
     """Every bus has ``authorized_default=0``: new devices arrive de-authorised."""
-    buses: int = Field(default=0, ge=0)
+    buses: int = Field(default=0, ge=0, le=4096)
     devices: list[UsbDeviceState] = Field(default_factory=list, max_length=256)
     error: Text = ""
 
@@ -84,7 +86,7 @@ class UsbState(_Strict):
 class DebugAccessState(_Strict):
     ssh: bool = False
     """SSH open in the firewall (``debug_ssh``)."""
-    ssh_keys: int = Field(default=0, ge=0)
+    ssh_keys: int = Field(default=0, ge=0, le=4096)
     console: bool = False
     """Login on the serial/VT consoles (``debug_console``)."""
     console_method: Short = ""

@@ -29,6 +29,7 @@ from controller.domain.onboarding import NotClaimed, record_pending
 from controller.errors import ApiError
 from controller.store.models import Node, NodeTrust, utcnow
 from controller.trust.state import check_token, record_issued_config
+from controller.web.body import json_body
 from controller.web.context import current_services
 from protocol.attest import TOKEN_HEADER
 from protocol.desired_state import NodeSettings
@@ -38,13 +39,6 @@ __all__ = ["device_api", "open_node_request", "refuse_if_revoked"]
 
 log = logging.getLogger(__name__)
 device_api = Blueprint("device_api", __name__, url_prefix="/api/v1/device")
-
-
-def _json_body() -> Any:
-    body = request.get_json(silent=True)
-    if body is None:
-        raise ApiError(422, "bad_request", "body must be JSON")
-    return body
 
 
 def refuse_if_revoked(session: Session, node: Node) -> None:
@@ -59,7 +53,7 @@ def open_node_request(session: Session, model: type[BaseModel]) -> tuple[Node, A
     A revoked node is refused (403) before anything is recorded for the request.
     """
     svc = current_services()
-    wire = _json_body()
+    wire = json_body()
 
     def resolve(sha: str) -> Any:
         node = session.scalar(
@@ -90,7 +84,7 @@ def register() -> ResponseReturnValue:
     try:
         with svc.db.transaction() as session:
             status, resp = register_node(
-                session, svc.pki, _json_body(), svc.settings.max_clock_skew_s
+                session, svc.pki, json_body(), svc.settings.max_clock_skew_s
             )
             node = session.scalar(select(Node).where(Node.uuid == resp.node_uuid))
             assert node is not None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import uuid
 from typing import Any
@@ -24,6 +23,7 @@ from controller.domain.onboarding import NotClaimed
 from controller.errors import ApiError
 from controller.store.models import Node, utcnow
 from controller.store.pki import ControllerPki
+from protocol.bounded_json import load_json
 from protocol.messages import RegisterRequest, RegisterResponse
 
 __all__ = ["register_node"]
@@ -38,7 +38,7 @@ def _unverified_onboarding_cert(wire: Any) -> str:
     signature and the chain have been checked.
     """
     try:
-        inner = json.loads(base64.b64decode(wire["payload"], validate=True))
+        inner = load_json(base64.b64decode(wire["payload"], validate=True))
         pem = inner["body"]["onboarding_cert_pem"]
     except (KeyError, TypeError, ValueError, binascii.Error) as exc:
         raise ApiError(422, "bad_request", "register body is not a signed envelope") from exc
@@ -90,7 +90,7 @@ def register_node(
     node.device_cert_pem = req.device_cert_pem
     node.device_cert_sha256 = device_hash
     node.onboarding_cert_sha256 = onboarding_hash
-    node.inventory = req.inventory
+    node.inventory = req.inventory.model_dump(mode="json")
     node.registered_at = node.last_seen = utcnow()
     log.info("node registered", extra={"serial": req.serial, "node_uuid": node.uuid})
     return 201, RegisterResponse(node_uuid=node.uuid)

@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from controller.api.openapi import route_doc
+from controller.api.openapi import openapi_path, route_doc
 from tests.device_sim import SimDevice
 
 BLOB = b"image bytes"
@@ -45,7 +45,7 @@ def test_every_operator_route_is_described_in_the_openapi_document(controller_ap
     for rule in controller_app.url_map.iter_rules():
         if rule.rule.startswith("/api/v1") and "/device/" not in rule.rule:
             assert route_doc(controller_app.view_functions[rule.endpoint]), rule.rule
-            path = rule.rule.replace("<", "{").replace(">", "}")
+            path = openapi_path(rule.rule)
             for method in rule.methods - {"HEAD", "OPTIONS"}:
                 assert method.lower() in doc["paths"][path], (method, path)
 
