@@ -42,8 +42,14 @@ def conflict(field: str, error: str, code: str = "conflict") -> ApiError:
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, str]]:
-    """Pydantic errors as [{field, error}] with dotted field paths."""
+    """Pydantic errors as [{field, error, type}] with dotted field paths (``type`` is
+    pydantic's error type: ``value_error`` for a rule's own sentence, else the kind of
+    mismatch, e.g. ``string_pattern_mismatch``)."""
     return [
-        {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "error": err["msg"]}
+        {
+            "field": ".".join(str(p) for p in err["loc"]) or "(body)",
+            "error": err["msg"],
+            "type": err["type"],
+        }
         for err in exc.errors()
     ]

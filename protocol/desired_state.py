@@ -18,6 +18,7 @@ import json
 from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.config import JsonDict
 
 from protocol.bounds import Counter, EpochSeconds, Generation
 
@@ -132,6 +133,52 @@ class Network(_Strict):
         return self
 
 
+Env = Annotated[
+    dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")],
+        Annotated[str, StringConstraints(max_length=4096)],
+    ],
+    Field(max_length=128),
+]
+Command = Annotated[list[Annotated[str, StringConstraints(max_length=4096)]], Field(max_length=64)]
+AppNetworks = Annotated[list[AppNetwork], Field(max_length=8)]
+Adapters = Annotated[list[Adapter], Field(max_length=8)]
+DataDisks = Annotated[list[DataDisk], Field(max_length=MAX_DATA_DISKS)]
+
+VM_ONLY_SCHEMA: JsonDict = {
+    "if": {"properties": {"kind": {"const": "container"}}, "required": ["kind"]},
+    "then": {
+        "properties": {
+            "adapters": {"maxItems": 0},
+            "disks": {"maxItems": 0},
+            "vtpm": {"const": False},
+        }
+    },
+}
+"""The VM-only fields in JSON Schema: a container has no adapters, data disks or vTPM."""
+
+
+def check_app_shape(
+    name: str,
+    kind: str,
+    adapters: list[Adapter],
+    disks: list[DataDisk],
+    vtpm: bool,
+    networks: list[AppNetwork],
+) -> None:
+    """The rules of an app's own fields (no image needed): VM-only fields, no name twice."""
+    if adapters and kind != "vm":
+        raise ValueError(f"app {name!r}: adapters can only be passed through to a VM")
+    if (disks or vtpm) and kind != "vm":
+        raise ValueError(f"app {name!r}: data disks and a vTPM are for VMs only")
+    disk_names = [d.name for d in disks]
+    if len(disk_names) != len(set(disk_names)):
+        raise ValueError(f"app {name!r}: a data disk name is listed twice")
+    names = [n.name for n in networks]
+    if len(names) != len(set(names)):
+        raise ValueError(f"app {name!r}: a network is listed twice")
+
+
 class AppSpec(_Strict):
     """One app instance the node must run (a VM or a container)."""
 
@@ -140,22 +187,17 @@ class AppSpec(_Strict):
     kind: Literal["vm", "container"]
     image: ImageRef
     resources: Resources = Resources()
-    env: dict[
-        Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")],
-        Annotated[str, StringConstraints(max_length=4096)],
-    ] = Field(default_factory=dict, max_length=128)
-    command: list[Annotated[str, StringConstraints(max_length=4096)]] = Field(
-        default_factory=list, max_length=64
-    )
+    env: Env = Field(default_factory=dict)
+    command: Command = Field(default_factory=list)
     desired: Literal["running", "stopped"] = "running"
-    networks: list[AppNetwork] = Field(default_factory=list, max_length=8)
-    adapters: list[Adapter] = Field(default_factory=list, max_length=8)
+    networks: AppNetworks = Field(default_factory=list)
+    adapters: Adapters = Field(default_factory=list)
     restart_counter: Counter = 0
     """Raised by the operator's 'restart' command: restart once per increase (EVE)."""
     purge_counter: Counter = 0
     """Raised by 'purge': recreate the app's writable state once per increase."""
     start_delay_s: StartDelay = 0.0
-    disks: list[DataDisk] = Field(default_factory=list, max_length=MAX_DATA_DISKS)
+    disks: DataDisks = Field(default_factory=list)
     """Blank data disks (VMs only); purge recreates them along with the root disk."""
     vtpm: bool = False
     """Give the VM its own emulated TPM 2.0 (swtpm; VMs only)."""
@@ -168,16 +210,7 @@ class AppSpec(_Strict):
                 f"app {self.name!r}: kind {self.kind!r} needs image format"
                 f" {' or '.join(wanted)}, got {self.image.format!r}"
             )
-        if self.adapters and self.kind != "vm":
-            raise ValueError(f"app {self.name!r}: adapters can only be passed through to a VM")
-        if (self.disks or self.vtpm) and self.kind != "vm":
-            raise ValueError(f"app {self.name!r}: data disks and a vTPM are for VMs only")
-        disk_names = [d.name for d in self.disks]
-        if len(disk_names) != len(set(disk_names)):
-            raise ValueError(f"app {self.name!r}: a data disk name is listed twice")
-        names = [n.name for n in self.networks]
-        if len(names) != len(set(names)):
-            raise ValueError(f"app {self.name!r}: a network is listed twice")
+        check_app_shape(self.name, self.kind, self.adapters, self.disks, self.vtpm, self.networks)
         return self
 
 

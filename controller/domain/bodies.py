@@ -23,15 +23,19 @@ from controller.domain.common import Body
 from protocol.desired_state import (
     MAX_IMAGE_BYTES,
     NAME_PATTERN,
-    Adapter,
-    AppNetwork,
-    DataDisk,
+    VM_ONLY_SCHEMA,
+    Adapters,
+    AppNetworks,
+    Command,
+    DataDisks,
+    Env,
     ImageFormat,
     Name,
     OperatorSettings,
     Resources,
     Sha256Hex,
     StartDelay,
+    check_app_shape,
 )
 from protocol.desired_state import Network as NetworkSpec
 from protocol.messages import SERIAL_PATTERN, Serial
@@ -111,20 +115,27 @@ class CommandBody(Body):
 class AppBody(Body):
     """An app definition as operators write it (the image by name)."""
 
+    model_config = ConfigDict(json_schema_extra=VM_ONLY_SCHEMA)
+
     name: Name
     kind: Literal["vm", "container"]
     image: Name
     resources: Resources = Resources()
-    env: dict[str, str] = Field(default_factory=dict)
-    command: list[str] = Field(default_factory=list)
+    env: Env = Field(default_factory=dict)
+    command: Command = Field(default_factory=list)
     desired: Literal["running", "stopped"] = "running"
-    networks: list[AppNetwork] = Field(default_factory=list)
-    adapters: list[Adapter] = Field(default_factory=list)
-    disks: list[DataDisk] = Field(default_factory=list)
+    networks: AppNetworks = Field(default_factory=list)
+    adapters: Adapters = Field(default_factory=list)
+    disks: DataDisks = Field(default_factory=list)
     vtpm: bool = False
     start_delay_s: StartDelay = 0.0
     selector: dict[LabelKey, LabelValue] | None = Field(default=None, max_length=16)
     """Run on every node whose labels include these (besides explicit assignments)."""
+
+    @model_validator(mode="after")
+    def _shape(self) -> AppBody:
+        check_app_shape(self.name, self.kind, self.adapters, self.disks, self.vtpm, self.networks)
+        return self
 
 
 SPEC_FIELDS = {

@@ -122,13 +122,13 @@ def test_an_app_on_a_network_brings_the_network_into_the_config(client, api, nod
     assert doc["networks"] == [{"name": "lan", "subnet": "10.77.0.0/24", "nat": False}]
 
 
-def test_an_app_on_an_unknown_network_is_refused_naming_the_field(api):
+def test_an_app_on_an_unknown_network_is_a_conflict_naming_the_field(api):
     r = api(
         "POST",
         "/apps",
         json={"name": "web", "kind": "container", "image": "img", "networks": [{"name": "nope"}]},
     )
-    assert r.status_code == 422 and r.json["error"]["details"][0]["field"] == "networks"
+    assert r.status_code == 409 and r.json["error"]["details"][0]["field"] == "networks"
 
 
 def test_overlapping_networks_are_refused(api):
