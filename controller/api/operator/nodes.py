@@ -45,9 +45,10 @@ class LogQuery(Body):
 @ops_api.post("/nodes/claim")
 @require_role("operator")
 @doc(
-    "Claim a serial so the node carrying it may onboard",
+    "Claim a serial so the node carrying it may onboard (200: it was claimed already)",
     body=ClaimBody,
     status=201,
+    also=(200,),
     links={
         "ShowNode": Link("ops_api.show_node.get", {"key": "$response.body#/serial"}),
         "PatchNode": Link("ops_api.patch_node.patch", {"key": "$response.body#/serial"}),
@@ -59,8 +60,8 @@ class LogQuery(Body):
 def claim() -> ResponseReturnValue:
     body = parse(ClaimBody, json_body())
     with svc().db.transaction() as s:
-        onboarding.claim(s, actor(), body.serial)
-        return jsonify(node_json(s, find_node(s, body.serial))), 201
+        new = onboarding.claim(s, actor(), body.serial)
+        return jsonify(node_json(s, find_node(s, body.serial))), 201 if new else 200
 
 
 @ops_api.get("/nodes")
