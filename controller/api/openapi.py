@@ -204,7 +204,9 @@ def _operation(
     elif rdoc.raw_body:
         op["requestBody"] = {
             "required": True,
-            "content": {rdoc.raw_body: {"schema": {"type": "string", "format": "binary"}}},
+            "content": {
+                rdoc.raw_body: {"schema": {"type": "string", "format": "binary", "minLength": 1}}
+            },
         }
     return op
 

@@ -115,7 +115,12 @@ class CommandBody(Body):
 class AppBody(Body):
     """An app definition as operators write it (the image by name)."""
 
-    model_config = ConfigDict(json_schema_extra=VM_ONLY_SCHEMA)
+    model_config = ConfigDict(
+        json_schema_extra={
+            **VM_ONLY_SCHEMA,
+            "x-rules": ["each network is listed once", "each data disk name is listed once"],
+        }
+    )
 
     name: Name
     kind: Literal["vm", "container"]
