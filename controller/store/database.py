@@ -20,6 +20,7 @@ from alembic.config import Config
 from sqlalchemy import create_engine, event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 
 from controller.errors import ApiError
 from controller.store.notify import NOTIFIER_KEY, ConfigNotifier
@@ -52,7 +53,8 @@ class Database:
 
         A uniqueness (or foreign-key) violation — two identical creates at the same moment,
         both past their "does it exist?" check — is the 409 it means, never a 500: the
-        database's constraint is the lock, and the loser changed nothing."""
+        database's constraint is the lock, and the loser changed nothing.  So is a row that
+        a concurrent request deleted under this one (an update that matched no row)."""
         try:
             with self._sessions() as session, session.begin():
                 if self.notifier is not None:
@@ -61,6 +63,10 @@ class Database:
         except IntegrityError as exc:
             raise ApiError(
                 409, "conflict", "a concurrent change conflicts with this one; try again"
+            ) from exc
+        except (StaleDataError, ObjectDeletedError) as exc:
+            raise ApiError(
+                409, "conflict", "the object was changed or deleted meanwhile; try again"
             ) from exc
 
 

@@ -98,7 +98,11 @@ def test_claim_refuses_a_serial_that_is_a_path_word(api):
 
 
 def test_patch_node_refuses_an_agent_target(api):
-    target = {"version": "9.9.9", "image": {"sha256": "a" * 64, "size": 1, "url": "https://x/"}}
+    target = {  # well-formed, but made up: not a release, not signed by this controller
+        "version": "9.9.9",
+        "image": {"sha256": "a" * 64, "size": 1, "url": "https://x/"},
+        "manifest": {"payload": "e30=", "sender_cert_sha256": "b" * 64, "signature": "eA=="},
+    }
     r = api("PATCH", "/nodes/sn-1", json={"settings": {"agent": target}})
     assert r.status_code == 422 and "settings.agent" in r.get_data(as_text=True)
     assert "agent" not in api("GET", "/nodes/sn-1").json["settings"]
