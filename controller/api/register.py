@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from attestation import pki
@@ -85,6 +85,13 @@ def register_node(
         raise ApiError(409, "conflict", f"serial {req.serial!r} is bound to another device")
     if session.scalar(select(Node).where(Node.device_cert_sha256 == device_hash)) is not None:
         raise ApiError(409, "conflict", "device certificate already registered to another serial")
+    # the claimed row becomes registered once: a concurrent register of the same serial
+    # (another device cert) finds it no longer claimed and is refused, never both 201
+    won = session.execute(
+        update(Node).where(Node.id == node.id, Node.state == "claimed").values(state="registered")
+    )
+    if won.rowcount != 1:  # type: ignore[attr-defined]
+        raise ApiError(409, "conflict", f"serial {req.serial!r} was registered meanwhile")
     node.uuid = str(uuid.uuid4())
     node.state = "registered"
     node.device_cert_pem = req.device_cert_pem

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html as html_lib
 import re
+import threading
 from typing import Any
 
 import pytest
@@ -113,3 +114,24 @@ def test_hints_never_quote_a_regex(ui: Any) -> None:
     page = ui.get("/ui/apps/new").get_data(as_text=True)
     text = re.sub(r"<script.*?</script>", "", page, flags=re.S)
     assert "[a-z0-9]" not in text and "^" not in text
+
+
+def test_the_same_app_created_from_four_sessions_at_once_is_created_once(ui):
+    clients = [UiClient(ui.app) for _ in range(4)]
+    for c in clients:
+        assert c.login("operator1", PASSWORDS["operator"]).status_code == 302
+        c.get("/ui/apps/new")
+    barrier = threading.Barrier(len(clients))
+    statuses: list[int] = []
+
+    def create(c: UiClient) -> None:
+        barrier.wait()
+        statuses.append(c.post("/ui/apps/new", _form(name="twin")).status_code)
+
+    threads = [threading.Thread(target=create, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(statuses) == [302, 422, 422, 422]
+    assert _apps(ui).count("twin") == 1
