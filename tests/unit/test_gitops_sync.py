@@ -103,7 +103,7 @@ def test_a_bad_commit_is_refused_whole_and_the_last_good_revision_stays(api, rep
 
 def test_a_good_commit_after_a_bad_one_clears_the_error(api, repo: Repo):
     repo.commit({"sites/qa/web.yaml": [app_doc(resources={"memory_mib": 1})]})
-    assert api("POST", "/git/sync").status_code == 422
+    assert api("POST", "/git/sync").status_code == 409
     sha = repo.commit({"sites/qa/web.yaml": [app_doc()]})
     api("POST", "/git/sync")
     status = api("GET", "/git/source").json
@@ -195,7 +195,7 @@ def test_reverting_a_bad_commit_clears_the_stored_error(api, repo: Repo):
     good = repo.commit({"sites/qa/web.yaml": [app_doc()]})
     api("POST", "/git/sync")
     repo.commit({"sites/qa/web.yaml": "kind: App\nspec: [\n"})
-    assert api("POST", "/git/sync").status_code == 422
+    assert api("POST", "/git/sync").status_code == 409
     repo.git("reset", "-q", "--hard", good)
     assert api("POST", "/git/sync").status_code == 200
     status = api("GET", "/git/source").json

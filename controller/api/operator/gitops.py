@@ -51,12 +51,12 @@ def delete_git_source() -> ResponseReturnValue:
 
 @ops_api.post("/git/sync")
 @require_role("operator")
-@doc("Fetch and apply the git source now (a bad revision is refused whole: 422)", errors=(422,))
+@doc("Fetch and apply the git source now (a revision refused whole, or not fetched: 409)")
 def git_sync() -> ResponseReturnValue:
     result = sync(svc())
     if result.errors:
-        raise ApiError(
-            422,
+        raise ApiError(  # the request is fine; the stored source's revision is not
+            409,
             "git_revision_refused",
             f"the revision was refused; {result.revision[:12] or 'nothing'} stays in force",
             [
