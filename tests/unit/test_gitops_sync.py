@@ -91,7 +91,7 @@ def test_a_bad_commit_is_refused_whole_and_the_last_good_revision_stays(api, rep
         }
     )
     r = api("POST", "/git/sync")
-    assert r.status_code == 422
+    assert r.status_code == 409
     (err,) = r.json["error"]["details"]
     assert (err["file"], err["line"]) == ("sites/qa/db.yaml", 3)
     assert "no image named 'no-such-image'" in err["reason"]
@@ -160,7 +160,7 @@ def test_removing_the_source_makes_its_objects_editable(api, repo: Repo):
 def test_an_unreachable_repository_is_reported_and_changes_nothing(api, tmp_path: Path):
     api("PUT", "/git/source", json={"url": str(tmp_path / "missing"), "interval_s": 0})
     r = api("POST", "/git/sync")
-    assert r.status_code == 422 and "git fetch failed" in r.json["error"]["details"][0]["reason"]
+    assert r.status_code == 409 and "git fetch failed" in r.json["error"]["details"][0]["reason"]
 
 
 @pytest.mark.parametrize(
