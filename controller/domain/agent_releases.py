@@ -167,8 +167,8 @@ def _allow_in_baseline(s: Session, node: Node, digest: str) -> None:
     """The new version's code digest must pass the node's attestation policy."""
     allowlist = fleet_policy(s).agent_allowlist or []
     if allowlist and digest not in allowlist:
-        raise ApiError(
-            422,
+        raise ApiError(  # the stored trust policy refuses it: a conflict, not a bad body
+            409,
             "not_allowed",
             f"the fleet agent allowlist does not list this release's code digest {digest};"
             " add it to the trust policy first",
