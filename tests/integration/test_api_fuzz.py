@@ -3,7 +3,7 @@ content types, response schemas, negative data refused, positive data accepted, 
 auth, unsupported methods, use after free, resource availability), stateful links on,
 seeded objects; then the database holds only what the API allows.
 
-Bounded by time (``OUTPOST_FUZZ_SECONDS``, default 160 s) and asserted to send at least
+Bounded by time (``OUTPOST_FUZZ_SECONDS``, default 150 s) and asserted to send at least
 5,000 requests (two schemathesis processes with different seeds: generating cases is
 CPU-bound).  The HAR report of every request is kept in the test's directory.
 """
@@ -23,7 +23,7 @@ from tests.fixtures.controller_server import running_controller
 
 pytestmark = pytest.mark.integration
 
-FUZZ_SECONDS = int(os.environ.get("OUTPOST_FUZZ_SECONDS", "160"))
+FUZZ_SECONDS = int(os.environ.get("OUTPOST_FUZZ_SECONDS", "150"))
 MIN_REQUESTS = 5000
 
 

@@ -8,9 +8,11 @@ import json
 from typing import Any
 
 import pytest
+from flask import Flask
 
 from controller.app import create_app
 from controller.cli import _settings
+from controller.web.json_provider import StrictJSONProvider
 from tests.fixtures.controller_server import free_port, init_controller
 
 DEEP = b"[" * 10_000 + b"]" * 10_000
@@ -174,3 +176,11 @@ def test_the_openapi_document_states_the_rules(api):
     assert delay["maximum"] == 3600
     approve = doc["paths"]["/api/v1/rollouts/{rid}/approve"]["post"]["requestBody"]
     assert approve["required"] is False
+
+
+def test_the_json_provider_never_writes_nan_or_infinity():
+    provider = StrictJSONProvider(Flask(__name__))
+    assert provider.dumps({"x": 1.5}) == '{"x": 1.5}'
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            provider.dumps({"x": bad})
