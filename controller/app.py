@@ -56,8 +56,7 @@ def create_app(
 
     if background:
         stop = threading.Event()
-        app.extensions["outpost-background"] = stop
-        start_jobs(services, stop)
+        app.extensions["outpost-background"] = (stop, start_jobs(services, stop))
 
     @app.get("/healthz")
     def healthz() -> ResponseReturnValue:

@@ -4,18 +4,13 @@ token, adduser."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
-import ssl
 import sys
 from pathlib import Path
 
-from werkzeug.serving import make_server
-
 from attestation.files import atomic_write
-from controller.app import create_app
 from controller.domain.tokens import create_token
 from controller.domain.users import UserError, create_user
 from controller.settings import ControllerSettings
@@ -110,16 +105,21 @@ def cmd_adduser(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = _settings(args.data_dir)
-    app = create_app(settings, background=True)  # git sync, rollout engine
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(settings.pki_dir / "tls.pem", settings.pki_dir / "tls.key")
-    server = make_server(args.host, args.port, app, threaded=True, ssl_context=ctx)
-    log.info("serving on https://%s:%d", args.host, server.port)
-    print(f"outpost-controller listening on https://{args.host}:{server.port}", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
+    from controller.server import ServeOptions, serve  # gunicorn + gevent: only to serve
+
+    serve(
+        _settings(args.data_dir),
+        ServeOptions(
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            plain_http=args.plain_http,
+            trusted_proxies=args.trusted_proxies,
+            max_connections=args.max_connections,
+            background=not args.no_background,
+            log_level=args.log_level.lower(),
+        ),
+    )
     return 0
 
 
@@ -166,9 +166,40 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.set_defaults(fn=cmd_init)
 
-    p = sub.add_parser("serve", help="serve the device and operator APIs over HTTPS")
+    p = sub.add_parser(
+        "serve", help="serve the device and operator APIs and the web UI (gunicorn, gevent)"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8443)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes (default: one per core on PostgreSQL; always 1 on SQLite)",
+    )
+    p.add_argument(
+        "--plain-http",
+        action="store_true",
+        help="serve HTTP: a load balancer in front terminates TLS (docs/deploy.md)",
+    )
+    p.add_argument(
+        "--trusted-proxies",
+        type=int,
+        default=0,
+        metavar="N",
+        help="trust X-Forwarded-For/-Proto from the N proxies in front (default: none)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=20000,
+        help="connections one process serves at once, parked long-polls included",
+    )
+    p.add_argument(
+        "--no-background",
+        action="store_true",
+        help="do not run the periodic jobs here (git sync, rollouts)",
+    )
     p.set_defaults(fn=cmd_serve)
 
     p = sub.add_parser("bundle", help="issue an onboarding bundle for a batch of nodes")

@@ -28,6 +28,7 @@ from controller.domain.desired import current_desired_state
 from controller.domain.onboarding import NotClaimed, record_pending
 from controller.errors import ApiError
 from controller.store.models import Node, NodeTrust, utcnow
+from controller.store.notify import ConfigNotifier, WaitersFull
 from controller.trust.state import check_token, record_issued_config
 from controller.web.context import current_services
 from protocol.attest import TOKEN_HEADER
@@ -37,6 +38,8 @@ from protocol.messages import ConfigRequest, ConfigResponse, InfoMessage
 __all__ = ["device_api", "open_node_request", "refuse_if_revoked"]
 
 log = logging.getLogger(__name__)
+LONG_POLL_RETRY_S = 30.0
+"""What a node refused a long-poll (the process is full) is told to wait."""
 device_api = Blueprint("device_api", __name__, url_prefix="/api/v1/device")
 
 
@@ -119,7 +122,7 @@ def config() -> ResponseReturnValue:
         since = svc.notifier.version(node_id)
         signed = _changed_config(session, node, req.config_hash)
     deadline = time.monotonic() + req.wait_s
-    while signed is None and svc.notifier.wait(node_id, since, deadline - time.monotonic()):
+    while signed is None and _park(svc.notifier, node_id, since, deadline - time.monotonic()):
         with svc.db.transaction() as session:
             since = svc.notifier.version(node_id)
             again = session.get(Node, node_id)
@@ -129,6 +132,16 @@ def config() -> ResponseReturnValue:
     if signed is None:
         return jsonify(ConfigResponse(unchanged=True).model_dump())
     return jsonify(ConfigResponse(unchanged=False, config=signed).model_dump())
+
+
+def _park(notifier: ConfigNotifier, node_id: int, since: int, timeout: float) -> bool:
+    """Wait for a change of the node's config; 503 when this process holds its maximum."""
+    try:
+        return notifier.wait(node_id, since, timeout)
+    except WaitersFull as exc:
+        raise ApiError(
+            503, "long_poll_full", f"{exc}; poll again later", retry_after_s=LONG_POLL_RETRY_S
+        ) from exc
 
 
 def _changed_config(session: Session, node: Node, have: str) -> dict[str, str] | None:

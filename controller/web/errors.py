@@ -6,6 +6,7 @@ answered as ``{"error": {"code", "message", "details"}}``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from flask import Flask, jsonify
@@ -27,7 +28,10 @@ def _body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> ResponseReturnValue:
-        return jsonify(_body(exc.code, exc.message, exc.details)), exc.status
+        headers = {}
+        if exc.retry_after_s is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        return jsonify(_body(exc.code, exc.message, exc.details)), exc.status, headers
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> ResponseReturnValue:
