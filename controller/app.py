@@ -38,7 +38,7 @@ def create_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_device_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    notifier = ConfigNotifier(settings.database_url)
+    notifier = ConfigNotifier(settings.database_url, max_waiters=settings.max_parked_polls)
     db = Database(settings.database_url, notifier)
     db.create_schema()
     services = Services(
@@ -60,6 +60,6 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> ResponseReturnValue:
-        return jsonify({"status": "ok"})
+        return jsonify({"status": "ok", "long_polls_parked": notifier.waiters})
 
     return app

@@ -4,6 +4,7 @@ token, adduser."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -107,8 +108,11 @@ def cmd_adduser(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from controller.server import ServeOptions, serve  # gunicorn + gevent: only to serve
 
+    settings = _settings(args.data_dir)
+    if args.max_parked_polls is not None:
+        settings = dataclasses.replace(settings, max_parked_polls=args.max_parked_polls)
     serve(
-        _settings(args.data_dir),
+        settings,
         ServeOptions(
             host=args.host,
             port=args.port,
@@ -194,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=20000,
         help="connections one process serves at once, parked long-polls included",
+    )
+    p.add_argument(
+        "--max-parked-polls",
+        type=int,
+        metavar="N",
+        help="long-polls one process holds at once (default 25000); more get 503",
     )
     p.add_argument(
         "--no-background",

@@ -136,6 +136,8 @@ def config() -> ResponseReturnValue:
 
 def _park(notifier: ConfigNotifier, node_id: int, since: int, timeout: float) -> bool:
     """Wait for a change of the node's config; 503 when this process holds its maximum."""
+    if timeout <= 0:
+        return False
     try:
         return notifier.wait(node_id, since, timeout)
     except WaitersFull as exc:
