@@ -18,6 +18,7 @@ from controller.background import start_jobs
 from controller.services import Services
 from controller.settings import ControllerSettings
 from controller.store.database import Database
+from controller.store.last_seen import LastSeen
 from controller.store.notify import ConfigNotifier
 from controller.store.pki import ControllerPki, load_pki
 from controller.ui import init_ui
@@ -42,8 +43,15 @@ def create_app(
     db = Database(settings.database_url, notifier)
     db.create_schema()
     services = Services(
-        settings=settings, db=db, pki=pki or load_pki(settings.pki_dir), notifier=notifier
+        settings=settings,
+        db=db,
+        pki=pki or load_pki(settings.pki_dir),
+        notifier=notifier,
+        last_seen=LastSeen(),
     )
+    threading.Thread(
+        target=services.last_seen.run, args=(db, threading.Event()), name="last-seen", daemon=True
+    ).start()
     app.extensions["outpost"] = services
     register_error_handlers(app)
     app.register_blueprint(device_api)

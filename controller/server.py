@@ -120,6 +120,17 @@ class OutpostWorker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type
             flask_app.extensions["outpost"].notifier.release_waiters()
 
 
+def _flush_on_exit(server: Any, worker: Any) -> None:
+    """A worker that stops writes the last-seen times it still holds."""
+    flask_app = getattr(worker.app, "flask_app", None)
+    if flask_app is not None:
+        services = flask_app.extensions["outpost"]
+        try:
+            services.last_seen.flush(services.db)
+        except Exception:
+            log.exception("could not write the last-seen times at exit")
+
+
 class _Application(BaseApplication):  # type: ignore[misc]  # gunicorn has no type information
     def __init__(self, settings: ControllerSettings, options: ServeOptions) -> None:
         self.settings = settings
@@ -142,6 +153,7 @@ class _Application(BaseApplication):  # type: ignore[misc]  # gunicorn has no ty
             "errorlog": "-",
             "accesslog": None,
             "proc_name": "outpost-controller",
+            "worker_exit": _flush_on_exit,
         }
         if not o.plain_http:
             cfg["certfile"] = str(self.settings.pki_dir / "tls.pem")
