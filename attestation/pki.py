@@ -28,8 +28,10 @@ from attestation.files import atomic_write
 
 __all__ = [
     "CertError",
+    "CertNotValid",
     "Identity",
     "cert_sha256",
+    "check_validity",
     "generate_key",
     "issue_cert",
     "load_cert",
@@ -45,6 +47,27 @@ PrivateKey = ec.EllipticCurvePrivateKey
 
 class CertError(Exception):
     """A certificate is malformed, expired, of the wrong kind or not from the expected CA."""
+
+
+class CertNotValid(CertError):
+    """A certificate is outside its validity dates (expired or not yet valid)."""
+
+
+def check_validity(
+    cert: x509.Certificate, now: dt.datetime | None = None, what: str = "certificate"
+) -> None:
+    """Refuse (CertNotValid) ``cert`` unless ``now`` is within not-before .. not-after."""
+    now = now or dt.datetime.now(dt.UTC)
+    if now < cert.not_valid_before_utc:
+        raise CertNotValid(
+            f"{what} {cert.subject.rfc4514_string()} is not valid before"
+            f" {cert.not_valid_before_utc:%F %T}Z (now {now:%F %T}Z)"
+        )
+    if now > cert.not_valid_after_utc:
+        raise CertNotValid(
+            f"{what} {cert.subject.rfc4514_string()} expired at"
+            f" {cert.not_valid_after_utc:%F %T}Z (now {now:%F %T}Z)"
+        )
 
 
 @dataclass(frozen=True)
@@ -194,9 +217,8 @@ def verify_chain(
     Raises :class:`CertError` saying which check failed.
     """
     now = now or dt.datetime.now(dt.UTC)
-    for c, what in ((cert, "certificate"), (issuer, "issuer")):
-        if not (c.not_valid_before_utc <= now <= c.not_valid_after_utc):
-            raise CertError(f"{what} {c.subject.rfc4514_string()} is not valid at {now:%F %T}Z")
+    check_validity(cert, now, "certificate")
+    check_validity(issuer, now, "issuer")
     try:
         constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound as exc:
