@@ -112,15 +112,20 @@ def onboarding_bundle(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def tpm(swtpm_with_ek):  # type: ignore[no-untyped-def]
-    with Tpm(parse_tpm_setting(swtpm_with_ek.tcti)) as t:
-        t.ensure_keys()
-        yield t
+def tpm(certified_tpm: Tpm) -> Tpm:
+    return certified_tpm
 
 
 @pytest.fixture
-def bundle(ek_ca) -> EkCaBundle:  # type: ignore[no-untyped-def]
-    return EkCaBundle.load(ek_ca.bundle_path())
+def bundle(ek_ca_bundle: EkCaBundle) -> EkCaBundle:
+    return ek_ca_bundle
+
+
+def _onboarded(
+    bundle: EkCaBundle, onboarding: Path, tpm: Tpm, state: Path, challenge_at: str = "register"
+) -> tuple[EnrollingController, Any]:
+    ctl = EnrollingController(bundle, challenge_at)
+    return ctl, onboard(ctl, state, onboarding, "sn-ek", {}, tpm)  # type: ignore[arg-type]
 
 
 def _attestor(ctl: EnrollingController, tpm: Tpm, state: Path) -> Attestor:
@@ -131,9 +136,8 @@ def _attestor(ctl: EnrollingController, tpm: Tpm, state: Path) -> Attestor:
 def test_the_agent_answers_the_register_challenge_and_attests_with_the_answer(
     tpm, bundle, onboarding_bundle, tmp_path
 ):  # type: ignore[no-untyped-def]
-    ctl = EnrollingController(bundle)
     state = tmp_path / "state"
-    identity = onboard(ctl, state, onboarding_bundle, "sn-ek", {}, tpm)  # type: ignore[arg-type]
+    ctl, identity = _onboarded(bundle, onboarding_bundle, tpm, state)
     assert PendingAnswer(state).load() is not None
     assert identity.generation_floor == FLOOR == load_identity(state, tpm).generation_floor  # type: ignore[union-attr]
 
@@ -163,9 +167,8 @@ def test_the_answer_survives_an_agent_restart_before_the_first_quote(
 def test_a_challenge_in_the_nonce_answer_is_answered_in_the_quote(
     tpm, bundle, onboarding_bundle, tmp_path
 ):  # type: ignore[no-untyped-def]
-    ctl = EnrollingController(bundle, challenge_at="nonce")
     state = tmp_path / "state"
-    identity = onboard(ctl, state, onboarding_bundle, "sn-ek", {}, tpm)  # type: ignore[arg-type]
+    ctl, identity = _onboarded(bundle, onboarding_bundle, tpm, state, challenge_at="nonce")
     assert PendingAnswer(state).load() is None
 
     _attestor(ctl, tpm, state).attest(identity.device)
@@ -176,9 +179,8 @@ def test_a_challenge_in_the_nonce_answer_is_answered_in_the_quote(
 def test_a_quote_without_the_answer_is_refused_by_the_controller_side(
     tpm, bundle, onboarding_bundle, tmp_path
 ):  # type: ignore[no-untyped-def]
-    ctl = EnrollingController(bundle)
     state = tmp_path / "state"
-    identity = onboard(ctl, state, onboarding_bundle, "sn-ek", {}, tpm)  # type: ignore[arg-type]
+    ctl, identity = _onboarded(bundle, onboarding_bundle, tpm, state)
     PendingAnswer(state).clear()  # e.g. a node that skips activation: no proof
 
     with pytest.raises(AttestationRefused, match="NO_CERT_FOUND"):

@@ -82,18 +82,23 @@ def test_renewal_is_not_done_long_before_expiry(bundle, tmp_path, swtpm):
     agent.close()
 
 
-def test_the_node_follows_a_signing_cert_rotation_without_onboarding_again(
-    bundle, tmp_path, swtpm, controller_server
-):
-    ctl = controller_server
-    agent = make_agent(bundle, tmp_path / "state", swtpm.tcti)
-    agent.start()
-    agent.once()
-    node_uuid = agent.identity.node_uuid
+def _rotated(ctl, agent) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    """Rotate the signing cert and deliver a config signed by the new one."""
     rotated = ctl.api("POST", "/trust/rotate-signing").json()
     ctl.api("DELETE", "/nodes/sn-a/apps/web").raise_for_status()  # a change to deliver
     assert agent.fetch_config() is True
     assert agent.desired.apps == []
+    return rotated
+
+
+def test_the_node_follows_a_signing_cert_rotation_without_onboarding_again(
+    bundle, tmp_path, swtpm, controller_server
+):
+    agent = make_agent(bundle, tmp_path / "state", swtpm.tcti)
+    agent.start()
+    agent.once()
+    node_uuid = agent.identity.node_uuid
+    rotated = _rotated(controller_server, agent)
     kept = {pki.cert_sha256(c) for c in agent.checkpoint.load_signers()}
     assert kept == {rotated["signing_sha256"]}  # the old cert is retired with the new config
     assert agent.identity.node_uuid == node_uuid
@@ -111,9 +116,7 @@ def test_a_config_signed_by_a_rotated_out_key_is_refused_by_the_node(
     agent = make_agent(bundle, tmp_path / "state", swtpm.tcti)
     agent.start()
     agent.once()
-    rotated = ctl.api("POST", "/trust/rotate-signing").json()
-    ctl.api("DELETE", "/nodes/sn-a/apps/web").raise_for_status()
-    assert agent.fetch_config() is True  # the first config signed by the new key
+    rotated = _rotated(ctl, agent)  # the node holds a config signed by the new key
     # whoever holds the old key (kept on the controller, or leaked) signs a newer config
     old = rotated["previous_sha256"][:16]
     pki_dir = ctl.data_dir / "pki"

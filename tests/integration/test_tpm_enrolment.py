@@ -63,15 +63,13 @@ def _answer(tpm: Tpm, enrolment: TpmEnrolment) -> bytes:
 
 
 @pytest.fixture
-def tpm(swtpm_with_ek):  # type: ignore[no-untyped-def]
-    with Tpm(parse_tpm_setting(swtpm_with_ek.tcti)) as t:
-        t.ensure_keys()
-        yield t
+def tpm(certified_tpm: Tpm) -> Tpm:
+    return certified_tpm
 
 
 @pytest.fixture
-def bundle(ek_ca) -> EkCaBundle:  # type: ignore[no-untyped-def]
-    return EkCaBundle.load(ek_ca.bundle_path())
+def bundle(ek_ca_bundle: EkCaBundle) -> EkCaBundle:
+    return ek_ca_bundle
 
 
 def _software_ak(attrs: int = AK_ATTRS) -> tuple[ec.EllipticCurvePrivateKey, TPM2B_PUBLIC]:
