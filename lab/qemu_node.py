@@ -38,6 +38,7 @@ from typing import Any
 
 from images.node_image import agent_settings, config_disk
 from lab.errors import LabError
+from lab.swtpm_ek import EkCaError, LocalEkCa
 
 __all__ = [
     "GUEST_CONTROLLER_IP",
@@ -106,6 +107,9 @@ class QemuNodeConfig:
     """auto (the agent's KVM boot probe) | kvm | tcg."""
     agent_overrides: tuple[tuple[str, Any], ...] = ()
     """Extra agent settings, e.g. (("config_interval_s", 2.0),)."""
+    ek_ca_dir: Path | None = None
+    """A local swtpm CA (``lab.swtpm_ek``): the vTPM's new state gets EK certificates from
+    it, as a real TPM has from its maker (None: a vTPM without EK certificates)."""
 
 
 class QemuNode:
@@ -246,6 +250,11 @@ class QemuNode:
     def _start_swtpm(self) -> None:
         state = self.dir / "tpm"
         state.mkdir(mode=0o700, exist_ok=True)
+        if self.config.ek_ca_dir is not None:
+            try:
+                LocalEkCa(self.config.ek_ca_dir).manufacture(state)
+            except EkCaError as exc:
+                raise LabError(f"{self.config.name}: {exc}") from exc
         sock = self.dir / "swtpm.sock"
         sock.unlink(missing_ok=True)
         self._spawn(

@@ -4,6 +4,9 @@ a demo container app and a demo VM.
 Everything lives in .demo/ (reused on the next run; --fresh starts over).  The
 controller, swtpm and the agent run as child processes; the agent's device key lives
 in the swtpm and it must attest (TPM quote + event log) before it gets its config.
+The swtpm is made like a TPM from a factory: EK certificates from a local test CA
+(.demo/ek-ca, its bundle .demo/ek-ca/ek-ca-bundle.pem is the controller's EK CA bundle;
+a .demo made before EK certificates existed needs --fresh).
 Ctrl-C unassigns the apps (the agent removes the container and the VM) and stops
 everything.  --exit-when-running does the same as soon as both apps are RUNNING and
 the node is attested (for scripted checks).
@@ -22,6 +25,8 @@ import time
 from pathlib import Path
 
 import requests
+
+from lab.swtpm_ek import EkCaError, LocalEkCa
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"
@@ -165,7 +170,10 @@ def start_swtpm() -> tuple[subprocess.Popen[bytes], int]:
     if shutil.which("swtpm") is None:
         raise SystemExit("swtpm is not installed: run `make setup` (Debian swtpm, swtpm-tools)")
     state = DEMO / "swtpm"
-    state.mkdir(exist_ok=True)
+    try:  # a new TPM state gets EK certificates, as a real TPM has from its maker
+        LocalEkCa(DEMO / "ek-ca").manufacture(state)
+    except EkCaError as exc:
+        raise SystemExit(f"cannot make the demo's TPM: {exc}") from exc
     for _ in range(50):
         with socket.socket() as a, socket.socket() as b:
             a.bind(("127.0.0.1", 0))
