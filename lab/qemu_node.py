@@ -8,7 +8,8 @@ boot probe says KVM really works, else TCG), a ``tpm-crb`` vTPM backed by a per-
 the serial console in a log file.  A small FAT config disk carries the agent settings (its
 serial, the vTPM) and the onboarding bundle, so one base image serves every node.
 
-Network: QEMU user networking with ``restrict=on`` (no egress at all) plus one ``guestfwd``:
+Network: QEMU user networking with ``restrict=on`` (no egress at all; optional ``hostfwd``
+ports from 127.0.0.1 for scanning the node from outside) plus one ``guestfwd``:
 the guest's :data:`GUEST_CONTROLLER_IP`:``GUEST_CONTROLLER_PORT`` runs a relay (one process
 per connection, :data:`RELAY`) to the controller's host:port.  The node therefore talks to
 ``https://10.0.2.100:8443``: the controller must serve that address (``outpost-controller
@@ -110,6 +111,9 @@ class QemuNodeConfig:
     ek_ca_dir: Path | None = None
     """A local swtpm CA (``lab.swtpm_ek``): the vTPM's new state gets EK certificates from
     it, as a real TPM has from its maker (None: a vTPM without EK certificates)."""
+    probe_ports: tuple[tuple[int, int], ...] = ()
+    """(host port, guest port) pairs forwarded from 127.0.0.1 to the guest, so a test can
+    scan the node from outside (nothing else reaches the guest)."""
 
 
 class QemuNode:
@@ -289,9 +293,10 @@ class QemuNode:
         relay = f"cmd:{sys.executable} {self.dir / 'relay.py'} {cfg.controller_host} "
         relay += str(cfg.controller_port)
         netdev = (
-            "user,id=n0,restrict=on,hostname=" + cfg.name + ",guestfwd=tcp:"
-            f"{GUEST_CONTROLLER_IP}:{GUEST_CONTROLLER_PORT}-{relay}"
-        )
+            "user,id=n0,restrict=on,hostname=" + cfg.name
+            + "".join(f",hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in cfg.probe_ports)
+            + f",guestfwd=tcp:{GUEST_CONTROLLER_IP}:{GUEST_CONTROLLER_PORT}-{relay}"
+        )  # fmt: skip
         return [
             shutil.which(QEMU) or QEMU,
             "-name",
