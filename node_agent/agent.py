@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 import attestation
 import node_agent
 import protocol
@@ -50,10 +52,12 @@ from node_agent.ports import NodePorts
 from node_agent.reboot import RebootCounter
 from node_agent.reconciler import Reconciler
 from node_agent.reporter import Reporter
+from node_agent.revocation import Revocation
 from node_agent.runtime.base import Runtime
 from node_agent.self_update.updater import SelfUpdater
 from node_agent.self_update.version import AGENT_VERSION
 from node_agent.settings import AgentSettings
+from node_agent.tpm_enrolment import PendingAnswer
 from protocol.attest import MeasurementType
 from protocol.desired_state import DesiredState
 from protocol.messages import AgentUpdateStatus, AppStatus, InfoMessage
@@ -105,6 +109,8 @@ class Agent:
         self.reporter: Reporter | None = None
         self.reboot: RebootCounter | None = None
         self.log_buffer = AgentLogBuffer()
+        self.revocation = Revocation(settings.revoked_check_s)
+        """403 "revoked" from the controller: permanent (see node_agent/revocation.py)."""
         self._changed = threading.Event()
         self._progress_at = 0.0
         self.updater: SelfUpdater | None = None
@@ -151,21 +157,32 @@ class Agent:
                     self.tpm,
                 )
             except (OnboardingRefused, Unreachable) as exc:
-                log.warning("onboarding not possible yet (retrying in %.0f s): %s", delay, exc)
+                if self.revocation.note(exc):
+                    wait = self.revocation.check_interval_s
+                else:
+                    wait, delay = delay, min(delay * 2, 60.0)
+                    log.warning("onboarding not possible yet (retrying in %.0f s): %s", wait, exc)
                 if stop is None:
                     raise
-                if stop.wait(delay):
+                if stop.wait(wait):
                     return
-                delay = min(delay * 2, 60.0)
         self.client.root_ca = self.identity.root_ca
         self._renew_identity()
-        self.attestor = Attestor(self.client, self.measurements, self.tpm, self.identity.key_in_tpm)
+        self.attestor = Attestor(
+            self.client,
+            self.measurements,
+            self.tpm,
+            self.identity.key_in_tpm,
+            PendingAnswer(self.settings.state_dir),
+        )
         root = pki.load_cert(self.identity.root_ca.read_bytes())
         self._verifier = ConfigVerifier(root, self.checkpoint.load_signers())
         found = checkpoint_digest(self.checkpoint.path)
         if found is not None:
             self.measurements.measure(MeasurementType.CONFIG, *found)
-        self.desired = self.checkpoint.load(self._verifier, self.identity.node_uuid)
+        self.desired = self.checkpoint.load(
+            self._verifier, self.identity.node_uuid, self.identity.generation_floor
+        )
         if self.desired:
             log.info("enforcing checkpointed config generation %d", self.desired.generation)
             self._measure_images(self.desired)
@@ -190,7 +207,7 @@ class Agent:
         for runtime in runtimes.values():  # VM lifecycle events (a crash) wake the main loop
             if (watch := getattr(runtime, "watch", None)) is not None:
                 watch(self._changed.set)
-        self.reporter = Reporter(self.settings, self._send, self.log_buffer)
+        self.reporter = Reporter(self.settings, self._send, self.log_buffer, self.revocation)
         self.updater = SelfUpdater.from_env(self.client, self._verifier)
         self.reboot = RebootCounter(self.settings.state_dir, self.settings.reboot_command)
 
@@ -205,7 +222,8 @@ class Agent:
                 self.settings.device_cert_renew_days,
             )
         except (Unreachable, ControllerError) as exc:
-            log.warning("device certificate renewal postponed: %s", exc)
+            if not self.revocation.note(exc):
+                log.warning("device certificate renewal postponed: %s", exc)
 
     def _measure_images(self, doc: DesiredState) -> None:
         assert self.measurements is not None
@@ -263,18 +281,31 @@ class Agent:
         answer = self._ask_config(have, wait_s)
         if answer.get("unchanged"):
             return False
-        wire = answer.get("config")
-        signer = wire.get("sender_cert_sha256", "") if isinstance(wire, dict) else ""
-        if not self._verifier.knows(signer):
-            certs = self.client.certs()
-            self._verifier.add_signers(pki.load_cert(p) for p in certs.get("signing", []))
+        self.take_config(answer.get("config"))
+        return True
+
+    def _controller_signing_certs(self) -> list[x509.Certificate]:
+        return [pki.load_cert(p) for p in self.client.certs().get("signing", [])]
+
+    def take_config(self, wire: Any) -> DesiredState:
+        """A config envelope from the controller: verify it (learning a new signer from
+        ``certs``, retiring signers no longer listed), measure it, checkpoint it, use it.
+        Raises ConfigRejected (nothing changes) when it is not acceptable."""
+        assert self.identity and self._verifier
+        doc, signers_changed = self._verifier.verify_fetched(
+            wire,
+            self.identity.node_uuid,
+            self.desired,
+            self.identity.generation_floor,
+            self._controller_signing_certs,
+        )
+        if signers_changed:
             self.checkpoint.save_signers(self._verifier)
-        doc = self._verifier.verify(wire, self.identity.node_uuid, self.desired)
         self._measure_config(wire, doc)
         self.checkpoint.save(wire)
         log.info("new config generation %d (%d apps)", doc.generation, len(doc.apps))
         self.desired = doc
-        return True
+        return doc
 
     def reconcile(self) -> list[AppStatus]:
         assert self.reconciler
@@ -346,10 +377,7 @@ class Agent:
 
     def once(self) -> list[AppStatus]:
         """One full pass (fetch, reconcile, report): `outpost-agent once`."""
-        try:
-            self.fetch_config()
-        except FETCH_ERRORS as exc:
-            log.error("config fetch failed; enforcing the checkpoint: %s", exc)
+        self.fetch_once(0.0)
         return self.step(force_report=True)
 
     # -- the loop ----------------------------------------------------------------
@@ -367,21 +395,28 @@ class Agent:
         finally:
             self.close()
 
+    def fetch_once(self, wait_s: float) -> float:
+        """One config fetch (holding up to ``wait_s`` for a change); wakes the main loop on
+        a new config. Returns how long to wait before the next one: a short jitter after a
+        long-poll, the config interval after a poll or a failure, and the slow revocation
+        check while the controller says this node is revoked."""
+        try:
+            if self.fetch_config(wait_s):
+                self._changed.set()
+            self.revocation.clear()
+            return random.uniform(0.0, 0.5) if wait_s > 0 else self._config_interval()
+        except FETCH_ERRORS as exc:
+            if self.revocation.note(exc):
+                return self.revocation.check_interval_s
+            log.error("config fetch failed; enforcing the checkpoint: %s", exc)
+        except Exception:  # e.g. libvirtd restarting: the next pass tries again
+            log.exception("config fetch crashed; retrying")
+        return self._config_interval()
+
     def _fetch_loop(self, stop: threading.Event) -> None:
         """Long-poll (or poll) the controller; wake the main loop when the config changed."""
         while not stop.is_set():
-            long_poll = self.settings.long_poll_s > 0
-            try:
-                if self.fetch_config(self.settings.long_poll_s if long_poll else 0.0):
-                    self._changed.set()
-                delay = random.uniform(0.0, 0.5) if long_poll else self._config_interval()
-            except FETCH_ERRORS as exc:
-                log.error("config fetch failed; enforcing the checkpoint: %s", exc)
-                delay = self._config_interval()
-            except Exception:  # e.g. libvirtd restarting: the next pass tries again
-                log.exception("config fetch crashed; retrying")
-                delay = self._config_interval()
-            stop.wait(delay)
+            stop.wait(self.fetch_once(self.settings.long_poll_s))
 
     def _run(self, stop: threading.Event) -> None:
         self.start(stop)

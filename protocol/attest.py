@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints,
 
 from protocol.desired_state import Sha256Hex
 from protocol.messages import Pem
+from protocol.tpm_enrolment import CredentialAnswer, CredentialChallenge
 
 __all__ = [
     "TOKEN_HEADER",
@@ -91,6 +92,8 @@ class NonceResponse(_Strict):
     expires_in_s: float
     ak_enrolled: bool
     """False until the controller has pinned this node's AK: send the enrolment fields."""
+    credential: CredentialChallenge | None = None
+    """A (new) credential challenge while the AK is not enrolled: answer it in the quote."""
 
 
 class QuoteEvidence(_Strict):
@@ -123,12 +126,16 @@ class QuoteRequest(_Strict):
     """Enrolment only: the EK's TPM2B_PUBLIC."""
     device_key: DeviceKeyProof | None = None
     """Enrolment only: present when the device key is TPM-resident."""
+    credential: CredentialAnswer | None = None
+    """Enrolment only: the secret TPM2_ActivateCredential recovered from the challenge."""
 
     @model_validator(mode="after")
     def _tpm_fields(self) -> QuoteRequest:
         if self.tpm is TpmKind.NONE:
-            if self.quote or self.ak_public or self.ek_public or self.device_key:
-                raise ValueError("tpm none carries no quote, AK, EK or device-key proof")
+            if self.quote or self.ak_public or self.ek_public or self.device_key or self.credential:
+                raise ValueError(
+                    "tpm none carries no quote, AK, EK, device-key proof or credential"
+                )
         elif self.quote is None or self.ak_public is None:
             raise ValueError(f"tpm {self.tpm.value} needs quote and ak_public")
         return self

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from protocol.desired_state import AgentVersion, Name, Sha256Hex, Uuid
 from protocol.inventory import NodeInventory
 from protocol.ports import PortState
+from protocol.tpm_enrolment import CredentialChallenge, TpmRegistration
 
 Serial = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 Pem = Annotated[str, StringConstraints(min_length=64, max_length=16384)]
@@ -43,10 +44,20 @@ class RegisterRequest(_Strict):
     onboarding_cert_pem: Pem
     device_cert_pem: Pem
     inventory: dict[str, Any] = Field(default_factory=dict)
+    tpm: TpmRegistration | None = None
+    """The node's EK certificate, EK and AK publics (None: the node has no TPM)."""
+
+
+MAX_GENERATION = 2**62
 
 
 class RegisterResponse(_Strict):
     node_uuid: Uuid
+    generation_floor: int = Field(default=0, ge=0, le=MAX_GENERATION)
+    """The node refuses any config older than this while it holds no checkpoint (the
+    controller's current generation for the node when it registered)."""
+    credential: CredentialChallenge | None = None
+    """The credential challenge for the AK sent in ``tpm`` (answered in the first quote)."""
 
 
 class ConfigRequest(_Strict):

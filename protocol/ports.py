@@ -85,6 +85,8 @@ class DebugAccessState(_Strict):
     ssh: bool = False
     """SSH open in the firewall (``debug_ssh``)."""
     ssh_keys: int = Field(default=0, ge=0)
+    sshd: bool = False
+    """The SSH daemon runs (where the agent manages it: only while ``debug_ssh``)."""
     console: bool = False
     """Login on the serial/VT consoles (``debug_console``)."""
     console_method: Short = ""

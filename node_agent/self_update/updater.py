@@ -130,7 +130,7 @@ class SelfUpdater:
             except ManifestRefused:
                 # a signer this agent has not seen yet (rotation): ask for the current ones
                 certs = self.client.certs().get("signing", [])
-                self.verifier.add_signers(pki.load_cert(p) for p in certs)
+                self.verifier.add_listed(pki.load_cert(p) for p in certs)
                 install(target, self.store, self._signers(), self.paths)
             write_marker(self.paths.pending, target.version)
         except (ManifestRefused, BundleError) as exc:
