@@ -57,6 +57,7 @@ from node_agent.settings import AgentSettings
 from protocol.attest import MeasurementType
 from protocol.desired_state import DesiredState
 from protocol.messages import AgentUpdateStatus, AppStatus, InfoMessage
+from protocol.ports import PortState
 
 __all__ = ["AGENT_VERSION", "CODE_ROOTS", "FETCH_ERRORS", "Agent"]
 
@@ -76,6 +77,13 @@ RENEWAL_CHECK_S = 86400.0
 """How often a running agent checks whether its device cert is due for renewal."""
 PROGRESS_REPORT_S = 2.0
 """At most one info report this often while an image downloads (its progress)."""
+
+
+class _Held:
+    """The default of :meth:`Agent.report`'s ``desired``: the config held at the call."""
+
+
+HELD = _Held()
 
 
 class Agent:
@@ -277,30 +285,38 @@ class Agent:
         return True
 
     def reconcile(self) -> list[AppStatus]:
+        """One reconcile pass over the config held now."""
         assert self.reconciler
         return self.reconciler.reconcile(self.desired)
 
-    def report(self, statuses: list[AppStatus], force: bool = False) -> bool:
-        """Info (through the outbox); True when the controller has the newest one."""
+    def report(
+        self,
+        statuses: list[AppStatus],
+        force: bool = False,
+        desired: DesiredState | _Held | None = HELD,
+    ) -> bool:
+        """Info (through the outbox) about ``desired`` (default: the config held now), whose
+        pass produced ``statuses``; True when the controller has the newest one."""
         assert self.reporter
+        doc = self.desired if isinstance(desired, _Held) else desired
         msg = InfoMessage(
             agent_version=AGENT_VERSION,
-            config_generation=self.desired.generation if self.desired else -1,
-            config_hash=self.desired.content_hash() if self.desired else "",
+            config_generation=doc.generation if doc else -1,
+            config_hash=doc.content_hash() if doc else "",
             hypervisor=self.hypervisor,
             apps=statuses,
-            ports=self.ports.state() if self.ports else None,
+            ports=self.ports.state() if self.ports else PortState.not_enforced(),
             inventory=node_inventory(self.settings.pci_sysfs_root),
-            agent_update=self._agent_update_status(),
+            agent_update=self._agent_update_status(doc),
         )
-        interval = self.desired.settings.info_interval_s if self.desired else 600.0
+        interval = doc.settings.info_interval_s if doc else 600.0
         return self.reporter.info(msg, interval, force)
 
-    def _agent_update_status(self) -> AgentUpdateStatus | None:
+    def _agent_update_status(self, doc: DesiredState | None) -> AgentUpdateStatus | None:
         """The self-update's state; an agent not under the launcher says it cannot update."""
         if self.updater is not None:
             return self.updater.status()
-        target = self.desired.settings.agent if self.desired else None
+        target = doc.settings.agent if doc else None
         if target is None or target.version == AGENT_VERSION:
             return None
         return AgentUpdateStatus(
@@ -318,31 +334,39 @@ class Agent:
         if now - self._progress_at < PROGRESS_REPORT_S:
             return
         self._progress_at = now
-        try:
-            self.report(self.reconciler.statuses())
+        try:  # about the pass in progress: its own snapshot of the desired state
+            self.report(self.reconciler.statuses(), desired=self.reconciler.desired)
         except Exception:  # a report must never break the download
             log.exception("progress report failed")
 
     def step(self, force_report: bool = False) -> list[AppStatus]:
-        """One pass of the main loop: reboot counter, reconcile, info, logs, metrics."""
+        """One pass of the main loop: reboot counter, reconcile, info, logs, metrics.
+
+        The pass works on one snapshot of the desired state: the fetch thread may replace
+        ``self.desired`` meanwhile, and the next pass takes that up; one report never
+        mixes two generations.
+        """
         assert self.reporter and self.reboot and self.reconciler
-        if self.desired is not None:
-            self.reboot.check(self.desired.reboot_counter)
-        statuses = self.reconcile()
-        self.report(statuses, force=force_report)
+        desired = self.desired
+        if desired is not None:
+            self.reboot.check(desired.reboot_counter)
+        statuses = self.reconciler.reconcile(desired)
+        self.report(statuses, force=force_report, desired=desired)
         if self.updater is not None:
-            self._self_update(statuses)
+            self._self_update(statuses, desired)
         self.reporter.logs(force=force_report)
-        interval = self.desired.settings.metrics_interval_s if self.desired else 60.0
+        interval = desired.settings.metrics_interval_s if desired else 60.0
         self.reporter.metrics(self.reconciler.runtimes, interval)
         return statuses
 
-    def _self_update(self, statuses: list[AppStatus]) -> None:
+    def _self_update(self, statuses: list[AppStatus], desired: DesiredState | None) -> None:
         """Install a new target release; on trial, commit once attested and reported."""
         assert self.updater and self.attestor
-        self.updater.consider(self.desired)
+        self.updater.consider(desired)
         attested = self.attestor.token is not None
-        self.updater.maybe_commit(attested, lambda: self.report(statuses, force=True))
+        self.updater.maybe_commit(
+            attested, lambda: self.report(statuses, force=True, desired=desired)
+        )
 
     def once(self) -> list[AppStatus]:
         """One full pass (fetch, reconcile, report): `outpost-agent once`."""
@@ -354,8 +378,9 @@ class Agent:
 
     # -- the loop ----------------------------------------------------------------
     def _config_interval(self) -> float:
+        desired = self.desired
         base = self.settings.config_interval_s or (
-            self.desired.settings.config_interval_s if self.desired else 60.0
+            desired.settings.config_interval_s if desired else 60.0
         )
         if self.settings.config_interval_s:
             return base

@@ -45,6 +45,7 @@ from node_agent.runtime.base import (
     Workload,
     WorkloadSpec,
     WorkloadState,
+    same_spec,
 )
 from node_agent.runtime.domain_xml import OUTPOST_NS, Disk, Domain, OsKernelBoot, OutpostMetadata
 from node_agent.runtime.vm_events import DomainEvent, LifecycleWatcher
@@ -97,6 +98,15 @@ _UNDEFINE_FLAGS = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | (
 )
 _QEMU_CONF = Path("/etc/libvirt/qemu.conf")
 _DEFAULT_QEMU_USER = "libvirt-qemu"  # Debian's build default
+
+
+def _workload_state(state: int, reason: int) -> WorkloadState:
+    """RUNNING while QEMU runs; STARTING while it is paused starting up; else STOPPED."""
+    if state in _RUNNING_STATES:
+        return WorkloadState.RUNNING
+    if state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_STARTING_UP:
+        return WorkloadState.STARTING
+    return WorkloadState.STOPPED
 
 
 def _qemu_files(domain: Domain) -> list[Path]:
@@ -299,11 +309,12 @@ class LibvirtRuntime:
             extra["disk_allocated_bytes"] = str(_allocated_bytes(devices.disks))
         return Workload(
             app_uuid=meta.app_uuid,
-            state=WorkloadState.RUNNING if state in _RUNNING_STATES else WorkloadState.STOPPED,
+            state=_workload_state(state, reason),
             runtime_id=dom.name(),
             image_sha256=meta.image_sha256,
             detail=detail,
             extra=extra,
+            spec_digest=meta.spec_sha256,
         )
 
     # -- Runtime protocol -------------------------------------------------------------------
@@ -330,8 +341,9 @@ class LibvirtRuntime:
     def start(self, spec: WorkloadSpec) -> Workload:
         """Define (persistent) and start the app's domain; a no-op when already running.
 
-        A running domain made from another image is destroyed, redefined and restarted;
-        a stopped one is always redefined from the current spec before starting.
+        A running domain made from another spec (:func:`~node_agent.runtime.base.same_spec`
+        on its metadata's spec digest) is destroyed, redefined and restarted; a stopped one
+        is always redefined from the current spec before starting.
         """
         if spec.node_uuid != self.node_uuid:
             raise PermanentError(
@@ -345,7 +357,7 @@ class LibvirtRuntime:
             with self._errors(spec.app_uuid, "checking domain state"):
                 uuid = dom.UUIDString()
                 state, _ = dom.state()
-                if dom.isActive() and meta.image_sha256 == spec.image_sha256:
+                if dom.isActive() and same_spec(meta.spec_sha256, spec.digest):
                     if state == libvirt.VIR_DOMAIN_PAUSED:
                         log.info("resuming paused domain %s", dom.name())
                         dom.resume()
@@ -354,9 +366,9 @@ class LibvirtRuntime:
                     return self._workload(dom, meta)
                 if dom.isActive():
                     log.info(
-                        "image changed (%s -> %s): destroying %s to redefine it",
-                        meta.image_sha256[:12],
-                        spec.image_sha256[:12],
+                        "spec changed (%s -> %s): destroying %s to redefine it",
+                        meta.spec_sha256[:12] or "unrecorded",
+                        spec.digest[:12],
                         dom.name(),
                     )
                     self._destroy(dom)

@@ -28,6 +28,9 @@ class OutpostMetadata:
     node_uuid: str
     image_sha256: str
     app_name: str = ""
+    spec_sha256: str = ""
+    """``WorkloadSpec.digest`` of the spec the domain was defined from ("" before it was
+    recorded: such a domain counts as made from another spec)."""
 
     TAG: ClassVar[str] = f"{{{OUTPOST_NS}}}app"
 
@@ -39,6 +42,7 @@ class OutpostMetadata:
                 "node-uuid": self.node_uuid,
                 "image-sha256": self.image_sha256,
                 "app-name": self.app_name,
+                **({"spec-sha256": self.spec_sha256} if self.spec_sha256 else {}),
             },
         )
 
@@ -56,6 +60,7 @@ class OutpostMetadata:
                 node_uuid=element.attrib["node-uuid"],
                 image_sha256=element.attrib["image-sha256"],
                 app_name=element.get("app-name", ""),
+                spec_sha256=element.get("spec-sha256", ""),
             )
         except KeyError as exc:
             raise ValueError(f"<{cls.TAG}> lacks attribute {exc}") from None
