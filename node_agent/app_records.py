@@ -136,7 +136,7 @@ class AppRecords:
         stops: StopRecord | None,
         *,
         backoff_s: float | None,
-        retry_in_s: float | None,
+        retry_at: float | None,
     ) -> AppStatus:
         rec = self._records.get(app.uuid, _Record(AppState.INITIAL))
         progress = rec.progress if rec.state in _PROGRESS_PHASES else None
@@ -155,5 +155,5 @@ class AppRecords:
             last_exit_code=stops.last_exit_code if stops else None,
             last_stop_reason=stops.last_stop_reason if stops else "",
             backoff_s=backoff_s,
-            retry_in_s=retry_in_s,
+            retry_at=retry_at,
         )

@@ -155,6 +155,8 @@ class Reconciler:
         """Per app: (the app as it failed, reason) of a permanent failure."""
         self._boot_since: dict[str, float] = {}
         """Per app: when it was first started and not yet seen RUNNING."""
+        self._next_try: dict[str, float] = {}
+        """Per app: when (wall clock) its current back-off ends, for the report."""
         self.passes = 0
         self._pass_done = threading.Condition()
 
@@ -180,21 +182,20 @@ class Reconciler:
             return self._pass_done.wait_for(lambda: self.passes > after, timeout_s)
 
     def statuses(self) -> list[AppStatus]:
-        now = self.clock.monotonic()
         out = []
         for app in self._desired.values():
             stops = self.ledger.get(app.uuid, self._digest.get(app.uuid, ""))
-            backoff, retry_in = self._waits(app, now)
-            out.append(self.records.status(app, stops, backoff_s=backoff, retry_in_s=retry_in))
+            backoff, retry_at = self._waits(app)
+            out.append(self.records.status(app, stops, backoff_s=backoff, retry_at=retry_at))
         return out
 
-    def _waits(self, app: AppSpec, now: float) -> tuple[float | None, float | None]:
-        """(current back-off, seconds to the next try) of a crash loop or a retried failure."""
+    def _waits(self, app: AppSpec) -> tuple[float | None, float | None]:
+        """(current back-off, when the next try is due) of a crash loop or a retried failure."""
         state = self.records.state(app.uuid)
         if state is AppState.CRASHLOOP and app.uuid in self.backoff.delay_s:
-            return self.backoff.delay_s[app.uuid], self.backoff.waiting(app.uuid, now)
+            return self.backoff.delay_s[app.uuid], self._next_try.get(app.uuid)
         if state is AppState.ERROR and app.uuid in self.retry.delay_s:
-            return self.retry.delay_s[app.uuid], self.retry.waiting(app.uuid, now)
+            return self.retry.delay_s[app.uuid], self._next_try.get(app.uuid)
         return None, None
 
     # -- a pass ---------------------------------------------------------------------------
@@ -233,7 +234,7 @@ class Reconciler:
         self.records.forget(uuid)
         self.backoff.forget(uuid)
         self.retry.forget(uuid)
-        for table in (self._digest, self._failed, self._boot_since):
+        for table in (self._digest, self._failed, self._boot_since, self._next_try):
             table.pop(uuid, None)
 
     def _remove_strays(
@@ -259,6 +260,7 @@ class Reconciler:
             self.records.set(app, AppState.ERROR, f"{exc} (not retried until the app changes)")
             return
         delay = self.retry.failed(app.uuid, self.clock.monotonic())
+        self._next_try[app.uuid] = self.clock.time() + delay
         self.records.set(app, AppState.ERROR, f"{exc} (retrying in {delay:.0f} s)")
 
     def _check_start_window(self, app: AppSpec) -> None:
@@ -395,6 +397,7 @@ class Reconciler:
         if self.backoff.watching(app.uuid):
             how = workload.detail or "stopped"
             delay = self.backoff.stopped(app.uuid, now)
+            self._next_try[app.uuid] = self.clock.time() + delay
             n = self.backoff.crashes[app.uuid]
             stops = self.ledger.stopped(app.uuid, digest, workload.exit_code, how)
             log.warning(

@@ -100,8 +100,10 @@ class AppStatus(StrictModel):
     backoff_s: Duration | None = None
     """In CRASHLOOP (or ERROR retrying a temporary failure): the current back-off, i.e.
     how long the agent waits between this stop and the next start."""
-    retry_in_s: Duration | None = None
-    """Seconds from this report until the next start attempt (None: none scheduled)."""
+    retry_at: Timestamp | None = None
+    """When (node clock, seconds since the epoch) the next start attempt is due after
+    ``backoff_s`` (None: none scheduled).  A time, not a countdown, so an unchanged state
+    makes an unchanged report."""
 
 
 class AgentUpdateStatus(StrictModel):

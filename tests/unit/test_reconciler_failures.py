@@ -134,7 +134,7 @@ def test_temporary_failures_retry_after_a_doubling_back_off(tmp_path, clock):
     doc = _doc(_app())
     (status,) = rec.reconcile(doc)
     assert status.state is AppState.ERROR and "podman is busy" in status.error
-    assert (status.backoff_s, status.retry_in_s) == (2.0, 2.0)
+    assert (status.backoff_s, status.retry_at) == (2.0, clock.time() + 2.0)
     seen = []
     for _ in range(14):
         clock.advance(1.0)
