@@ -47,7 +47,7 @@ def _assign(node: E2ENode, name: str, **body: Any) -> None:
     assert node.api("POST", f"/nodes/{node.serial}/apps", json={"app": name}).status_code == 201
 
 
-def _qemu_pid(domain: str) -> int | None:
+def qemu_pid(domain: str) -> int | None:
     """The QEMU process running ``domain`` (its argv names it ``guest=<domain>``)."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -104,7 +104,7 @@ def test_a_vm_whose_qemu_dies_is_a_crash_loop_with_the_libvirt_reason(node: E2EN
             ),
         )
         (domain,) = node.domains()
-        pid = _qemu_pid(domain)
+        pid = qemu_pid(domain)
         assert pid is not None, f"no QEMU process for {domain}"
         os.kill(pid, signal.SIGKILL)
         node.wait_for(
