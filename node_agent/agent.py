@@ -34,6 +34,7 @@ from node_agent.attest import AttestationRefused, Attestor
 from node_agent.checkpoint import Checkpoint
 from node_agent.client import ControllerClient, ControllerError, Unreachable, load_bundle
 from node_agent.config_verifier import ConfigRejected, ConfigVerifier
+from node_agent.heartbeat import write_heartbeat
 from node_agent.identity import (
     NodeIdentity,
     OnboardingRefused,
@@ -117,6 +118,10 @@ class Agent:
         self._progress_at = 0.0
         self.updater: SelfUpdater | None = None
         """Self-update, when running under outpost-agent-launcher."""
+        self.config_requests = 0
+        """Config requests sent (each long-poll is one), for the heartbeat and tests."""
+        self.config_changed_by = 0
+        """The number of the config request whose answer brought the current config."""
 
     # -- start-up --------------------------------------------------------------
     def _open_tpm(self) -> None:
@@ -248,6 +253,7 @@ class Agent:
             self.attest()
         body = {"config_hash": have, "wait_s": wait_s}
         timeout = self.settings.http_timeout_s + wait_s
+        self.config_requests += 1
         try:
             return self.client.signed(
                 self.identity.device, "config", body, self.attestor.token, timeout
@@ -258,6 +264,7 @@ class Agent:
             log.info("config needs a fresh attestation (%s)", exc.code)
             self.attestor.forget()
             self.attest()
+            self.config_requests += 1
             return self.client.signed(
                 self.identity.device, "config", body, self.attestor.token, timeout
             )
@@ -269,6 +276,7 @@ class Agent:
         assert self.identity and self._verifier
         have = self.desired.content_hash() if self.desired else ""
         answer = self._ask_config(have, wait_s)
+        request = self.config_requests
         if answer.get("unchanged"):
             return False
         wire = answer.get("config")
@@ -282,6 +290,7 @@ class Agent:
         self.checkpoint.save(wire)
         log.info("new config generation %d (%d apps)", doc.generation, len(doc.apps))
         self.desired = doc
+        self.config_changed_by = request
         return True
 
     def reconcile(self) -> list[AppStatus]:
@@ -359,6 +368,13 @@ class Agent:
         self.reporter.metrics(self.reconciler.runtimes, interval)
         return statuses
 
+    def _heartbeat(self) -> None:
+        passes = self.reconciler.passes if self.reconciler is not None else 0
+        try:
+            write_heartbeat(self.settings.state_dir, passes, self.config_requests)
+        except OSError as exc:
+            log.warning("heartbeat not written: %s", exc)
+
     def _self_update(self, statuses: list[AppStatus], desired: DesiredState | None) -> None:
         """Install a new target release; on trial, commit once attested and reported."""
         assert self.updater and self.attestor
@@ -426,6 +442,7 @@ class Agent:
                 self.step()
             except Exception:  # e.g. libvirtd restarting: the next pass tries again
                 log.exception("reconcile pass failed; retrying")
+            self._heartbeat()
             deadline = time.monotonic() + self.settings.reconcile_interval_s
             if self.reconciler is not None and (wake := self.reconciler.wake_in()) is not None:
                 deadline = min(deadline, time.monotonic() + wake)  # a crash back-off ends

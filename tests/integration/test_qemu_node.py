@@ -1,4 +1,4 @@
-"""Issue 10 acceptance: a whole node booted under QEMU from the node image.
+"""A whole node booted under QEMU from the node image.
 
 One node (``lab.qemu_node.QemuNode``: TCG unless KVM really works, its own swtpm vTPM, a
 network that reaches only the controller) boots the cached node image, onboards and attests
