@@ -64,7 +64,7 @@ __all__ = ["AGENT_VERSION", "CODE_ROOTS", "FETCH_ERRORS", "Agent"]
 
 log = logging.getLogger(__name__)
 RuntimeFactory = Callable[[AgentSettings, str], tuple[Mapping[str, Runtime], str]]
-CODE_ROOTS = tuple(Path(m.__file__).parent for m in (node_agent, attestation, protocol))  # type: ignore[arg-type]
+CODE_ROOTS = tuple(Path(str(m.__file__)).parent for m in (node_agent, attestation, protocol))
 """The agent's code, measured at start."""
 FETCH_ERRORS = (
     Unreachable,

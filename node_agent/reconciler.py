@@ -77,6 +77,7 @@ from node_agent.network import NetworkError, WorkloadNetworks
 from node_agent.passthrough import resolve_adapters
 from node_agent.restart_ledger import RestartLedger
 from node_agent.runtime.base import (
+    DiskAttachment,
     Runtime,
     RuntimeError_,
     Workload,
@@ -444,7 +445,9 @@ class Reconciler:
     ) -> WorkloadSpec:
         """What the runtime gets: the verified image, and for VMs their disks and devices."""
         work_dir = self._work_dir(app)
-        root, data, pci = None, (), ()
+        root: DiskAttachment | None = None
+        data: tuple[DiskAttachment, ...] = ()
+        pci: tuple[str, ...] = ()
         if app.kind == "vm":
             pci = resolve_adapters(app.adapters, self.sysfs_root)
             base = path if app.image.format in DISK_IMAGE_FORMATS else None

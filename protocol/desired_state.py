@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
 from protocol.model_base import MAX_COUNT, StrictModel, Timestamp
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Uuid = Annotated[

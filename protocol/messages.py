@@ -106,12 +106,15 @@ class AppStatus(StrictModel):
     makes an unchanged report."""
 
 
+UpdateState = Literal["downloading", "installed", "testing", "committed", "failed"]
+
+
 class AgentUpdateStatus(StrictModel):
     """Where the node's agent self-update stands (reported in info)."""
 
     version: AgentVersion
     """The target release this is about."""
-    state: Literal["downloading", "installed", "testing", "committed", "failed"]
+    state: UpdateState
     reason: Annotated[str, StringConstraints(max_length=1024)] = ""
     at: Timestamp = 0.0
     """When the state was entered (node clock, seconds since the epoch)."""

@@ -12,6 +12,7 @@ in the CRI (k8s-file) format: ``<timestamp> stdout F <line>``.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import logging
 import math
@@ -191,11 +192,11 @@ class PodmanRuntime:
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _app_filter(self, app_uuid: str) -> list[str]:
+    def _app_filter(self, app_uuid: str) -> builtins.list[str]:
         node, app = f"label={LABEL_NODE}={self.node_uuid}", f"label={LABEL_APP}={app_uuid}"
         return ["--filter", node, "--filter", app]
 
-    def _ps(self, app_uuid: str = "") -> list[Workload]:
+    def _ps(self, app_uuid: str = "") -> builtins.list[Workload]:
         args = ["ps", "--all", "--no-trunc", "--format", "json"]
         if app_uuid:
             args += self._app_filter(app_uuid)

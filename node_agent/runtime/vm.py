@@ -24,6 +24,7 @@ The console log is written by virtlogd as root, so it has no such constraint.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import logging
 import os
@@ -136,7 +137,7 @@ def _libvirt_error_to_log(_ctx: object, error: tuple[Any, ...]) -> None:
     _LOG.debug("libvirt: %s", error[2] if len(error) > 2 else error)
 
 
-class _AppLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+class _AppLog(logging.LoggerAdapter[logging.Logger]):
     """Prefixes messages with the app UUID and adds it as ``extra["app_uuid"]``."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
@@ -233,7 +234,7 @@ class LibvirtRuntime:
         self._watcher.ensure()
 
     @property
-    def events(self) -> list[DomainEvent]:
+    def events(self) -> builtins.list[DomainEvent]:
         """The latest lifecycle events seen by :meth:`watch` (oldest first)."""
         return list(self._watcher.history) if self._watcher is not None else []
 
@@ -474,7 +475,7 @@ class LibvirtRuntime:
         except OSError as exc:
             raise TemporaryError(f"preparing work dir {work_dir}: {exc}") from exc
 
-    def _check_qemu_access(self, app_uuid: str, paths: list[Path]) -> None:
+    def _check_qemu_access(self, app_uuid: str, paths: builtins.list[Path]) -> None:
         """PermanentError unless QEMU's user can search every directory above ``paths``."""
         if not self.qemu_user:
             return
