@@ -35,12 +35,10 @@ within its start window (``start_window_s``) is in ERROR with the reason.  All w
 the injected :class:`~node_agent.clock.Clock`; :meth:`Reconciler.wake_in` says when the
 next back-off ends (waking up then is the caller's job).
 
-VM apps booting a qcow2/raw image get a writable overlay on the verified blob and their
-data disks from :mod:`node_agent.volumes` before each start; purge deletes them (all of the
-app's writable state), so the next start makes them blank; an app that left the config
-has them deleted.  Their gpu/pci adapters are checked again against sysfs
-(:func:`node_agent.passthrough.resolve_adapters`) before each start: every function of
-their IOMMU groups is passed through, or the app is in ERROR with the reason.
+What a runtime is given is built by :mod:`node_agent.workload_spec` (VM overlays and data
+disks, passthrough checked again before each start); purge deletes the app's writable
+state (:func:`node_agent.volumes.wipe_app_state`), so the next start makes it blank; an
+app that left the config has its disks deleted.
 
 While an image downloads or verifies, its progress (percent, bytes, rate) is kept in the
 app's status and ``on_progress`` (the agent: a rate-limited info report) is called.
@@ -60,7 +58,6 @@ for one), so tests and tools wait on an observable instead of sleeping.
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -74,18 +71,16 @@ from node_agent.clock import SYSTEM_CLOCK, Clock
 from node_agent.errors import is_permanent
 from node_agent.image_store import ImageError, ImageStore
 from node_agent.network import NetworkError, WorkloadNetworks
-from node_agent.passthrough import resolve_adapters
 from node_agent.restart_ledger import RestartLedger
 from node_agent.runtime.base import (
-    DiskAttachment,
     Runtime,
     RuntimeError_,
     Workload,
-    WorkloadSpec,
     WorkloadState,
     same_spec,
 )
 from node_agent.spec_digest import spec_digest
+from node_agent.workload_spec import WorkloadPlace, build_workload_spec
 from protocol.desired_state import AppSpec, DesiredState
 from protocol.messages import AppState, AppStatus
 
@@ -93,7 +88,6 @@ __all__ = ["START_WINDOW_S", "CrashBackoff", "NetworkHook", "Reconciler", "Retry
 
 log = logging.getLogger(__name__)
 
-DISK_IMAGE_FORMATS = ("qcow2", "raw")
 START_WINDOW_S = 300.0
 """An app started but not seen RUNNING this long after its first start is in ERROR."""
 PASS_ERRORS = (RuntimeError_, ImageError, NetworkError, OSError)
@@ -299,7 +293,7 @@ class Reconciler:
         if purge:
             self.records.set(app, AppState.PURGING)
             runtime.remove(app.uuid)
-            self._wipe(app)
+            volumes.wipe_app_state(self.apps_dir / app.uuid)
             self.counters.acted(app, restart=True, purge=True)
             self.backoff.forget(app.uuid)
             self.retry.forget(app.uuid)
@@ -321,20 +315,6 @@ class Reconciler:
                 spec_digest=workload.spec_digest,
             )
         return workload
-
-    def _wipe(self, app: AppSpec) -> None:
-        """Delete the app's writable state (everything in its work dir but the console log):
-        its root overlay and data disks too, so the next start makes them blank."""
-        d = self.apps_dir / app.uuid
-        if not d.is_dir():
-            return
-        for entry in d.iterdir():
-            if entry.name == "console.log":
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
 
     def _reconcile_app(self, app: AppSpec, workload: Workload | None) -> None:
         failed = self._failed.get(app.uuid)
@@ -430,7 +410,14 @@ class Reconciler:
             app.image, self.records.progress_callback(app, self.on_progress), app=app.uuid
         )
         self.records.set(app, AppState.LOADING)
-        spec = self._workload_spec(app, path, nets, digest)
+        spec = build_workload_spec(
+            app,
+            WorkloadPlace(self.node_uuid, self._work_dir(app), path),
+            nets,
+            digest,
+            self.volumes,
+            self.sysfs_root,
+        )
         looping = self.backoff.looping(app.uuid)
         keep = self.records.error(app.uuid) if looping else ""
         self.records.set(app, AppState.CRASHLOOP if looping else AppState.BOOTING, keep)
@@ -439,42 +426,6 @@ class Reconciler:
         self.backoff.started(app.uuid, now)
         if started.state is WorkloadState.RUNNING:
             self._seen_running(app, now)
-
-    def _workload_spec(
-        self, app: AppSpec, path: Path, nets: WorkloadNetworks, digest: str
-    ) -> WorkloadSpec:
-        """What the runtime gets: the verified image, and for VMs their disks and devices."""
-        work_dir = self._work_dir(app)
-        root: DiskAttachment | None = None
-        data: tuple[DiskAttachment, ...] = ()
-        pci: tuple[str, ...] = ()
-        if app.kind == "vm":
-            pci = resolve_adapters(app.adapters, self.sysfs_root)
-            base = path if app.image.format in DISK_IMAGE_FORMATS else None
-            root, data = self.volumes.prepare(
-                app.uuid, work_dir, base, app.image.format, app.resources.disk_mib, app.disks
-            )
-        return WorkloadSpec(
-            app_uuid=app.uuid,
-            name=app.name,
-            node_uuid=self.node_uuid,
-            image_path=path,
-            image_sha256=app.image.sha256,
-            image_format=app.image.format,
-            work_dir=work_dir,
-            vcpus=app.resources.vcpus,
-            memory_mib=app.resources.memory_mib,
-            command=tuple(app.command),
-            env=tuple(sorted(app.env.items())),
-            networks=nets.attachments,
-            netns_path=nets.netns_path,
-            usb_devices=tuple(a.match for a in app.adapters if a.kind == "usb"),
-            pci_devices=pci,
-            root_disk=root,
-            data_disks=data,
-            vtpm=app.vtpm,
-            spec_digest=digest,
-        )
 
     def _work_dir(self, app: AppSpec) -> Path:
         d = self.apps_dir / app.uuid

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from node_agent import reconciler as reconciler_module
+from node_agent import workload_spec as workload_spec_module
 from node_agent.image_store import ImageStore
 from node_agent.passthrough import PassthroughError
 from node_agent.reconciler import CrashBackoff, Reconciler
@@ -163,7 +163,7 @@ def test_pci_adapters_are_resolved_before_start(reconciler, runtime, blob, monke
         seen.append((tuple(a.match for a in adapters), sysfs_root))
         return ("0000:01:00.0", "0000:01:00.1")
 
-    monkeypatch.setattr(reconciler_module, "resolve_adapters", fake_resolve)
+    monkeypatch.setattr(workload_spec_module, "resolve_adapters", fake_resolve)
     app = _vm(sha, adapters=[Adapter(kind="gpu", match="0000:01:00.0")], vtpm=True)
     reconciler.reconcile(_doc(app))
     assert seen == [(("0000:01:00.0",), tmp_path / "sys")]
@@ -179,7 +179,7 @@ def test_a_refused_passthrough_is_an_error_and_nothing_starts(
     def refuse(adapters, sysfs_root):  # type: ignore[no-untyped-def]
         raise PassthroughError("IOMMU is off on this node")
 
-    monkeypatch.setattr(reconciler_module, "resolve_adapters", refuse)
+    monkeypatch.setattr(workload_spec_module, "resolve_adapters", refuse)
     app = _vm(sha, adapters=[Adapter(kind="gpu", match="0000:01:00.0")])
     (status,) = reconciler.reconcile(_doc(app))
     assert status.state is AppState.ERROR and "IOMMU is off" in status.error
