@@ -79,7 +79,7 @@ from node_agent.runtime.base import (
     WorkloadState,
     same_spec,
 )
-from node_agent.spec_digest import spec_digest
+from node_agent.spec_digest import LEGACY_SPEC_FILE, legacy_spec_digest, spec_digest
 from node_agent.workload_spec import WorkloadPlace, build_workload_spec
 from protocol.desired_state import AppSpec, DesiredState
 from protocol.messages import AppState, AppStatus
@@ -150,6 +150,8 @@ class Reconciler:
         """Per app: (the app as it failed, reason) of a permanent failure."""
         self._boot_since: dict[str, float] = {}
         """Per app: when it was first started and not yet seen RUNNING."""
+        self._not_legacy: set[str] = set()
+        """Apps known to have no spec file of an older agent."""
         self._next_try: dict[str, float] = {}
         """Per app: when (wall clock) its current back-off ends, for the report."""
         self.passes = 0
@@ -341,13 +343,13 @@ class Reconciler:
         digest = self._digest[app.uuid] = spec_digest(app, nets)
         now = self.clock.monotonic()
         if (
-            workload is None
+            not running
             and not self.backoff.watching(app.uuid)
             and now - self._since < app.start_delay_s
         ):
             self.records.set(app, AppState.INITIAL)  # its start delay has not passed yet
             return
-        if workload is not None and not same_spec(workload.spec_digest, digest):
+        if workload is not None and not self._made_from(app, workload, digest):
             log.info("app %s (%s): spec changed, recreating", app.name, app.uuid[:8])
             self.records.set(app, AppState.RESTARTING)
             runtime.remove(app.uuid)
@@ -366,12 +368,30 @@ class Reconciler:
             return  # a temporary failure: ERROR (with the reason) until its back-off ends
         self._start(app, nets, digest, now)
 
+    def _made_from(self, app: AppSpec, workload: Workload, digest: str) -> bool:
+        """Is ``workload`` made from the app's current spec (``digest``)?
+
+        A workload of an agent from before digests were stored with workloads has none; it
+        counts as current while the spec file that agent kept still matches, so upgrading
+        the agent restarts no app (it gets its digest at its next start).
+        """
+        if workload.spec_digest or app.uuid in self._not_legacy:
+            return same_spec(workload.spec_digest, digest)
+        legacy = self.apps_dir / app.uuid / LEGACY_SPEC_FILE
+        try:
+            return legacy.read_text() == legacy_spec_digest(app)
+        except OSError:
+            self._not_legacy.add(app.uuid)
+            return False
+
     def _seen_running(self, app: AppSpec, now: float) -> None:
         self.backoff.running(app.uuid, now)
         self.retry.forget(app.uuid)
         self._boot_since.pop(app.uuid, None)
-        looping = self.backoff.looping(app.uuid)
-        self.records.set(app, AppState.CRASHLOOP if looping else AppState.RUNNING)
+        if self.backoff.looping(app.uuid):  # up again, but only for now: still the loop
+            self.records.set(app, AppState.CRASHLOOP, self.records.error(app.uuid))
+        else:
+            self.records.set(app, AppState.RUNNING)
 
     def _stopped(self, app: AppSpec, workload: Workload, digest: str, now: float) -> bool:
         """A stopped workload: count a stop on its own; True while its restart back-off runs."""
@@ -406,6 +426,8 @@ class Reconciler:
 
     def _start(self, app: AppSpec, nets: WorkloadNetworks, digest: str, now: float) -> None:
         runtime = self.runtimes[app.kind]
+        looping = self.backoff.looping(app.uuid)
+        why = self.records.error(app.uuid) if looping else ""  # a crash loop keeps its reason
         path = self.store.ensure(
             app.image, self.records.progress_callback(app, self.on_progress), app=app.uuid
         )
@@ -418,9 +440,7 @@ class Reconciler:
             self.volumes,
             self.sysfs_root,
         )
-        looping = self.backoff.looping(app.uuid)
-        keep = self.records.error(app.uuid) if looping else ""
-        self.records.set(app, AppState.CRASHLOOP if looping else AppState.BOOTING, keep)
+        self.records.set(app, AppState.CRASHLOOP if looping else AppState.BOOTING, why)
         self._boot_since.setdefault(app.uuid, now)
         started = runtime.start(spec)
         self.backoff.started(app.uuid, now)

@@ -14,11 +14,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from typing import Any
 
 from node_agent.network import WorkloadNetworks
 from protocol.desired_state import AppSpec
 
-__all__ = ["spec_digest"]
+__all__ = ["LEGACY_SPEC_FILE", "legacy_spec_digest", "spec_digest"]
+
+LEGACY_SPEC_FILE = "spec.sha256"
+"""Where agents before the stored digest kept it (``<apps>/<uuid>/spec.sha256``)."""
 
 _NOT_SPEC = {"restart_counter", "purge_counter", "desired", "start_delay_s", "name"}
 _NEW_DEFAULTS: dict[str, object] = {"disks": [], "vtpm": False}
@@ -26,8 +30,7 @@ _NEW_DEFAULTS: dict[str, object] = {"disks": [], "vtpm": False}
 before they existed is not taken for changed; a field added in future goes here too."""
 
 
-def spec_digest(app: AppSpec, nets: WorkloadNetworks | None = None) -> str:
-    """sha256 (hex) of the canonical JSON of ``app``'s workload fields and ``nets``."""
+def _fields(app: AppSpec) -> dict[str, Any]:
     fields = app.model_dump(mode="json", exclude=_NOT_SPEC)
     for name, default in _NEW_DEFAULTS.items():
         if fields.get(name) == default:
@@ -35,6 +38,17 @@ def spec_digest(app: AppSpec, nets: WorkloadNetworks | None = None) -> str:
     for adapter in fields.get("adapters", []):
         if adapter.get("optional") is False:
             adapter.pop("optional")
+    return fields
+
+
+def legacy_spec_digest(app: AppSpec) -> str:
+    """The digest agents before :func:`spec_digest` kept in ``spec.sha256`` (no interfaces)."""
+    return hashlib.sha256(json.dumps(_fields(app), sort_keys=True).encode()).hexdigest()
+
+
+def spec_digest(app: AppSpec, nets: WorkloadNetworks | None = None) -> str:
+    """sha256 (hex) of the canonical JSON of ``app``'s workload fields and ``nets``."""
+    fields = _fields(app)
     if nets is not None and (nets.attachments or nets.netns_path):
         fields["_interfaces"] = {
             "attachments": [dataclasses.asdict(a) for a in nets.attachments],

@@ -14,6 +14,7 @@ import pytest
 from node_agent.image_store import ImageStore
 from node_agent.reconciler import Reconciler
 from node_agent.runtime.base import TemporaryError, Workload, WorkloadSpec, WorkloadState
+from node_agent.spec_digest import LEGACY_SPEC_FILE, legacy_spec_digest
 from protocol.desired_state import AppSpec, DesiredState, ImageRef
 from protocol.messages import AppState
 from tests.fakes import FakeClock, FakeRuntime
@@ -243,3 +244,39 @@ def test_each_pass_is_counted_and_can_be_waited_for(tmp_path, clock):
     assert rec.passes == 0 and not rec.wait_for_pass(0, timeout_s=0.0)
     rec.reconcile(_doc(_app()))
     assert rec.passes == 1 and rec.wait_for_pass(0, timeout_s=0.0)
+
+
+def test_a_workload_of_an_agent_before_stored_digests_is_adopted_while_its_spec_holds(
+    tmp_path, clock
+):
+    runtime, _, app = _running(tmp_path, clock)
+    old = dataclasses.replace(runtime.workloads[app.uuid], spec_digest="")  # older agent's
+    runtime.workloads[app.uuid] = old
+    (tmp_path / "apps" / app.uuid / LEGACY_SPEC_FILE).write_text(legacy_spec_digest(app))
+    upgraded = _reconciler(tmp_path, runtime, clock)
+    (status,) = upgraded.reconcile(_doc(app))
+    assert status.state is AppState.RUNNING and runtime.started == ["web"]
+    upgraded.reconcile(_doc(_app(command=["new"]), generation=2))
+    assert runtime.started == ["web", "web"]
+
+
+def test_an_app_found_stopped_at_start_waits_for_its_start_delay(tmp_path, clock):
+    runtime, _, app = _running(tmp_path, clock)
+    runtime.stop(app.uuid)  # the node rebooted: the workload is defined but stopped
+    delayed = app.model_copy(update={"start_delay_s": 30.0})
+    after_boot = _reconciler(tmp_path, runtime, clock)
+    (status,) = after_boot.reconcile(_doc(delayed))
+    assert status.state is AppState.INITIAL and runtime.started == ["web"]
+    clock.advance(30.0)
+    (status,) = after_boot.reconcile(_doc(delayed))
+    assert status.state is AppState.RUNNING and runtime.started == ["web", "web"]
+
+
+def test_a_crash_loop_stays_a_crash_loop_with_its_reason_while_briefly_up(tmp_path, clock):
+    runtime, rec, app = _running(tmp_path, clock)
+    for _ in range(2):
+        runtime.crash(app.uuid)
+        rec.reconcile(_doc(app))
+        clock.advance(rec.wake_in() or 0.0)
+    (status,) = rec.reconcile(_doc(app))  # restarted, and running for now
+    assert status.state is AppState.CRASHLOOP and "2 times in a row" in status.error
