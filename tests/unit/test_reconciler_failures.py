@@ -16,7 +16,7 @@ from node_agent.reconciler import Reconciler
 from node_agent.runtime.base import TemporaryError, Workload, WorkloadSpec, WorkloadState
 from node_agent.spec_digest import LEGACY_SPEC_FILE, legacy_spec_digest
 from protocol.desired_state import AppSpec, DesiredState, ImageRef
-from protocol.messages import AppState
+from protocol.messages import AppState, AppStatus
 from tests.fakes import FakeClock, FakeRuntime
 from tests.unit.test_image_store import FakeClient
 
@@ -174,13 +174,19 @@ def test_a_crash_loop_backs_off_longer_each_time_and_counts_every_restart(tmp_pa
     assert status.restarts == 5 and len(runtime.started) == 6
 
 
-def test_a_crash_loop_ends_after_a_stable_run(tmp_path, clock):
+def _looping(tmp_path: Path, clock: FakeClock) -> tuple[Reconciler, AppSpec, AppStatus]:
+    """An app that stopped on its own twice in a row, restarted after its back-off."""
     runtime, rec, app = _running(tmp_path, clock)
     for _ in range(2):
         runtime.crash(app.uuid)
         rec.reconcile(_doc(app))
         clock.advance(rec.wake_in() or 0.0)
     (status,) = rec.reconcile(_doc(app))
+    return rec, app, status
+
+
+def test_a_crash_loop_ends_after_a_stable_run(tmp_path, clock):
+    rec, app, status = _looping(tmp_path, clock)
     assert status.state is AppState.CRASHLOOP
     clock.advance(61.0)
     (status,) = rec.reconcile(_doc(app))
@@ -273,10 +279,5 @@ def test_an_app_found_stopped_at_start_waits_for_its_start_delay(tmp_path, clock
 
 
 def test_a_crash_loop_stays_a_crash_loop_with_its_reason_while_briefly_up(tmp_path, clock):
-    runtime, rec, app = _running(tmp_path, clock)
-    for _ in range(2):
-        runtime.crash(app.uuid)
-        rec.reconcile(_doc(app))
-        clock.advance(rec.wake_in() or 0.0)
-    (status,) = rec.reconcile(_doc(app))  # restarted, and running for now
+    _, _, status = _looping(tmp_path, clock)  # restarted, and running for now
     assert status.state is AppState.CRASHLOOP and "2 times in a row" in status.error
