@@ -5,6 +5,7 @@ pytest_plugins = [
     "tests.ci_skips",
     "tests.fixtures.images",
     "tests.fixtures.libvirt_daemon",
+    "tests.fixtures.private_libvirt",
     "tests.fixtures.podman_engine",
     "tests.fixtures.controller_server",
     "tests.fixtures.swtpm",

@@ -1,8 +1,9 @@
 """The :class:`~node_agent.runtime.base.Runtime` contract, one behaviour per test, run
 against every implementation the reconciler may be given: the in-memory fake
 (``tests/fakes.py``), the VM runtime on libvirt's in-process ``test:///default`` driver,
-the container runtime on real podman (a private store) and the VM runtime on the real
-libvirt daemon with QEMU.  What the reconciler relies on holds for all of them.
+the container runtime on real podman (a private store) and the VM runtime on a real,
+private libvirt daemon with QEMU (``tests/fixtures/private_libvirt.py``).  What the
+reconciler relies on holds for all of them.
 
 Each backend comes as a :class:`Backend`: the runtime, a spec it can run, and a way to
 make a workload stop on its own (the fake's ``crash``, ``virDomainDestroy`` behind the
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,7 +30,7 @@ from node_agent.runtime.base import Runtime, WorkloadSpec, WorkloadState
 from node_agent.runtime.vm import LibvirtRuntime
 from node_agent.runtime.vm_policy import domain_name
 from tests.fakes import FakeRuntime
-from tests.fixtures.libvirt_daemon import cleanup_node_domains
+from tests.fixtures.libvirt_daemon import VmTestbed, cleanup_node_domains
 from tests.integration.test_crash_loop_states import qemu_pid
 from tests.unit.test_vm_runtime_testdriver import make_bundle
 
@@ -108,8 +111,11 @@ def _podman(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 
 
 def _libvirt_qemu(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    bed = request.getfixturevalue("vm_testbed")
+    uri = request.getfixturevalue("private_libvirt_uri")
     image = request.getfixturevalue("testvm_image")
+    work_root = Path(tempfile.mkdtemp(prefix="outpost-vm-", dir="/tmp"))  # QEMU can reach it
+    work_root.chmod(0o755)
+    bed = VmTestbed(uri, request.getfixturevalue("hypervisor_accel"), str(uuid.uuid4()), work_root)
     runtime = bed.runtime()
 
     def make_spec(**changes: object) -> WorkloadSpec:
@@ -133,7 +139,9 @@ def _libvirt_qemu(request: pytest.FixtureRequest) -> Iterator[Backend]:
     try:
         yield Backend(runtime, make_spec, kill_qemu, other_node)
     finally:
-        cleanup_node_domains(bed.uri, other)
+        for node in (bed.node_uuid, other):
+            cleanup_node_domains(uri, node)
+        shutil.rmtree(work_root, ignore_errors=True)
 
 
 BACKENDS = [
