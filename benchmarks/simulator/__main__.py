@@ -97,7 +97,7 @@ async def _run(args: argparse.Namespace) -> int:
         await fleet.stop()
     print(
         f"\nsteady state, {args.duration:.0f} s, {len(enrolled)} nodes"
-        f" ({'long-poll %.0f s' % args.long_poll if args.long_poll else 'polling'},"
+        f" ({f'long-poll {args.long_poll:.0f} s' if args.long_poll else 'polling'},"
         f" verify={args.verify}):"
     )
     print(run.table())

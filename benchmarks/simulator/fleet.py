@@ -2,12 +2,12 @@
 changes, and a clean stop.
 
 Timers (as EVE's, jitter symmetric so the mean stays the interval and N nodes make
-N/interval requests per second): config poll every ``config_interval_s`` × U(1-j, 1+j),
+N/interval requests per second): config poll every ``config_interval_s`` x U(1-j, 1+j),
 or a long-poll held ``long_poll_s`` and asked again 0-0.5 s after each answer (as the
 agent); metrics every ``metrics_interval_s``; info when the config changed plus a full
 report every ``info_interval_s``. Each node starts at a random phase of each timer so
-the load is steady from the first second. (The agent's own jitter is U(0.3, 1.0) × the
-interval: real agents poll 1.5× as often as the nominal interval says.)
+the load is steady from the first second. (The agent's own jitter is U(0.3, 1.0) x the
+interval: real agents poll 1.5x as often as the nominal interval says.)
 
 Nothing per idle node but its state and one timer handle per timer: a due timer starts a
 task for one request and the task arms the next timer.
@@ -16,6 +16,7 @@ task for one request and the task arms the next timer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 class FleetSettings:
     config_interval_s: float = 60.0
     jitter: float = 0.25
-    """Timers fire at interval × U(1 - jitter, 1 + jitter)."""
+    """Timers fire at interval x U(1 - jitter, 1 + jitter)."""
     long_poll_s: float = 0.0
     """> 0: long-poll config with this wait instead of polling every interval."""
     metrics_interval_s: float = 60.0
@@ -191,10 +192,8 @@ class Fleet:
         self._later(delay, self._config, node)
 
     async def _metrics(self, node: SimNode) -> None:
-        try:
+        with contextlib.suppress(RequestFailed):  # lossy, as the agent's metrics
             await node.send_metrics(self.t, self._started)
-        except RequestFailed:
-            pass  # lossy, as the agent's metrics
         self._later(self._jittered(self.settings.metrics_interval_s), self._metrics, node)
 
     async def _info_full(self, node: SimNode) -> None:

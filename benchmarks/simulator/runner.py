@@ -30,8 +30,8 @@ __all__ = [
     "IdentityLoad",
     "SimulationSpec",
     "load_identities",
-    "open_fleet",
     "onboarding_identity",
+    "open_fleet",
     "raise_fd_limit",
     "run_steady",
 ]
