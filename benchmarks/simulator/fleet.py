@@ -202,11 +202,19 @@ class Fleet:
         self._later(self._jittered(self.settings.info_interval_s), self._info_full, node)
 
     async def _deliver_info(self, node: SimNode, attempt: int = 0) -> None:
+        """Send the pending info, one request at a time per node (a newer message queued
+        meanwhile goes next), retrying with back-off until the controller has it."""
+        if node.info_sending:
+            return  # the request in flight sends the newer one after it
+        node.info_sending = True
         try:
-            await node.send_info(self.t)
+            while not await node.send_info(self.t):
+                pass
         except RequestFailed:
             retry = min(self.settings.retry_s * 2**attempt, 60.0)
             self._later(self._jittered(retry), self._deliver_info, node, attempt + 1)
+        finally:
+            node.info_sending = False
 
     # -- operator changes -------------------------------------------------------
     async def change(self, node: SimNode) -> bool:
@@ -249,15 +257,14 @@ class Fleet:
         """Deliver every pending info (retrying) until done or the deadline; returns how
         many nodes still hold an undelivered one."""
         end = time.monotonic() + deadline_s
-        left = [n for n in self.enrolled if n.info_pending is not None]
-        while left and time.monotonic() < end:
-            results = await asyncio.gather(
-                *(n.send_info(self.t) for n in left), return_exceptions=True
-            )
-            left = [n for n, r in zip(left, results, strict=True) if r is not True]
-            if left:
-                await asyncio.sleep(1.0)
-        return len(left)
+        while time.monotonic() < end:
+            left = [n for n in self.enrolled if n.info_pending is not None or n.info_sending]
+            if not left:
+                return 0
+            idle = [n for n in left if not n.info_sending]
+            await asyncio.gather(*(n.send_info(self.t) for n in idle), return_exceptions=True)
+            await asyncio.sleep(0.2)
+        return sum(1 for n in self.enrolled if n.info_pending is not None)
 
     def unreached(self) -> int:
         """Operator changes no node has seen yet."""

@@ -38,6 +38,8 @@ __all__ = [
     "ConfigCheck",
     "SimNode",
     "VerifyMode",
+    "metrics_body",
+    "quote_body",
 ]
 
 SIM_AGENT_DIGEST = hashlib.sha256(b"outpost node simulator").hexdigest()
@@ -71,6 +73,8 @@ class SimNode:
     info_seq: int = 0
     info_pending: dict[str, Any] | None = None
     info_delivered_seq: int = 0
+    info_sending: bool = False
+    """An info request is in flight (one at a time per node, as the agent's one thread)."""
     last_config_ok: float = 0.0
     """time.monotonic() of the last answered config request."""
     expected: list[tuple[int, float]] = field(default_factory=list)
@@ -96,15 +100,7 @@ class SimNode:
         """nonce → quote; raises RequestFailed (also for a refused attestation)."""
         seal = self.identity.device
         _, nonce = await t.device("attest", "attest", envelope.seal({"request": "nonce"}, seal))
-        quote = {
-            "request": "quote",
-            "nonce": nonce["nonce"],
-            "tpm": "none",
-            "pcrs": {"14": replay([SIM_AGENT_DIGEST]).hex()},
-            "event_log": [
-                {"pcr": 14, "type": "agent", "digest": SIM_AGENT_DIGEST, "description": "sim"}
-            ],
-        }
+        quote = quote_body(nonce["nonce"])
         _, answer = await t.device("attest", "attest", envelope.seal(quote, seal))
         if answer.get("result") != "SUCCESS" or not answer.get("integrity_token"):
             self.token = None
@@ -213,19 +209,37 @@ class SimNode:
         return self.info_pending is None
 
     async def send_metrics(self, t: Transport, started: float) -> None:
-        up = time.monotonic() - started
-        body = {
-            "at": time.time(),
-            "node": {
-                "cpu_seconds_total": round(up * 0.01, 3),
-                "memory_used_bytes": 512 * 1024**2,
-                "memory_total_bytes": 2048 * 1024**2,
-                "disk_used_bytes": 4 * 1024**3,
-                "disk_total_bytes": 32 * 1024**3,
-                "net_rx_bytes_total": int(up * 1000),
-                "net_tx_bytes_total": int(up * 800),
-                "uptime_s": round(up, 3),
-            },
-            "apps": [],
-        }
+        body = metrics_body(time.monotonic() - started)
         await t.device("metrics", "metrics", envelope.seal(body, self.identity.device))
+
+
+def quote_body(nonce: str) -> dict[str, Any]:
+    """A TPM-less quote (``protocol.attest.QuoteRequest``): PCR 14 replayed in software
+    from a one-entry event log, as the agent sends without a TPM."""
+    return {
+        "request": "quote",
+        "nonce": nonce,
+        "tpm": "none",
+        "pcrs": {"14": replay([SIM_AGENT_DIGEST]).hex()},
+        "event_log": [
+            {"pcr": 14, "type": "agent", "digest": SIM_AGENT_DIGEST, "description": "sim"}
+        ],
+    }
+
+
+def metrics_body(uptime_s: float) -> dict[str, Any]:
+    """A metrics sample (``protocol.messages.MetricsMessage``) of a node up this long."""
+    return {
+        "at": time.time(),
+        "node": {
+            "cpu_seconds_total": round(uptime_s * 0.01, 3),
+            "memory_used_bytes": 512 * 1024**2,
+            "memory_total_bytes": 2048 * 1024**2,
+            "disk_used_bytes": 4 * 1024**3,
+            "disk_total_bytes": 32 * 1024**3,
+            "net_rx_bytes_total": int(uptime_s * 1000),
+            "net_tx_bytes_total": int(uptime_s * 800),
+            "uptime_s": round(uptime_s, 3),
+        },
+        "apps": [],
+    }

@@ -130,6 +130,10 @@ async def run_steady(
     fleet.start()
     until = time.monotonic() + duration_s
     if change_every_s > 0 and fleet.operator is not None:
-        await fleet.changes(change_every_s, change_nodes, until)
+        # polling nodes see a change within one (jittered) interval: stop changing one
+        # interval before the end so every change can be seen and the delays are unbiased
+        s = fleet.settings
+        margin = 0.0 if s.long_poll_s > 0 else s.config_interval_s * (1 + s.jitter) + 5
+        await fleet.changes(change_every_s, change_nodes, until - margin)
     await asyncio.sleep(max(0.0, until - time.monotonic()))
     return fleet.new_phase()  # later answers (e.g. while stopping) count elsewhere
