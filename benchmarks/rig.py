@@ -26,13 +26,16 @@ __all__ = ["Rig", "Usage", "bench_rig"]
 class Rig:
     cluster: Cluster
     pg_url: str
+    pg_pids: list[int] = field(default_factory=list)
 
     def parts(self) -> dict[str, list[int]]:
         assert self.cluster.lb is not None
+        if not self.pg_pids:
+            self.pg_pids = server_pids(self.pg_url)  # the postmaster (its children counted)
         return {
             "controllers": self.cluster.pids(),
             "haproxy": [self.cluster.lb.process.pid],
-            "postgresql": server_pids(self.pg_url),
+            "postgresql": self.pg_pids,
             "simulator": [os.getpid()],
         }
 

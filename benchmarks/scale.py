@@ -2,7 +2,7 @@
 HAProxy/TLS to controller replicas on PostgreSQL, for a duration; the simulator runs on
 the same cores.
 
-    .venv/bin/python -m benchmarks.scale --nodes 2000 --duration 120 [--replicas 1]
+    .venv/bin/python -m benchmarks.scale --nodes 2000 [--duration 120] [--replicas 1]
         [--interval 60] [--jitter 0.25] [--metrics-interval 60] [--info-interval 600]
         [--long-poll 0] [--verify full|hash] [--change-every 5] [--backend-scheme https]
 
@@ -28,10 +28,9 @@ from pathlib import Path
 
 from benchmarks.crypto_floor import floor_table, measure_floor
 from benchmarks.rig import bench_rig, watch_usage
-from benchmarks.simulator.fleet import FleetSettings
+from benchmarks.simulator.cli_args import add_fleet_arguments, spec_from_args
 from benchmarks.simulator.runner import (
     DEFAULT_CACHE,
-    SimulationSpec,
     load_identities,
     onboarding_identity,
     open_fleet,
@@ -42,39 +41,16 @@ from benchmarks.simulator.stats import render_table
 
 def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--nodes", type=int, default=2000)
-    p.add_argument("--duration", type=float, default=120.0, help="steady-state seconds")
+    add_fleet_arguments(p, duration_s=120.0)
+    p.set_defaults(change_every=5.0)
     p.add_argument("--replicas", type=int, default=1)
-    p.add_argument("--interval", type=float, default=60.0)
-    p.add_argument("--jitter", type=float, default=0.25)
-    p.add_argument("--metrics-interval", type=float, default=60.0)
-    p.add_argument("--info-interval", type=float, default=600.0)
-    p.add_argument("--long-poll", type=float, default=0.0)
-    p.add_argument("--verify", choices=("full", "hash"), default="full")
-    p.add_argument("--change-every", type=float, default=5.0, help="an operator change every S s")
-    p.add_argument("--connections", type=int, default=1000)
-    p.add_argument("--enrol-concurrency", type=int, default=24)
     p.add_argument("--backend-scheme", choices=("https", "http"), default="https")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     return p.parse_args()
 
 
 async def _simulate(args: argparse.Namespace, rig, bundle: Path, identities) -> dict:  # type: ignore[no-untyped-def]
-    spec = SimulationSpec(
-        bundle,
-        identities,
-        token=rig.cluster.token,
-        verify=args.verify,
-        fleet=FleetSettings(
-            config_interval_s=args.interval,
-            jitter=args.jitter,
-            long_poll_s=args.long_poll,
-            metrics_interval_s=args.metrics_interval,
-            info_interval_s=args.info_interval,
-            enrol_concurrency=args.enrol_concurrency,
-        ),
-        connections=max(args.connections, args.nodes + 100 if args.long_poll else 0),
-    )
+    spec = spec_from_args(args, bundle, identities, rig.cluster.token)
     async with open_fleet(spec) as fleet:
         assert fleet.operator is not None
         await fleet.operator.allow_tpm_less()
@@ -85,7 +61,7 @@ async def _simulate(args: argparse.Namespace, rig, bundle: Path, identities) -> 
         print(f"enrolled {len(enrolled)}/{args.nodes} in {enrol_s:.0f} s", flush=True)
         stop = asyncio.Event()
         watcher = asyncio.create_task(watch_usage(rig, stop))
-        run = await run_steady(fleet, args.duration, args.change_every, 1)
+        run = await run_steady(fleet, args.duration, args.change_every, args.change_nodes)
         stop.set()
         usage = await watcher
         await fleet.stop()

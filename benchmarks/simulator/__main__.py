@@ -21,12 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.simulator.fleet import FleetSettings
+from benchmarks.simulator.cli_args import add_fleet_arguments, spec_from_args
 from benchmarks.simulator.identities import manifest_bytes
 from benchmarks.simulator.procstat import sample
 from benchmarks.simulator.runner import (
     DEFAULT_CACHE,
-    SimulationSpec,
     load_identities,
     onboarding_identity,
     open_fleet,
@@ -65,23 +64,7 @@ def _manifest(args: argparse.Namespace) -> int:
 async def _run(args: argparse.Namespace) -> int:
     got = load_identities(args.nodes, args.prefix, args.cache)
     token = args.token_file.read_text().strip() if args.token_file else ""
-    spec = SimulationSpec(
-        bundle_dir=args.bundle,
-        identities=got.identities,
-        token=token,
-        url=args.url or "",
-        verify=args.verify,
-        fleet=FleetSettings(
-            config_interval_s=args.interval,
-            jitter=args.jitter,
-            long_poll_s=args.long_poll,
-            metrics_interval_s=args.metrics_interval,
-            info_interval_s=args.info_interval,
-            enrol_concurrency=args.enrol_concurrency,
-        ),
-        connections=args.connections or (args.nodes + 100 if args.long_poll else 1000),
-        keepalive=not args.no_keepalive,
-    )
+    spec = spec_from_args(args, args.bundle, got.identities, token, args.url or "")
     async with open_fleet(spec) as fleet:
         if args.allow_tpm_less:
             assert fleet.operator, "--allow-tpm-less needs --token-file"
@@ -140,24 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="set the fleet policy tpm_less=allow first (simulated nodes have no TPM)",
     )
-    s.add_argument("--nodes", type=int, required=True)
-    s.add_argument("--duration", type=float, default=60.0)
-    s.add_argument("--interval", type=float, default=60.0, help="config poll interval")
-    s.add_argument("--jitter", type=float, default=0.25)
-    s.add_argument("--long-poll", type=float, default=0.0, help="long-poll wait (0: poll)")
-    s.add_argument("--metrics-interval", type=float, default=60.0)
-    s.add_argument("--info-interval", type=float, default=600.0)
-    s.add_argument("--verify", choices=("full", "hash"), default="full")
-    s.add_argument("--connections", type=int, default=0, help="connection pool size")
-    s.add_argument("--no-keepalive", action="store_true", help="a new connection per request")
-    s.add_argument("--enrol-concurrency", type=int, default=16)
-    s.add_argument(
-        "--change-every",
-        type=float,
-        default=0.0,
-        help="every S seconds an operator change (reboot command) to K nodes",
-    )
-    s.add_argument("--change-nodes", type=int, default=1)
+    add_fleet_arguments(s)
     s.set_defaults(fn=lambda a: asyncio.run(_run(a)))
 
     args = p.parse_args(argv)

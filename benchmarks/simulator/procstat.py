@@ -6,6 +6,7 @@ after.cpu_percent(before)   # % of one core over the interval
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterable
@@ -20,11 +21,12 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 def _children(pid: int) -> list[int]:
     out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        try:
-            out += [int(c) for c in task.read_text().split()]
-        except OSError:
-            continue
+    try:  # the process may end while it is read
+        for task in Path(f"/proc/{pid}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                out += [int(c) for c in task.read_text().split()]
+    except OSError:
+        pass
     return out
 
 
