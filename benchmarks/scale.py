@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import platform
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.crypto_floor import floor_table, measure_floor
@@ -44,6 +46,7 @@ def _args() -> argparse.Namespace:
     add_fleet_arguments(p, duration_s=120.0)
     p.set_defaults(change_every=5.0)
     p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--keep", type=Path, help="run in this dir and keep it (logs, config)")
     p.add_argument("--backend-scheme", choices=("https", "http"), default="https")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     return p.parse_args()
@@ -68,6 +71,16 @@ async def _simulate(args: argparse.Namespace, rig, bundle: Path, identities) -> 
         return {"enrol": enrol, "enrol_s": enrol_s, "run": run, "usage": usage, "fleet": fleet}
 
 
+@contextlib.contextmanager
+def _workdir(keep: Path | None) -> Iterator[str]:
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        yield str(keep)
+        return
+    with tempfile.TemporaryDirectory(prefix="outpost-scale-") as tmp:
+        yield tmp
+
+
 def main() -> int:
     args = _args()
     print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}Z {platform.node()} {os.cpu_count()} cores")
@@ -80,7 +93,7 @@ def main() -> int:
     )
     print(f"identities: {args.nodes} ({ident}), loaded in {got.load_s:.1f} s", flush=True)
     with (
-        tempfile.TemporaryDirectory(prefix="outpost-scale-") as tmp,
+        _workdir(args.keep) as tmp,
         bench_rig(Path(tmp), args.replicas, args.backend_scheme) as rig,
     ):
         bundle = rig.cluster.bundle(Path(tmp) / "bundle")

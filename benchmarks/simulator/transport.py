@@ -4,7 +4,7 @@ every request timed and every failure classified.
 
 Error kinds, as a node would tell them apart: ``"<status> <code>"`` for an error answer
 (``403 integrity_token_expired``), ``timeout``, ``connect`` (refused/unreachable),
-``disconnected`` (the server closed the connection mid-request), ``tls``, ``bad-json``
+``disconnected`` (the server closed the connection mid-request), ``tls``, ``<status> not-json``
 and the exception's type name for anything else.
 """
 
@@ -140,9 +140,10 @@ class Transport:
         try:
             answer = json.loads(raw) if raw else {}
         except ValueError as exc:
+            what = f"{status} not-json"  # e.g. the load balancer's own error page
             if record:
-                self.stats.error(kind, f"{status} bad-json")
-            raise RequestFailed(f"{status} bad-json", status) from exc
+                self.stats.error(kind, what)
+            raise RequestFailed(what, status) from exc
         if status >= 400:
             err = answer.get("error", {}) if isinstance(answer, dict) else {}
             code = err.get("code", "error") if isinstance(err, dict) else "error"
