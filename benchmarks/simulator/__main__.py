@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import logging
 import os
 import sys
@@ -75,7 +76,13 @@ async def _run(args: argparse.Namespace) -> int:
         print(f"enrolled {len(enrolled)}/{args.nodes} nodes in {time.monotonic() - t0:.1f} s")
         print(enrol.table())
         me0 = sample([os.getpid()], children=False)
+        profiler = cProfile.Profile() if args.profile else None
+        if profiler:
+            profiler.enable()
         run = await run_steady(fleet, args.duration, args.change_every, args.change_nodes)
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
         me1 = sample([os.getpid()], children=False)
         await fleet.stop()
     print(
@@ -88,7 +95,12 @@ async def _run(args: argparse.Namespace) -> int:
     if run.changes_marked:
         print("operator change → node holds it:")
         print(run.change_table())
-    print(f"simulator: {me1.cpu_percent(me0):.0f} % of a core, RSS {me1.rss_bytes / 2**20:.0f} MiB")
+    done = sum(run.count(k) for k in run.kinds()) + run.error_count()
+    cpu_ms = (me1.cpu_s - me0.cpu_s) * 1000 / max(done, 1)
+    print(
+        f"simulator: {me1.cpu_percent(me0):.0f} % of a core ({cpu_ms:.2f} ms CPU per request),"
+        f" RSS {me1.rss_bytes / 2**20:.0f} MiB"
+    )
     return 0
 
 
@@ -124,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         help="set the fleet policy tpm_less=allow first (simulated nodes have no TPM)",
     )
     add_fleet_arguments(s)
+    s.add_argument("--profile", type=Path, help="cProfile the steady state into this file")
     s.set_defaults(fn=lambda a: asyncio.run(_run(a)))
 
     args = p.parse_args(argv)
