@@ -45,14 +45,30 @@ SETTINGS = FleetSettings(
 )
 
 
-async def _until(what: str, cond: Callable[[], bool], timeout_s: float) -> float:
-    """Seconds until ``cond`` held; AssertionError naming ``what`` after ``timeout_s``."""
+async def _until(
+    what: str, cond: Callable[[], bool], timeout_s: float, why: Callable[[], str] = str
+) -> float:
+    """Seconds until ``cond`` held; AssertionError naming ``what`` (and ``why()``) after
+    ``timeout_s``."""
     t0 = time.monotonic()
     while not cond():
         if time.monotonic() - t0 > timeout_s:
-            raise AssertionError(f"not within {timeout_s:.0f} s: {what}")
+            raise AssertionError(f"not within {timeout_s:.0f} s: {what}\n{why()}")
         await asyncio.sleep(0.1)
     return time.monotonic() - t0
+
+
+def _diagnosis(fleet: Fleet, cluster: Cluster, since: float) -> Callable[[], str]:
+    def text() -> str:
+        behind = [n for n in fleet.enrolled if n.last_config_ok <= since]
+        servers = {k: v["status"] for k, v in cluster.lb.servers().items()}  # type: ignore[union-attr]
+        return (
+            f"{len(behind)} nodes without an answer (e.g. {[n.serial for n in behind[:5]]});"
+            f" {fleet.parked} long-polls in flight; HAProxy: {servers}\n"
+            f"{fleet.stats.error_table()}"
+        )
+
+    return text
 
 
 @dataclass
@@ -118,14 +134,16 @@ async def run_failover(cluster: Cluster, bundle: Path, nodes: int) -> FailoverRe
         after_kill = await _until(
             "every node gets a config answer after the SIGKILL",
             lambda: all(n.last_config_ok > killed_at for n in fleet.enrolled),
-            SETTINGS.long_poll_s + 60,
+            SETTINGS.long_poll_s + 90,
+            _diagnosis(fleet, cluster, killed_at),
         )
         cut_at = time.monotonic()
         cut = cluster.cut_database(1)
         after_cut = await _until(
             "every node gets a config answer after the database cut",
             lambda: all(n.last_config_ok > cut_at for n in fleet.enrolled),
-            SETTINGS.long_poll_s + 60,
+            SETTINGS.long_poll_s + 90,
+            _diagnosis(fleet, cluster, cut_at),
         )
         commands.running = False
         await sender
