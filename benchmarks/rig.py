@@ -27,6 +27,8 @@ class Rig:
     cluster: Cluster
     pg_url: str
     pg_pids: list[int] = field(default_factory=list)
+    simulator_pids: list[int] = field(default_factory=lambda: [os.getpid()])
+    """The simulator's processes (this one unless the nodes run in others)."""
 
     def parts(self) -> dict[str, list[int]]:
         assert self.cluster.lb is not None
@@ -36,12 +38,13 @@ class Rig:
             "controllers": self.cluster.pids(),
             "haproxy": [self.cluster.lb.process.pid],
             "postgresql": self.pg_pids,
-            "simulator": [os.getpid()],
+            "simulator": self.simulator_pids,
         }
 
     def sample(self) -> dict[str, ProcSample]:
         return {
-            name: sample(pids, children=name != "simulator") for name, pids in self.parts().items()
+            name: sample(pids, children=name != "simulator" or pids != [os.getpid()])
+            for name, pids in self.parts().items()
         }
 
 

@@ -14,6 +14,7 @@ from array import array
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["KindSummary", "Stats", "percentile", "render_table"]
 
@@ -71,6 +72,42 @@ class Stats:
     def finish(self) -> None:
         if self.ended is None:
             self.ended = time.monotonic()
+
+    # -- across processes ------------------------------------------------------
+    def plain(self) -> dict[str, Any]:
+        """A picklable copy (for a result sent from a simulator process)."""
+        return {
+            "started": self.started,
+            "ended": self.ended,
+            "latencies_ms": {k: v.tolist() for k, v in self.latencies_ms.items()},
+            "errors": dict(self.errors),
+            "per_second": {k: dict(v) for k, v in self.per_second.items()},
+            "change_delays_s": self.change_delays_s.tolist(),
+            "changes_marked": self.changes_marked,
+            "bytes_sent": dict(self.bytes_sent),
+            "bytes_received": dict(self.bytes_received),
+        }
+
+    @classmethod
+    def merged(cls, parts: Sequence[dict[str, Any]]) -> Stats:
+        """One Stats from several processes' ``plain()`` copies (monotonic clocks are
+        system-wide, so their seconds line up)."""
+        out = cls(started=min(p["started"] for p in parts))
+        ends = [p["ended"] for p in parts if p["ended"] is not None]
+        out.ended = max(ends) if ends else None
+        for p in parts:
+            shift = int(p["started"] - out.started)
+            for kind, values in p["latencies_ms"].items():
+                out.latencies_ms[kind].extend(values)
+            out.errors.update(p["errors"])
+            for kind, seconds in p["per_second"].items():
+                for sec, n in seconds.items():
+                    out.per_second[kind][sec + shift] += n
+            out.change_delays_s.extend(p["change_delays_s"])
+            out.changes_marked += p["changes_marked"]
+            out.bytes_sent.update(p["bytes_sent"])
+            out.bytes_received.update(p["bytes_received"])
+        return out
 
     # -- reading ---------------------------------------------------------------
     @property
