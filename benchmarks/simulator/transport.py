@@ -91,8 +91,9 @@ class Transport:
             self._sessions.append(
                 aiohttp.ClientSession(
                     connector=connector,
-                    json_serialize=lambda o: json.dumps(o, separators=(",", ":")),
                     skip_auto_headers=("User-Agent",),
+                    auto_decompress=False,  # the device API answers plain JSON
+                    timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s),
                 )
             )
         return self
@@ -120,12 +121,15 @@ class Transport:
         hdrs = {"Content-Type": "application/json"} if data is not None else {}
         if headers:
             hdrs.update(headers)
-        timeout = aiohttp.ClientTimeout(total=timeout_s or self.settings.timeout_s)
+        # the session's timeout unless this request needs another (a long-poll)
+        extra: dict[str, Any] = {}
+        if timeout_s and timeout_s != self.settings.timeout_s:
+            extra["timeout"] = aiohttp.ClientTimeout(total=timeout_s)
         self.in_flight += 1
         t0 = time.perf_counter()
         try:
             async with self._session().request(
-                method, self.base + path, data=data, headers=hdrs, timeout=timeout
+                method, self.base + path, data=data, headers=hdrs, **extra
             ) as resp:
                 raw = await resp.read()
                 status = resp.status
