@@ -8,7 +8,7 @@ PKGS=(
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
   podman runc catatonit netavark aardvark-dns swtpm swtpm-tools libtss2-dev
   nftables iproute2 dnsmasq-base busybox-static cpio gcc python3-venv python3-dev
-  ca-certificates tpm2-tools mmdebstrap e2fsprogs postgresql chromium
+  ca-certificates tpm2-tools mmdebstrap e2fsprogs postgresql chromium haproxy
   dosfstools mtools syslinux syslinux-common fdisk
   vagrant vagrant-libvirt
   git
