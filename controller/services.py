@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from controller.settings import ControllerSettings
 from controller.store.database import Database
-from controller.store.last_seen import LastSeen
 from controller.store.notify import ConfigNotifier
 from controller.store.pki import ControllerPki
+from controller.store.write_behind import WriteBehind
 
 __all__ = ["Services"]
 
@@ -20,5 +20,5 @@ class Services:
     db: Database
     pki: ControllerPki
     notifier: ConfigNotifier
-    last_seen: LastSeen
-    """When nodes were last heard from, written in batches."""
+    writes: WriteBehind
+    """Last-seen times and metrics, written in batches."""

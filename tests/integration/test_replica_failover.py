@@ -79,11 +79,6 @@ def _applied(cluster: Cluster, sha: str) -> int:
     return len(answer.json()["events"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="background work once across replicas (PostgreSQL advisory-lock leadership) is"
-    " the lead's part of issue 18: remove this marker when it lands",
-)
 def test_background_jobs_run_exactly_once_across_replicas_and_fail_over(
     cluster: Cluster, tmp_path: Path
 ) -> None:
