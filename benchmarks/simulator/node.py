@@ -162,7 +162,8 @@ class SimNode:
         else:
             try:
                 body = json.loads(base64.b64decode(wire["payload"]))["body"]
-                canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+                content = {k: v for k, v in body.items() if k != "generation"}
+                canonical = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
                 generation, counter = int(body["generation"]), int(body.get("reboot_counter", 0))
             except (KeyError, TypeError, ValueError) as exc:
                 raise ConfigRejected(f"config is not readable: {exc}") from exc

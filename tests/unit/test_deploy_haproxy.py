@@ -15,7 +15,7 @@ from tests.fixtures.haproxy import issue_lb_cert
 
 @pytest.fixture
 def pki_dir(tmp_path: Path) -> Path:
-    from controller.pki_store import create_pki
+    from controller.store.pki import create_pki
 
     create_pki(tmp_path / "pki", ("localhost", "127.0.0.1"))
     return tmp_path / "pki"
