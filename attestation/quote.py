@@ -40,6 +40,7 @@ __all__ = [
     "QuoteFailed",
     "QuoteInfo",
     "TpmPublic",
+    "check_ak_public",
     "check_ek_public",
     "load_public",
     "verify_certify",
@@ -130,6 +131,19 @@ def load_public(data: bytes, what: str = "key") -> TpmPublic:
         restricted=bool(attrs & TPMA_OBJECT.RESTRICTED),
         attributes=int(attrs),
     )
+
+
+def check_ak_public(data: bytes) -> TpmPublic:
+    """The AK's TPM2B_PUBLIC, checked from the TPM-made structure (not self-declared):
+    ECC P-256 with a SHA-256 name, fixedTPM, fixedParent, sensitiveDataOrigin,
+    restricted, sign, not decrypt. Its name (what credential activation binds) is
+    computed from these bytes, so the attributes cannot differ from the activated key's."""
+    ak = load_public(data, "AK")
+    if not ak.restricted:
+        raise QuoteFailed("the AK is not a restricted signing key: it could sign anything")
+    if ak.name[:2] != int(TPM2_ALG.SHA256).to_bytes(2, "big"):
+        raise QuoteFailed("the AK's name algorithm is not SHA-256")
+    return ak
 
 
 def check_ek_public(data: bytes) -> None:

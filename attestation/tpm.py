@@ -10,6 +10,11 @@ are found again after an agent or node restart:
 
 The device key is exposed as a ``cryptography`` EC private key whose ``sign`` runs in
 the TPM, so certificates and envelopes are signed by it with the ordinary code.
+
+The EK above is Outpost's own (no certificate names it). Enrolment uses the TPM maker's
+*certified* EK instead (:mod:`attestation.tpm_endorsement`): :meth:`Tpm.ek_certificate`,
+:meth:`Tpm.certified_ek_public` and :meth:`Tpm.activate_credential`, which proves to the
+controller that the AK lives in the TPM that certificate names.
 """
 
 from __future__ import annotations
@@ -39,6 +44,13 @@ with warnings.catch_warnings():  # tpm2-pytss imports ciphers cryptography calls
     from tpm2_pytss.cryptography import tpm_ecc_private_key
     from tpm2_pytss.utils import NoSuchIndex, create_ek_template
 
+from attestation.tpm_endorsement import (
+    EK_TYPES,
+    CertifiedEk,
+    EndorsementError,
+    activate,
+    find_certified_ek,
+)
 from attestation.tpm_setting import TpmSetting, parse_tpm_setting
 
 __all__ = [
@@ -86,7 +98,7 @@ def _locked(fn: F) -> F:
     return inner  # type: ignore[return-value]
 
 
-class TpmSigningKey(tpm_ecc_private_key):
+class TpmSigningKey(tpm_ecc_private_key):  # type: ignore[misc]  # tpm2-pytss: untyped
     """The TPM-resident device key as a ``cryptography`` EC private key (sign only)."""
 
     lock: threading.RLock | None = None
@@ -140,7 +152,8 @@ def _template(kind: str) -> TPM2B_PUBLIC:
 class Tpm:
     """One open TPM context; its commands (and device-key signatures) are serialised."""
 
-    def __init__(self, setting: TpmSetting) -> None:
+    def __init__(self, setting: TpmSetting, ek_types: tuple[str, ...] = EK_TYPES) -> None:
+        """``ek_types``: which certified EKs to look for, in order of preference."""
         if setting.kind == "none":
             raise TpmError("no TPM configured")
         self.setting = setting
@@ -150,6 +163,9 @@ class Tpm:
         except (TSS2_Exception, OSError, ValueError) as exc:
             raise TpmError(f"cannot open TPM {setting.tcti}: {exc}") from exc
         self._handles: dict[int, ESYS_TR] = {}
+        self._ek_types = ek_types
+        self._certified: CertifiedEk | None = None
+        self._certified_read = False
 
     @property
     def kind(self) -> str:
@@ -222,6 +238,48 @@ class Tpm:
             raise TpmError(f"cannot use the device key: {exc}") from exc
         key.lock = self._lock
         return key
+
+    @_locked
+    def ak_name(self) -> bytes:
+        """The AK's TPM name (nameAlg || digest of its public area)."""
+        try:
+            return bytes(self._ctx.tr_get_name(self._persistent(AK_HANDLE, "ak")))
+        except TSS2_Exception as exc:
+            raise TpmError(f"cannot read the AK name: {exc}") from exc
+
+    # -- the certified EK (enrolment) ------------------------------------------------
+    @_locked
+    def _certified_ek(self) -> CertifiedEk | None:
+        if not self._certified_read:
+            try:
+                self._certified = find_certified_ek(self._ctx, self._ek_types)
+            except EndorsementError as exc:
+                raise TpmError(str(exc)) from exc
+            self._certified_read = True
+        return self._certified
+
+    def ek_certificate(self) -> bytes | None:
+        """The EK certificate (DER) the TPM maker stored in NV; None when there is none."""
+        ek = self._certified_ek()
+        return ek.cert_der if ek else None
+
+    def certified_ek_public(self) -> bytes | None:
+        """The marshalled TPM2B_PUBLIC of the EK the certificate names."""
+        ek = self._certified_ek()
+        return ek.public if ek else None
+
+    @_locked
+    def activate_credential(self, id_object: bytes, encrypted_secret: bytes) -> bytes:
+        """TPM2_ActivateCredential of the AK under the certified EK: the secret."""
+        ek = self._certified_ek()
+        if ek is None:
+            raise TpmError("the TPM has no EK certificate: no credential can be activated")
+        try:
+            return activate(
+                self._ctx, self._persistent(AK_HANDLE, "ak"), ek, id_object, encrypted_secret
+            )
+        except EndorsementError as exc:
+            raise TpmError(str(exc)) from exc
 
     # -- PCRs and quotes ------------------------------------------------------------
     @_locked

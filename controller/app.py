@@ -20,14 +20,33 @@ from controller.settings import ControllerSettings
 from controller.store.database import Database
 from controller.store.notify import ConfigNotifier
 from controller.store.pki import ControllerPki, load_pki
+from controller.store.write_behind import WriteBehind
 from controller.ui import init_ui
 from controller.web.converters import register_converters
 from controller.web.errors import register_error_handlers
 from controller.web.json_provider import StrictJSONProvider
 
-__all__ = ["create_app"]
+__all__ = ["build_services", "create_app"]
 
 log = logging.getLogger(__name__)
+
+
+def build_services(settings: ControllerSettings, pki: ControllerPki | None = None) -> Services:
+    """The database (schema brought to head), PKI, notifier and the write-behind thread."""
+    notifier = ConfigNotifier(settings.database_url, max_waiters=settings.max_parked_polls)
+    db = Database(settings.database_url, notifier)
+    db.create_schema()
+    services = Services(
+        settings=settings,
+        db=db,
+        pki=pki or load_pki(settings.pki_dir),
+        notifier=notifier,
+        writes=WriteBehind(),
+    )
+    threading.Thread(
+        target=services.writes.run, args=(db, threading.Event()), name="write-behind", daemon=True
+    ).start()
+    return services
 
 
 def create_app(
@@ -41,12 +60,7 @@ def create_app(
     app.json = StrictJSONProvider(app)  # never NaN/Infinity in a response
     register_converters(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_device_body_bytes
-    notifier = ConfigNotifier(settings.database_url)
-    db = Database(settings.database_url, notifier)
-    db.create_schema()
-    services = Services(
-        settings=settings, db=db, pki=pki or load_pki(settings.pki_dir), notifier=notifier
-    )
+    services = build_services(settings, pki)
     app.extensions["outpost"] = services
     register_error_handlers(app)
     app.register_blueprint(device_api)
@@ -59,11 +73,15 @@ def create_app(
 
     if background:
         stop = threading.Event()
-        app.extensions["outpost-background"] = stop
-        start_jobs(services, stop)
+        app.extensions["outpost-background"] = (stop, start_jobs(services, stop))
 
     @app.get("/healthz")
     def healthz() -> ResponseReturnValue:
-        return jsonify({"status": "ok"})
+        background = app.extensions.get("outpost-background")
+        with services.db.transaction() as s:
+            leader = background is not None and background[1].replica_leads(s)
+        return jsonify(
+            {"status": "ok", "long_polls_parked": services.notifier.waiters, "leader": leader}
+        )
 
     return app

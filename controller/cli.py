@@ -4,20 +4,14 @@ token, adduser."""
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import json
 import logging
 import os
-import socket
-import ssl
 import sys
 from pathlib import Path
 
-from werkzeug.serving import WSGIRequestHandler, make_server
-
 from attestation.files import atomic_write
-from controller.app import create_app
-from controller.consistency import check_database
 from controller.domain.tokens import create_token
 from controller.domain.users import UserError, create_user
 from controller.settings import ControllerSettings
@@ -111,32 +105,41 @@ def cmd_adduser(args: argparse.Namespace) -> int:
     return 0
 
 
-class _NoDelayHandler(WSGIRequestHandler):
-    """Werkzeug's handler with Nagle off: it writes the headers and the body separately,
-    and with Nagle on each small answer waited ~40 ms for the client's delayed ACK.
-    HTTP/1.1: a client's connection (and its TLS session) is kept for its next request."""
-
-    protocol_version = "HTTP/1.1"
-    timeout = 180  # an idle kept connection is closed (longer than the longest long-poll)
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
+    from controller.server import ServeOptions, serve  # gunicorn + gevent: only to serve
+
     settings = _settings(args.data_dir)
-    app = create_app(settings, background=True)  # git sync, rollout engine
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(settings.pki_dir / "tls.pem", settings.pki_dir / "tls.key")
-    server = make_server(
-        args.host, args.port, app, threaded=True, ssl_context=ctx, request_handler=_NoDelayHandler
+    if args.max_parked_polls is not None:
+        settings = dataclasses.replace(settings, max_parked_polls=args.max_parked_polls)
+    serve(
+        settings,
+        ServeOptions(
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            plain_http=args.plain_http,
+            trusted_proxies=args.trusted_proxies,
+            max_connections=args.max_connections,
+            background=not args.no_background,
+            log_level=args.log_level.lower(),
+        ),
     )
-    log.info("serving on https://%s:%d", args.host, server.port)
-    print(f"outpost-controller listening on https://{args.host}:{server.port}", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Only the periodic jobs (no HTTP), under the same leadership as the replicas."""
+    import signal
+    import threading
+
+    from controller.app import build_services
+    from controller.background import run_jobs
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print("outpost-controller worker: running the background jobs", flush=True)
+    run_jobs(build_services(_settings(args.data_dir)), stop)
     return 0
 
 
@@ -160,6 +163,8 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 def cmd_check_db(args: argparse.Namespace) -> int:
     """Print every stored value the API would refuse; exit 1 when there is one."""
+    from controller.consistency import check_database
+
     settings = _settings(args.data_dir)
     with Database(settings.database_url).transaction() as session:
         problems = check_database(session)
@@ -194,10 +199,52 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.set_defaults(fn=cmd_init)
 
-    p = sub.add_parser("serve", help="serve the device and operator APIs over HTTPS")
+    p = sub.add_parser(
+        "serve", help="serve the device and operator APIs and the web UI (gunicorn, gevent)"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8443)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes (default: one per core on PostgreSQL; always 1 on SQLite)",
+    )
+    p.add_argument(
+        "--plain-http",
+        action="store_true",
+        help="serve HTTP: a load balancer in front terminates TLS (docs/deploy.md)",
+    )
+    p.add_argument(
+        "--trusted-proxies",
+        type=int,
+        default=0,
+        metavar="N",
+        help="trust X-Forwarded-For/-Proto from the N proxies in front (default: none)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=20000,
+        help="connections one process serves at once, parked long-polls included",
+    )
+    p.add_argument(
+        "--max-parked-polls",
+        type=int,
+        metavar="N",
+        help="long-polls one process holds at once (default 25000); more get 503",
+    )
+    p.add_argument(
+        "--no-background",
+        action="store_true",
+        help="do not run the periodic jobs here (git sync, rollouts)",
+    )
     p.set_defaults(fn=cmd_serve)
+
+    p = sub.add_parser(
+        "worker", help="run only the periodic jobs (git sync, rollouts, pruning), no HTTP"
+    )
+    p.set_defaults(fn=cmd_worker)
 
     p = sub.add_parser("bundle", help="issue an onboarding bundle for a batch of nodes")
     p.add_argument("--out", type=Path, required=True)

@@ -4,8 +4,8 @@
 
 Two kinds of problems:
 
-- a number that is not finite (NaN, ±Infinity) or outside what the wire schema allows
-  (integers beyond ±(2**53-1) anywhere, in columns or inside JSON documents);
+- a number that is not finite (NaN, ±Infinity) or that no column holds (beyond ±(2**63-1)),
+  in columns or inside JSON documents; generations and counters beyond 2**53;
 - a row that breaks the API's own rules: names, serials and digests of the wrong shape,
   an app spec, node settings, labels, reports (info, metrics, inventory), metric samples,
   log lines, rollout rings or networks that their pydantic model refuses.
@@ -40,10 +40,10 @@ from controller.store.models import (
 )
 from controller.store.models.core import Base
 from protocol.bounded_json import JsonRefused, load_json
-from protocol.bounds import MAX_SAFE_INT
 from protocol.desired_state import ImageFormat, Name, NodeSettings, Sha256Hex
 from protocol.inventory import RegistrationInventory
 from protocol.messages import InfoMessage, LogLine, MetricsMessage, Serial
+from protocol.model_base import MAX_COUNT
 
 __all__ = ["Problem", "check_database"]
 
@@ -59,14 +59,19 @@ class Problem:
         return f"{self.table}[{self.row}].{self.field}: {self.problem}"
 
 
+MAX_STORED_INT = 2**63 - 1
+"""No integer the API takes is larger (a database column holds no more)."""
+
+
 def _numbers(value: Any, path: str) -> Iterator[tuple[str, str]]:
-    """(path, problem) for every non-finite or out-of-range number inside ``value``."""
+    """(path, problem) for every non-finite or unstorable number inside ``value`` (the
+    ranges of each field are its model's, checked by :func:`_rules`)."""
     if isinstance(value, bool):
         return
     if isinstance(value, float) and not math.isfinite(value):
         yield path, f"{value!r} is not a finite number"
-    elif isinstance(value, int) and abs(value) > MAX_SAFE_INT:
-        yield path, f"{value} is outside ±(2**53-1)"
+    elif isinstance(value, int) and abs(value) > MAX_STORED_INT:
+        yield path, f"{value} is outside ±(2**63-1)"
     elif isinstance(value, dict):
         for k, v in value.items():
             yield from _numbers(v, f"{path}.{k}")
@@ -135,12 +140,12 @@ def _counters(s: Session) -> Iterator[Problem]:
     for n in s.scalars(select(Node)):
         for field in ("config_generation", "reboot_counter"):
             value = getattr(n, field)
-            if not 0 <= value <= MAX_SAFE_INT:
+            if not 0 <= value <= MAX_COUNT:
                 yield Problem("nodes", n.serial, field, f"{value} is out of range")
     for a in s.scalars(select(Assignment)):
         for field in ("restart_counter", "purge_counter"):
             value = getattr(a, field)
-            if not 0 <= value <= MAX_SAFE_INT:
+            if not 0 <= value <= MAX_COUNT:
                 yield Problem("assignments", str(a.id), field, f"{value} is out of range")
 
 

@@ -17,12 +17,21 @@ __all__ = ["ApiError", "conflict", "field_error", "invalid", "validation_details
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Any = None,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.retry_after_s = retry_after_s
+        """Sent as ``Retry-After`` (a temporary refusal: 503, 429)."""
 
 
 def invalid(details: list[dict[str, str]], message: str = "request is invalid") -> ApiError:

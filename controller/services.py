@@ -9,6 +9,7 @@ from controller.settings import ControllerSettings
 from controller.store.database import Database
 from controller.store.notify import ConfigNotifier
 from controller.store.pki import ControllerPki
+from controller.store.write_behind import WriteBehind
 
 __all__ = ["Services"]
 
@@ -19,3 +20,5 @@ class Services:
     db: Database
     pki: ControllerPki
     notifier: ConfigNotifier
+    writes: WriteBehind
+    """Last-seen times and metrics, written in batches."""

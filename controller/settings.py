@@ -31,6 +31,9 @@ class ControllerSettings:
     node_config_interval_s: float = 60.0
     """Config poll interval sent to nodes in their desired state (EVE's default: 60 s)."""
 
+    max_parked_polls: int = 25_000
+    """Long-polls one process holds at once; more are refused (503, Retry-After)."""
+
     tls_hosts: tuple[str, ...] = field(default=("localhost", "127.0.0.1"))
     """Names and addresses put into the TLS server certificate at ``init``."""
 

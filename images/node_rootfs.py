@@ -1,9 +1,11 @@
 """What goes into the Outpost node image's root file system (Debian + the agent + units).
 
-Debian stage: ``mmdebstrap`` (via :func:`images.inference_rootfs.debootstrap`, .debs cached)
+Debian stage: ``mmdebstrap`` (via :func:`images.debian_rootfs.debootstrap`, .debs cached)
 with :data:`PACKAGES`: systemd, the Debian cloud kernel, libvirt + QEMU (VM apps), podman +
-runc (container apps), nftables, the TSS libraries (the agent's TPM is the VM's vTPM,
-``/dev/tpmrm0``), openssh-server + sudo + rsync (for Vagrant). Python stage: the agent's PyPI
+runc (container apps), nftables + dnsmasq (the agent's firewall and app networks), the TSS
+libraries (the agent's TPM is the VM's vTPM, ``/dev/tpmrm0``), openssh-server (stopped: only
+the agent starts it, while the config's debug access asks for SSH) + sudo + rsync (for the
+Vagrant variant). Python stage: the agent's PyPI
 dependencies as wheels (:data:`REQUIREMENTS`, pinned to the building environment's versions;
 ``tpm2-pytss`` and ``libvirt-python`` are built once from their sdists against Debian 12's
 libraries, which the guest has too) and the controller's (:data:`CONTROLLER_REQUIREMENTS`, for
@@ -13,9 +15,18 @@ in ``/opt/outpost/site``; the agent's packages
 
 Boot: ``outpost-node-config.service`` copies the node's settings and onboarding bundle from a
 config disk labelled :data:`CONFIG_LABEL` (else from ``/etc/outpost/``, where Vagrant's
-provisioner puts them) to ``/run/outpost/``; ``outpost-agent.service`` then runs the agent
-(state in ``/var/lib/outpost``, so the checkpoint survives reboots). One base image serves
-every node: everything per node is on the config disk.
+provisioner puts them) to ``/run/outpost/``; ``outpost-agent.service`` prints the node's
+identity on the console (``outpost-agent identity``: the device and EK certificate
+fingerprints an operator pins in a claim) and then runs the agent (state in
+``/var/lib/outpost``, so the checkpoint survives reboots). One base image serves every node:
+everything per node is on the config disk.
+
+Variants (:func:`configure`): ``node`` (the production image) has no login at all: no
+``vagrant`` user, no Vagrant key, no console getty, sshd disabled (the agent starts it only
+while the config enables debug SSH, and the firewall opens port 22 only then). ``vagrant``
+(the lab's box only, :mod:`images.vagrant_box`) adds user ``vagrant`` with Vagrant's public
+insecure key and passwordless sudo and enables sshd, as ``vagrant up`` needs: never use it
+outside a lab.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ import sys
 from pathlib import Path
 
 from images.common import ImageBuildError
-from images.inference_rootfs import REPO_ROOT, _pip, constraints
+from images.debian_rootfs import REPO_ROOT, constraints, pip
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +50,7 @@ PACKAGES = (
     "kmod",
     "iproute2",
     "nftables",
+    "dnsmasq-base",
     "ca-certificates",
     "python3",
     "libvirt-daemon-system",
@@ -90,6 +102,9 @@ BUNDLE_DIR = "/run/outpost/bundle"
 STATE_DIR = "/var/lib/outpost/state"
 READY_MARKER = "outpost-agent: started"
 VAGRANT_KEY = Path(__file__).resolve().parent / "assets" / "vagrant-insecure.pub"
+VARIANTS = ("node", "vagrant")
+SSH_UNIT = "ssh.service"
+IDENTITY_MARKER = "outpost-agent identity"
 CMDLINE = "root=LABEL=outpost-root ro console=ttyS0 net.ifnames=0 quiet systemd.show_status=1"
 
 CONFIG_SCRIPT = f"""#!/bin/sh
@@ -149,6 +164,9 @@ Requires=outpost-node-config.service
 
 [Service]
 ExecStartPre=/bin/echo "{READY_MARKER}"
+# the fingerprints to pin in the node's claim, on the console at every start ("-": a TPM
+# not ready yet does not stop the agent, which reports it itself)
+ExecStartPre=-/usr/local/bin/outpost-agent --config {AGENT_CONFIG} identity
 ExecStart=/usr/local/bin/outpost-agent --config {AGENT_CONFIG} run
 Restart=always
 RestartSec=3
@@ -170,7 +188,7 @@ runtime = "runc"
 
 NETWORK = "[Match]\nName=eth* en*\n\n[Network]\nDHCP=yes\n"
 MASKED = (
-    "getty.target",  # no login on any console: SSH (Vagrant) or nothing
+    "getty.target",  # no login on any console (debug_console unmasks the serial getty)
     "serial-getty@ttyS0.service",
     "console-getty.service",
     "autovt@.service",
@@ -194,7 +212,6 @@ SSH_DROPIN = (  # host keys per node, made at first boot (before sshd's own conf
 ENABLED = (
     "systemd-networkd.service",
     "systemd-networkd-wait-online.service",
-    "ssh.service",
     "outpost-node-config.service",
     "outpost-agent.service",
 )
@@ -209,9 +226,9 @@ def fetch_wheels(cache: Path) -> dict[str, str]:
     pins.write_text(constraints())
     common = ["wheel", "-q", "--prefer-binary", "-w", str(wheels), "-c", str(pins)]
     try:
-        _pip([*common, "--no-index", "--find-links", str(wheels), *REQUIREMENTS], "pip wheel")
+        pip([*common, "--no-index", "--find-links", str(wheels), *REQUIREMENTS], "pip wheel")
     except ImageBuildError:
-        _pip([*common, *REQUIREMENTS], "pip wheel (needs libtss2-dev, libvirt-dev, gcc)")
+        pip([*common, *REQUIREMENTS], "pip wheel (needs libtss2-dev, libvirt-dev, gcc)")
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(wheels.glob("*"))}
 
 
@@ -223,7 +240,7 @@ def install_python(root: Path, cache: Path) -> None:
     args = ["install", "-q", "--no-index", "--no-compile", "--find-links"]
     args += [str(cache / "node-wheels"), "--target", str(site), "-c"]
     args += [str(cache / "node-constraints.txt"), *REQUIREMENTS]
-    _pip(args, "pip install --target")
+    pip(args, "pip install --target")
     shutil.rmtree(site / "bin", ignore_errors=True)
 
 
@@ -272,10 +289,22 @@ def _chroot(root: Path, *args: str) -> None:
         raise ImageBuildError(f"chroot {' '.join(args)}: {done.stderr.strip()}")
 
 
+def _has_vagrant_user(root: Path) -> bool:
+    return "\nvagrant:" in "\n" + (root / "etc/passwd").read_text()
+
+
+def _remove_vagrant_user(root: Path) -> None:
+    """No ``vagrant`` user, key or sudo rule (the work tree may hold a Vagrant build's)."""
+    if _has_vagrant_user(root):
+        _chroot(root, "userdel", "--remove", "vagrant")
+    (root / "etc/sudoers.d/vagrant").unlink(missing_ok=True)
+    shutil.rmtree(root / "home/vagrant", ignore_errors=True)
+
+
 def _add_vagrant_user(root: Path) -> None:
     """User ``vagrant`` (password locked, sudo without password, Vagrant's insecure public
-    key: the box convention; Vagrant replaces the key on first ``vagrant up``)."""
-    if "\nvagrant:" not in "\n" + (root / "etc/passwd").read_text():
+    key: the box convention; Vagrant replaces the key on first ``vagrant up``). Lab only."""
+    if not _has_vagrant_user(root):
         _chroot(root, "useradd", "--create-home", "--shell", "/bin/bash", "vagrant")
     home = root / "home/vagrant"
     _write(home / ".ssh/authorized_keys", VAGRANT_KEY.read_text(), 0o600)
@@ -290,8 +319,11 @@ def _add_vagrant_user(root: Path) -> None:
     _write(root / "etc/sudoers.d/vagrant", "vagrant ALL=(ALL) NOPASSWD: ALL\n", 0o440)
 
 
-def configure(root: Path) -> None:
-    """Host name, fstab, network, podman defaults, the agent's units; idempotent."""
+def configure(root: Path, variant: str = "node") -> None:
+    """Host name, fstab, network, podman defaults, the agent's units, and the variant's
+    access (see the module docstring); idempotent, and either variant undoes the other."""
+    if variant not in VARIANTS:
+        raise ImageBuildError(f"unknown node image variant {variant!r} (one of {VARIANTS})")
     _write(root / "etc/hostname", "outpost-node\n")
     _write(root / "etc/hosts", "127.0.0.1 localhost\n127.0.1.1 outpost-node\n")
     _write(root / "etc/fstab", "LABEL=outpost-root / ext4 defaults,noatime 0 1\n")
@@ -306,8 +338,13 @@ def configure(root: Path) -> None:
     (root / "etc/outpost").mkdir(mode=0o700, exist_ok=True)
     (root / STATE_DIR.lstrip("/")).mkdir(parents=True, exist_ok=True)
     (root / STATE_DIR.lstrip("/")).chmod(0o755)  # QEMU (libvirt-qemu) traverses it
-    _add_vagrant_user(root)
-    for args in (("enable", *ENABLED), ("mask", *MASKED)):
+    vagrant = variant == "vagrant"
+    if vagrant:
+        _add_vagrant_user(root)
+    else:
+        _remove_vagrant_user(root)
+    ssh = ("enable" if vagrant else "disable", SSH_UNIT)
+    for args in (("enable", *ENABLED), ("mask", *MASKED), ssh):
         done = subprocess.run(
             ["systemctl", f"--root={root}", *args], capture_output=True, text=True
         )

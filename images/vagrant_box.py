@@ -3,6 +3,11 @@ downloads nothing.
 
     python -m images.vagrant_box [--out build/node] [--force]
 
+The box holds the node image's ``vagrant`` variant (``outpost-node-vagrant.qcow2``): the
+production image plus user ``vagrant`` with Vagrant's PUBLIC insecure key, passwordless
+sudo and sshd enabled, which ``vagrant up`` needs to provision the machines. That access is
+the lab's only: the production node image (``outpost-node.qcow2``) has none of it.
+
 Box format (vagrant-libvirt, metadata v1): an uncompressed tar with ``box.img`` (the qcow2
 node image), ``metadata.json`` (``{"provider": "libvirt", "format": "qcow2",
 "virtual_size": <GiB>}``) and a ``Vagrantfile`` with the box's provider defaults. Add it with
@@ -25,7 +30,7 @@ from pathlib import Path
 
 from attestation.files import sha256_file
 from images import node_image, stamp
-from images.build import _locked
+from images.build_lock import build_lock
 from images.common import ImageBuildError
 
 __all__ = ["BOX_FILE", "BOX_NAME", "box_metadata", "build_box"]
@@ -80,14 +85,15 @@ def _normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 
 def build_box(out_dir: Path = node_image.DEFAULT_OUT_DIR, force: bool = False) -> Path:
-    """Build (or reuse) the node image, then the box next to it; returns the box's path."""
+    """Build (or reuse) the node image's vagrant variant, then the box next to it; returns
+    the box's path."""
     out_dir = Path(out_dir).absolute()
-    image = node_image.build_node_image(out_dir, force=force)
+    image = node_image.build_node_image(out_dir, force=force, variant="vagrant")
     box = out_dir / BOX_FILE
-    with _locked(out_dir):
+    with build_lock(out_dir):
         records = stamp.load(out_dir)
         inputs = {
-            "image_sha256": records.get(node_image.STAMP_KEY, {}).get("sha256", ""),
+            "image_sha256": records.get(node_image.STAMP_KEYS["vagrant"], {}).get("sha256", ""),
             "recipe": stamp.source_hash(("vagrant_box.py",)),
         }
         if not force and stamp.is_fresh(records.get(STAMP_KEY), inputs, box):

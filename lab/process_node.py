@@ -24,6 +24,7 @@ from lab import netlab
 from lab.errors import LabError
 from lab.procs import alive, spawn
 from lab.state import LabState, NodeRecord, ProcRef
+from lab.swtpm_ek import EkCaError, LocalEkCa
 
 __all__ = ["SWTPM_PORT", "agent_settings", "prepare_node", "start_agent", "start_swtpm"]
 
@@ -52,12 +53,19 @@ def _listening(pid: int, port: int) -> bool:
     return any(f[1] == want and f[3] == "0A" for f in (line.split() for line in lines))
 
 
-def start_swtpm(node: NodeRecord) -> ProcRef:
-    """Start the node's swtpm in its namespace and wait until its ctrl port listens."""
+def start_swtpm(node: NodeRecord, ek_ca: LocalEkCa | None = None) -> ProcRef:
+    """Start the node's swtpm in its namespace (returns at once; :func:`wait_swtpm` waits
+    for its ctrl port). With ``ek_ca`` a new TPM state is first given EK certificates from
+    that CA, as a real TPM has from its maker."""
     if shutil.which("swtpm") is None:
         raise LabError("swtpm is not installed: run `make setup` (Debian swtpm, swtpm-tools)")
     state = node.dir / "swtpm"
     state.mkdir(exist_ok=True)
+    if ek_ca is not None:
+        try:
+            ek_ca.manufacture(state)
+        except EkCaError as exc:
+            raise LabError(f"{node.name}: {exc}") from exc
     argv = netlab.in_netns(
         node.netns,
         [

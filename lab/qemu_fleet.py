@@ -17,6 +17,7 @@ from typing import Any
 from lab.errors import LabError
 from lab.procs import proc_ref
 from lab.state import LabState, NodeRecord
+from lab.swtpm_ek import lab_ek_ca
 from lab.watch import Progress
 
 __all__ = [
@@ -77,6 +78,7 @@ def _node(state: LabState, node: NodeRecord, bundle: Path) -> Any:
             vcpus=state.qemu.vcpus,
             serial_number=node.serial,
             accel=state.qemu.accel,
+            ek_ca_dir=lab_ek_ca(state.dir).dir,
         )
     )
 

@@ -8,7 +8,8 @@ boot probe says KVM really works, else TCG), a ``tpm-crb`` vTPM backed by a per-
 the serial console in a log file.  A small FAT config disk carries the agent settings (its
 serial, the vTPM) and the onboarding bundle, so one base image serves every node.
 
-Network: QEMU user networking with ``restrict=on`` (no egress at all) plus one ``guestfwd``:
+Network: QEMU user networking with ``restrict=on`` (no egress at all; optional ``hostfwd``
+ports from 127.0.0.1 for scanning the node from outside) plus one ``guestfwd``:
 the guest's :data:`GUEST_CONTROLLER_IP`:``GUEST_CONTROLLER_PORT`` runs a relay (one process
 per connection, :data:`RELAY`) to the controller's host:port.  The node therefore talks to
 ``https://10.0.2.100:8443``: the controller must serve that address (``outpost-controller
@@ -38,6 +39,7 @@ from typing import Any
 
 from images.node_image import agent_settings, config_disk
 from lab.errors import LabError
+from lab.swtpm_ek import EkCaError, LocalEkCa
 
 __all__ = [
     "GUEST_CONTROLLER_IP",
@@ -106,6 +108,12 @@ class QemuNodeConfig:
     """auto (the agent's KVM boot probe) | kvm | tcg."""
     agent_overrides: tuple[tuple[str, Any], ...] = ()
     """Extra agent settings, e.g. (("config_interval_s", 2.0),)."""
+    ek_ca_dir: Path | None = None
+    """A local swtpm CA (``lab.swtpm_ek``): the vTPM's new state gets EK certificates from
+    it, as a real TPM has from its maker (None: a vTPM without EK certificates)."""
+    probe_ports: tuple[tuple[int, int], ...] = ()
+    """(host port, guest port) pairs forwarded from 127.0.0.1 to the guest, so a test can
+    scan the node from outside (nothing else reaches the guest)."""
 
 
 class QemuNode:
@@ -246,6 +254,11 @@ class QemuNode:
     def _start_swtpm(self) -> None:
         state = self.dir / "tpm"
         state.mkdir(mode=0o700, exist_ok=True)
+        if self.config.ek_ca_dir is not None:
+            try:
+                LocalEkCa(self.config.ek_ca_dir).manufacture(state)
+            except EkCaError as exc:
+                raise LabError(f"{self.config.name}: {exc}") from exc
         sock = self.dir / "swtpm.sock"
         sock.unlink(missing_ok=True)
         self._spawn(
@@ -280,9 +293,10 @@ class QemuNode:
         relay = f"cmd:{sys.executable} {self.dir / 'relay.py'} {cfg.controller_host} "
         relay += str(cfg.controller_port)
         netdev = (
-            "user,id=n0,restrict=on,hostname=" + cfg.name + ",guestfwd=tcp:"
-            f"{GUEST_CONTROLLER_IP}:{GUEST_CONTROLLER_PORT}-{relay}"
-        )
+            "user,id=n0,restrict=on,hostname=" + cfg.name
+            + "".join(f",hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in cfg.probe_ports)
+            + f",guestfwd=tcp:{GUEST_CONTROLLER_IP}:{GUEST_CONTROLLER_PORT}-{relay}"
+        )  # fmt: skip
         return [
             shutil.which(QEMU) or QEMU,
             "-name",

@@ -39,6 +39,7 @@ from lab.state import (
     now_iso,
     save_state,
 )
+from lab.swtpm_ek import lab_ek_ca
 from lab.watch import NodeView, Progress, wait_for_nodes
 
 __all__ = ["check_port_free", "node_names", "up"]
@@ -216,7 +217,7 @@ def _build(state: LabState, req: UpRequest, progress: Progress) -> None:
     ensure_daemon(state.libvirt_uri)
     for node in state.nodes:
         prepare_node(state, node, state.controller.port)
-        node.processes["swtpm"] = start_swtpm(node)
+        node.processes["swtpm"] = start_swtpm(node, lab_ek_ca(state.dir))
         save_state(state)
     for node in state.nodes:
         wait_swtpm(node, node.processes["swtpm"])

@@ -4,6 +4,10 @@ The token is kept in memory only (so every agent start attests again) and is sen
 with every ``config`` request.  The agent attests again when it has none, when it
 is about to expire, when something new was measured since the last attestation, and
 whenever ``config`` answers 403 for want of a valid token.
+
+Until the controller has enrolled the AK, the quote request carries the answer to its
+credential challenge (from register, or a new one in the nonce answer), which proves the
+AK lives in the TPM the EK certificate names.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from attestation.pki import Identity
 from attestation.tpm import Tpm
 from node_agent.client import ControllerClient
 from node_agent.measure import Measurements
+from node_agent.tpm_enrolment import PendingAnswer, answer_challenge
 from protocol.attest import (
     AttestResponse,
     AttestResult,
@@ -52,11 +57,14 @@ class Attestor:
         measurements: Measurements,
         tpm: Tpm | None,
         device_key_in_tpm: bool,
+        pending: PendingAnswer | None = None,
     ) -> None:
         self.client = client
         self.measurements = measurements
         self.tpm = tpm
         self.device_key_in_tpm = device_key_in_tpm
+        self.pending = pending
+        """The credential answer waiting for the first quote (None: nothing kept on disk)."""
         self.token: str | None = None
         self._renew_at = 0.0
         self._events_attested = -1
@@ -91,6 +99,14 @@ class Attestor:
                 event_log=events,
             )
         evidence = self.tpm.quote(raw_nonce, list(QUOTED_PCRS))
+        credential = None
+        if not nonce.ak_enrolled:
+            if nonce.credential is not None:
+                credential = answer_challenge(self.tpm, nonce.credential)
+                if self.pending is not None:
+                    self.pending.save(credential)
+            elif self.pending is not None:
+                credential = self.pending.load()
         proof = None
         if not nonce.ak_enrolled and self.device_key_in_tpm:
             attest, signature = self.tpm.certify_device_key(raw_nonce)
@@ -109,6 +125,7 @@ class Attestor:
             ak_public=_b64(self.tpm.public("ak")),
             ek_public=None if nonce.ak_enrolled else _b64(self.tpm.public("ek")),
             device_key=proof,
+            credential=credential,
         )
 
     def submit(self, device: Identity, request: QuoteRequest) -> AttestResponse:
@@ -125,6 +142,8 @@ class Attestor:
             log.error("attestation refused: %s %s", answer.result.value, answer.reason)
             raise AttestationRefused(answer.result, answer.reason)
         self.token = answer.integrity_token
+        if request.credential is not None and self.pending is not None:
+            self.pending.clear()  # the AK is enrolled: the answer is used up
         self._renew_at = time.monotonic() + RENEW_AT * (answer.expires_in_s or 60.0)
         self._events_attested = len(request.event_log)
         log.info("attested (%d measurements)", len(request.event_log))

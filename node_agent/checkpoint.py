@@ -40,13 +40,14 @@ class Checkpoint:
     def save(self, wire: Any) -> None:
         atomic_write(self.path, json.dumps({"envelope": wire}).encode(), mode=0o600)
 
-    def load(self, verifier: ConfigVerifier, node_uuid: str) -> DesiredState | None:
-        """The checkpointed config if present and still verifies; None otherwise."""
+    def load(self, verifier: ConfigVerifier, node_uuid: str, floor: int = 0) -> DesiredState | None:
+        """The checkpointed config if present and still verifies (signer still trusted,
+        generation not below ``floor``); None otherwise."""
         if not self.path.exists():
             return None
         try:
             wire = json.loads(self.path.read_text())["envelope"]
-            return verifier.verify(wire, node_uuid)
+            return verifier.verify(wire, node_uuid, floor=floor)
         except (ValueError, KeyError, ConfigRejected) as exc:
             log.error("checkpoint %s unusable, ignoring it: %s", self.path, exc)
             return None

@@ -1,4 +1,6 @@
-"""``outpost-agent``: run the node agent (``run``) or one pass of it (``once``)."""
+"""``outpost-agent``: run the node agent (``run``), one pass of it (``once``), or print
+the node's identity (``identity``: the device cert and EK cert sha256 fingerprints an
+operator pins in a claim; the node image prints it on its console at every boot)."""
 
 from __future__ import annotations
 
@@ -11,10 +13,10 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from attestation.tpm import TpmError
+from attestation.tpm import Tpm, TpmError, parse_tpm_setting
 from node_agent.agent import Agent
 from node_agent.client import ControllerError, Unreachable
-from node_agent.identity import IdentityError, OnboardingRefused
+from node_agent.identity import IdentityError, OnboardingRefused, fingerprints
 from node_agent.runtime.base import Runtime
 from node_agent.settings import AgentSettings, SettingsError, load_settings
 
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config-interval", type=float, dest="config_interval_s")
     parser.add_argument("--tpm", help="none | auto | device:/dev/tpmrm0 | swtpm:host=H,port=P")
     parser.add_argument("--log-level", default=os.environ.get("OUTPOST_LOG_LEVEL", "INFO"))
-    parser.add_argument("command", choices=("run", "once"))
+    parser.add_argument("command", choices=("run", "once", "identity"))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         settings = load_settings(args.config, overrides)
+        if args.command == "identity":
+            return _print_identity(settings)
         agent = Agent(settings, build_runtimes)
     except (SettingsError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -96,6 +100,30 @@ def main(argv: list[str] | None = None) -> int:
     except (TpmError, IdentityError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _print_identity(settings: AgentSettings) -> int:
+    """``outpost-agent identity``: the fingerprints an operator pastes into a claim."""
+    tpm: Tpm | None = None
+    try:
+        setting = parse_tpm_setting(settings.tpm)
+        if setting.kind != "none":
+            tpm = Tpm(setting)
+            tpm.ensure_keys()
+        found = fingerprints(settings.state_dir, settings.serial, tpm)
+    except (TpmError, IdentityError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if tpm is not None:
+            tpm.close()
+    ek = found.ek_cert_sha256 or (
+        "none (the TPM has no EK certificate)" if tpm else "none (no TPM)"
+    )
+    print(f"outpost-agent identity: serial {settings.serial}")
+    print(f"device-cert-sha256: {found.device_cert_sha256}")
+    print(f"ek-cert-sha256: {ek}")
     return 0
 
 

@@ -2,7 +2,11 @@
 
 Layout of ``<state_dir>/identity`` (0700): ``device.pem``, the pinned ``root-ca.pem``
 copied from the onboarding bundle, and ``node.json`` holding the UUID the controller
-assigned at registration.  The device key is either
+assigned at registration and the generation floor it gave (configs older than that are
+refused while the node has no checkpoint).  With a TPM, register also carries the TPM's
+EK certificate and AK (:mod:`node_agent.tpm_enrolment`) and the controller's credential
+challenge is answered at once (the answer waits in ``credential.json`` for the first
+quote).  The device key is either
 
 - TPM-resident (``tpm.json`` names its persistent handle; the key never leaves the
   TPM and signs through it), when the agent has a TPM at first start, or
@@ -24,14 +28,19 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from attestation import pki
+from attestation.ek_cert import ek_fingerprint
 from attestation.files import atomic_write
-from attestation.tpm import DEVICE_KEY_HANDLE, Tpm
+from attestation.tpm import DEVICE_KEY_HANDLE, Tpm, TpmError
 from node_agent.client import ControllerClient, ControllerError
+from node_agent.tpm_enrolment import PendingAnswer, answer_challenge, tpm_registration
+from protocol.messages import RegisterResponse
 
 __all__ = [
+    "Fingerprints",
     "IdentityError",
     "NodeIdentity",
     "OnboardingRefused",
+    "fingerprints",
     "load_identity",
     "load_or_create_device",
     "onboard",
@@ -42,11 +51,12 @@ log = logging.getLogger(__name__)
 
 
 class OnboardingRefused(Exception):
-    """The controller said no; ``status`` tells why (403 not claimed, 409, 401, 422)."""
+    """The controller said no; ``status`` and ``code`` tell why (403 not claimed or
+    revoked, 409, 401, 422)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str = "") -> None:
         super().__init__(message)
-        self.status = status
+        self.status, self.code = status, code
 
 
 class IdentityError(Exception):
@@ -59,6 +69,8 @@ class NodeIdentity:
     node_uuid: str
     root_ca: Path
     key_in_tpm: bool = False
+    generation_floor: int = 0
+    """Configs older than this are refused while no checkpoint is held."""
 
 
 def _dir(state_dir: Path) -> Path:
@@ -117,6 +129,23 @@ def load_or_create_device(state_dir: Path, serial: str, tpm: Tpm | None = None) 
     return identity
 
 
+@dataclass(frozen=True)
+class Fingerprints:
+    """What an operator pins in a claim: the node's device cert and TPM EK cert."""
+
+    device_cert_sha256: str
+    ek_cert_sha256: str | None
+    """None: no TPM, or a TPM without an EK certificate."""
+
+
+def fingerprints(state_dir: Path, serial: str, tpm: Tpm | None) -> Fingerprints:
+    """The node's fingerprints; the device identity is made now if it was not yet (so
+    what is printed is what register will send)."""
+    device = load_or_create_device(state_dir, serial, tpm)
+    ek_cert = tpm.ek_certificate() if tpm is not None else None
+    return Fingerprints(device.sha256, ek_fingerprint(ek_cert) if ek_cert else None)
+
+
 def load_identity(state_dir: Path, tpm: Tpm | None = None) -> NodeIdentity | None:
     """The onboarded identity, or None when the node has not registered yet."""
     d = state_dir / "identity"
@@ -128,7 +157,8 @@ def load_identity(state_dir: Path, tpm: Tpm | None = None) -> NodeIdentity | Non
     if device is None:
         raise IdentityError(f"{d}: node.json without device.pem")
     in_tpm = not (d / "device.key").exists()
-    return NodeIdentity(device, node["node_uuid"], d / "root-ca.pem", in_tpm)
+    floor = int(node.get("generation_floor", 0))
+    return NodeIdentity(device, node["node_uuid"], d / "root-ca.pem", in_tpm, floor)
 
 
 def onboard(
@@ -143,21 +173,37 @@ def onboard(
     d = _dir(state_dir)
     device = load_or_create_device(state_dir, serial, tpm)
     onboarding = pki.load_identity(bundle_dir / "onboarding.pem", bundle_dir / "onboarding.key")
-    body = {
+    body: dict[str, Any] = {
         "serial": serial,
         "onboarding_cert_pem": onboarding.cert_pem(),
         "device_cert_pem": device.cert_pem(),
         "inventory": {**inventory, "tpm": tpm.kind if tpm else "none"},
     }
+    if tpm is not None:
+        body["tpm"] = tpm_registration(tpm).model_dump(mode="json", exclude_none=True)
     try:
         status, answer = client.register(onboarding, body)
     except ControllerError as exc:
-        raise OnboardingRefused(exc.status, str(exc)) from exc
+        raise OnboardingRefused(exc.status, str(exc), exc.code) from exc
+    try:
+        registered = RegisterResponse.model_validate(answer)
+    except ValueError as exc:
+        raise OnboardingRefused(502, f"the controller's register answer is invalid: {exc}") from exc
+    if registered.credential is not None:
+        if tpm is None:
+            raise OnboardingRefused(502, "the controller sent a TPM challenge to a TPM-less node")
+        try:
+            PendingAnswer(state_dir).save(answer_challenge(tpm, registered.credential))
+        except TpmError as exc:
+            raise OnboardingRefused(403, f"credential challenge not answered: {exc}") from exc
     atomic_write(d / "root-ca.pem", (bundle_dir / "root-ca.pem").read_bytes())
-    atomic_write(d / "node.json", json.dumps({"node_uuid": answer["node_uuid"]}).encode())
+    node = {"node_uuid": registered.node_uuid, "generation_floor": registered.generation_floor}
+    atomic_write(d / "node.json", json.dumps(node).encode())
     log.info("onboarded (%s)", "new" if status == 201 else "already registered")
     in_tpm = not (d / "device.key").exists()
-    return NodeIdentity(device, answer["node_uuid"], d / "root-ca.pem", in_tpm)
+    return NodeIdentity(
+        device, registered.node_uuid, d / "root-ca.pem", in_tpm, registered.generation_floor
+    )
 
 
 def renew_if_due(
@@ -192,4 +238,10 @@ def renew_if_due(
     atomic_write(d / "device.pem", renewed.cert_pem().encode())
     pending.unlink()
     log.info("device certificate renewed", extra={"cert_sha256": renewed.sha256})
-    return NodeIdentity(renewed, identity.node_uuid, identity.root_ca, identity.key_in_tpm)
+    return NodeIdentity(
+        renewed,
+        identity.node_uuid,
+        identity.root_ca,
+        identity.key_in_tpm,
+        identity.generation_floor,
+    )

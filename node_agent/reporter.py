@@ -6,6 +6,10 @@
 * logs: the shipper batches new agent/console lines into the outbox; queued batches go
   out oldest first and stay queued (bounded) while the controller is away.
 * metrics: a sample every ``metrics_interval_s``; lost samples are not resent.
+
+While the controller has revoked the node (:class:`node_agent.revocation.Revocation`)
+nothing is sent (info and logs stay in the outbox); a send answered 403 "revoked" is
+noted there, not logged as an outage.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from node_agent.client import ControllerError, Unreachable
 from node_agent.log_shipper import AgentLogBuffer, LogShipper
 from node_agent.metrics import collect_metrics, libvirt_stats, podman_stats
 from node_agent.outbox import Outbox
+from node_agent.revocation import Revocation
 from node_agent.runtime.base import Runtime
 from node_agent.settings import AgentSettings
 from protocol.messages import AppMetrics, InfoMessage
@@ -31,9 +36,16 @@ Send = Callable[[str, dict[str, Any]], Any]  # (path, body) → answer; raises S
 
 
 class Reporter:
-    def __init__(self, settings: AgentSettings, send: Send, log_buffer: AgentLogBuffer) -> None:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        send: Send,
+        log_buffer: AgentLogBuffer,
+        revocation: Revocation | None = None,
+    ) -> None:
         self.settings = settings
         self.send = send
+        self.revocation = revocation or Revocation(settings.revoked_check_s)
         self.outbox = Outbox(settings.state_dir)
         self.shipper = LogShipper(settings.state_dir, self.outbox, log_buffer)
         self._last: dict[str, Any] | None = None
@@ -54,10 +66,13 @@ class Reporter:
         pending = self.outbox.pending_info()
         if pending is None:
             return True
+        if self.revocation.revoked:
+            return False
         try:
             self.send("info", pending)
         except SEND_ERRORS as exc:
-            log.warning("info not delivered (kept in the outbox): %s", exc)
+            if not self.revocation.note(exc):
+                log.warning("info not delivered (kept in the outbox): %s", exc)
             return False
         self.outbox.info_delivered(pending)
         return True
@@ -69,15 +84,20 @@ class Reporter:
             return 0
         self._next_logs = now + self.settings.log_ship_interval_s
         self.shipper.collect()
+        if self.revocation.revoked:
+            return 0
         try:
             return self.outbox.deliver_logs(lambda batch: self.send("logs", batch))
         except SEND_ERRORS as exc:
-            log.warning("%d log batches queued (controller away): %s", self.outbox.queued(), exc)
+            if not self.revocation.note(exc):
+                log.warning(
+                    "%d log batches queued (controller away): %s", self.outbox.queued(), exc
+                )
             return 0
 
     def metrics(self, runtimes: Mapping[str, Runtime], interval_s: float) -> bool:
         now = time.monotonic()
-        if now < self._next_metrics:
+        if now < self._next_metrics or self.revocation.revoked:
             return False
         self._next_metrics = now + interval_s
         apps: list[AppMetrics] = []
@@ -98,7 +118,8 @@ class Reporter:
                 "metrics", collect_metrics(self.settings.state_dir, apps).model_dump(mode="json")
             )
         except SEND_ERRORS as exc:
-            log.debug("metrics sample lost: %s", exc)
+            if not self.revocation.note(exc):
+                log.debug("metrics sample lost: %s", exc)
             return False
         return True
 

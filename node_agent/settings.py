@@ -58,6 +58,8 @@ class AgentSettings(BaseModel):
     for agents sharing a host namespace (tests, the demo), whose firewall it would replace."""
     device_cert_renew_days: int = Field(default=30, ge=1, le=36500)
     """Renew the self-signed device cert when it expires within this many days."""
+    revoked_check_s: float = Field(default=600.0, ge=0.2, le=86400)
+    """After the controller answered 403 "revoked": ask again only this often."""
 
     @field_validator("tpm")
     @classmethod

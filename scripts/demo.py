@@ -4,12 +4,15 @@ a demo container app and a demo VM.
 Everything lives in .demo/ (or --dir; reused on the next run; --fresh starts over).  The
 controller, swtpm and the agent run as child processes, each in its own session, so a
 terminal's Ctrl-C reaches only this script; the agent's device key lives in the swtpm and
-it must attest (TPM quote + event log) before it gets its config.  Ctrl-C (or SIGTERM)
-removes the apps through the operator API, waits until the node no longer reports them and
-neither `virsh list --all` nor `podman ps -a` shows its VM or container, then stops the
-agent, swtpm and the controller, in that order (a second Ctrl-C stops waiting).
---exit-when-running does the same as soon as both apps are RUNNING and the node is
-attested (for scripted checks).  Exit status: 0 stopped cleanly, 1 something was left.
+it must attest (TPM quote + event log) before it gets its config.  The swtpm is made like a
+TPM from a factory: EK certificates from a local test CA (.demo/ek-ca; its bundle
+.demo/ek-ca/ek-ca-bundle.pem is the controller's EK CA bundle; a .demo made before EK
+certificates existed needs --fresh).  Ctrl-C (or SIGTERM) removes the apps through the
+operator API, waits until the node no longer reports them and neither `virsh list --all`
+nor `podman ps -a` shows its VM or container, then stops the agent, swtpm and the
+controller, in that order (a second Ctrl-C stops waiting).  --exit-when-running does the
+same as soon as both apps are RUNNING and the node is attested (for scripted checks).
+Exit status: 0 stopped cleanly, 1 something was left.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+
+from lab.swtpm_ek import EkCaError, LocalEkCa
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"
@@ -189,7 +194,10 @@ def start_swtpm(children: Children, signals: Signals) -> int:
     if shutil.which("swtpm") is None:
         raise SystemExit("swtpm is not installed: run `make setup` (Debian swtpm, swtpm-tools)")
     state = DEMO / "swtpm"
-    state.mkdir(exist_ok=True)
+    try:  # a new TPM state gets EK certificates, as a real TPM has from its maker
+        LocalEkCa(DEMO / "ek-ca").manufacture(state)
+    except EkCaError as exc:
+        raise SystemExit(f"cannot make the demo's TPM: {exc}") from exc
     for _ in range(50):
         with socket.socket() as a, socket.socket() as b:
             a.bind(("127.0.0.1", 0))

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from attestation import pki
 from controller.api.device import open_node_request
 from controller.errors import ApiError
+from controller.store import notify
 from controller.store.models import Node
 from controller.trust.state import fleet_policy, issue_nonce, trust_of
 from controller.trust.verifier import check_quote
@@ -83,5 +84,6 @@ def renew() -> ResponseReturnValue:
             raise ApiError(409, "conflict", "that certificate is registered to another node")
         node.device_cert_pem = req.device_cert_pem
         node.device_cert_sha256 = new_sha
+        notify.changed(session, node.id)  # every process forgets the old cert
         log.info("device certificate renewed", extra={"node_uuid": node.uuid})
     return jsonify({"renewed": True, "device_cert_sha256": new_sha})

@@ -13,32 +13,40 @@ import base64
 import hashlib
 import logging
 import time
-from typing import Any
+from typing import Any, TypeVar
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from attestation import envelope, pki
+from attestation import envelope
+from controller.api.device_cache import CachedNode, DeviceCache, RecentIds
 from controller.api.register import register_node
 from controller.api.signed_request import open_request
 from controller.domain.desired import current_desired_state
 from controller.domain.onboarding import NotClaimed, record_pending
 from controller.errors import ApiError
 from controller.store.models import Node, NodeTrust, utcnow
-from controller.trust.state import check_token, record_issued_config
+from controller.store.notify import ConfigNotifier, WaitersFull
+from controller.store.replay import remember_request
+from controller.trust.state import record_issued_config, token_sha256
 from controller.web.body import json_body
 from controller.web.context import current_services
 from protocol.attest import TOKEN_HEADER
 from protocol.desired_state import NodeSettings
 from protocol.messages import ConfigRequest, ConfigResponse, InfoMessage
 
-__all__ = ["device_api", "open_node_request", "refuse_if_revoked"]
+__all__ = ["device_api", "open_lossy_report", "open_node_request", "refuse_if_revoked"]
 
 log = logging.getLogger(__name__)
+LONG_POLL_RETRY_S = 30.0
+"""What a node refused a long-poll (the process is full) is told to wait."""
 device_api = Blueprint("device_api", __name__, url_prefix="/api/v1/device")
+_CACHE_KEY = "outpost-device-cache"
+_RECENT_KEY = "outpost-recent-poll-ids"
+M = TypeVar("M", bound=BaseModel)
 
 
 def refuse_if_revoked(session: Session, node: Node) -> None:
@@ -47,27 +55,71 @@ def refuse_if_revoked(session: Session, node: Node) -> None:
         raise ApiError(403, "revoked", f"node {node.serial!r} has been revoked")
 
 
-def open_node_request(session: Session, model: type[BaseModel]) -> tuple[Node, Any]:
-    """Verify the envelope against registered nodes and validate its body.
+def _devices() -> DeviceCache:
+    """This process's cache of polling nodes (made on first use)."""
+    cache: DeviceCache | None = current_app.extensions.get(_CACHE_KEY)
+    if cache is None:
+        cache = current_app.extensions[_CACHE_KEY] = DeviceCache(current_services().notifier)
+    return cache
 
-    A revoked node is refused (403) before anything is recorded for the request.
-    """
+
+def _open(session: Session, model: type[M], *, idle: bool) -> tuple[CachedNode, M, str]:
+    """Verify the envelope against the registered nodes and validate its body.
+
+    ``idle`` (config polls): single use of the request id checked in memory; otherwise
+    recorded in the database.  A revoked node is refused (403) before anything is
+    recorded for the request.  Returns the node's cache entry, the body and the signer's
+    cert sha256."""
     svc = current_services()
+    devices = _devices()
     wire = json_body()
+    entries: dict[str, CachedNode] = {}
 
     def resolve(sha: str) -> Any:
-        node = session.scalar(
-            select(Node).where(Node.device_cert_sha256 == sha, Node.state == "registered")
-        )
-        return pki.load_cert(node.device_cert_pem) if node and node.device_cert_pem else None
+        entry = devices.node(session, sha)
+        if entry is None:
+            return None
+        entries[sha] = entry
+        return entry.cert
 
     opened, body = open_request(
-        session, wire, resolve, model, svc.settings.max_clock_skew_s, unknown_signer_status=403
+        session,
+        wire,
+        resolve,
+        model,
+        svc.settings.max_clock_skew_s,
+        unknown_signer_status=403,
+        remember=None if idle else remember_request,
     )
-    node = session.scalar(select(Node).where(Node.device_cert_sha256 == opened.signer_sha256))
+    entry = entries[opened.signer_sha256]
+    if entry.revoked:
+        raise ApiError(403, "revoked", f"node {entry.serial!r} has been revoked")
+    if idle and not _recent(svc.settings.max_clock_skew_s).first_use(
+        opened.request_id, opened.timestamp
+    ):
+        raise ApiError(401, "replayed", "request id already used")
+    svc.writes.touch(entry.node_id)
+    return entry, body, opened.signer_sha256
+
+
+def _recent(skew_s: float) -> RecentIds:
+    recent: RecentIds | None = current_app.extensions.get(_RECENT_KEY)
+    if recent is None:
+        recent = current_app.extensions[_RECENT_KEY] = RecentIds(skew_s)
+    return recent
+
+
+def open_lossy_report(session: Session, model: type[M]) -> tuple[int, M]:
+    """A signed report the node does not resend (metrics): its node id and body."""
+    entry, body, _sha = _open(session, model, idle=True)
+    return entry.node_id, body
+
+
+def open_node_request(session: Session, model: type[M]) -> tuple[Node, M]:
+    """A signed device request that changes something: the node's row and the body."""
+    entry, body, _sha = _open(session, model, idle=False)
+    node = session.get(Node, entry.node_id)
     assert node is not None
-    refuse_if_revoked(session, node)
-    node.last_seen = utcnow()
     return node, body
 
 
@@ -100,33 +152,69 @@ def register() -> ResponseReturnValue:
 def config() -> ResponseReturnValue:
     """The node's config, or 'unchanged'; with ``wait_s`` held until a change (long-poll).
 
-    The wait happens outside any transaction: a wake-up from the notifier only means
-    "look again", so the answer is recomputed from the database each time.
+    An idle poll is answered from this process's memory (the node's cert, its live
+    integrity token and the content hash of its desired state, all true as of the
+    notifier's version for the node); the database is read only when something changed.
+    The wait happens outside any transaction; when it ends, revocation and the token are
+    checked again before anything is answered.
     """
     svc = current_services()
+    devices = _devices()
+    token = request.headers.get(TOKEN_HEADER) or ""
     with svc.db.transaction() as session:
-        node, req = open_node_request(session, ConfigRequest)
-        refused = check_token(session, node, request.headers.get(TOKEN_HEADER))
-        if refused is not None:
-            raise ApiError(403, refused, "attest first: config needs a valid integrity token")
-        node_id = node.id
-        since = svc.notifier.version(node_id)
-        signed = _changed_config(session, node, req.config_hash)
+        entry, req, sha = _open(session, ConfigRequest, idle=True)
+        signed = _answer(session, devices, entry, sha, token, req.config_hash)
+        since = entry.version
     deadline = time.monotonic() + req.wait_s
-    while signed is None and svc.notifier.wait(node_id, since, deadline - time.monotonic()):
+    while signed is None and _park(svc.notifier, entry.node_id, since, deadline - time.monotonic()):
         with svc.db.transaction() as session:
-            since = svc.notifier.version(node_id)
-            again = session.get(Node, node_id)
-            if again is None or again.state != "registered":
+            found = devices.node(session, sha)
+            if found is None:
                 raise ApiError(403, "unknown_signer", "node is no longer registered")
-            signed = _changed_config(session, again, req.config_hash)
+            entry = found
+            signed = _answer(session, devices, entry, sha, token, req.config_hash)
+            since = entry.version
     if signed is None:
         return jsonify(ConfigResponse(unchanged=True).model_dump())
     return jsonify(ConfigResponse(unchanged=False, config=signed).model_dump())
 
 
-def _changed_config(session: Session, node: Node, have: str) -> dict[str, str] | None:
-    """The signed config if it differs from what the node has (recorded as issued)."""
+def _answer(
+    session: Session, devices: DeviceCache, entry: CachedNode, sha: str, token: str, have: str
+) -> dict[str, str] | None:
+    """None (unchanged), or the signed config; refuses a revoked node or a dead token."""
+    if entry.revoked:
+        raise ApiError(403, "revoked", f"node {entry.serial!r} has been revoked")
+    refused = devices.token_ok(session, entry, token_sha256(token)) if token else None
+    if not token or refused is not None:
+        code = refused or "integrity_token_missing"
+        raise ApiError(403, code, "attest first: config needs a valid integrity token")
+    if entry.content_hash is not None and devices.fresh(entry) and have == entry.content_hash:
+        return None
+    node = session.get(Node, entry.node_id)
+    if node is None or node.state != "registered":
+        raise ApiError(403, "unknown_signer", "node is no longer registered")
+    fresh = devices.reload(session, node, sha)
+    if fresh.revoked:
+        raise ApiError(403, "revoked", f"node {entry.serial!r} has been revoked")
+    signed, fresh.content_hash = _changed_config(session, node, have)
+    return signed
+
+
+def _park(notifier: ConfigNotifier, node_id: int, since: int, timeout: float) -> bool:
+    """Wait for a change of the node's config; 503 when this process holds its maximum."""
+    if timeout <= 0:
+        return False
+    try:
+        return notifier.wait(node_id, since, timeout)
+    except WaitersFull as exc:
+        raise ApiError(
+            503, "long_poll_full", f"{exc}; poll again later", retry_after_s=LONG_POLL_RETRY_S
+        ) from exc
+
+
+def _changed_config(session: Session, node: Node, have: str) -> tuple[dict[str, str] | None, str]:
+    """(the signed config if it differs from what the node has, the content hash)."""
     svc = current_services()
     doc = current_desired_state(
         session,
@@ -134,8 +222,9 @@ def _changed_config(session: Session, node: Node, have: str) -> dict[str, str] |
         svc.settings.public_url,
         NodeSettings(config_interval_s=svc.settings.node_config_interval_s),
     )
-    if have == doc.content_hash():
-        return None
+    content_hash = doc.content_hash()
+    if have == content_hash:
+        return None, content_hash
     signed = envelope.seal(doc.model_dump(mode="json"), svc.pki.signing)
     record_issued_config(
         session,
@@ -144,7 +233,7 @@ def _changed_config(session: Session, node: Node, have: str) -> dict[str, str] |
         doc.generation,
         [app.image.sha256 for app in doc.apps],
     )
-    return signed
+    return signed, content_hash
 
 
 @device_api.post("/info")

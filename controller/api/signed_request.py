@@ -29,7 +29,9 @@ def open_request(
     model: type[M],
     max_skew_s: float,
     unknown_signer_status: int = 403,
+    remember: Callable[[Session, str, float], bool] | None = remember_request,
 ) -> tuple[envelope.Opened, M]:
+    """``remember``: records the request id for single use (None: the caller checks it)."""
     try:
         opened = envelope.open_envelope(wire, resolve, max_skew_s=max_skew_s)
     except envelope.MalformedEnvelope as exc:
@@ -42,6 +44,6 @@ def open_request(
         body = model.model_validate(opened.body)
     except ValidationError as exc:
         raise ApiError(422, "invalid_body", "body is invalid", validation_details(exc)) from exc
-    if not remember_request(session, opened.request_id, max_skew_s):
+    if remember is not None and not remember(session, opened.request_id, max_skew_s):
         raise ApiError(401, "replayed", "request id already used")
     return opened, body

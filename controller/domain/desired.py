@@ -94,13 +94,13 @@ def _app_spec(
     return AppSpec(
         uuid=app.uuid,
         name=app.name,
-        kind=app.kind,
+        kind=app.kind,  # type: ignore[arg-type]  # stored as validated text
         image=ImageRef(
             name=image.name,
             sha256=image.sha256,
             size=image.size,
             url=image_url(public_url, image),
-            format=image.format,
+            format=image.format,  # type: ignore[arg-type]  # stored as validated text
         ),
         restart_counter=inst.restart_counter,
         purge_counter=inst.purge_counter,

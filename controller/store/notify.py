@@ -18,7 +18,7 @@ import time
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
-__all__ = ["ALL", "NOTIFIER_KEY", "ConfigNotifier", "changed"]
+__all__ = ["ALL", "NOTIFIER_KEY", "ConfigNotifier", "WaitersFull", "changed"]
 
 log = logging.getLogger(__name__)
 ALL = 0  # node ids start at 1
@@ -37,10 +37,18 @@ def changed(session: Session, node_id: int = ALL) -> None:
         notifier.notify(session, node_id)
 
 
+class WaitersFull(Exception):
+    """This process already holds its maximum of parked long-polls."""
+
+
 class ConfigNotifier:
-    def __init__(self, db_url: str = "") -> None:
+    def __init__(self, db_url: str = "", max_waiters: int = 25_000) -> None:
         self._cond = threading.Condition()
         self._version: dict[int, int] = {}
+        self.max_waiters = max_waiters
+        self.waiters = 0
+        """Long-polls parked in :meth:`wait` right now (this process)."""
+        self._released = False
         self._pg_url = db_url if db_url.startswith("postgresql") else ""
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
@@ -80,15 +88,28 @@ class ConfigNotifier:
             return self._version.get(node_id, 0) + self._version.get(ALL, 0)
 
     def wait(self, node_id: int, since: int, timeout: float) -> bool:
-        """Block until a wake-up for the node (or ALL) after ``since``; False on timeout."""
+        """Block until a wake-up for the node (or ALL) after ``since``; False on timeout
+        or once the process is stopping.  Raises :class:`WaitersFull` at the cap."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._version.get(node_id, 0) + self._version.get(ALL, 0) == since:
-                left = deadline - time.monotonic()
-                if left <= 0 or self._stop.is_set():
-                    return False
-                self._cond.wait(left)
+            if self.waiters >= self.max_waiters:
+                raise WaitersFull(f"{self.waiters} long-polls are parked here already")
+            self.waiters += 1
+            try:
+                while self._version.get(node_id, 0) + self._version.get(ALL, 0) == since:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self._released:
+                        return False
+                    self._cond.wait(left)
+            finally:
+                self.waiters -= 1
         return True
+
+    def release_waiters(self) -> None:
+        """The process is stopping: every parked long-poll (and any later one) returns now."""
+        with self._cond:
+            self._released = True
+            self._cond.notify_all()
 
     # -- PostgreSQL LISTEN -------------------------------------------------------
     def _listen(self) -> None:
@@ -109,5 +130,4 @@ class ConfigNotifier:
 
     def close(self) -> None:
         self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
+        self.release_waiters()

@@ -17,6 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from controller.store import notify
 from controller.store.models import (
     AttestNonce,
     IntegrityToken,
@@ -36,10 +37,16 @@ __all__ = [
     "issued_for",
     "record_issued_config",
     "take_nonce",
+    "token_sha256",
     "trust_of",
 ]
 
 MAX_ISSUED_PER_NODE = 1000
+
+
+def token_sha256(token: str) -> str:
+    """How an integrity token is stored and looked up."""
+    return _sha(token)
 
 
 def _sha(text: str) -> str:
@@ -108,6 +115,7 @@ def issue_token(session: Session, node: Node, ttl_s: float) -> str:
             token_sha256=_sha(token), node_id=node.id, expires_at=now + dt.timedelta(seconds=ttl_s)
         )
     )
+    notify.changed(session, node.id)  # processes that cached the old token look again
     return token
 
 
@@ -126,6 +134,7 @@ def check_token(session: Session, node: Node, token: str | None) -> str | None:
 def drop_tokens(session: Session, node: Node) -> None:
     session.execute(delete(IntegrityToken).where(IntegrityToken.node_id == node.id))
     session.execute(delete(AttestNonce).where(AttestNonce.node_id == node.id))
+    notify.changed(session, node.id)  # every process drops what it cached, parked polls look again
 
 
 def record_issued_config(

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flask import Flask, abort, g, redirect, request, session, url_for
+from flask import Flask, Request, abort, g, redirect, request, session, url_for
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.wrappers import Response
 
@@ -73,8 +74,19 @@ def ensure_secret_key(data_dir: Path) -> bytes:
     return path.read_bytes().strip()
 
 
+class UiOnlySessions(SecureCookieSessionInterface):
+    """The signed session cookie is read only for the UI's pages: the APIs authenticate
+    each request (tokens, signed envelopes) and never pay for a session."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if not request.path.startswith("/ui"):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
+
+
 def configure(app: Flask, data_dir: Path) -> None:
     app.secret_key = ensure_secret_key(data_dir)
+    app.session_interface = UiOnlySessions()
     app.config.update(
         SESSION_COOKIE_NAME="outpost_session",
         SESSION_COOKIE_SECURE=True,

@@ -11,7 +11,9 @@ virtual consoles, with whatever manages them under ``root``:
 - neither: nothing to manage, reported as such.
 
 :class:`SshKeys` writes the configured authorized_keys file when debug SSH is on and removes
-it when off (only when the node's settings name such a file). The SSH port itself is opened
+it when off (only when the node's settings name such a file). :class:`SshDaemon` starts the
+SSH daemon's systemd unit while debug SSH is on and stops it otherwise (when the node's
+settings name the unit: the node image ships sshd disabled). The SSH port itself is opened
 or closed by the firewall.
 
 Both act only when the wanted value changes, so calling them every pass is cheap.
@@ -29,7 +31,7 @@ from pathlib import Path
 
 from attestation.files import atomic_write
 
-__all__ = ["ConsoleLogin", "SshKeys"]
+__all__ = ["ConsoleLogin", "SshDaemon", "SshKeys"]
 
 log = logging.getLogger(__name__)
 
@@ -159,3 +161,31 @@ class SshKeys:
         except OSError as exc:
             self.error = f"{self.path}: {exc}"
             log.error("ssh keys: %s", self.error)
+
+
+class SshDaemon:
+    """The SSH daemon's systemd unit: started while debug SSH is on, stopped otherwise."""
+
+    def __init__(self, unit: str | None = None, run: Runner = _run) -> None:
+        self.unit = unit
+        self._run = run
+        self._applied: bool | None = None
+        self.error = ""
+
+    def apply(self, enabled: bool) -> None:
+        """Start or stop the unit (no-op without a unit or when already in that state)."""
+        if self.unit is None or self._applied == enabled:
+            return
+        try:
+            self._run(["systemctl", "start" if enabled else "stop", self.unit])
+        except (OSError, subprocess.SubprocessError) as exc:
+            self.error = f"{self.unit} {'start' if enabled else 'stop'} failed: {exc}"
+            log.error("%s", self.error)
+            return
+        self.error = ""
+        self._applied = enabled
+        log.info("%s %s", self.unit, "started (debug SSH)" if enabled else "stopped")
+
+    @property
+    def running(self) -> bool:
+        return bool(self._applied)

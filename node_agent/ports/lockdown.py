@@ -22,7 +22,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from node_agent.network import NetworkError, NetworkSettings, NodeNetwork, WorkloadNetworks
-from node_agent.ports.debug_access import ConsoleLogin, SshKeys
+from node_agent.ports.debug_access import ConsoleLogin, SshDaemon, SshKeys
 from node_agent.ports.state import (
     AppNetworkState,
     DebugAccessState,
@@ -56,6 +56,9 @@ class PortsSettings(BaseModel):
     console_ttys: tuple[str, ...] = ("ttyS0", "ttyS1", "hvc0", "tty1")
     ssh_authorized_keys: Path | None = None
     """File to hold the config's SSH keys while debug SSH is on (None: keys not managed)."""
+    ssh_service: str | None = None
+    """systemd unit of the SSH daemon, started only while debug SSH is on and stopped
+    otherwise (None: the daemon is not managed; the firewall still closes its port)."""
 
 
 def _usb_assigned(desired: DesiredState | None) -> dict[str, str]:
@@ -81,6 +84,7 @@ class NodePorts:
         network: NodeNetwork | None = None,
         usb: UsbGuard | None = None,
         console: ConsoleLogin | None = None,
+        sshd: SshDaemon | None = None,
     ) -> None:
         self.settings = settings
         self.network = network or NodeNetwork(settings.network, node_uuid)
@@ -89,6 +93,7 @@ class NodePorts:
         croot = settings.console_root
         self.console = console or (ConsoleLogin(croot, settings.console_ttys) if croot else None)
         self.ssh = SshKeys(settings.ssh_authorized_keys)
+        self.sshd = sshd or SshDaemon(settings.ssh_service)
         self._usb_state = UsbState(policy="unmanaged")
 
     def apply(self, desired: DesiredState | None) -> PortState:
@@ -108,6 +113,7 @@ class NodePorts:
         plan = self.network.plan
         ssh_on = bool(plan and plan.debug_ssh)
         self.ssh.apply(ssh_on, node.ssh_authorized_keys if node and ssh_on else [])
+        self.sshd.apply(ssh_on)
         if error is not None:
             raise error
         return self.state()
@@ -164,9 +170,12 @@ class NodePorts:
         debug = DebugAccessState(
             ssh=bool(plan and plan.debug_ssh),
             ssh_keys=self.ssh.count,
+            sshd=self.sshd.running,
             console=bool(console and console.enabled),
             console_method=console.method if console else "unmanaged",
-            error="; ".join(e for e in (console.error if console else "", self.ssh.error) if e),
+            error="; ".join(
+                e for e in (console.error if console else "", self.ssh.error, self.sshd.error) if e
+            ),
         )
         return PortState(
             firewall=firewall, open_ports=ports, networks=networks, usb=self._usb_state, debug=debug

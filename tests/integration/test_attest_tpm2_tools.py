@@ -1,6 +1,8 @@
 """Cross-check with an independent implementation (Debian's tpm2-tools): tpm2_checkquote
 verifies Outpost's quotes, Outpost's verifier checks tpm2_quote's, and both refuse the
-same tampered ones.
+same tampered ones; tpm2_makecredential's credentials activate with Outpost's
+ActivateCredential and Outpost's MakeCredential activates with tpm2_activatecredential,
+for the RSA EK (behind its PolicySecret policy) and the ECC P-384 EK swtpm_setup certifies.
 
 PCR values go to tpm2_checkquote in tpm2-tools' "serialized" file format (tpm2-tools
 5.4 mis-hashes the plain "values" format with ``-l`` once more than 8 PCRs are quoted);
@@ -18,15 +20,20 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from attestation.credential import make_credential
 from attestation.measurement import MEASUREMENT_PCR, QUOTED_PCRS
 from attestation.quote import NonceMismatch, QuoteFailed, load_public, verify_quote
-from attestation.tpm import AK_HANDLE, Tpm, parse_tpm_setting
+from attestation.tpm import AK_HANDLE, Tpm, TpmError, parse_tpm_setting
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(shutil.which("tpm2_checkquote") is None, reason="tpm2-tools missing"),
 ]
 NONCE = bytes.fromhex("5eed" * 16)
+SECRET = bytes.fromhex("c0ffee" * 10 + "0b5e")
+EK_HANDLES = {"EK-RSA2048": 0x81010001, "EK-HIGH-ECC384": 0x81010016}
+"""Where swtpm_setup (0.7) persists the EKs it certifies."""
+TOOLS_CREDENTIAL_MAGIC = struct.pack(">II", 0xBADCC0DE, 1)
 PCR_LIST = "sha256:" + ",".join(map(str, QUOTED_PCRS))  # PCRs 0-7 and 14, as the agent quotes
 
 
@@ -150,3 +157,81 @@ def test_both_refuse_a_quote_with_a_flipped_bit(swtpm, tpm, tmp_path):  # type: 
     )
     with pytest.raises(QuoteFailed):
         _ours(tpm, bytes(tampered), ev.signature, ev.pcrs, NONCE)
+
+
+@pytest.fixture(params=sorted(EK_HANDLES))
+def ek_tpm(request, swtpm_with_ek):  # type: ignore[no-untyped-def]
+    """A TPM with EK certificates, using the certified EK of the parameter's type."""
+    with Tpm(parse_tpm_setting(swtpm_with_ek.tcti), ek_types=(request.param,)) as t:
+        t.ensure_keys()
+        yield t, EK_HANDLES[request.param]
+
+
+def _tpm2b(data: bytes) -> tuple[bytes, bytes]:
+    """The whole marshalled TPM2B at the start of ``data`` and the rest."""
+    (size,) = struct.unpack(">H", data[:2])
+    return data[: 2 + size], data[2 + size :]
+
+
+def test_a_tpm2_makecredential_credential_activates_with_outpost(swtpm_with_ek, ek_tpm, tmp_path):  # type: ignore[no-untyped-def]
+    tpm, _handle = ek_tpm
+    (tmp_path / "ek.pub").write_bytes(tpm.certified_ek_public())
+    (tmp_path / "secret").write_bytes(SECRET)
+    done = _tools(
+        swtpm_with_ek,
+        "tpm2_makecredential", "-T", "none",
+        "-u", str(tmp_path / "ek.pub"), "-n", tpm.ak_name().hex(),
+        "-s", str(tmp_path / "secret"), "-o", str(tmp_path / "cred"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    raw = (tmp_path / "cred").read_bytes()
+    assert raw[:8] == TOOLS_CREDENTIAL_MAGIC
+    id_object, rest = _tpm2b(raw[8:])
+    encrypted_secret, rest = _tpm2b(rest)
+    assert rest == b""
+
+    assert tpm.activate_credential(id_object, encrypted_secret) == SECRET
+
+
+def _tools_activate(swtpm, ek_handle: int, cred: bytes, tmp: Path) -> bytes | None:  # type: ignore[no-untyped-def]
+    """tpm2_activatecredential of the AK under the EK at ``ek_handle`` (the RSA EK through
+    a PolicySecret session); the secret, or None when it refuses."""
+    (tmp / "cred").write_bytes(TOOLS_CREDENTIAL_MAGIC + cred)
+    ek_auth: list[str] = []
+    session = str(tmp / "session.ctx")
+    if ek_handle == EK_HANDLES["EK-RSA2048"]:  # the low-range EK: userWithAuth is clear
+        for argv in (
+            ("tpm2_startauthsession", "--policy-session", "-S", session),
+            ("tpm2_policysecret", "-S", session, "-c", "e"),
+        ):
+            done = _tools(swtpm, *argv)
+            assert done.returncode == 0, done.stderr
+        ek_auth = ["-P", f"session:{session}"]
+    (tmp / "out").unlink(missing_ok=True)
+    done = _tools(
+        swtpm,
+        "tpm2_activatecredential", "-c", hex(AK_HANDLE), "-C", hex(ek_handle), *ek_auth,
+        "-i", str(tmp / "cred"), "-o", str(tmp / "out"),
+    )  # fmt: skip
+    if ek_auth:
+        _tools(swtpm, "tpm2_flushcontext", session)
+    return (tmp / "out").read_bytes() if done.returncode == 0 else None
+
+
+def test_an_outpost_credential_activates_with_tpm2_activatecredential(
+    swtpm_with_ek, ek_tpm, tmp_path
+):  # type: ignore[no-untyped-def]
+    tpm, ek_handle = ek_tpm
+    made = make_credential(tpm.certified_ek_public(), tpm.ak_name(), SECRET)
+    cred = made.id_object + made.encrypted_secret
+    assert _tools_activate(swtpm_with_ek, ek_handle, cred, tmp_path) == SECRET
+
+
+def test_both_refuse_a_credential_made_for_another_ak_name(swtpm_with_ek, ek_tpm, tmp_path):  # type: ignore[no-untyped-def]
+    tpm, ek_handle = ek_tpm
+    other_name = tpm.ak_name()[:2] + bytes(32)
+    made = make_credential(tpm.certified_ek_public(), other_name, SECRET)
+    with pytest.raises(TpmError, match="activation failed"):
+        tpm.activate_credential(made.id_object, made.encrypted_secret)
+    cred = made.id_object + made.encrypted_secret
+    assert _tools_activate(swtpm_with_ek, ek_handle, cred, tmp_path) is None

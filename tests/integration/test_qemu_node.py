@@ -1,8 +1,10 @@
-"""Issue 10 acceptance: a whole node booted under QEMU from the node image.
+"""A whole node booted under QEMU from the node image.
 
-One node (``lab.qemu_node.QemuNode``: TCG unless KVM really works, its own swtpm vTPM, a
-network that reaches only the controller) boots the cached node image, onboards and attests
-over its vTPM, runs a container app (busybox) and a VM app (testvm, nested under TCG), and
+One node (``lab.qemu_node.QemuNode``: TCG unless KVM really works, its own swtpm vTPM with
+EK certificates from a local CA, a network that reaches only the controller) boots the
+cached node image, prints its identity on the console, onboards and attests over its vTPM,
+shows nothing to a port scan from outside (the image's defaults: sshd off, the agent's
+lockdown on), runs a container app (busybox) and a VM app (testvm, nested under TCG), and
 after a power cycle with the controller away brings both back from its checkpoint.
 
 The tests share one controller and one node and run in file order (one boot, one reboot).
@@ -13,13 +15,18 @@ both apps run; see docs/benchmarks.md.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from controller.cli import main as controller_main
 from images.manifest import Manifest
@@ -31,6 +38,10 @@ SERIAL = "qemu-acceptance-1"
 WAIT_S = 900.0
 APPS = {"c1": "RUNNING", "v1": "RUNNING"}
 CONTAINER_CMD = ["sh", "-c", "echo hello-qemu-node; while true; do sleep 5; done"]
+SCANNED = (22, 53, 80, 111, 443, 2375, 5900, 8080, 9090, 16509, 16514)
+"""Guest TCP ports forwarded from the host for the scan: SSH, DNS, web, rpcbind, container
+and VM management daemons, libvirt."""
+SCAN_WAIT_S = 20.0
 
 
 class Lab:
@@ -75,6 +86,8 @@ class Lab:
                 memory_mib=1536,
                 serial_number=SERIAL,
                 accel="auto",
+                ek_ca_dir=base / "ek-ca",
+                probe_ports=tuple((free_port(), guest) for guest in SCANNED),
             )
         )
 
@@ -96,6 +109,21 @@ class Lab:
     def states(self) -> dict[str, str]:
         info = self.api("GET", f"/nodes/{SERIAL}").json().get("info") or {}
         return {a["name"]: a["state"] for a in info.get("apps", [])}
+
+    def info(self) -> dict:  # type: ignore[type-arg]
+        return self.api("GET", f"/nodes/{SERIAL}").json().get("info") or {}
+
+    def registered_device_cert(self) -> str:
+        from sqlalchemy import select
+
+        from controller.store.database import Database
+        from controller.store.models import Node
+
+        db = Database(f"sqlite:///{self.controller.data_dir / 'outpost.db'}")
+        with db.transaction() as s:
+            sha = s.scalar(select(Node.device_cert_sha256).where(Node.serial == SERIAL))
+        db.engine.dispose()
+        return str(sha)
 
     def console(self, offset: int = 0) -> str:
         return self.node.console_log.read_bytes()[offset:].decode(errors="replace")
@@ -146,6 +174,64 @@ def test_a_qemu_node_onboards_and_attests_over_its_vtpm(lab: Lab):
         True,
     )
     assert "TPM: device:/dev/tpmrm0" in lab.console()
+
+
+def test_the_console_shows_the_identity_to_pin_in_the_claim(lab: Lab):
+    console = lab.console()
+    device = re.search(r"device-cert-sha256: ([0-9a-f]{64})", console)
+    ek = re.search(r"ek-cert-sha256: ([0-9a-f]{64})", console)
+    assert device is not None and ek is not None, console[-3000:]
+    assert device.group(1) == lab.registered_device_cert()
+
+
+def _answers(host_port: int) -> bool:
+    """Does anything answer behind the forwarded port? (QEMU accepts the host connection
+    itself; a guest port that is closed or filtered never sends a byte back.)"""
+    try:
+        with socket.create_connection(("127.0.0.1", host_port), timeout=5) as conn:
+            conn.settimeout(SCAN_WAIT_S)
+            conn.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+            return conn.recv(1) != b""
+    except OSError:  # reset, refused or timed out: nothing answered
+        return False
+
+
+def _scan(lab: Lab) -> list[int]:
+    """The scanned guest ports that answer from outside."""
+    forwards = dict(lab.node.config.probe_ports)
+    with ThreadPoolExecutor(len(forwards)) as pool:
+        answered = dict(zip(forwards.values(), pool.map(_answers, forwards), strict=True))
+    return [port for port, yes in answered.items() if yes]
+
+
+def _debug(lab: Lab) -> dict:  # type: ignore[type-arg]
+    return lab.info().get("ports", {}).get("debug", {})
+
+
+def _ssh_key() -> str:
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    return key.public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode() + " scan-test"
+
+
+def test_a_scan_from_outside_finds_no_open_port(lab: Lab):
+    lab.wait_for(
+        "the agent's port lockdown",
+        lambda: bool(lab.info().get("ports", {}).get("firewall", {}).get("enforced")),
+    )
+
+    assert _scan(lab) == []
+    ports = lab.info()["ports"]
+    assert ports["open_ports"] == [] and ports["debug"]["sshd"] is False
+    assert ports["debug"]["ssh"] is False and ports["debug"]["console"] is False
+
+    # the same scan sees SSH once the config's debug access turns it on, and not after
+    debug_on = {"debug_ssh": True, "ssh_authorized_keys": [_ssh_key()]}
+    lab.api("PATCH", f"/nodes/{SERIAL}", json={"settings": debug_on}).raise_for_status()
+    lab.wait_for("sshd started for debug SSH", lambda: _debug(lab).get("sshd") is True)
+    assert _scan(lab) == [22]
+    lab.api("PATCH", f"/nodes/{SERIAL}", json={"settings": {}}).raise_for_status()
+    lab.wait_for("sshd stopped again", lambda: _debug(lab).get("sshd") is False)
+    assert _scan(lab) == []
 
 
 def test_the_node_runs_a_container_app_and_a_vm_app(lab: Lab):

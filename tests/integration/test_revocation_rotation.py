@@ -1,16 +1,19 @@
 """Revocation and rotation with a real agent on swtpm: the device cert is renewed before
 it expires (same TPM key), the node follows a config-signing rotation without
-re-onboarding, and a revoked node is cut off but keeps running what it had."""
+re-onboarding and then refuses configs signed by the rotated-out key, and a revoked node
+is cut off but keeps running what it had, treating the revocation as permanent."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
 import pytest
 
-from attestation import pki
+from attestation import envelope, pki
 from node_agent.client import ControllerError
+from node_agent.config_verifier import ConfigRejected
 from node_agent.identity import renew_if_due
 from protocol.messages import AppState
 from tests.fixtures.attest_node import make_agent, provision
@@ -80,26 +83,77 @@ def test_renewal_is_not_done_long_before_expiry(bundle, tmp_path, swtpm):
     agent.close()
 
 
-def test_the_node_follows_a_signing_cert_rotation_without_onboarding_again(
-    bundle, tmp_path, swtpm, controller_server
-):
-    ctl = controller_server
-    agent = make_agent(bundle, tmp_path / "state", swtpm.tcti)
-    agent.start()
-    agent.once()
-    node_uuid = agent.identity.node_uuid
+def _rotated(ctl, agent) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    """Rotate the signing cert and deliver a config signed by the new one."""
     rotated = ctl.api("POST", "/trust/rotate-signing").json()
     ctl.api("DELETE", "/nodes/sn-a/apps/web").raise_for_status()  # a change to deliver
     assert agent.fetch_config() is True
     assert agent.desired.apps == []
+    return rotated
+
+
+def test_the_node_follows_a_signing_cert_rotation_without_onboarding_again(
+    bundle, tmp_path, swtpm, controller_server
+):
+    agent = make_agent(bundle, tmp_path / "state", swtpm.tcti)
+    agent.start()
+    agent.once()
+    node_uuid = agent.identity.node_uuid
+    rotated = _rotated(controller_server, agent)
     kept = {pki.cert_sha256(c) for c in agent.checkpoint.load_signers()}
-    assert rotated["signing_sha256"] in kept and rotated["previous_sha256"] in kept
+    assert kept == {rotated["signing_sha256"]}  # the old cert is retired with the new config
     assert agent.identity.node_uuid == node_uuid
     agent.close()
     restarted = make_agent(bundle, tmp_path / "state", swtpm.tcti)
     restarted.start()  # the checkpoint signed by the new cert verifies from disk
     assert restarted.desired is not None and restarted.desired.apps == []
     restarted.close()
+
+
+def test_a_config_signed_by_a_rotated_out_key_is_refused_by_the_node(
+    bundle, tmp_path, swtpm, controller_server
+):
+    ctl = controller_server
+    agent = make_agent(bundle, tmp_path / "state", swtpm.tcti)
+    agent.start()
+    agent.once()
+    rotated = _rotated(ctl, agent)  # the node holds a config signed by the new key
+    # whoever holds the old key (kept on the controller, or leaked) signs a newer config
+    old = rotated["previous_sha256"][:16]
+    pki_dir = ctl.data_dir / "pki"
+    old_key = pki.load_identity(pki_dir / f"signing-{old}.pem", pki_dir / f"signing-{old}.key")
+    assert old_key.sha256 == rotated["previous_sha256"]
+    forged = agent.desired.model_copy(update={"generation": agent.desired.generation + 1})
+    wire = envelope.seal(forged.model_dump(mode="json"), old_key)
+
+    with pytest.raises(ConfigRejected, match="unknown signer"):
+        agent.take_config(wire)
+
+    assert agent.desired.generation == forged.generation - 1
+    agent.close()
+
+
+def test_a_revoked_node_checks_back_slowly_and_never_reports_an_outage(
+    bundle, tmp_path, swtpm, controller_server, caplog
+):
+    ctl = controller_server
+    agent = make_agent(bundle, tmp_path / "state", swtpm.tcti, revoked_check_s=321.0)
+    agent.start()
+    agent.once()
+    ctl.api("POST", "/trust/nodes/sn-a/revoke", json={"reason": "stolen"}).raise_for_status()
+    caplog.set_level(logging.INFO)
+
+    assert agent.fetch_once(0.0) == 321.0
+    assert agent.fetch_once(0.0) == 321.0
+    (status,) = agent.step(force_report=True)
+
+    assert agent.revocation.revoked and "revoked" in agent.revocation.reason
+    assert status.state is AppState.RUNNING  # the checkpoint keeps running
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("the controller revoked this node" in m for m in messages) == 1
+    assert not any("controller away" in m or "not delivered" in m for m in messages)
+    assert not any("config fetch failed" in m for m in messages)
+    agent.close()
 
 
 def test_a_node_revoked_from_the_cli_is_cut_off_but_keeps_its_apps(

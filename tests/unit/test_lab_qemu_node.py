@@ -60,6 +60,16 @@ def test_the_network_reaches_only_the_controller_through_one_guestfwd(tmp_path):
     assert "hostfwd" not in netdev
 
 
+def test_probe_ports_are_forwarded_from_loopback_only(tmp_path):
+    node = _node(tmp_path)
+    node.config = dataclasses.replace(node.config, probe_ports=((40022, 22), (40080, 80)))
+
+    netdev = node.qemu_argv("tcg")[node.qemu_argv("tcg").index("-netdev") + 1]
+
+    assert "hostfwd=tcp:127.0.0.1:40022-:22,hostfwd=tcp:127.0.0.1:40080-:80," in netdev
+    assert netdev.endswith(" 127.0.0.1 9443")  # the guestfwd relay is unchanged
+
+
 def test_the_node_gets_a_crb_vtpm_from_its_own_swtpm_socket(tmp_path):
     node = _node(tmp_path)
 

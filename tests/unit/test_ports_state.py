@@ -9,7 +9,7 @@ import pytest
 
 from node_agent.network import ApplyRecord, ConfigRefused, NetworkSettings, NodePlan, make_plan
 from node_agent.ports import NodePorts, PortsSettings, PortState
-from node_agent.ports.debug_access import ConsoleLogin
+from node_agent.ports.debug_access import ConsoleLogin, SshDaemon
 from node_agent.ports.usb import UsbGuard
 from protocol.desired_state import DesiredState
 from tests.fixtures.netns import app_doc, desired_doc
@@ -127,3 +127,49 @@ def test_the_state_round_trips_as_json(ports):
     state = ports.apply(_doc(debug_console=True))
     assert PortState.model_validate_json(state.model_dump_json()) == state
     assert state.debug.console is True
+
+
+def test_the_ssh_daemon_runs_only_while_debug_ssh_is_on(tmp_path: Path):
+    calls: list[list[str]] = []
+    settings = PortsSettings(
+        network=NetworkSettings(state_dir=tmp_path / "net"),
+        usb_sysfs_root=None,
+        console_root=None,
+        ssh_service="ssh.service",
+    )
+    ports = NodePorts(
+        settings,
+        NODE,
+        network=FakeNetwork(),  # type: ignore[arg-type]
+        sshd=SshDaemon("ssh.service", run=lambda argv: calls.append(list(argv))),
+    )
+    assert ports.apply(None).debug.sshd is False  # a node without config: stopped
+    assert ports.apply(_doc(debug_ssh=True)).debug.sshd is True
+    ports.apply(_doc(4, debug_ssh=True))  # unchanged: no second start
+    assert ports.apply(_doc(5)).debug.sshd is False
+    assert calls == [
+        ["systemctl", "stop", "ssh.service"],
+        ["systemctl", "start", "ssh.service"],
+        ["systemctl", "stop", "ssh.service"],
+    ]
+
+
+def test_a_failing_sshd_stop_is_reported_and_tried_again(tmp_path: Path):
+    attempts: list[str] = []
+
+    def fail(argv):  # type: ignore[no-untyped-def]
+        attempts.append(argv[1])
+        raise OSError("systemctl: not found")
+
+    sshd = SshDaemon("ssh.service", run=fail)
+    ports = NodePorts(
+        PortsSettings(
+            network=NetworkSettings(state_dir=tmp_path), usb_sysfs_root=None, console_root=None
+        ),
+        NODE,
+        network=FakeNetwork(),  # type: ignore[arg-type]
+        sshd=sshd,
+    )
+    assert "ssh.service stop failed" in ports.apply(None).debug.error
+    ports.apply(None)
+    assert attempts == ["stop", "stop"]

@@ -1,0 +1,122 @@
+"""The production server (gunicorn, gevent workers) as ``outpost-controller serve`` runs it:
+graceful stop with parked long-polls, the cap on parked long-polls, background-job
+leadership across processes."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+
+from controller.background import Leadership
+from tests.device_sim import SimDevice
+from tests.fixtures.controller_server import running_controller
+
+pytestmark = pytest.mark.integration
+
+
+class Node:
+    """A simulated node talking to a served controller (register, attest, config)."""
+
+    def __init__(self, ctl, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+        self.ctl, self.ca = ctl, str(ctl.root_ca)
+        ctl.api("PATCH", "/trust/policy", json={"tpm_less": "allow"})
+        ctl.api("POST", "/nodes/claim", json={"serial": "srv-1"})
+        self.dev = SimDevice.from_bundle(ctl.bundle(tmp_path / "bundle"), "srv-1")
+        requests.post(
+            f"{ctl.url}/api/v1/device/register",
+            json=self.dev.register_body(),
+            verify=self.ca,
+            timeout=30,
+        ).raise_for_status()
+        self.headers = self.dev.attest_over_https(ctl.url, self.ca)
+
+    def config(self, have: str = "", wait_s: float = 0.0) -> requests.Response:
+        return requests.post(
+            f"{self.ctl.url}/api/v1/device/config",
+            json=self.dev.signed({"config_hash": have, "wait_s": wait_s}),
+            headers=self.headers,
+            verify=self.ca,
+            timeout=wait_s + 30,
+        )
+
+    def current_hash(self) -> str:
+        import base64
+        import json
+
+        from protocol.desired_state import DesiredState
+
+        signed = self.config().json()["config"]
+        payload = json.loads(base64.b64decode(signed["payload"]))
+        doc = DesiredState.model_validate(payload["body"])
+        return doc.content_hash()
+
+    def parked(self) -> int:
+        health = requests.get(f"{self.ctl.url}/healthz", verify=self.ca, timeout=10).json()
+        return int(health["long_polls_parked"])
+
+
+def test_sigterm_answers_a_parked_long_poll_and_the_server_exits(tmp_path: Path) -> None:
+    with running_controller(tmp_path) as ctl:
+        node = Node(ctl, tmp_path)
+        have = node.current_hash()
+        answers: list[requests.Response] = []
+        parked = threading.Thread(target=lambda: answers.append(node.config(have, wait_s=110)))
+        parked.start()
+        while node.parked() < 1:  # the controller holds it now
+            parked.join(0.05)
+        ctl.process.send_signal(signal.SIGTERM)
+        parked.join(60)
+        assert answers and answers[0].status_code == 200
+        assert answers[0].json()["unchanged"] is True  # answered, not cut off
+        assert ctl.process.wait(60) == 0
+
+
+def test_a_full_process_refuses_another_long_poll_with_503_and_retry_after(
+    tmp_path: Path,
+) -> None:
+    with running_controller(tmp_path, extra_args=["--max-parked-polls", "0"]) as ctl:
+        node = Node(ctl, tmp_path)
+        resp = node.config(node.current_hash(), wait_s=30)
+        assert resp.status_code == 503
+        assert resp.json()["error"]["code"] == "long_poll_full"
+        assert int(resp.headers["Retry-After"]) > 0
+        assert node.config(node.current_hash()).status_code == 200  # a plain poll still works
+
+
+def test_one_process_leads_the_background_jobs_and_another_takes_over(postgres_url: str) -> None:
+    first, second = Leadership(postgres_url), Leadership(postgres_url)
+    try:
+        assert first.held()
+        assert not second.held()
+        first.close()  # the leader's connection is gone (process died, connection cut)
+        second._checked = 0.0  # check again now, not a second later
+        assert second.held()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_leader_whose_connection_is_cut_stops_leading(postgres_url: str) -> None:
+    import psycopg
+
+    lead = Leadership(postgres_url)
+    try:
+        assert lead.held()
+        pid = lead._conn.info.backend_pid
+        url = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        lead._checked = 0.0
+        assert not lead.held()
+    finally:
+        lead.close()
+
+
+def test_the_server_answers_over_keep_alive(tmp_path: Path) -> None:
+    with running_controller(tmp_path) as ctl, requests.Session() as session:
+        for _ in range(5):
+            assert session.get(f"{ctl.url}/healthz", verify=str(ctl.root_ca)).ok
