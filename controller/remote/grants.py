@@ -67,6 +67,9 @@ class GrantBody(Body):
     port: int | None = Field(default=None, ge=1, le=65535)
     """forward: the app port the grant reaches."""
     reason: str = Field(default="", max_length=500)
+    reuse: bool = False
+    """Answer a live grant with the same grantee, node, app, kind and port if one has a
+    minute left (the CLI's repeated commands), instead of making another."""
 
 
 def needed_role(kind: str) -> str:
@@ -142,6 +145,23 @@ def create(session: Session, actor: str, role: str, data: Any) -> RemoteGrant:
     if not has_role(grantee_role, need):
         raise field_error("grantee", f"{grantee} has role {grantee_role}; {body.kind} needs {need}")
     now = utcnow()
+    if body.reuse:
+        found = session.scalar(
+            select(RemoteGrant)
+            .where(
+                RemoteGrant.node_id == node.id,
+                RemoteGrant.kind == body.kind,
+                RemoteGrant.grantee == grantee,
+                RemoteGrant.app_uuid == (app.uuid if app else None),
+                RemoteGrant.forward_port == body.port,
+                RemoteGrant.revoked_at.is_(None),
+                RemoteGrant.expires_at > now + dt.timedelta(seconds=60),
+            )
+            .order_by(RemoteGrant.expires_at.desc())
+            .limit(1)
+        )
+        if found is not None:
+            return found
     grant = RemoteGrant(
         uuid=str(uuid.uuid4()),
         node_id=node.id,
