@@ -90,7 +90,13 @@ def attach(base_url: str, verify: str | bool, path: str, ticket: str) -> ClientC
     if url.startswith("wss"):
         ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
     ws = connect(
-        url, ssl=ctx, max_size=MAX_FRAME_BYTES, max_queue=4, open_timeout=20, compression=None
+        url,
+        ssl=ctx,
+        max_size=MAX_FRAME_BYTES,
+        max_queue=4,
+        open_timeout=20,
+        compression=None,
+        legacy=True,  # the connection itself; the caller closes it
     )
     ws.send(json.dumps({"ticket": ticket}))
     return ws

@@ -70,7 +70,7 @@ def _upgrade() -> tuple[ServerWebSocket | None, Response]:
     return ws, _TakenOver()
 
 
-@remote_stream_api.get("/s/<session_id>/operator")
+@remote_stream_api.route("/s/<session_id>/operator", websocket=True)
 @doc("The operator's WebSocket of a session (first message: the session's ticket)")
 def operator_stream(session_id: str) -> ResponseReturnValue:
     ws, done = _upgrade()
@@ -79,7 +79,7 @@ def operator_stream(session_id: str) -> ResponseReturnValue:
     return done
 
 
-@remote_stream_api.get("/s/<session_id>/agent")
+@remote_stream_api.route("/s/<session_id>/agent", websocket=True)
 @doc("The node's WebSocket of a session (first message: a signed attach)")
 def agent_stream(session_id: str) -> ResponseReturnValue:
     ws, done = _upgrade()

@@ -256,7 +256,7 @@ class OperatorRelay:
         except (ValueError, ValidationError):
             self.stop("the operator sent a message that is not part of the protocol")
         except OSError:
-            self.stop("the node's side of the relay closed")
+            return  # the node's side is gone: _down ends the session with what it says
 
     # node → operator
     def _down(self) -> None:

@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Iterable
 
-from websockets.datastructures import Headers
 from websockets.exceptions import InvalidState, ProtocolError
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
@@ -59,8 +58,16 @@ class ServerWebSocket:
     ) -> ServerWebSocket:
         """Answer the upgrade request (101), or the error answer and HandshakeRefused."""
         proto = ServerProtocol(max_size=max_size)
-        request = Request(path, Headers(list(headers)))
-        response = proto.accept(request)
+        # the server already parsed the request; the protocol's parser reads it again
+        # (its state machine moves from the handshake to frames only so)
+        head = [f"GET {path} HTTP/1.1"] + [f"{name}: {value}" for name, value in headers]
+        proto.receive_data(("\r\n".join(head) + "\r\n\r\n").encode("latin-1", "replace"))
+        requests = [e for e in proto.events_received() if isinstance(e, Request)]
+        if not requests:
+            with contextlib.suppress(OSError):
+                sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            raise HandshakeRefused("400 not a valid WebSocket upgrade request")
+        response = proto.accept(requests[0])
         proto.send_response(response)
         ws = cls(sock, proto)
         ws._blocking()

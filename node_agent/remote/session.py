@@ -91,6 +91,7 @@ def _connect(link: SessionLink, session_id: str) -> ClientConnection:
         open_timeout=15,
         close_timeout=5,
         compression=None,
+        legacy=True,  # the connection itself; closed by run_session
     )
     attach = envelope.seal(AgentAttach(session_id=session_id).model_dump(mode="json"), link.device)
     ws.send(json.dumps(attach))
