@@ -31,9 +31,9 @@ from controller.domain.common import Body, parse
 from controller.errors import ApiError
 from controller.remote import grants, sessions
 from controller.remote import policy as policy_rules
-from controller.remote.recording import export
+from controller.remote.recording import cast_file
 from controller.store.lookup import find_node
-from controller.store.models import ApiToken, Node, RemoteSession
+from controller.store.models import ApiToken, Node
 from controller.web.context import actor, svc
 
 __all__ = ["actor_role", "remote_api"]
@@ -158,10 +158,7 @@ def close_session(session_id: str) -> ResponseReturnValue:
 def recording_response(session_id: str) -> Response:
     """The session's asciicast v2 file (404 for a port-forward: nothing recorded)."""
     with svc().db.transaction() as s:
-        row: RemoteSession = sessions.find_session(s, session_id)
-        if not row.recorded:
-            raise ApiError(404, "not_recorded", "port-forwards record metadata only")
-        text = export(s, row)
+        text = cast_file(s, sessions.find_session(s, session_id))
     resp = Response(text, mimetype="application/x-asciicast")
     resp.headers["Content-Disposition"] = f'attachment; filename="session-{session_id}.cast"'
     return resp

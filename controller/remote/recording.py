@@ -22,10 +22,11 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from controller.errors import ApiError
 from controller.store.database import Database
 from controller.store.models import RemoteRecordingChunk, RemoteSession, utcnow
 
-__all__ = ["Recorder", "RecordingFull", "export", "header"]
+__all__ = ["Recorder", "RecordingFull", "cast_file", "export", "header"]
 
 
 class RecordingFull(Exception):
@@ -106,6 +107,13 @@ def export(session: Session, row: RemoteSession) -> str:
         .order_by(RemoteRecordingChunk.seq)
     )
     return (row.recording_header or "{}") + "\n" + "".join(chunks)
+
+
+def cast_file(session: Session, row: RemoteSession) -> str:
+    """The recording to download; 404 for a port-forward (metadata only)."""
+    if not row.recorded:
+        raise ApiError(404, "not_recorded", "port-forwards record metadata only")
+    return export(session, row)
 
 
 def chunk_count(session: Session, row: RemoteSession) -> int:
