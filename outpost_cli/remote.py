@@ -60,9 +60,9 @@ def _terminal_size() -> tuple[int, int]:
 
     try:
         size = os.get_terminal_size(sys.stdout.fileno())
-        return size.columns, size.lines
     except OSError:
         return 80, 24
+    return (size.columns or 80, size.lines or 24)  # a new pty may say 0x0
 
 
 def _report(outcome: Any, quiet_reason: str = "") -> None:

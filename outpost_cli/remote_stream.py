@@ -177,7 +177,8 @@ def run_terminal(ws: ClientConnection) -> Outcome:
     def resize(*_: Any) -> None:
         with contextlib.suppress(OSError, ConnectionClosed):
             size = os.get_terminal_size(fd)
-            ws.send(Resize(cols=size.columns, rows=size.lines).model_dump_json())
+            if size.columns and size.lines:  # a new pty may say 0x0
+                ws.send(Resize(cols=size.columns, rows=size.lines).model_dump_json())
 
     def keys() -> None:
         with contextlib.suppress(OSError, ConnectionClosed):
