@@ -52,6 +52,7 @@ __all__ = [
     "attach",
     "open_session",
     "pump_socket",
+    "receive",
     "run_command",
     "run_terminal",
 ]
@@ -125,7 +126,7 @@ def _control(message: str, outcome: Outcome) -> bool:
     return False
 
 
-def _receive(ws: ClientConnection, out: BinaryIO, err: BinaryIO, outcome: Outcome) -> None:
+def receive(ws: ClientConnection, out: BinaryIO, err: BinaryIO, outcome: Outcome) -> None:
     """Until the controller's ``closed``; RelayLost if the stream breaks first."""
     try:
         for message in ws:
@@ -158,7 +159,7 @@ def run_command(ws: ClientConnection, stdin: BinaryIO | None) -> Outcome:
 
     threading.Thread(target=feed, daemon=True).start()
     try:
-        _receive(ws, sys.stdout.buffer, sys.stderr.buffer, outcome)
+        receive(ws, sys.stdout.buffer, sys.stderr.buffer, outcome)
     finally:
         ws.close()
     return outcome
@@ -197,7 +198,7 @@ def run_terminal(ws: ClientConnection) -> Outcome:
             signal.signal(signal.SIGWINCH, resize)
             resize()
         threading.Thread(target=keys, daemon=True).start()
-        _receive(ws, sys.stdout.buffer, sys.stderr.buffer, outcome)
+        receive(ws, sys.stdout.buffer, sys.stderr.buffer, outcome)
     finally:
         if saved is not None:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)

@@ -134,7 +134,7 @@ def run_session(
             link.report_end(
                 SessionEnded(
                     session_id=session_id,
-                    reason="the node's stream to the controller ended",
+                    reason="its connection to the controller broke (the relay went away)",
                     bytes_to_node=counters.to_node,
                     bytes_from_node=counters.from_node,
                 )
