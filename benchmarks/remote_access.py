@@ -113,8 +113,12 @@ def bench_exec_tty(ctl: ControllerServer, n: int) -> dict[str, list[float]]:
     grant = ctl.api(
         "POST", "/remote/grants", json={"node": "bench-node", "kind": "exec", "app": "web"}
     ).json()
-    _view, ws = open_session(_call(ctl), ctl.url, str(ctl.root_ca),
-                             {"grant": grant["id"], "command": ["sh"], "tty": True})  # fmt: skip
+    _view, ws = open_session(
+        _call(ctl),
+        ctl.url,
+        str(ctl.root_ca),
+        {"grant": grant["id"], "command": ["sh"], "tty": True},
+    )
     send, recv = _ws_io(ws)
     recv(1.0)
     relayed = _keystrokes(send, recv, n)
@@ -153,8 +157,11 @@ def bench_forward(ctl: ControllerServer, node: Any, mib: int) -> dict[str, float
     with socket.create_connection(("127.0.0.1", port)) as direct:
         direct_mbs = drain(direct)
     node.remote.ctx.app_address = lambda _uuid: "127.0.0.1"
-    grant = ctl.api("POST", "/remote/grants", json={"node": "bench-node", "kind": "forward",
-                                                     "app": "web", "port": port}).json()  # fmt: skip
+    grant = ctl.api(
+        "POST",
+        "/remote/grants",
+        json={"node": "bench-node", "kind": "forward", "app": "web", "port": port},
+    ).json()
     _view, ws = open_session(_call(ctl), ctl.url, str(ctl.root_ca), {"grant": grant["id"]})
     start, got = time.perf_counter(), 0
     while got < mib * len(payload):
@@ -179,8 +186,11 @@ def vm_site(base: Path) -> Iterator[Any]:
     engine = make_engine(base / "podman")
     accel = probe_accel(base / "probe", "auto")
     with e2e_node(base / "e2e", "bench-vm-node", images, engine, "qemu:///system", accel) as node:
-        node.api("POST", "/apps", json={"name": "v1", "kind": "vm", "image": "testvm",
-                                        "resources": {"memory_mib": 96}}).raise_for_status()  # fmt: skip
+        node.api(
+            "POST",
+            "/apps",
+            json={"name": "v1", "kind": "vm", "image": "testvm", "resources": {"memory_mib": 96}},
+        ).raise_for_status()
         node.api("POST", "/nodes/bench-vm-node/apps", json={"app": "v1"}).raise_for_status()
         node.start_agent()
         node.wait_states({"v1": "RUNNING"})
@@ -188,8 +198,9 @@ def vm_site(base: Path) -> Iterator[Any]:
 
 
 def bench_vm_console(node: Any, n: int) -> dict[str, list[float]]:
-    grant = node.api("POST", "/remote/grants", json={"node": "bench-vm-node", "kind": "console",
-                                                      "app": "v1"}).json()  # fmt: skip
+    grant = node.api(
+        "POST", "/remote/grants", json={"node": "bench-vm-node", "kind": "console", "app": "v1"}
+    ).json()
     _view, ws = open_session(_call(node), node.url, str(node.root_ca), {"grant": grant["id"]})
     send, recv = _ws_io(ws)
     deadline = time.monotonic() + 120
@@ -228,21 +239,37 @@ def main() -> None:
             node.stop.set()
     for name, key in (("keystroke exec -t (pty)", keys),):
         r, d = key["relayed"], key["direct"]
-        rows.append((name, f"{statistics.median(r):.2f} / {_pct(r, 0.99):.2f}",
-                     f"{statistics.median(d):.2f} / {_pct(d, 0.99):.2f}",
-                     f"{statistics.median(r) / statistics.median(d):.1f}x"))  # fmt: skip
+        rows.append(
+            (
+                name,
+                f"{statistics.median(r):.2f} / {_pct(r, 0.99):.2f}",
+                f"{statistics.median(d):.2f} / {_pct(d, 0.99):.2f}",
+                f"{statistics.median(r) / statistics.median(d):.1f}x",
+            )
+        )
     if not args.no_vm:
         with vm_site(base / "vm") as vm:
             con = bench_vm_console(vm, args.keys)
         r, d = con["relayed"], con["direct"]
-        rows.insert(0, ("keystroke VM serial console", f"{statistics.median(r):.2f} / {_pct(r, 0.99):.2f}",
-                        f"{statistics.median(d):.2f} / {_pct(d, 0.99):.2f}",
-                        f"{statistics.median(r) / statistics.median(d):.1f}x"))  # fmt: skip
-    rows.append((f"port-forward download ({args.mib} MiB)", f"{fwd['relayed']:.0f} MB/s",
-                 f"{fwd['direct']:.0f} MB/s", f"{fwd['relayed'] / fwd['direct']:.3f}"))  # fmt: skip
-    print(
-        f"\nremote access, {args.keys} keystrokes; {time.strftime('%Y-%m-%d')}; {os.cpu_count()} cores"
+        rows.insert(
+            0,
+            (
+                "keystroke VM serial console",
+                f"{statistics.median(r):.2f} / {_pct(r, 0.99):.2f}",
+                f"{statistics.median(d):.2f} / {_pct(d, 0.99):.2f}",
+                f"{statistics.median(r) / statistics.median(d):.1f}x",
+            ),
+        )
+    rows.append(
+        (
+            f"port-forward download ({args.mib} MiB)",
+            f"{fwd['relayed']:.0f} MB/s",
+            f"{fwd['direct']:.0f} MB/s",
+            f"{fwd['relayed'] / fwd['direct']:.3f}",
+        )
     )
+    today = time.strftime("%Y-%m-%d")
+    print(f"\nremote access, {args.keys} keystrokes; {today}; {os.cpu_count()} cores")
     header = (
         "path",
         "through the controller (p50 / p99 ms)",
