@@ -183,6 +183,7 @@ def vm_site(base: Path) -> Iterator[Any]:
     from tests.fixtures.podman_engine import make_engine
 
     images = build_all(IMAGES_DIR)
+    (base / "podman").mkdir(parents=True, exist_ok=True)
     engine = make_engine(base / "podman")
     accel = probe_accel(base / "probe", "auto")
     with e2e_node(base / "e2e", "bench-vm-node", images, engine, "qemu:///system", accel) as node:
