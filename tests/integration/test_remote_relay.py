@@ -312,3 +312,66 @@ def test_a_forward_session_records_metadata_only(site):
     assert view["recorded"] is False
     assert ctl.api("GET", f"/remote/sessions/{view['id']}/recording").status_code == 404
     ctl.api("POST", f"/remote/sessions/{view['id']}/close").raise_for_status()
+
+
+def test_a_grant_at_an_approval_site_waits_for_a_second_person(site):
+    ctl, _a, _node_b = site
+    ctl.api("PUT", "/remote/policy", json={"approval_sites": ["secure"]}).raise_for_status()
+    ctl.api("PATCH", "/nodes/remote-b", json={"labels": {"site": "secure"}}).raise_for_status()
+    try:
+        grant = _grant(ctl, node="remote-b")
+        assert grant["state"] == "awaiting-approval"
+        r = ctl.api("POST", "/remote/sessions", json={"grant": grant["id"], "command": ["true"]})
+        assert (r.status_code, r.json()["error"]["code"]) == (409, "grant_awaiting_approval")
+        me = ctl.api("POST", f"/remote/grants/{grant['id']}/approve")
+        assert (me.status_code, me.json()["error"]["code"]) == (403, "second_person")
+        other = make_token(ctl, "remote-approver", "operator")
+        ok = ctl.api(
+            "POST",
+            f"/remote/grants/{grant['id']}/approve",
+            headers={"Authorization": f"Bearer {other}"},
+        )
+        assert ok.status_code == 200 and ok.json()["approved_by"] == "token:remote-approver"
+        done = outpost(ctl, "exec", "--grant", grant["id"], "remote-b", "web", "--", "echo", "ok")
+        assert (done.returncode, done.stdout) == (0, b"ok\n"), done.stderr
+    finally:
+        ctl.api("PATCH", "/nodes/remote-b", json={"labels": {}}).raise_for_status()
+        ctl.api("PUT", "/remote/policy", json={"approval_sites": []}).raise_for_status()
+
+
+def test_a_node_shell_is_refused_by_the_node_without_debug_access(site):
+    ctl, _node_a, _b = site
+    grant = ctl.api("POST", "/remote/grants", json={"node": "remote-a", "kind": "shell"}).json()
+    view, ws = _open(ctl, grant["id"], [], tty=True)
+    messages = [json.loads(m) for m in ws if isinstance(m, str)]
+    assert any(m["type"] == "error" and "no debug access" in m["message"] for m in messages)
+    ended = _wait_session(ctl, view["id"], "ended")
+    assert "no debug access" in ended["end_reason"]
+
+
+def test_a_node_shell_opens_where_debug_access_is_on(site):
+    ctl, node_a, _b = site
+    ctl.api("PATCH", "/nodes/remote-a", json={"settings": {"debug_ssh": True}}).raise_for_status()
+    try:
+        node_a.refresh()
+        grant = ctl.api("POST", "/remote/grants", json={"node": "remote-a", "kind": "shell"}).json()
+        view, ws = _open(ctl, grant["id"], [], tty=True)
+        ws.send(data_frame(STDIN, b"echo shell-$((6*7)); exit 0\r"))
+        shown = b"".join(split_frame(m)[1] for m in ws if isinstance(m, bytes))
+        assert b"shell-42" in shown
+        assert _wait_session(ctl, view["id"], "ended")["exit_code"] == 0
+    finally:
+        ctl.api("PATCH", "/nodes/remote-a", json={"settings": {}}).raise_for_status()
+        node_a.refresh()
+
+
+def test_an_idle_session_is_closed(site):
+    ctl, _a, _b = site
+    ctl.api("PUT", "/remote/policy", json={"idle_timeout_s": 10}).raise_for_status()
+    try:
+        grant = _grant(ctl)["id"]
+        _view, ws = _live_session(ctl, grant)
+        _elapsed, reason = _closed_within(ws, 14.0)
+        assert reason == "idle for 10 s"
+    finally:
+        ctl.api("PUT", "/remote/policy", json={"idle_timeout_s": 900}).raise_for_status()
