@@ -14,6 +14,8 @@ from controller.api.device import device_api
 from controller.api.device_reports import device_reports
 from controller.api.operator.api import ops_api
 from controller.api.operator.trust import ops_trust_api
+from controller.api.remote import remote_api
+from controller.api.remote_stream import remote_stream_api
 from controller.background import start_jobs
 from controller.services import Services
 from controller.settings import ControllerSettings
@@ -69,6 +71,8 @@ def create_app(
     app.register_blueprint(ops_api)
     app.register_blueprint(ops_trust_api)
     app.register_blueprint(datastore)
+    app.register_blueprint(remote_api)  # remote access: grants, sessions, recordings
+    app.register_blueprint(remote_stream_api)
     init_ui(app)  # web UI at /ui/: session key, cookie flags, CSRF, blueprint
 
     if background:

@@ -36,6 +36,9 @@ __all__ = ["OutpostWorker", "ServeOptions", "serve"]
 log = logging.getLogger(__name__)
 
 LONG_POLL_PATH = "/api/v1/device/config"
+REMOTE_POLL_PATH = "/api/v1/remote/device/poll"
+REMOTE_STREAM_PREFIX = "/api/v1/remote/s/"
+"""Remote-access WebSockets: a session lasts as long as its grant allows (no deadline)."""
 UPLOAD_PATHS = ("/api/v1/images", "/api/v1/agent-releases", "/ui/images/upload")
 MAX_LONG_POLL_S = 120.0
 """protocol.messages.ConfigRequest.wait_s's upper bound."""
@@ -77,9 +80,11 @@ class RequestDeadline:
         self.app = app
         self.options = options
 
-    def _deadline(self, environ: dict[str, Any]) -> float:
+    def _deadline(self, environ: dict[str, Any]) -> float | None:
         path = environ.get("PATH_INFO", "")
-        if path == LONG_POLL_PATH:
+        if path.startswith(REMOTE_STREAM_PREFIX):
+            return None
+        if path in (LONG_POLL_PATH, REMOTE_POLL_PATH):
             return MAX_LONG_POLL_S + self.options.request_timeout_s
         if environ.get("REQUEST_METHOD") == "POST" and path in UPLOAD_PATHS:
             return self.options.upload_timeout_s
@@ -89,6 +94,8 @@ class RequestDeadline:
         import gevent
 
         deadline = self._deadline(environ)
+        if deadline is None:
+            return self.app(environ, start_response)
         try:
             with gevent.Timeout(deadline):
                 return self.app(environ, start_response)

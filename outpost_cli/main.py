@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from outpost_cli.agent_release import add_agent_release_commands
+from outpost_cli.remote import add_remote_commands
 from outpost_cli.resources import UsageError, add_resource_commands, emit
 from outpost_cli.rollout import add_rollout_commands
 
@@ -464,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ports_command(sub)
     add_agent_release_commands(sub)
     add_rollout_commands(sub)
+    add_remote_commands(sub)
     return p
 
 

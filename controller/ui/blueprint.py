@@ -43,6 +43,7 @@ NAV = (
     ("ui.rollouts", "Rollouts"),
     ("ui.git", "Git"),
     ("ui.audit", "Audit log"),
+    ("ui.remote", "Remote"),
 )
 
 
