@@ -12,6 +12,7 @@ from controller.api.attest import attest_api
 from controller.api.datastore import datastore
 from controller.api.device import device_api
 from controller.api.device_reports import device_reports
+from controller.api.metrics import metrics_api
 from controller.api.operator.api import ops_api
 from controller.api.operator.trust import ops_trust_api
 from controller.api.remote import remote_api
@@ -24,6 +25,7 @@ from controller.store.notify import ConfigNotifier
 from controller.store.pki import ControllerPki, load_pki
 from controller.store.write_behind import WriteBehind
 from controller.ui import init_ui
+from controller.web import telemetry
 from controller.web.converters import register_converters
 from controller.web.errors import register_error_handlers
 from controller.web.json_provider import StrictJSONProvider
@@ -71,6 +73,8 @@ def create_app(
     app.register_blueprint(ops_api)
     app.register_blueprint(ops_trust_api)
     app.register_blueprint(datastore)
+    app.register_blueprint(metrics_api)
+    telemetry.install(app)
     app.register_blueprint(remote_api)  # remote access: grants, sessions, recordings
     app.register_blueprint(remote_stream_api)
     init_ui(app)  # web UI at /ui/: session key, cookie flags, CSRF, blueprint

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -162,6 +163,7 @@ class _Application(BaseApplication):  # type: ignore[misc]  # gunicorn has no ty
             "accesslog": None,
             "proc_name": "outpost-controller",
             "worker_exit": _flush_on_exit,
+            "child_exit": _worker_gone,
         }
         if not o.plain_http:
             cfg["certfile"] = str(self.settings.pki_dir / "tls.pem")
@@ -182,6 +184,21 @@ class _Application(BaseApplication):  # type: ignore[misc]  # gunicorn has no ty
         return app
 
 
+def _metrics_dir(settings: ControllerSettings) -> None:
+    """Prometheus' multiprocess mode: each worker counts into files here (emptied at start),
+    ``/metrics`` adds them up."""
+    path = settings.data_dir / "run" / f"prometheus-{os.getpid()}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
+def _worker_gone(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
 def serve(settings: ControllerSettings, options: ServeOptions) -> None:
     """Run until SIGTERM/SIGINT (gunicorn's arbiter: workers, reload on SIGHUP)."""
     scheme = "http" if options.plain_http else "https"
@@ -191,4 +208,5 @@ def serve(settings: ControllerSettings, options: ServeOptions) -> None:
         flush=True,
     )
     os.environ.setdefault(REPLICA_ENV, replica_id())  # every worker: the same replica
+    _metrics_dir(settings)
     _Application(settings, options).run()

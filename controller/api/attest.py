@@ -28,6 +28,7 @@ from controller.store.models import Node
 from controller.trust.state import fleet_policy, issue_nonce, trust_of
 from controller.trust.verifier import check_quote
 from controller.web.context import current_services
+from controller.web.telemetry import ATTESTATIONS
 from protocol.attest import AttestRequest, NonceRequest, NonceResponse, RenewRequest
 
 __all__ = ["attest_api"]
@@ -52,6 +53,7 @@ def attest() -> ResponseReturnValue:
             return jsonify(answer.model_dump(mode="json"))
         assert node.device_cert_pem is not None
         result = check_quote(session, node, body, pki.load_cert(node.device_cert_pem))
+    ATTESTATIONS.labels(str(result.result)).inc()
     return jsonify(result.model_dump(mode="json"))
 
 

@@ -34,6 +34,7 @@ from controller.store.replay import remember_request
 from controller.trust.state import record_issued_config, token_sha256
 from controller.web.body import json_body
 from controller.web.context import current_services
+from controller.web.telemetry import POLLS
 from protocol.attest import TOKEN_HEADER
 from protocol.desired_state import NodeSettings
 from protocol.messages import ConfigRequest, ConfigResponse, InfoMessage
@@ -175,7 +176,9 @@ def config() -> ResponseReturnValue:
             signed = _answer(session, devices, entry, sha, token, req.config_hash)
             since = entry.version
     if signed is None:
+        POLLS.labels("unchanged").inc()
         return jsonify(ConfigResponse(unchanged=True).model_dump())
+    POLLS.labels("config").inc()
     return jsonify(ConfigResponse(unchanged=False, config=signed).model_dump())
 
 
