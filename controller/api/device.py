@@ -25,6 +25,7 @@ from attestation import envelope
 from controller.api.device_cache import CachedNode, DeviceCache, RecentIds
 from controller.api.register import register_node
 from controller.api.signed_request import open_request
+from controller.domain import events
 from controller.domain.desired import current_desired_state
 from controller.domain.onboarding import NotClaimed, record_pending
 from controller.errors import ApiError
@@ -244,7 +245,8 @@ def info() -> ResponseReturnValue:
     svc = current_services()
     with svc.db.transaction() as session:
         node, msg = open_node_request(session, InfoMessage)
-        node.info = msg.model_dump(mode="json", exclude={"inventory"})
+        before, node.info = node.info, msg.model_dump(mode="json", exclude={"inventory"})
+        events.app_changes(session, node, before, node.info)
         node.info_at = utcnow()
         if msg.inventory is not None:
             inventory = msg.inventory.model_dump(mode="json")

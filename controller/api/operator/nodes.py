@@ -14,12 +14,12 @@ from sqlalchemy import select
 from controller.api.auth import require_role
 from controller.api.openapi import Link, doc
 from controller.api.operator.blueprint import ops_api
-from controller.domain import nodes, onboarding
+from controller.domain import events, nodes, onboarding
 from controller.domain.bodies import ClaimBody, CommandBody, NodePatch
 from controller.domain.common import Body, parse
 from controller.domain.views import node_json
 from controller.store.lookup import find_node
-from controller.store.models import Event, LogBatch, Node, PendingRegistration
+from controller.store.models import LogBatch, Node, PendingRegistration
 from controller.web.body import json_body
 from controller.web.context import actor, svc
 from protocol.desired_state import Name
@@ -166,21 +166,11 @@ def decide(serial: str, decision: str) -> ResponseReturnValue:
 
 @ops_api.get("/nodes/<key>/events")
 @require_role("viewer")
-@doc("Recent events of a node")
+@doc("Recent events of a node and its apps (newest first)")
 def node_events(key: str) -> ResponseReturnValue:
     with svc().db.transaction() as s:
-        node = find_node(s, key)
-        rows = s.scalars(
-            select(Event).where(Event.node_id == node.id).order_by(Event.id.desc()).limit(200)
-        ).all()
-        return jsonify(
-            {
-                "events": [
-                    {"at": e.at.isoformat() + "Z", "kind": e.kind, "message": e.message}
-                    for e in rows
-                ]
-            }
-        )
+        rows = events.query(s, node=find_node(s, key), limit=200)
+        return jsonify({"events": [r.as_json() for r in rows]})
 
 
 @ops_api.get("/nodes/<key>/logs")
