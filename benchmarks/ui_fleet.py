@@ -142,7 +142,10 @@ def seed_fleet(
                 if app.kind == "vm" and i == 0:
                     status = status | {
                         "state": "DOWNLOADING",
-                        "progress": {"done": 9 * 1024**2, "total": 15 * 1024**2},
+                        "progress_pct": 60,
+                        "progress_bytes": 9 * 1024**2,
+                        "progress_total_bytes": 15 * 1024**2,
+                        "progress_rate_bps": 2.5 * 1024**2,
                     }
                 statuses.append(status)
             node.info = {

@@ -26,6 +26,7 @@ from controller.store.pki import ControllerPki, load_pki
 from controller.store.write_behind import WriteBehind
 from controller.ui import init_ui
 from controller.web import telemetry
+from controller.web.body import read_small_json_body
 from controller.web.converters import register_converters
 from controller.web.errors import register_error_handlers
 from controller.web.json_provider import StrictJSONProvider
@@ -75,6 +76,7 @@ def create_app(
     app.register_blueprint(datastore)
     app.register_blueprint(metrics_api)
     telemetry.install(app)
+    app.before_request(read_small_json_body)
     app.register_blueprint(remote_api)  # remote access: grants, sessions, recordings
     app.register_blueprint(remote_stream_api)
     init_ui(app)  # web UI at /ui/: session key, cookie flags, CSRF, blueprint

@@ -3,7 +3,8 @@ PKI and the long-poll notifier.  Passed explicitly below the HTTP layers."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from controller.settings import ControllerSettings
 from controller.store.database import Database
@@ -22,3 +23,8 @@ class Services:
     notifier: ConfigNotifier
     writes: WriteBehind
     """Last-seen times and metrics, written in batches."""
+    git_sync_lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
+    """One git sync at a time in this process (the API's and the periodic job's).  Made
+    with the services, i.e. in the worker after gevent patched ``threading``: a lock made
+    at import time (in gunicorn's master) would be an OS lock that blocks the whole
+    worker while another greenlet holds it during a fetch."""

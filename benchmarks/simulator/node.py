@@ -90,7 +90,7 @@ class SimNode:
             "serial": self.serial,
             "onboarding_cert_pem": onboarding.cert_pem(),
             "device_cert_pem": self.identity.cert_pem,
-            "inventory": {"tpm": "none", "simulated": True},
+            "inventory": {"tpm": "none"},
         }
         status, answer = await t.device("register", "register", envelope.seal(body, onboarding))
         self.node_uuid = answer["node_uuid"]

@@ -153,6 +153,8 @@ def _error_statuses(rule: Rule, method: str, rdoc: RouteDoc, role: str | None) -
         out |= {401, 403}
     if rule.arguments:
         out.add(404)
+    if rule.websocket:
+        out.add(400)  # not a WebSocket handshake
     if method in WRITES:
         out |= {404, 409}
     if rdoc.body is not None or rdoc.raw_body:

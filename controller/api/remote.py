@@ -124,7 +124,7 @@ def open_session() -> ResponseReturnValue:
 
 @remote_api.get("/sessions")
 @require_role("viewer")
-@doc("List sessions (newest first)", query=ListQuery)
+@doc("List sessions (newest first)", query=ListQuery, errors=(404,))  # 404: the node named
 def list_sessions() -> ResponseReturnValue:
     query = parse(ListQuery, request.args.to_dict())
     with svc().db.transaction() as s:

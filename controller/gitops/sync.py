@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,13 +79,10 @@ class _Refused(Exception):
         self.errors = errors
 
 
-_LOCK = threading.Lock()  # one sync at a time per process (the API's and the worker's)
-
-
 def sync(services: Services, force: bool = False) -> SyncResult:
     """Fetch and apply the source's branch (needs an app context); never raises for
     a bad repository — the result (and the source row) carries the errors."""
-    with _LOCK:
+    with services.git_sync_lock:
         return _sync(services, force)
 
 

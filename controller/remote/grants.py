@@ -16,7 +16,7 @@ import datetime as dt
 import uuid
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -58,6 +58,17 @@ APP_KINDS = {"console": "vm", "exec": "container", "forward": None}
 
 
 class GrantBody(Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-rules": [
+                "port is given for a forward grant and only for one",
+                "app is given for console, exec and forward grants, never for a shell",
+                "duration_s is at most the fleet policy's max_grant_s",
+                "grantee names an existing user or token whose role allows the kind",
+            ]
+        }
+    )
+
     node: str = Field(min_length=1, max_length=128)
     kind: Literal["console", "exec", "shell", "forward"]
     app: str | None = Field(default=None, max_length=63)

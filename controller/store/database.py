@@ -10,6 +10,8 @@ holding any process-wide state.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +43,12 @@ class Database:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._serial: threading.RLock | None = threading.RLock() if is_sqlite(url) else None
+        """SQLite: one transaction at a time in this process.  SQLite has one writer, and
+        its busy wait blocks in C: under gevent a transaction waiting for the write lock
+        would stall the whole worker (up to the 30 s timeout) while the greenlet holding
+        the lock cannot run to release it.  The lock (cooperative once gevent patched
+        ``threading``) queues them instead; PostgreSQL needs none."""
 
     def create_schema(self) -> None:
         """Bring the schema to the newest migration (Alembic, in process)."""
@@ -56,7 +64,11 @@ class Database:
         database's constraint is the lock, and the loser changed nothing.  So is a row that
         a concurrent request deleted under this one (an update that matched no row)."""
         try:
-            with self._sessions() as session, session.begin():
+            with (
+                self._serial or contextlib.nullcontext(),
+                self._sessions() as session,
+                session.begin(),
+            ):
                 if self.notifier is not None:
                     session.info[NOTIFIER_KEY] = self.notifier
                 yield session
@@ -68,6 +80,10 @@ class Database:
             raise ApiError(
                 409, "conflict", "the object was changed or deleted meanwhile; try again"
             ) from exc
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
 
 
 def load_all_models() -> None:

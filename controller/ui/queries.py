@@ -290,11 +290,16 @@ def node_apps(s: Session, node: Node) -> list[dict[str, Any]]:
     return out
 
 
-def _progress(status: AppStatus | None, size: int) -> tuple[int, int] | None:
-    """(done, total) bytes of a download the agent reported, if it reports one."""
-    if status is None or status.progress_pct is None or size <= 0:
+def _progress(status: AppStatus | None, size: int) -> tuple[int, int, float | None] | None:
+    """(done, total, bytes/s or None) of a download the agent reports, if it reports one."""
+    if status is None:
         return None
-    return size * status.progress_pct // 100, size
+    total = status.progress_total_bytes or size
+    if status.progress_bytes is not None and total > 0:
+        return min(status.progress_bytes, total), total, status.progress_rate_bps
+    if status.progress_pct is None or total <= 0:
+        return None
+    return total * status.progress_pct // 100, total, status.progress_rate_bps
 
 
 def recent_events(s: Session, node: Node | None = None, limit: int = 20) -> list[dict[str, Any]]:

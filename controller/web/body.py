@@ -24,7 +24,13 @@ from flask import request
 from controller.errors import ApiError
 from protocol.bounded_json import JsonRefused, load_json
 
-__all__ = ["MAX_JSON_BODY_BYTES", "MAX_JSON_DEPTH", "json_body", "optional_json_body"]
+__all__ = [
+    "MAX_JSON_BODY_BYTES",
+    "MAX_JSON_DEPTH",
+    "json_body",
+    "optional_json_body",
+    "read_small_json_body",
+]
 
 MAX_JSON_BODY_BYTES = 1024 * 1024
 """Largest JSON body (the device API's large messages — inventories, quotes — fit)."""
@@ -64,3 +70,17 @@ def optional_json_body(
     if not raw.strip():
         return None
     return _load(raw, max_bytes, max_depth)
+
+
+def read_small_json_body() -> None:
+    """Read a JSON body of at most :data:`MAX_JSON_BODY_BYTES` before the view runs (a
+    ``before_request`` hook): a slow sender then waits outside any database transaction,
+    never inside one that other requests queue behind (SQLite's single writer).  Larger
+    or non-JSON bodies (image uploads) stay streams, read by their view."""
+    length = request.content_length
+    if (
+        request.mimetype == "application/json"
+        and length is not None
+        and 0 < length <= MAX_JSON_BODY_BYTES
+    ):
+        request.get_data(cache=True)

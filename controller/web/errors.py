@@ -15,6 +15,7 @@ from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import WebsocketMismatch
 
 from controller.errors import ApiError
 
@@ -48,6 +49,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> ResponseReturnValue:
+        if isinstance(exc, WebsocketMismatch):
+            body = _body("websocket_expected", "this address takes a WebSocket handshake only")
+            return jsonify(body), 400
         code = (exc.name or "error").lower().replace(" ", "_")
         return jsonify(_body(code, exc.description or exc.name)), exc.code or 500, kept_headers(exc)
 

@@ -70,7 +70,7 @@ class RemoteContext:
         """Bound to a started :class:`node_agent.agent.Agent`."""
         settings = agent.settings
         runtimes = agent.reconciler.runtimes if agent.reconciler is not None else {}
-        podman = runtimes.get("container")
+        cli = getattr(runtimes.get("container"), "cli", None)  # the podman runtime's CLI
         ports = agent.ports
 
         def address(app_uuid: str) -> str | None:
@@ -89,8 +89,8 @@ class RemoteContext:
             desired=lambda: agent.desired,
             signers=lambda: agent._verifier.signers if agent._verifier is not None else [],
             libvirt_uri=settings.libvirt_uri,
-            podman_argv=podman.cli.argv if podman is not None else (lambda a: ["podman", *a]),
-            podman_env=dict(podman.cli.env) if podman is not None else {},
+            podman_argv=cli.argv if cli is not None else (lambda a: ["podman", *a]),
+            podman_env=dict(cli.env) if cli is not None else {},
             app_address=address,
             max_sessions=settings.remote_max_sessions,
             http_timeout_s=settings.http_timeout_s,

@@ -264,12 +264,10 @@ def _workload(entry: Mapping[str, Any]) -> Workload:
     labels = entry.get("Labels") or {}
     status = str(entry.get("State", ""))
     names = entry.get("Names") or [""]
-    exit_code = _exit_code(entry) if status == "exited" else None
-    detail = (
-        f"exited (code {exit_code if exit_code is not None else '?'})"
-        if status == "exited"
-        else status
-    )
+    # "stopped": the process has exited and podman has not cleaned up yet ("exited" after)
+    ended = status in ("exited", "stopped")
+    exit_code = _exit_code(entry) if ended else None
+    detail = f"exited (code {exit_code if exit_code is not None else '?'})" if ended else status
     return Workload(
         app_uuid=labels.get(LABEL_APP, ""),
         state=_STATES.get(status, State.STOPPED),

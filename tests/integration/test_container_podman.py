@@ -253,4 +253,5 @@ def test_command_missing_in_image_shows_as_stopped(
         lambda: container_runtime.list()[spec.app_uuid].state is WorkloadState.STOPPED,
         "the container to exit",
     )
-    assert container_runtime.list()[spec.app_uuid].detail.startswith("exited (code ")
+    workload = container_runtime.list()[spec.app_uuid]
+    assert workload.detail.startswith("exited (code "), workload

@@ -80,6 +80,7 @@ def audit_log() -> ResponseReturnValue:
 @doc(
     "The fleet's event stream (newest first), filterable by node, app, kind and time",
     query=EventQuery,
+    errors=(404,),  # the node a filter names
 )
 def fleet_events() -> ResponseReturnValue:
     q = parse(EventQuery, request.args.to_dict())
