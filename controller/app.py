@@ -18,9 +18,10 @@ from controller.background import start_jobs
 from controller.services import Services
 from controller.settings import ControllerSettings
 from controller.store.database import Database
+from controller.store.key_files import DOWNLOAD_KEY_FILE, ensure_key_file
 from controller.store.last_seen import LastSeen
 from controller.store.notify import ConfigNotifier
-from controller.store.pki import ControllerPki, load_pki
+from controller.store.pki import ControllerPki, LivePki, load_pki
 from controller.ui import init_ui
 from controller.web.errors import register_error_handlers
 
@@ -42,12 +43,16 @@ def create_app(
     notifier = ConfigNotifier(settings.database_url, max_waiters=settings.max_parked_polls)
     db = Database(settings.database_url, notifier)
     db.create_schema()
+    if not settings.ek_ca_bundle:
+        log.warning("no EK CA bundle is set: no TPM can enrol (init --ek-ca-bundle)")
     services = Services(
         settings=settings,
         db=db,
-        pki=pki or load_pki(settings.pki_dir),
+        keys=LivePki(settings.pki_dir, pki or load_pki(settings.pki_dir)),
         notifier=notifier,
         last_seen=LastSeen(),
+        ek_bundle=settings.load_ek_bundle(),
+        download_key=ensure_key_file(settings.data_dir / DOWNLOAD_KEY_FILE),
     )
     threading.Thread(
         target=services.last_seen.run, args=(db, threading.Event()), name="last-seen", daemon=True

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import BeforeValidator, Field, StringConstraints, model_validator
 
 from controller.domain.common import Body
 from protocol.desired_state import (
@@ -28,6 +28,7 @@ __all__ = [
     "AppBody",
     "ClaimBody",
     "CommandBody",
+    "Fingerprint",
     "ImageQuery",
     "ImageRegistration",
     "LabelKey",
@@ -40,8 +41,30 @@ LabelKey = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._/-]{0,62
 LabelValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{0,63}$")]
 
 
+def _fingerprint(value: Any) -> Any:
+    """A sha256 fingerprint as operators paste it: any case, ``:`` separated, or with a
+    ``sha256:`` prefix, becomes 64 lower-case hex digits."""
+    if isinstance(value, str):
+        value = value.strip().lower().removeprefix("sha256:").replace(":", "")
+        return value or None
+    return value
+
+
+Fingerprint = Annotated[Sha256Hex | None, BeforeValidator(_fingerprint)]
+"""An optional sha256 fingerprint ('' and None: none)."""
+
+
 class ClaimBody(Body):
     serial: Serial
+    device_cert_sha256: Fingerprint = None
+    """The node's device certificate (``outpost-agent identity``, the node's console):
+    only that identity may register."""
+    ek_sha256: Fingerprint = None
+    """The node's TPM EK certificate: only a node with that TPM may register."""
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.device_cert_sha256 or self.ek_sha256)
 
 
 class NodePatch(Body):

@@ -53,6 +53,7 @@ __all__ = [
     "LabelsForm",
     "LoginForm",
     "NodeAssignForm",
+    "RevokeBatchForm",
     "SyntaxProblem",
     "UserForm",
     "choices",
@@ -75,6 +76,14 @@ class LoginForm(FlaskForm):
 
 class ClaimForm(FlaskForm):
     serial = StringField("Serial number", validators=[DataRequired(), Length(max=128)])
+    device_cert_sha256 = StringField(
+        "Device certificate SHA-256", validators=[Optional(), Length(max=128)]
+    )
+    ek_sha256 = StringField("EK certificate SHA-256", validators=[Optional(), Length(max=128)])
+
+
+class RevokeBatchForm(FlaskForm):
+    reason = StringField("Reason", validators=[DataRequired(), Length(max=512)])
 
 
 class CsvClaimForm(FlaskForm):

@@ -57,9 +57,14 @@ def _csv(client, text: bytes):  # type: ignore[no-untyped-def]
 
 
 def test_a_csv_claims_every_serial(ui_client, ui_app):
-    resp = _csv(ui_client("operator"), b"serial,site\nsn-a,lab\nsn-b,lab\n\nsn-c\n")
+    dev, ek = "ab" * 32, "CD:" * 31 + "CD"
+    rows = f"serial,device_cert_sha256,ek_sha256\nsn-a,{dev},{ek}\nsn-b,,\n\nsn-c\n"
+    resp = _csv(ui_client("operator"), rows.encode())
     assert resp.status_code == 302
     assert _serials(ui_app) == {"sn-a", "sn-b", "sn-c"}
+    with _db(ui_app).transaction() as s:
+        node = s.scalar(select(Node).where(Node.serial == "sn-a"))
+        assert (node.pinned_device_cert_sha256, node.pinned_ek_sha256) == (dev, "cd" * 32)
 
 
 def test_a_csv_with_bad_rows_claims_nothing_and_names_each_row(ui_client, ui_app):

@@ -40,12 +40,25 @@ class LogQuery(Body):
 
 @ops_api.post("/nodes/claim")
 @require_role("operator")
-@doc("Claim a serial so the node carrying it may onboard", body=ClaimBody, status=201)
+@doc(
+    "Claim a serial so the node carrying it may onboard: pinned to its device and/or EK"
+    " certificate fingerprint (unpinned only when the controller allows it)",
+    body=ClaimBody,
+    status=201,
+)
 def claim() -> ResponseReturnValue:
     body = parse(ClaimBody, request.get_json(silent=True))
-    with svc().db.transaction() as s:
-        onboarding.claim(s, actor(), body.serial)
-        return jsonify(node_json(s, find_node(s, body.serial))), 201
+    services = svc()
+    with services.db.transaction() as s:
+        node = onboarding.claim(
+            s,
+            actor(),
+            body.serial,
+            body.device_cert_sha256,
+            body.ek_sha256,
+            allow_unpinned=services.settings.allow_unpinned_claims,
+        )
+        return jsonify(node_json(s, node)), 201
 
 
 @ops_api.get("/nodes")
@@ -123,25 +136,12 @@ def unassign(key: str, name: str) -> ResponseReturnValue:
 def pending() -> ResponseReturnValue:
     with svc().db.transaction() as s:
         rows = s.scalars(select(PendingRegistration).order_by(PendingRegistration.serial)).all()
-        return jsonify(
-            {
-                "pending": [
-                    {
-                        "serial": p.serial,
-                        "device_cert_sha256": p.device_cert_sha256,
-                        "first_seen": p.first_seen.isoformat() + "Z",
-                        "last_seen": p.last_seen.isoformat() + "Z",
-                        "attempts": p.attempts,
-                    }
-                    for p in rows
-                ]
-            }
-        )
+        return jsonify({"pending": [onboarding.pending_json(p) for p in rows]})
 
 
 @ops_api.post("/pending/<serial>/<decision>")
 @require_role("operator")
-@doc("Approve (claim) or reject a pending node")
+@doc("Approve (claim, pinned to the identity it showed) or reject a pending node")
 def decide(serial: str, decision: str) -> ResponseReturnValue:
     with svc().db.transaction() as s:
         onboarding.decide(s, actor(), serial, decision)

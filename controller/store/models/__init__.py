@@ -21,6 +21,7 @@ from controller.store.models.core import (
     utcnow,
 )
 from controller.store.models.gitops import GitObject, GitSource, NodeRevision
+from controller.store.models.keys import OnboardingBatch, RetiredSigningCert
 from controller.store.models.rollouts import ACTIVE, AppPin, Rollout, RolloutNode
 from controller.store.models.trust import (
     AttestNonce,
@@ -52,7 +53,9 @@ __all__ = [
     "Node",
     "NodeRevision",
     "NodeTrust",
+    "OnboardingBatch",
     "PendingRegistration",
+    "RetiredSigningCert",
     "Rollout",
     "RolloutNode",
     "SeenRequest",
