@@ -230,6 +230,7 @@ def _changed_config(session: Session, node: Node, have: str) -> tuple[dict[str, 
         node,
         svc.settings.public_url,
         NodeSettings(config_interval_s=svc.settings.node_config_interval_s),
+        svc.download_key,
     )
     content_hash = doc.content_hash()
     signing = svc.pki.signing

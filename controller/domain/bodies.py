@@ -86,6 +86,9 @@ class AppBody(Body):
     image: Name
     resources: Resources = Resources()
     env: dict[str, str] = Field(default_factory=dict)
+    secret_env: dict[str, str] = Field(default_factory=dict)
+    """Environment the app gets like ``env``, whose values are shown to no viewer and
+    written to no audit log (``<secret>`` there); the node receives both as one ``env``."""
     command: list[str] = Field(default_factory=list)
     desired: Literal["running", "stopped"] = "running"
     networks: list[AppNetwork] = Field(default_factory=list)
@@ -96,10 +99,18 @@ class AppBody(Body):
     selector: dict[LabelKey, LabelValue] | None = Field(default=None, max_length=16)
     """Run on every node whose labels include these (besides explicit assignments)."""
 
+    @model_validator(mode="after")
+    def _env_names_once(self) -> AppBody:
+        both = sorted(set(self.env) & set(self.secret_env))
+        if both:
+            raise ValueError(f"env and secret_env both set {', '.join(both)}")
+        return self
+
 
 SPEC_FIELDS = {
     "resources",
     "env",
+    "secret_env",
     "command",
     "desired",
     "networks",

@@ -125,6 +125,9 @@ class AppForm(FlaskForm):
     disk_mib = IntegerField("Disk (MiB, 0 = image size)", default=0, validators=[InputRequired()])
     command = StringField("Command (shell words)")
     env = TextAreaField("Environment (KEY=value, one per line)")
+    secret_env = TextAreaField(
+        "Secret environment (KEY=value, one per line; hidden from viewers, never audited)"
+    )
     desired = SelectField("Desired state", choices=choices("running", "stopped"))
     networks = TextAreaField("Networks (name host:guest/proto …, one per line)")
     adapters = TextAreaField("Adapters (kind match, one per line; VMs only)")
@@ -150,6 +153,7 @@ class AppForm(FlaskForm):
             },
             "command": command,
             "env": parse_pairs(self.env.data, "env"),
+            "secret_env": parse_pairs(self.secret_env.data, "secret_env"),
             "desired": self.desired.data,
             "networks": _networks(self.networks.data),
             "adapters": _adapters(self.adapters.data),
@@ -166,6 +170,9 @@ class AppForm(FlaskForm):
         self.disk_mib.data = res.get("disk_mib", 0)
         self.command.data = shlex.join(app.get("command") or [])
         self.env.data = "\n".join(f"{k}={v}" for k, v in (app.get("env") or {}).items())
+        self.secret_env.data = "\n".join(
+            f"{k}={v}" for k, v in (app.get("secret_env") or {}).items()
+        )
         self.desired.data = app.get("desired", "running")
         self.networks.data = "\n".join(
             " ".join(

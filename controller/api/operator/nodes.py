@@ -11,7 +11,7 @@ from flask.typing import ResponseReturnValue
 from pydantic import Field
 from sqlalchemy import select
 
-from controller.api.auth import require_role
+from controller.api.auth import caller_has, require_role
 from controller.api.openapi import doc
 from controller.api.operator.blueprint import ops_api
 from controller.domain import nodes, onboarding
@@ -84,11 +84,13 @@ def show_node(key: str) -> ResponseReturnValue:
 
 @ops_api.patch("/nodes/<key>")
 @require_role("operator")
-@doc("Set a node's labels and/or settings", body=NodePatch)
+@doc("Set a node's labels and/or settings (debug access: admin only)", body=NodePatch)
 def patch_node(key: str) -> ResponseReturnValue:
     body = parse(NodePatch, request.get_json(silent=True))
     with svc().db.transaction() as s:
-        node = nodes.update_node(s, actor(), key, body.labels, body.settings)
+        node = nodes.update_node(
+            s, actor(), key, body.labels, body.settings, may_debug=caller_has("admin")
+        )
         return jsonify(node_json(s, node))
 
 
