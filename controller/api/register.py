@@ -35,7 +35,7 @@ from controller.errors import ApiError
 from controller.services import Services
 from controller.store import notify
 from controller.store.audit import audit, event
-from controller.store.models import Node, utcnow
+from controller.store.models import Node, NodeTrust, utcnow
 from controller.trust.enrolment import EnrolmentRefused, TpmIdentity, check_tpm, enrol, re_enrol
 from controller.trust.state import fleet_policy
 from protocol.bounded_json import load_json
@@ -196,8 +196,12 @@ def register_node(
 def _repeat(
     session: Session, node: Node, attempt: Attempt, identity: TpmIdentity
 ) -> tuple[int, RegisterResponse]:
-    """A registered serial again: 200 for the same identity (a new challenge while the AK
-    is not activated), else 409, audited."""
+    """A registered serial again: 403 ``revoked`` for a revoked node (whoever asks); 200
+    for the same identity (a new challenge while the AK is not activated), else 409,
+    audited."""
+    trust = session.get(NodeTrust, node.id)
+    if trust is not None and trust.revoked_at is not None:
+        raise ApiError(403, "revoked", f"node {node.serial!r} has been revoked")
     if node.device_cert_sha256 != attempt.device_hash:
         raise Refused(
             409, "conflict", f"serial {node.serial!r} is bound to another device", attempt

@@ -58,7 +58,7 @@ def fleet_policy(session: Session) -> TrustPolicy:
     policy = session.get(TrustPolicy, 1)
     if policy is None:
         policy = TrustPolicy(
-            id=1, tpm_less="allow", agent_allowlist=[], token_ttl_s=900.0, nonce_ttl_s=60.0
+            id=1, tpm_less="refuse", agent_allowlist=[], token_ttl_s=900.0, nonce_ttl_s=60.0
         )
         session.add(policy)
         session.flush()

@@ -166,6 +166,7 @@ def _admit_large_upload(role: str) -> None:
     if request.is_secure and not same_origin(request.referrer or "", f"https://{request.host}/"):
         abort(400, "The referrer does not match the host.")
     g.ui_user, g.actor = user, f"user:{user.username}"
+    g.csrf_valid = True  # as CSRFProtect.protect() marks it: the form need not check again
     request.max_content_length = current_services().settings.max_image_bytes
 
 
