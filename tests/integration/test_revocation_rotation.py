@@ -133,6 +133,33 @@ def test_a_config_signed_by_a_rotated_out_key_is_refused_by_the_node(
     agent.close()
 
 
+def test_a_rotation_alone_moves_the_node_off_the_old_key(
+    bundle, tmp_path, swtpm_with_ek, controller_server
+):
+    """No content change after the rotation: the controller still re-signs the node's
+    config with the new key, the node takes it and drops the old cert, and a config the
+    old key signs afterwards is refused."""
+    ctl = controller_server
+    agent = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti)
+    agent.start()
+    agent.once()
+    generation = agent.desired.generation
+    rotated = ctl.api("POST", "/trust/rotate-signing").json()
+
+    agent.fetch_config()
+
+    kept = {pki.cert_sha256(c) for c in agent.checkpoint.load_signers()}
+    assert kept == {rotated["signing_sha256"]}
+    assert agent.desired.generation == generation  # same content, re-signed
+    old = rotated["previous_sha256"][:16]
+    pki_dir = ctl.data_dir / "pki"
+    old_key = pki.load_identity(pki_dir / f"signing-{old}.pem", pki_dir / f"signing-{old}.key")
+    forged = agent.desired.model_copy(update={"generation": generation + 1})
+    with pytest.raises(ConfigRejected, match="unknown signer"):
+        agent.take_config(envelope.seal(forged.model_dump(mode="json"), old_key))
+    agent.close()
+
+
 def test_a_revoked_node_checks_back_slowly_and_never_reports_an_outage(
     bundle, tmp_path, swtpm_with_ek, controller_server, caplog
 ):
