@@ -32,7 +32,7 @@ from node_agent.measure import Measurements
 from node_agent.tpm_enrolment import tpm_registration
 from protocol.attest import MeasurementType
 from protocol.messages import AppState
-from tests.fixtures.attest_node import BLOB, make_agent
+from tests.fixtures.attest_node import make_agent, provision
 from tests.fixtures.controller_server import ControllerServer, running_controller
 
 with warnings.catch_warnings():
@@ -47,22 +47,12 @@ AGENT_DIGEST = hashlib.sha256(b"the attacker's agent").hexdigest()
 @pytest.fixture
 def ctl(tmp_path: Path, ek_ca: Any) -> Iterator[ControllerServer]:
     with running_controller(tmp_path, ek_ca_bundle=ek_ca.bundle_path(), lenient=False) as server:
-        sha = hashlib.sha256(BLOB).hexdigest()
-        server.api(
-            "POST",
-            "/images",
-            params={"name": "img", "format": "oci-archive", "sha256": sha},
-            data=BLOB,
-        ).raise_for_status()
-        server.api(
-            "POST", "/apps", json={"name": "web", "kind": "container", "image": "img"}
-        ).raise_for_status()
         yield server
 
 
 @pytest.fixture
 def bundle(ctl: ControllerServer, tmp_path: Path) -> Path:
-    return ctl.bundle(tmp_path / "bundle")
+    return provision(ctl, tmp_path, serial=None)  # an app "web"; nothing claimed
 
 
 def _client(bundle: Path, ctl: ControllerServer) -> ControllerClient:
