@@ -5,6 +5,7 @@ wrongly signed commit is refused whole while the last good revision stays."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from controller.app import create_app
+from controller.cli import _settings
 from controller.domain.tokens import create_token
 from controller.gitops.source import fetch_url
 from controller.store.models import GitSource
@@ -187,3 +190,34 @@ def test_an_unsigned_or_wrongly_signed_commit_is_refused_whole(api, signed_repo,
 def test_verification_needs_allowed_signers(api, tmp_path: Path):
     body = {"url": str(tmp_path), "verify_signatures": True}
     assert api("PUT", "/git/source", json=body).status_code == 422
+
+
+def _strict_api(controller_dir):  # type: ignore[no-untyped-def]
+    """The operator API of a controller that does not allow unpinned claims."""
+    app = create_app(
+        dataclasses.replace(_settings(controller_dir.data_dir), allow_unpinned_claims=False)
+    )
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {controller_dir.token}"}
+    return lambda method, path, **kw: client.open(
+        f"/api/v1{path}", method=method, headers=headers, **kw
+    )
+
+
+def test_node_documents_claim_pinned_and_a_bare_serial_is_refused(controller_dir, tmp_path):
+    api = _strict_api(controller_dir)
+    repo = Repo(tmp_path / "repo")
+    api("PUT", "/git/source", json={"url": str(repo.path), "interval_s": 0})
+    node = {"kind": "Node", "spec": {"serial": "sn-7", "device_cert_sha256": "ab" * 32}}
+    repo.commit({"sites/qa/nodes.yaml": [node]})
+    assert api("POST", "/git/sync").status_code == 200
+    claims = [e for e in api("GET", "/audit").json["events"] if e["action"] == "node.claim"]
+    assert claims[0]["after"]["device_cert_sha256"] == "ab" * 32
+    assert api("GET", "/nodes/sn-7").json["state"] == "claimed"
+
+    bare = repo.commit({"sites/qa/site.yaml": [{"kind": "Site", "spec": {"nodes": ["sn-8"]}}]})
+    r = api("POST", "/git/sync")
+
+    assert r.status_code == 422 and "pin the node's identity" in json.dumps(r.json)
+    assert api("GET", "/git/source").json["error_revision"] == bare
+    assert api("GET", "/nodes/sn-8").status_code == 404
