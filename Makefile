@@ -36,7 +36,7 @@ lint: setup
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
 	$(VENV)/lint-imports
-	$(VENV)/mypy controller outpost_cli
+	$(VENV)/mypy controller outpost_cli node_agent protocol attestation images lab inference_vm
 
 format:
 	$(VENV)/ruff format .

@@ -98,7 +98,7 @@ def _locked(fn: F) -> F:
     return inner  # type: ignore[return-value]
 
 
-class TpmSigningKey(tpm_ecc_private_key):
+class TpmSigningKey(tpm_ecc_private_key):  # type: ignore[misc]  # tpm2-pytss: untyped
     """The TPM-resident device key as a ``cryptography`` EC private key (sign only)."""
 
     lock: threading.RLock | None = None

@@ -19,15 +19,38 @@ from controller.services import Services
 from controller.settings import ControllerSettings
 from controller.store.database import Database
 from controller.store.key_files import DOWNLOAD_KEY_FILE, ensure_key_file
-from controller.store.last_seen import LastSeen
 from controller.store.notify import ConfigNotifier
 from controller.store.pki import ControllerPki, LivePki, load_pki
+from controller.store.write_behind import WriteBehind
 from controller.ui import init_ui
 from controller.web.errors import register_error_handlers
 
-__all__ = ["create_app"]
+__all__ = ["build_services", "create_app"]
 
 log = logging.getLogger(__name__)
+
+
+def build_services(settings: ControllerSettings, pki: ControllerPki | None = None) -> Services:
+    """The database (schema brought to head), PKI (reloaded when another replica rotates
+    the signing key), EK CA bundle, download-URL key, notifier and the write-behind thread."""
+    notifier = ConfigNotifier(settings.database_url, max_waiters=settings.max_parked_polls)
+    db = Database(settings.database_url, notifier)
+    db.create_schema()
+    if not settings.ek_ca_bundle:
+        log.warning("no EK CA bundle is set: no TPM can enrol (init --ek-ca-bundle)")
+    services = Services(
+        settings=settings,
+        db=db,
+        keys=LivePki(settings.pki_dir, pki or load_pki(settings.pki_dir)),
+        notifier=notifier,
+        writes=WriteBehind(),
+        ek_bundle=settings.load_ek_bundle(),
+        download_key=ensure_key_file(settings.data_dir / DOWNLOAD_KEY_FILE),
+    )
+    threading.Thread(
+        target=services.writes.run, args=(db, threading.Event()), name="write-behind", daemon=True
+    ).start()
+    return services
 
 
 def create_app(
@@ -40,23 +63,7 @@ def create_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_device_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    notifier = ConfigNotifier(settings.database_url, max_waiters=settings.max_parked_polls)
-    db = Database(settings.database_url, notifier)
-    db.create_schema()
-    if not settings.ek_ca_bundle:
-        log.warning("no EK CA bundle is set: no TPM can enrol (init --ek-ca-bundle)")
-    services = Services(
-        settings=settings,
-        db=db,
-        keys=LivePki(settings.pki_dir, pki or load_pki(settings.pki_dir)),
-        notifier=notifier,
-        last_seen=LastSeen(),
-        ek_bundle=settings.load_ek_bundle(),
-        download_key=ensure_key_file(settings.data_dir / DOWNLOAD_KEY_FILE),
-    )
-    threading.Thread(
-        target=services.last_seen.run, args=(db, threading.Event()), name="last-seen", daemon=True
-    ).start()
+    services = build_services(settings, pki)
     app.extensions["outpost"] = services
     register_error_handlers(app)
     app.register_blueprint(device_api)
@@ -73,6 +80,11 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> ResponseReturnValue:
-        return jsonify({"status": "ok", "long_polls_parked": notifier.waiters})
+        background = app.extensions.get("outpost-background")
+        with services.db.transaction() as s:
+            leader = background is not None and background[1].replica_leads(s)
+        return jsonify(
+            {"status": "ok", "long_polls_parked": services.notifier.waiters, "leader": leader}
+        )
 
     return app

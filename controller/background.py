@@ -16,23 +16,36 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
 from controller.gitops.worker import sync_if_due
 from controller.rollouts.engine import tick
 from controller.services import Services
+from controller.store.housekeeping import prune
 from controller.trust.signing import retire_due_keys
 
-__all__ = ["JOBS", "Job", "Leadership", "start_jobs"]
+__all__ = ["JOBS", "Job", "Leadership", "replica_id", "run_jobs", "start_jobs"]
 
 log = logging.getLogger(__name__)
 LEADER_LOCK = 0x0757_0001
 """The advisory lock id whose holder runs the jobs ("outpost" jobs leader)."""
 CHECK_S = 1.0
+LEADER_APP_PREFIX = "outpost-leader "
+REPLICA_ENV = "OUTPOST_REPLICA_ID"
+
+
+def replica_id() -> str:
+    """Who this replica is (``outpost-controller serve`` sets it for all its workers)."""
+    return os.environ.get(REPLICA_ENV) or f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,7 @@ class Job:
 JOBS = (
     Job("git-sync", sync_if_due),
     Job("rollouts", tick),
+    Job("prune", lambda services: prune(services.db), every_s=60.0),
     Job("retire-signing-keys", retire_due_keys, every_s=30.0),
 )
 
@@ -52,7 +66,9 @@ JOBS = (
 class Leadership:
     """Whether this process runs the jobs now (see the module docstring)."""
 
-    def __init__(self, db_url: str) -> None:
+    def __init__(self, db_url: str, replica: str | None = None) -> None:
+        self.replica = replica or replica_id()
+        """This replica: the host and the serving process group (workers share it)."""
         self._pg_url = (
             db_url.replace("postgresql+psycopg://", "postgresql://")
             if db_url.startswith("postgresql")
@@ -79,7 +95,12 @@ class Leadership:
 
         try:
             if self._conn is None or self._conn.closed:
-                self._conn = psycopg.connect(self._pg_url, autocommit=True, connect_timeout=5)
+                self._conn = psycopg.connect(
+                    self._pg_url,
+                    autocommit=True,
+                    connect_timeout=5,
+                    application_name=f"{LEADER_APP_PREFIX}{self.replica}"[:63],
+                )
                 self._held = False
             if self._held:
                 self._conn.execute("SELECT 1")  # still connected: the lock is still ours
@@ -94,6 +115,21 @@ class Leadership:
                 log.warning("lost the background-jobs lead (%s)", exc)
             self.close()
             return False
+
+    def replica_leads(self, session: Session) -> bool:
+        """True when a process of this replica (this one or a sibling worker) leads."""
+        if not self._pg_url:
+            return True
+        holder = session.scalar(
+            text(
+                "SELECT a.application_name FROM pg_locks l"
+                " JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE l.locktype = 'advisory' AND l.granted"
+                " AND l.classid = 0 AND l.objid = :key"
+            ),
+            {"key": LEADER_LOCK},
+        )
+        return bool(holder == f"{LEADER_APP_PREFIX}{self.replica}"[:63])
 
     def close(self) -> None:
         if self._conn is not None:
@@ -110,6 +146,13 @@ def _loop(job: Job, services: Services, lead: Leadership, stop: threading.Event)
                 job.run(services)
         except Exception:
             log.exception("background job %s failed; the next turn tries again", job.name)
+
+
+def run_jobs(services: Services, stop: threading.Event) -> None:
+    """``outpost-controller worker``: only the periodic jobs, until ``stop``."""
+    lead = start_jobs(services, stop)
+    stop.wait()
+    lead.close()
 
 
 def start_jobs(services: Services, stop: threading.Event) -> Leadership:

@@ -147,6 +147,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Only the periodic jobs (no HTTP), under the same leadership as the replicas."""
+    import signal
+    import threading
+
+    from controller.app import build_services
+    from controller.background import run_jobs
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print("outpost-controller worker: running the background jobs", flush=True)
+    run_jobs(build_services(_settings(args.data_dir)), stop)
+    return 0
+
+
 def cmd_bundle(args: argparse.Namespace) -> int:
     settings = _settings(args.data_dir)
     db = Database(settings.database_url)
@@ -264,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
         help="do not run the periodic jobs here (git sync, rollouts)",
     )
     p.set_defaults(fn=cmd_serve)
+
+    p = sub.add_parser(
+        "worker", help="run only the periodic jobs (git sync, rollouts, pruning), no HTTP"
+    )
+    p.set_defaults(fn=cmd_worker)
 
     p = sub.add_parser("bundle", help="issue an onboarding bundle for a batch of nodes")
     p.add_argument("--out", type=Path, required=True)

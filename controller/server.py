@@ -28,6 +28,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.workers.ggevent import GeventWorker
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from controller.background import REPLICA_ENV, replica_id
 from controller.settings import ControllerSettings
 
 __all__ = ["OutpostWorker", "ServeOptions", "serve"]
@@ -121,14 +122,14 @@ class OutpostWorker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type
 
 
 def _flush_on_exit(server: Any, worker: Any) -> None:
-    """A worker that stops writes the last-seen times it still holds."""
+    """A worker that stops writes the last-seen times and metrics it still holds."""
     flask_app = getattr(worker.app, "flask_app", None)
     if flask_app is not None:
         services = flask_app.extensions["outpost"]
         try:
-            services.last_seen.flush(services.db)
+            services.writes.flush(services.db)
         except Exception:
-            log.exception("could not write the last-seen times at exit")
+            log.exception("could not write the last-seen times and metrics at exit")
 
 
 class _Application(BaseApplication):  # type: ignore[misc]  # gunicorn has no type information
@@ -182,4 +183,5 @@ def serve(settings: ControllerSettings, options: ServeOptions) -> None:
         f" ({worker_count(settings, options)} worker(s))",
         flush=True,
     )
+    os.environ.setdefault(REPLICA_ENV, replica_id())  # every worker: the same replica
     _Application(settings, options).run()

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from attestation.ek_cert import EkCaBundle
 from controller.settings import ControllerSettings
 from controller.store.database import Database
-from controller.store.last_seen import LastSeen
 from controller.store.notify import ConfigNotifier
 from controller.store.pki import ControllerPki, LivePki
+from controller.store.write_behind import WriteBehind
 
 __all__ = ["Services"]
 
@@ -23,8 +23,8 @@ class Services:
     keys: LivePki
     """The PKI this process signs with (follows a rotation made by another replica)."""
     notifier: ConfigNotifier
-    last_seen: LastSeen
-    """When nodes were last heard from, written in batches."""
+    writes: WriteBehind
+    """Last-seen times and metrics, written in batches."""
     ek_bundle: EkCaBundle | None = None
     """The TPM makers' CAs (settings.ek_ca_bundle); None: no TPM can enrol."""
     download_key: bytes = b""

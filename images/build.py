@@ -13,12 +13,10 @@ package, busybox binary) differ from ``stamp.json``; downloads are cached in ``<
 from __future__ import annotations
 
 import argparse
-import fcntl
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -35,6 +33,7 @@ from images import (
     testvm_disk,
     testvm_net,
 )
+from images.build_lock import build_lock
 from images.common import ImageBuildError, atomic_write_bytes, configure_cli_logging, sha256_bytes
 from images.manifest import ImageArtifact, Manifest, load_manifest, write_manifest
 
@@ -159,18 +158,6 @@ RECIPES = (
 )
 
 
-@contextmanager
-def _locked(out_dir: Path) -> Iterator[None]:
-    """Serialize builders of one output directory (e.g. parallel pytest workers)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / ".lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _build_one(recipe: _Recipe, inputs: _Inputs, out_dir: Path, record: Any, force: bool) -> Any:
     """Build one image unless its stamp says it is fresh; returns its new stamp record."""
     wanted = recipe.inputs(inputs)
@@ -195,7 +182,7 @@ def _build_one(recipe: _Recipe, inputs: _Inputs, out_dir: Path, record: Any, for
 def build_all(out_dir: Path = DEFAULT_OUT_DIR, force: bool = False) -> Manifest:
     """Build (or reuse) every image in ``out_dir`` and return the manifest written there."""
     out_dir = Path(out_dir).absolute()
-    with _locked(out_dir):
+    with build_lock(out_dir):
         inputs = _Inputs(out_dir / "cache")
         records = stamp.load(out_dir)
         new_records: dict[str, Any] = {}

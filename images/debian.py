@@ -106,7 +106,7 @@ def _package(record: dict[str, str]) -> DebPackage:
     )
 
 
-def _lists_fingerprint() -> str:
+def lists_fingerprint() -> str:
     paths = [p for p in APT_LISTS.iterdir() if p.is_file() and p.name != "lock"]
     for pattern in APT_CONFIG_GLOBS:
         paths.extend(Path("/").glob(pattern.lstrip("/")))
@@ -123,7 +123,7 @@ def resolve_dependency(meta: str, prefix: str, cache_dir: Path) -> DebPackage:
     E.g. ``linux-image-cloud-amd64`` → ``linux-image-6.1.0-N-cloud-amd64``, the newest ABI.
     """
     memo = cache_dir / "apt-resolution.json"
-    fingerprint = _lists_fingerprint()
+    fingerprint = lists_fingerprint()
     key = f"{meta} {prefix}"
     try:
         remembered = json.loads(memo.read_text())

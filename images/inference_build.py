@@ -21,14 +21,21 @@ from pathlib import Path
 from typing import Any
 
 from attestation.files import sha256_file
-from images import debian, inference_oci, inference_rootfs, inference_vm_image, stamp
-from images.build import _locked
+from images import (
+    debian,
+    debian_rootfs,
+    inference_oci,
+    inference_rootfs,
+    inference_vm_image,
+    stamp,
+)
+from images.build_lock import build_lock
 from images.common import ImageBuildError, atomic_write_bytes, configure_cli_logging, sha256_bytes
 from images.manifest import ImageArtifact, Manifest, write_manifest
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OUT_DIR = inference_rootfs.REPO_ROOT / "build" / "inference"
+DEFAULT_OUT_DIR = debian_rootfs.REPO_ROOT / "build" / "inference"
 VM_FILE, OCI_FILE = "inference-vm.qcow2", "inference-oci.tar"
 __all__ = ["DEFAULT_OUT_DIR", "build_inference", "main"]
 
@@ -40,16 +47,16 @@ def _digest(value: Any) -> str:
 def _inputs(name: str, packages: tuple[str, ...], sources: tuple[str, ...]) -> dict[str, Any]:
     base = {
         "packages": list(packages),
-        "suite": inference_rootfs.SUITE,
-        "mirror": inference_rootfs.MIRROR,
-        "apt_lists": debian._lists_fingerprint(),
+        "suite": debian_rootfs.SUITE,
+        "mirror": debian_rootfs.MIRROR,
+        "apt_lists": debian.lists_fingerprint(),
     }
     return {
         "image": name,
         "base": _digest(base),
         "recipe": stamp.source_hash(sources),
-        "app": inference_rootfs.tree_hash(inference_rootfs.app_sources()),
-        "wheels": _digest(inference_rootfs.constraints()),
+        "app": debian_rootfs.tree_hash(inference_rootfs.app_sources()),
+        "wheels": _digest(debian_rootfs.constraints()),
     }
 
 
@@ -66,7 +73,7 @@ def build_inference(
     out_dir = Path(out_dir).absolute()
     cache, work = out_dir / "cache", out_dir / "work"
     wanted = [w for w in ("vm", "oci") if only in (None, w)]
-    with _locked(out_dir):
+    with build_lock(out_dir):
         records = stamp.load(out_dir)
         for name in wanted:
             if name == "vm":

@@ -13,14 +13,21 @@ import logging
 import tarfile
 from pathlib import Path
 
-from images import inference_rootfs, oci
+from images import debian_rootfs, inference_rootfs, oci
 from images.inference_vm_image import APP_PORT, CONFIG_NAME, DEFAULT_CONFIG
 
 log = logging.getLogger(__name__)
 
 PACKAGES = ("python3",)
 REF_NAME = "outpost/inference:1"
-SOURCES = ("inference_oci.py", "inference_rootfs.py", "oci.py", "fstree.py", "common.py")
+SOURCES = (
+    "inference_oci.py",
+    "inference_rootfs.py",
+    "debian_rootfs.py",
+    "oci.py",
+    "fstree.py",
+    "common.py",
+)
 CONFIG = oci.ImageConfig(
     entrypoint=("/usr/bin/python3", "-m", "inference_vm", "run"),
     cmd=("--config", f"/etc/outpost/{CONFIG_NAME}"),
@@ -55,7 +62,7 @@ def layer_tar(root: Path) -> bytes:
 
 def build_archive(work: Path, cache: Path, base_key: str) -> bytes:
     """The oci-archive bytes; the Debian stage is reused while ``base_key`` is unchanged."""
-    root = inference_rootfs.debootstrap(work / "oci-rootfs", PACKAGES, cache, base_key)
+    root = debian_rootfs.debootstrap(work / "oci-rootfs", PACKAGES, cache, base_key)
     inference_rootfs.install_python(root, cache)
     inference_rootfs.install_app(root)
     config = root / "etc/outpost" / CONFIG_NAME

@@ -16,7 +16,7 @@ import logging
 import subprocess
 from pathlib import Path
 
-from images import disk, inference_rootfs
+from images import debian_rootfs, disk, inference_rootfs
 from images.common import ImageBuildError
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,13 @@ CONFIG_NAME = "inference.yaml"
 APP_PORT = 8080
 READY_MARKER = "inference_vm.app: serving on"
 CMDLINE = "root=LABEL=outpost-root ro console=ttyS0 net.ifnames=0 quiet systemd.show_status=1"
-SOURCES = ("inference_vm_image.py", "inference_rootfs.py", "disk.py", "common.py")
+SOURCES = (
+    "inference_vm_image.py",
+    "inference_rootfs.py",
+    "debian_rootfs.py",
+    "disk.py",
+    "common.py",
+)
 
 DEFAULT_CONFIG = f"""# Outpost inference app: default configuration of the VM image.
 # A config disk labelled {CONFIG_LABEL} with {CONFIG_NAME} replaces this file at boot.
@@ -149,7 +155,7 @@ def boot_files(root: Path) -> disk.BootFiles:
 
 def build_qcow2(work: Path, cache: Path, out: Path, base_key: str, compress: bool = True) -> Path:
     """Build ``out`` (qcow2); the Debian stage is reused while ``base_key`` is unchanged."""
-    root = inference_rootfs.debootstrap(work / "vm-rootfs", PACKAGES, cache, base_key)
+    root = debian_rootfs.debootstrap(work / "vm-rootfs", PACKAGES, cache, base_key)
     inference_rootfs.install_python(root, cache)
     inference_rootfs.install_app(root)
     configure(root)

@@ -43,7 +43,12 @@ def read(path: Path) -> KernelBundle:
         members = {member.name: member for member in archive.getmembers()}
         if sorted(members) != sorted(MEMBERS) or not all(m.isfile() for m in members.values()):
             raise ValueError(f"{path}: not a kernel-bundle (members: {sorted(members)})")
-        parts = {name: archive.extractfile(member).read() for name, member in members.items()}  # type: ignore[union-attr]
+        parts = {}
+        for name, member in members.items():
+            data = archive.extractfile(member)
+            if data is None:
+                raise ValueError(f"{path}: member {name} is not a regular file")
+            parts[name] = data.read()
     return KernelBundle(parts["kernel"], parts["initrd"], parts["cmdline"].decode("utf-8").strip())
 
 

@@ -34,8 +34,8 @@ from typing import Any
 import yaml
 
 from attestation.files import sha256_file
-from images import debian, disk, inference_rootfs, node_rootfs, stamp
-from images.build import _locked
+from images import debian, debian_rootfs, disk, node_rootfs, stamp
+from images.build_lock import build_lock
 from images.common import ImageBuildError, configure_cli_logging
 
 __all__ = [
@@ -49,13 +49,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OUT_DIR = inference_rootfs.REPO_ROOT / "build" / "node"
+DEFAULT_OUT_DIR = debian_rootfs.REPO_ROOT / "build" / "node"
 IMAGE_FILE = "outpost-node.qcow2"
 STAMP_KEY = "node"
 IMAGE_FILES = {"node": IMAGE_FILE, "vagrant": "outpost-node-vagrant.qcow2"}
 STAMP_KEYS = {"node": STAMP_KEY, "vagrant": "node-vagrant"}
 NETWORK_STATE_DIR = "/var/lib/outpost/network"
-SOURCES = ("node_image.py", "node_rootfs.py", "disk.py", "inference_rootfs.py", "common.py")
+SOURCES = ("node_image.py", "node_rootfs.py", "disk.py", "debian_rootfs.py", "common.py")
 
 
 def _digest(value: Any) -> str:
@@ -65,16 +65,16 @@ def _digest(value: Any) -> str:
 def _inputs(variant: str) -> dict[str, Any]:
     base = {
         "packages": list(node_rootfs.PACKAGES),
-        "suite": inference_rootfs.SUITE,
-        "mirror": inference_rootfs.MIRROR,
-        "apt_lists": debian._lists_fingerprint(),
+        "suite": debian_rootfs.SUITE,
+        "mirror": debian_rootfs.MIRROR,
+        "apt_lists": debian.lists_fingerprint(),
     }
     inputs = {
         "image": STAMP_KEYS[variant],
         "base": _digest(base),
         "recipe": stamp.source_hash(SOURCES),
-        "agent": inference_rootfs.tree_hash(node_rootfs.agent_sources()),
-        "wheels": _digest(inference_rootfs.constraints()),
+        "agent": debian_rootfs.tree_hash(node_rootfs.agent_sources()),
+        "wheels": _digest(debian_rootfs.constraints()),
     }
     if variant == "vagrant":
         inputs["vagrant_key"] = hashlib.sha256(node_rootfs.VAGRANT_KEY.read_bytes()).hexdigest()
@@ -90,7 +90,7 @@ def _boot_files(root: Path) -> disk.BootFiles:
 
 
 def _build(work: Path, cache: Path, out: Path, base_key: str, variant: str) -> None:
-    root = inference_rootfs.debootstrap(work / "node-rootfs", node_rootfs.PACKAGES, cache, base_key)
+    root = debian_rootfs.debootstrap(work / "node-rootfs", node_rootfs.PACKAGES, cache, base_key)
     node_rootfs.fetch_wheels(cache)
     node_rootfs.install_python(root, cache)
     node_rootfs.install_agent(root)
@@ -113,7 +113,7 @@ def build_node_image(
     out_dir = Path(out_dir).absolute()
     path = out_dir / IMAGE_FILES[variant]
     key = STAMP_KEYS[variant]
-    with _locked(out_dir):
+    with build_lock(out_dir):
         records = stamp.load(out_dir)
         inputs = _inputs(variant)
         if not force and stamp.is_fresh(records.get(key), inputs, path):

@@ -1,6 +1,6 @@
 """What goes into the Outpost node image's root file system (Debian + the agent + units).
 
-Debian stage: ``mmdebstrap`` (via :func:`images.inference_rootfs.debootstrap`, .debs cached)
+Debian stage: ``mmdebstrap`` (via :func:`images.debian_rootfs.debootstrap`, .debs cached)
 with :data:`PACKAGES`: systemd, the Debian cloud kernel, libvirt + QEMU (VM apps), podman +
 runc (container apps), nftables + dnsmasq (the agent's firewall and app networks), the TSS
 libraries (the agent's TPM is the VM's vTPM, ``/dev/tpmrm0``), openssh-server (stopped: only
@@ -39,7 +39,7 @@ import sys
 from pathlib import Path
 
 from images.common import ImageBuildError
-from images.inference_rootfs import REPO_ROOT, _pip, constraints
+from images.debian_rootfs import REPO_ROOT, constraints, pip
 
 log = logging.getLogger(__name__)
 
@@ -226,9 +226,9 @@ def fetch_wheels(cache: Path) -> dict[str, str]:
     pins.write_text(constraints())
     common = ["wheel", "-q", "--prefer-binary", "-w", str(wheels), "-c", str(pins)]
     try:
-        _pip([*common, "--no-index", "--find-links", str(wheels), *REQUIREMENTS], "pip wheel")
+        pip([*common, "--no-index", "--find-links", str(wheels), *REQUIREMENTS], "pip wheel")
     except ImageBuildError:
-        _pip([*common, *REQUIREMENTS], "pip wheel (needs libtss2-dev, libvirt-dev, gcc)")
+        pip([*common, *REQUIREMENTS], "pip wheel (needs libtss2-dev, libvirt-dev, gcc)")
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(wheels.glob("*"))}
 
 
@@ -240,7 +240,7 @@ def install_python(root: Path, cache: Path) -> None:
     args = ["install", "-q", "--no-index", "--no-compile", "--find-links"]
     args += [str(cache / "node-wheels"), "--target", str(site), "-c"]
     args += [str(cache / "node-constraints.txt"), *REQUIREMENTS]
-    _pip(args, "pip install --target")
+    pip(args, "pip install --target")
     shutil.rmtree(site / "bin", ignore_errors=True)
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from attestation.files import sha256_file
 from images import node_image, stamp
-from images.build import _locked
+from images.build_lock import build_lock
 from images.common import ImageBuildError
 
 __all__ = ["BOX_FILE", "BOX_NAME", "box_metadata", "build_box"]
@@ -90,7 +90,7 @@ def build_box(out_dir: Path = node_image.DEFAULT_OUT_DIR, force: bool = False) -
     out_dir = Path(out_dir).absolute()
     image = node_image.build_node_image(out_dir, force=force, variant="vagrant")
     box = out_dir / BOX_FILE
-    with _locked(out_dir):
+    with build_lock(out_dir):
         records = stamp.load(out_dir)
         inputs = {
             "image_sha256": records.get(node_image.STAMP_KEYS["vagrant"], {}).get("sha256", ""),

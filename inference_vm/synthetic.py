@@ -53,7 +53,7 @@ def write_video(
     path: Path, frames: Iterator[np.ndarray], fps: float, size: tuple[int, int]
 ) -> Path:
     """Write frames as Motion-JPEG in AVI (OpenCV's FFmpeg and GStreamer both read it)."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, size)
     if not writer.isOpened():
         raise OSError(f"cannot write {path}")
     try:

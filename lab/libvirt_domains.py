@@ -18,6 +18,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 from lab.errors import LabError
 
@@ -59,11 +60,11 @@ def ensure_daemon(uri: str) -> None:
             time.sleep(0.1)
 
 
-def _node_uuid(dom: object) -> str:
+def _node_uuid(dom: Any) -> str:
     import libvirt
 
     try:
-        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, OUTPOST_NS, 0)  # type: ignore[attr-defined]
+        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, OUTPOST_NS, 0)
     except libvirt.libvirtError:
         return ""
     with contextlib.suppress(ET.ParseError):
@@ -71,7 +72,7 @@ def _node_uuid(dom: object) -> str:
     return ""
 
 
-def _open(uri: str):  # type: ignore[no-untyped-def]
+def _open(uri: str) -> Any:
     import libvirt
 
     libvirt.registerErrorHandler(lambda *_: None, None)  # errors are raised, not printed

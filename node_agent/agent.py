@@ -36,6 +36,7 @@ from node_agent.attest import AttestationRefused, Attestor
 from node_agent.checkpoint import Checkpoint
 from node_agent.client import ControllerClient, ControllerError, Unreachable, load_bundle
 from node_agent.config_verifier import ConfigRejected, ConfigVerifier
+from node_agent.heartbeat import write_heartbeat
 from node_agent.identity import (
     NodeIdentity,
     OnboardingRefused,
@@ -61,12 +62,13 @@ from node_agent.tpm_enrolment import PendingAnswer
 from protocol.attest import MeasurementType
 from protocol.desired_state import DesiredState
 from protocol.messages import AgentUpdateStatus, AppStatus, InfoMessage
+from protocol.ports import PortState
 
 __all__ = ["AGENT_VERSION", "CODE_ROOTS", "FETCH_ERRORS", "Agent"]
 
 log = logging.getLogger(__name__)
 RuntimeFactory = Callable[[AgentSettings, str], tuple[Mapping[str, Runtime], str]]
-CODE_ROOTS = tuple(Path(m.__file__).parent for m in (node_agent, attestation, protocol))  # type: ignore[arg-type]
+CODE_ROOTS = tuple(Path(str(m.__file__)).parent for m in (node_agent, attestation, protocol))
 """The agent's code, measured at start."""
 FETCH_ERRORS = (
     Unreachable,
@@ -80,6 +82,13 @@ RENEWAL_CHECK_S = 86400.0
 """How often a running agent checks whether its device cert is due for renewal."""
 PROGRESS_REPORT_S = 2.0
 """At most one info report this often while an image downloads (its progress)."""
+
+
+class _Held:
+    """The default of :meth:`Agent.report`'s ``desired``: the config held at the call."""
+
+
+HELD = _Held()
 
 
 class Agent:
@@ -115,6 +124,10 @@ class Agent:
         self._progress_at = 0.0
         self.updater: SelfUpdater | None = None
         """Self-update, when running under outpost-agent-launcher."""
+        self.config_requests = 0
+        """Config requests sent (each long-poll is one), for the heartbeat and tests."""
+        self.config_changed_by = 0
+        """The number of the config request whose answer brought the current config."""
 
     # -- start-up --------------------------------------------------------------
     def _open_tpm(self) -> None:
@@ -258,6 +271,7 @@ class Agent:
             self.attest()
         body = {"config_hash": have, "wait_s": wait_s}
         timeout = self.settings.http_timeout_s + wait_s
+        self.config_requests += 1
         try:
             return self.client.signed(
                 self.identity.device, "config", body, self.attestor.token, timeout
@@ -268,6 +282,7 @@ class Agent:
             log.info("config needs a fresh attestation (%s)", exc.code)
             self.attestor.forget()
             self.attest()
+            self.config_requests += 1
             return self.client.signed(
                 self.identity.device, "config", body, self.attestor.token, timeout
             )
@@ -279,9 +294,11 @@ class Agent:
         assert self.identity and self._verifier
         have = self.desired.content_hash() if self.desired else ""
         answer = self._ask_config(have, wait_s)
+        request = self.config_requests
         if answer.get("unchanged"):
             return False
         self.take_config(answer.get("config"))
+        self.config_changed_by = request
         return True
 
     def _controller_signing_certs(self) -> list[x509.Certificate]:
@@ -308,30 +325,38 @@ class Agent:
         return doc
 
     def reconcile(self) -> list[AppStatus]:
+        """One reconcile pass over the config held now."""
         assert self.reconciler
         return self.reconciler.reconcile(self.desired)
 
-    def report(self, statuses: list[AppStatus], force: bool = False) -> bool:
-        """Info (through the outbox); True when the controller has the newest one."""
+    def report(
+        self,
+        statuses: list[AppStatus],
+        force: bool = False,
+        desired: DesiredState | _Held | None = HELD,
+    ) -> bool:
+        """Info (through the outbox) about ``desired`` (default: the config held now), whose
+        pass produced ``statuses``; True when the controller has the newest one."""
         assert self.reporter
+        doc = self.desired if isinstance(desired, _Held) else desired
         msg = InfoMessage(
             agent_version=AGENT_VERSION,
-            config_generation=self.desired.generation if self.desired else -1,
-            config_hash=self.desired.content_hash() if self.desired else "",
+            config_generation=doc.generation if doc else -1,
+            config_hash=doc.content_hash() if doc else "",
             hypervisor=self.hypervisor,
             apps=statuses,
-            ports=self.ports.state() if self.ports else None,
+            ports=self.ports.state() if self.ports else PortState.not_enforced(),
             inventory=node_inventory(self.settings.pci_sysfs_root),
-            agent_update=self._agent_update_status(),
+            agent_update=self._agent_update_status(doc),
         )
-        interval = self.desired.settings.info_interval_s if self.desired else 600.0
+        interval = doc.settings.info_interval_s if doc else 600.0
         return self.reporter.info(msg, interval, force)
 
-    def _agent_update_status(self) -> AgentUpdateStatus | None:
+    def _agent_update_status(self, doc: DesiredState | None) -> AgentUpdateStatus | None:
         """The self-update's state; an agent not under the launcher says it cannot update."""
         if self.updater is not None:
             return self.updater.status()
-        target = self.desired.settings.agent if self.desired else None
+        target = doc.settings.agent if doc else None
         if target is None or target.version == AGENT_VERSION:
             return None
         return AgentUpdateStatus(
@@ -349,31 +374,46 @@ class Agent:
         if now - self._progress_at < PROGRESS_REPORT_S:
             return
         self._progress_at = now
-        try:
-            self.report(self.reconciler.statuses())
+        try:  # about the pass in progress: its own snapshot of the desired state
+            self.report(self.reconciler.statuses(), desired=self.reconciler.desired)
         except Exception:  # a report must never break the download
             log.exception("progress report failed")
 
     def step(self, force_report: bool = False) -> list[AppStatus]:
-        """One pass of the main loop: reboot counter, reconcile, info, logs, metrics."""
+        """One pass of the main loop: reboot counter, reconcile, info, logs, metrics.
+
+        The pass works on one snapshot of the desired state: the fetch thread may replace
+        ``self.desired`` meanwhile, and the next pass takes that up; one report never
+        mixes two generations.
+        """
         assert self.reporter and self.reboot and self.reconciler
-        if self.desired is not None:
-            self.reboot.check(self.desired.reboot_counter)
-        statuses = self.reconcile()
-        self.report(statuses, force=force_report)
+        desired = self.desired
+        if desired is not None:
+            self.reboot.check(desired.reboot_counter)
+        statuses = self.reconciler.reconcile(desired)
+        self.report(statuses, force=force_report, desired=desired)
         if self.updater is not None:
-            self._self_update(statuses)
+            self._self_update(statuses, desired)
         self.reporter.logs(force=force_report)
-        interval = self.desired.settings.metrics_interval_s if self.desired else 60.0
+        interval = desired.settings.metrics_interval_s if desired else 60.0
         self.reporter.metrics(self.reconciler.runtimes, interval)
         return statuses
 
-    def _self_update(self, statuses: list[AppStatus]) -> None:
+    def _heartbeat(self) -> None:
+        passes = self.reconciler.passes if self.reconciler is not None else 0
+        try:
+            write_heartbeat(self.settings.state_dir, passes, self.config_requests)
+        except OSError as exc:
+            log.warning("heartbeat not written: %s", exc)
+
+    def _self_update(self, statuses: list[AppStatus], desired: DesiredState | None) -> None:
         """Install a new target release; on trial, commit once attested and reported."""
         assert self.updater and self.attestor
-        self.updater.consider(self.desired)
+        self.updater.consider(desired)
         attested = self.attestor.token is not None
-        self.updater.maybe_commit(attested, lambda: self.report(statuses, force=True))
+        self.updater.maybe_commit(
+            attested, lambda: self.report(statuses, force=True, desired=desired)
+        )
 
     def once(self) -> list[AppStatus]:
         """One full pass (fetch, reconcile, report): `outpost-agent once`."""
@@ -382,12 +422,15 @@ class Agent:
 
     # -- the loop ----------------------------------------------------------------
     def _config_interval(self) -> float:
+        desired = self.desired
         base = self.settings.config_interval_s or (
-            self.desired.settings.config_interval_s if self.desired else 60.0
+            desired.settings.config_interval_s if desired else 60.0
         )
         if self.settings.config_interval_s:
             return base
-        return base * random.uniform(0.3, 1.0)  # EVE's jitter
+        # jitter around the interval, not below it: a fleet of N nodes polls N/base times
+        # a second on average (at 60 s, 100,000 nodes make 1,667 polls/s)
+        return base * random.uniform(0.75, 1.25)
 
     def run(self, stop: threading.Event) -> None:
         try:
@@ -436,6 +479,7 @@ class Agent:
                 self.step()
             except Exception:  # e.g. libvirtd restarting: the next pass tries again
                 log.exception("reconcile pass failed; retrying")
+            self._heartbeat()
             deadline = time.monotonic() + self.settings.reconcile_interval_s
             if self.reconciler is not None and (wake := self.reconciler.wake_in()) is not None:
                 deadline = min(deadline, time.monotonic() + wake)  # a crash back-off ends

@@ -51,7 +51,7 @@ class ControllerClient:
         body: Any = None,
         headers: dict[str, str] | None = None,
         timeout_s: float | None = None,
-    ) -> tuple[int, Any]:
+    ) -> tuple[int, dict[str, Any]]:
         try:
             # verify= on each call: a Session's own verify loses to REQUESTS_CA_BUNDLE
             resp = self._session.request(
@@ -72,6 +72,10 @@ class ControllerClient:
             err = data.get("error", {}) if isinstance(data, dict) else {}
             raise ControllerError(
                 resp.status_code, err.get("code", "error"), err.get("message", resp.text[:200])
+            )
+        if not isinstance(data, dict):
+            raise ControllerError(
+                resp.status_code, "bad_response", f"not a JSON object: {resp.text[:200]!r}"
             )
         return resp.status_code, data
 

@@ -31,10 +31,11 @@ import requests
 
 from attestation.files import atomic_write
 from node_agent.client import ControllerClient, ControllerError, Unreachable
+from node_agent.errors import PermanentError, TemporaryError
 from node_agent.image_formats import FormatError, check_format
 from protocol.desired_state import ImageRef
 
-__all__ = ["ImageError", "ImageStore", "Progress", "hash_file"]
+__all__ = ["ImageError", "ImageRejected", "ImageStore", "ImageUnavailable", "Progress", "hash_file"]
 
 log = logging.getLogger(__name__)
 _CHUNK = 1024 * 1024
@@ -48,6 +49,15 @@ _THREAD_LOCKS_GUARD = threading.Lock()
 
 class ImageError(Exception):
     """The image could not be fetched or did not verify; it was not stored."""
+
+
+class ImageUnavailable(ImageError, TemporaryError):
+    """The download failed or stopped short: it is resumed on a later try."""
+
+
+class ImageRejected(ImageError, PermanentError):
+    """The bytes are not the image the spec names (digest, size, format) or exceed this
+    node's cap: fetching the same spec again will not help."""
 
 
 def hash_file(path: Path, digest: hashlib._Hash | None = None) -> hashlib._Hash:
@@ -208,7 +218,7 @@ class ImageStore:
         if final.is_file() and self._intact(ref.sha256):
             return final
         if ref.size > self.max_bytes:
-            raise ImageError(
+            raise ImageRejected(
                 f"image {ref.name} is {ref.size} bytes, above this node's cap {self.max_bytes}"
             )
         with _locked(self.root / "locks" / ref.sha256):
@@ -224,7 +234,7 @@ class ImageStore:
         actual = digest.hexdigest()
         if actual != ref.sha256:
             partial.unlink(missing_ok=True)
-            raise ImageError(
+            raise ImageRejected(
                 f"image {ref.name}: downloaded sha256 {actual} does not match the expected "
                 f"sha256 {ref.sha256}; the blob was discarded"
             )
@@ -232,7 +242,7 @@ class ImageStore:
             check_format(partial, ref.format)
         except FormatError as exc:
             partial.unlink(missing_ok=True)
-            raise ImageError(f"image {ref.name} ({ref.format}): {exc}; not used") from exc
+            raise ImageRejected(f"image {ref.name} ({ref.format}): {exc}; not used") from exc
         os.chmod(partial, 0o644)
         final = self.path(ref.sha256)
         os.replace(partial, final)
@@ -251,7 +261,7 @@ class ImageStore:
         try:
             resp = self.client.download(ref.url, partial, offset)
         except (Unreachable, ControllerError) as exc:
-            raise ImageError(f"image {ref.name}: download failed: {exc}") from exc
+            raise ImageUnavailable(f"image {ref.name}: download failed: {exc}") from exc
         with resp:
             if offset and resp.status_code != 206:  # server ignored the range: start over
                 offset = 0
@@ -264,7 +274,7 @@ class ImageStore:
                         if done > ref.size:
                             out.close()
                             partial.unlink(missing_ok=True)
-                            raise ImageError(
+                            raise ImageRejected(
                                 f"image {ref.name}: server sent more than the declared "
                                 f"{ref.size} bytes"
                             )
@@ -274,12 +284,14 @@ class ImageStore:
                     out.flush()
                     os.fsync(out.fileno())
             except requests.RequestException as exc:
-                raise ImageError(
+                raise ImageUnavailable(
                     f"image {ref.name}: download interrupted at {done} of {ref.size} bytes "
                     f"(will resume): {exc}"
                 ) from exc
         if done != ref.size:
-            raise ImageError(f"image {ref.name}: got {done} of {ref.size} bytes (will resume)")
+            raise ImageUnavailable(
+                f"image {ref.name}: got {done} of {ref.size} bytes (will resume)"
+            )
         return digest
 
     # -- garbage collection -----------------------------------------------------------

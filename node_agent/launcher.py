@@ -219,15 +219,16 @@ class Launcher:
         started = time.monotonic()
         while not stop.wait(self.poll_s):
             code = child.poll()
-            if state.trial is not None:
+            trial = state.trial
+            if trial is not None:
                 marker = read_marker(self.paths.commit)
-                if marker is not None and marker.version == state.trial.version:
+                if marker is not None and marker.version == trial.version:
                     state = self.commit(state)
                     continue
                 if code is not None:
                     self.child = None
                     return self.fail(state, f"exited with status {code} before committing")
-                if time.time() >= state.trial.deadline:
+                if time.time() >= trial.deadline:
                     self.stop_child()
                     return self.fail(state, f"did not commit within {self.window_s:.0f} s")
                 continue

@@ -41,13 +41,16 @@ class Outbox:
 
     def pending_info(self) -> dict[str, Any] | None:
         try:
-            return json.loads((self.root / "info.json").read_text())
+            found = json.loads((self.root / "info.json").read_text())
         except FileNotFoundError:
             return None
         except ValueError:
+            found = None
+        if not isinstance(found, dict):
             log.error("outbox info.json unreadable; dropping it")
             (self.root / "info.json").unlink(missing_ok=True)
             return None
+        return found
 
     def info_delivered(self, message: dict[str, Any]) -> None:
         """Forget the info message if it is still the one that was sent."""

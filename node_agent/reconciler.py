@@ -4,117 +4,94 @@ Each pass re-reads the desired state (the checkpoint) and the actual state (the
 runtimes' labelled workloads and the image store) and acts on the difference:
 
     networks (firewall, bridges, dnsmasq)        → realised first, through the network hook
-    desired running, missing/stopped/other image → fetch+verify image → start
+    desired running, missing/stopped             → fetch+verify image → start
     desired stopped, running                     → stop
     running, not desired                         → remove
-    running, but its spec changed (env, command,  → remove, start from the new spec
-      resources, adapters, networks)
+    running, but made from another spec (image,  → remove, start from the new spec
+      env, command, resources, adapters,
+      networks, its planned interfaces)
     restart/purge counter raised                 → stop/remove (+ wipe its state), start again
     running before, now stopped (crash, guest    → start again after a back-off: at once the
       powered off) while desired running            first time, then 1 s, 2 s, … up to 60 s
                                                     until it has run 60 s in one go
     blobs no app needs                           → garbage-collect
 
-VM apps booting a qcow2/raw image get a writable overlay on the verified blob and their
-data disks from :mod:`node_agent.volumes` before each start; purge deletes them (all of the
-app's writable state), so the next start makes them blank; an app that left the config
-has them deleted.  Their gpu/pci adapters are checked again against sysfs
-(:func:`node_agent.passthrough.resolve_adapters`) before each start: every function of
-their IOMMU groups is passed through, or the app is in ERROR with the reason.
+Whether a workload is made from the current spec is decided in one place: the digest of
+the app's spec and its planned interfaces (:func:`node_agent.spec_digest.spec_digest`) is
+computed once per pass, handed to the runtime in the ``WorkloadSpec``, stored with the
+workload (podman label, domain metadata) and compared by
+:func:`node_agent.runtime.base.same_spec`; so a change is seen after an agent restart too.
 
-While an image downloads, its progress (percent) is kept in the app's status and
-``on_progress`` (the agent: a rate-limited info report) is called.  A wake-up when a
-back-off ends is the caller's job: :meth:`Reconciler.wake_in` says when.
+States tell what happens: an app that stopped on its own twice or more without a stable
+run between is in CRASHLOOP, with its restart count (kept across agent restarts in
+``app-restarts.json``), the last exit code or libvirt reason, and the current back-off.
+Failures are recorded per app (ERROR, the reason and its time); one app's failure never
+stops the others.  A temporary failure (:class:`node_agent.errors.TemporaryError`: a
+download interrupted, a daemon busy; also anything unclassified) is retried after a
+per-app exponential back-off (2 s, 4 s, … 5 min); a permanent one (an image whose digest
+does not match, a spec the runtime refuses) is not retried until the app's spec or its
+restart/purge counter changes.  An app that was started but has not been seen RUNNING
+within its start window (``start_window_s``) is in ERROR with the reason.  All waits read
+the injected :class:`~node_agent.clock.Clock`; :meth:`Reconciler.wake_in` says when the
+next back-off ends (waking up then is the caller's job).
+
+What a runtime is given is built by :mod:`node_agent.workload_spec` (VM overlays and data
+disks, passthrough checked again before each start); purge deletes the app's writable
+state (:func:`node_agent.volumes.wipe_app_state`), so the next start makes it blank; an
+app that left the config has its disks deleted.
+
+While an image downloads or verifies, its progress (percent, bytes, rate) is kept in the
+app's status and ``on_progress`` (the agent: a rate-limited info report) is called.
 
 Commands act once per counter increase (``app_counters``); an app with a start delay
 is first started that long after the agent started.
 
-Failures are recorded per app (state ERROR, error text and time) and retried on
-the next pass; one app's failure never stops the others.
-
 An app on app networks gets its interfaces from the network hook (``NodePorts`` or
 ``NodeNetwork``: ``apply(desired)`` then ``workload_networks(uuid)``). When the hook
 refuses a config, apps whose networks are in force keep running on them; the others are
-in ERROR with the reason. When an app's interfaces change while it runs, it is restarted
-once (stop, then start from the new spec). That comparison lives in memory: after an
-agent restart the first pass takes the running workloads' interfaces as current.
+in ERROR with the reason.
+
+:attr:`Reconciler.passes` counts finished passes (:meth:`Reconciler.wait_for_pass` waits
+for one), so tests and tools wait on an observable instead of sleeping.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import shutil
-import time
+import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from attestation.files import atomic_write
 from node_agent import volumes
 from node_agent.app_counters import ActedCounters
+from node_agent.app_records import AppRecords
+from node_agent.backoff import CrashBackoff, RetryBackoff
+from node_agent.clock import SYSTEM_CLOCK, Clock
+from node_agent.errors import is_permanent
 from node_agent.image_store import ImageError, ImageStore
 from node_agent.network import NetworkError, WorkloadNetworks
-from node_agent.passthrough import resolve_adapters
-from node_agent.runtime.base import Runtime, RuntimeError_, Workload, WorkloadSpec, WorkloadState
+from node_agent.restart_ledger import RestartLedger
+from node_agent.runtime.base import (
+    Runtime,
+    RuntimeError_,
+    Workload,
+    WorkloadState,
+    same_spec,
+)
+from node_agent.spec_digest import LEGACY_SPEC_FILE, legacy_spec_digest, spec_digest
+from node_agent.workload_spec import WorkloadPlace, build_workload_spec
 from protocol.desired_state import AppSpec, DesiredState
 from protocol.messages import AppState, AppStatus
 
-__all__ = ["CrashBackoff", "NetworkHook", "Reconciler"]
+__all__ = ["START_WINDOW_S", "CrashBackoff", "NetworkHook", "Reconciler", "RetryBackoff"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class _Record:
-    state: AppState
-    error: str = ""
-    error_time: float | None = None
-    progress_pct: int | None = None
-
-
-DISK_IMAGE_FORMATS = ("qcow2", "raw")
-
-
-@dataclass
-class CrashBackoff:
-    """Restart delays for apps that stop on their own (EVE's restart with back-off).
-
-    The n-th stop in a row waits ``0`` (n = 1), then ``base_s * 2**(n-2)`` up to ``max_s``;
-    an app that ran ``stable_s`` in one go starts counting from zero again.
-    """
-
-    base_s: float = 1.0
-    max_s: float = 60.0
-    stable_s: float = 60.0
-    crashes: dict[str, int] = field(default_factory=dict)
-    started_at: dict[str, float] = field(default_factory=dict)
-    restart_at: dict[str, float] = field(default_factory=dict)
-
-    def started(self, uuid: str, now: float) -> None:
-        self.started_at[uuid] = now
-        self.restart_at.pop(uuid, None)
-
-    def stopped(self, uuid: str, now: float) -> float:
-        """Count an unexpected stop; the delay before its restart."""
-        if now - self.started_at.get(uuid, now) >= self.stable_s:
-            self.crashes[uuid] = 0
-        n = self.crashes.get(uuid, 0) + 1
-        self.crashes[uuid] = n
-        delay = 0.0 if n == 1 else min(self.base_s * 2 ** (n - 2), self.max_s)
-        self.restart_at[uuid] = now + delay
-        self.started_at.pop(uuid, None)
-        return delay
-
-    def waiting(self, uuid: str, now: float) -> float:
-        """Seconds left before ``uuid`` may be restarted (0: now)."""
-        return max(0.0, self.restart_at.get(uuid, now) - now)
-
-    def forget(self, uuid: str) -> None:
-        for table in (self.crashes, self.started_at, self.restart_at):
-            table.pop(uuid, None)
+START_WINDOW_S = 300.0
+"""An app started but not seen RUNNING this long after its first start is in ERROR."""
+PASS_ERRORS = (RuntimeError_, ImageError, NetworkError, OSError)
+"""Failures of one app's pass; the others go on."""
 
 
 class NetworkHook(Protocol):
@@ -142,94 +119,90 @@ class Reconciler:
         sysfs_root: Path = Path("/sys"),
         on_progress: Callable[[], None] | None = None,
         backoff: CrashBackoff | None = None,
+        retry: RetryBackoff | None = None,
         vols: volumes.Volumes | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        start_window_s: float = START_WINDOW_S,
     ) -> None:
         self.node_uuid = node_uuid
         self.store = store
         self.runtimes = runtimes
         self.apps_dir = apps_dir
         self.network = network
-        self._records: dict[str, _Record] = {}
+        self.clock = clock
+        self.desired: DesiredState | None = None
+        """The desired state of the latest pass (the one :meth:`statuses` describes)."""
         self._desired: dict[str, AppSpec] = {}
         self._net_error = ""
-        self._started_nets: dict[str, WorkloadNetworks] = {}
         self.counters = counters or ActedCounters(apps_dir.parent / "app-counters.json")
-        self._since = time.monotonic()
+        self._since = clock.monotonic()
         self.sysfs_root = sysfs_root
         self.on_progress = on_progress
         self.backoff = backoff or CrashBackoff()
-        self._restarts: dict[str, tuple[str, int]] = {}
-        """Per app: (spec digest, restarts after stopping on its own) for ``AppStatus``."""
+        self.retry = retry or RetryBackoff()
+        self.ledger = RestartLedger(apps_dir.parent / "app-restarts.json")
+        self.records = AppRecords(clock)
+        self.start_window_s = start_window_s
         self.volumes = vols or volumes.Volumes()
+        self._digest: dict[str, str] = {}
+        """Per app: the spec digest of the latest pass (restart counts are kept for it)."""
+        self._failed: dict[str, tuple[str, str]] = {}
+        """Per app: (the app as it failed, reason) of a permanent failure."""
+        self._boot_since: dict[str, float] = {}
+        """Per app: when it was first started and not yet seen RUNNING."""
+        self._not_legacy: set[str] = set()
+        """Apps known to have no spec file of an older agent."""
+        self._next_try: dict[str, float] = {}
+        """Per app: when (wall clock) its current back-off ends, for the report."""
+        self.passes = 0
+        self._pass_done = threading.Condition()
 
-    def _set(
-        self, app: AppSpec, state: AppState, error: str = "", progress: int | None = None
-    ) -> None:
-        old = self._records.get(app.uuid)
-        if old is None or old.state != state or old.error != error:
-            log.info(
-                "app %s (%s): %s%s",
-                app.name,
-                app.uuid[:8],
-                state.value,
-                f": {error}" if error else "",
-            )
-        self._records[app.uuid] = _Record(state, error, time.time() if error else None, progress)
-
-    def _progress(self, app: AppSpec) -> Callable[[str, int, int], None]:
-        """The image store's progress callback for ``app``: state + percent, then notify."""
-
-        def report(phase: str, done: int, total: int) -> None:
-            pct = min(100, done * 100 // total) if total > 0 else None
-            old = self._records.get(app.uuid)
-            self._set(app, AppState(phase), progress=pct)
-            if self.on_progress is not None and (
-                old is None or (old.state, old.progress_pct) != (AppState(phase), pct)
-            ):
-                self.on_progress()
-
-        return report
+    # -- what the agent reads -----------------------------------------------------------
 
     def wake_in(self) -> float | None:
-        """Seconds until a crashed app's back-off ends (None: nothing is waiting)."""
-        now = time.monotonic()
+        """Seconds until the next back-off of a desired app ends (None: none is waiting)."""
+        now = self.clock.monotonic()
         waits = [
-            self.backoff.waiting(uuid, now)
-            for uuid in self.backoff.restart_at
+            table.waiting(uuid, now)
+            for table, uuids in (
+                (self.backoff, self.backoff.restart_at),
+                (self.retry, self.retry.retry_at),
+            )
+            for uuid in uuids
             if uuid in self._desired
         ]
         return min(waits) if waits else None
 
+    def wait_for_pass(self, after: int, timeout_s: float) -> bool:
+        """Block until more than ``after`` passes have finished; False on timeout."""
+        with self._pass_done:
+            return self._pass_done.wait_for(lambda: self.passes > after, timeout_s)
+
     def statuses(self) -> list[AppStatus]:
         out = []
         for app in self._desired.values():
-            rec = self._records.get(app.uuid, _Record(AppState.INITIAL))
-            out.append(
-                AppStatus(
-                    uuid=app.uuid,
-                    name=app.name,
-                    state=rec.state,
-                    error=rec.error[:4000],
-                    error_time=rec.error_time,
-                    image_sha256=app.image.sha256,
-                    progress_pct=rec.progress_pct,
-                    restarts=self._restart_count(app),
-                )
-            )
+            stops = self.ledger.get(app.uuid, self._digest.get(app.uuid, ""))
+            backoff, retry_at = self._waits(app)
+            out.append(self.records.status(app, stops, backoff_s=backoff, retry_at=retry_at))
         return out
 
-    def _restart_count(self, app: AppSpec) -> int:
-        digest, n = self._restarts.get(app.uuid, ("", 0))
-        return n if digest == _spec_digest(app) else 0
+    def _waits(self, app: AppSpec) -> tuple[float | None, float | None]:
+        """(current back-off, when the next try is due) of a crash loop or a retried failure."""
+        state = self.records.state(app.uuid)
+        if state is AppState.CRASHLOOP and app.uuid in self.backoff.delay_s:
+            return self.backoff.delay_s[app.uuid], self._next_try.get(app.uuid)
+        if state is AppState.ERROR and app.uuid in self.retry.delay_s:
+            return self.retry.delay_s[app.uuid], self._next_try.get(app.uuid)
+        return None, None
+
+    # -- a pass ---------------------------------------------------------------------------
 
     def reconcile(self, desired: DesiredState | None) -> list[AppStatus]:
         apps = {a.uuid: a for a in (desired.apps if desired else [])}
-        self._desired = apps
-        for uuid in list(self._records):
+        self.desired, self._desired = desired, apps
+        for uuid in self.records.uuids() | set(self._digest) | set(self.backoff.crashes):
             if uuid not in apps:
-                del self._records[uuid]
-                self._started_nets.pop(uuid, None)
-                self.backoff.forget(uuid)
+                self._forget(uuid)
         self._net_error = ""
         if self.network is not None:
             try:
@@ -237,38 +210,81 @@ class Reconciler:
             except NetworkError as exc:
                 self._net_error = f"network config not applied: {exc}"
         self.counters.keep_only(apps)
+        self.ledger.keep_only(apps)
         observed = {kind: rt.list() for kind, rt in self.runtimes.items()}
         for app in apps.values():
             try:
                 self._reconcile_app(app, observed[app.kind].get(app.uuid))
-            except (RuntimeError_, ImageError, OSError) as exc:
-                self._set(app, AppState.ERROR, str(exc))
-        for kind, workloads in observed.items():
-            for uuid in workloads:
-                if uuid not in apps or apps[uuid].kind != kind:
-                    log.info("removing %s workload %s: no longer in the config", kind, uuid[:8])
-                    try:
-                        self.runtimes[kind].remove(uuid)
-                    except RuntimeError_ as exc:
-                        log.error("could not remove %s workload %s: %s", kind, uuid, exc)
-                        continue
-                    if uuid not in apps and (gone := volumes.remove_all(self.apps_dir / uuid)):
-                        log.info("deleted the disks of app %s: %s", uuid[:8], ", ".join(gone))
+            except PASS_ERRORS as exc:
+                self._failure(app, exc)
+            self._check_start_window(app)
+        self._remove_strays(apps, observed)
         self.store.set_refs({a.uuid: a.image.sha256 for a in apps.values()})
         self.store.gc()
-        return self.statuses()
+        statuses = self.statuses()
+        with self._pass_done:
+            self.passes += 1
+            self._pass_done.notify_all()
+        return statuses
+
+    def _forget(self, uuid: str) -> None:
+        self.records.forget(uuid)
+        self.backoff.forget(uuid)
+        self.retry.forget(uuid)
+        for table in (self._digest, self._failed, self._boot_since, self._next_try):
+            table.pop(uuid, None)
+
+    def _remove_strays(
+        self, apps: Mapping[str, AppSpec], observed: Mapping[str, Mapping[str, Workload]]
+    ) -> None:
+        for kind, workloads in observed.items():
+            for uuid in workloads:
+                if uuid in apps and apps[uuid].kind == kind:
+                    continue
+                log.info("removing %s workload %s: no longer in the config", kind, uuid[:8])
+                try:
+                    self.runtimes[kind].remove(uuid)
+                except RuntimeError_ as exc:
+                    log.error("could not remove %s workload %s: %s", kind, uuid, exc)
+                    continue
+                if uuid not in apps and (gone := volumes.remove_all(self.apps_dir / uuid)):
+                    log.info("deleted the disks of app %s: %s", uuid[:8], ", ".join(gone))
+
+    def _failure(self, app: AppSpec, exc: Exception) -> None:
+        """ERROR with the reason; a permanent failure waits for a new spec, others retry."""
+        if is_permanent(exc):
+            self._failed[app.uuid] = (_as_failed(app), str(exc))
+            self.records.set(app, AppState.ERROR, f"{exc} (not retried until the app changes)")
+            return
+        delay = self.retry.failed(app.uuid, self.clock.monotonic())
+        self._next_try[app.uuid] = self.clock.time() + delay
+        self.records.set(app, AppState.ERROR, f"{exc} (retrying in {delay:.0f} s)")
+
+    def _check_start_window(self, app: AppSpec) -> None:
+        since = self._boot_since.get(app.uuid)
+        state = self.records.state(app.uuid)
+        if since is None or state in (AppState.RUNNING, AppState.CRASHLOOP, AppState.ERROR):
+            return
+        waited = self.clock.monotonic() - since
+        if waited >= self.start_window_s:
+            why = self.records.detail(app.uuid) or f"still {state.value if state else 'unknown'}"
+            self.records.set(
+                app,
+                AppState.ERROR,
+                f"did not reach RUNNING within {self.start_window_s:.0f} s of its start: {why}",
+            )
 
     def _networks(self, app: AppSpec) -> WorkloadNetworks | None:
         """The app's interfaces; None (and the app in ERROR) when they are not in force."""
         if not app.networks:
             return WorkloadNetworks()
         if self.network is None:
-            self._set(app, AppState.ERROR, "app networks are not managed on this node")
+            self.records.set(app, AppState.ERROR, "app networks are not managed on this node")
             return None
         nets = self.network.workload_networks(app.uuid)
         if sorted(a.network for a in nets.attachments) != sorted(n.name for n in app.networks):
             reason = self._net_error or "its networks are not set up"
-            self._set(app, AppState.ERROR, reason)
+            self.records.set(app, AppState.ERROR, reason)
             return None
         return nets
 
@@ -277,148 +293,159 @@ class Reconciler:
         restart, purge = self.counters.due(app)
         runtime = self.runtimes[app.kind]
         if purge:
-            self._set(app, AppState.PURGING)
+            self.records.set(app, AppState.PURGING)
             runtime.remove(app.uuid)
-            self._wipe(app)
+            volumes.wipe_app_state(self.apps_dir / app.uuid)
             self.counters.acted(app, restart=True, purge=True)
             self.backoff.forget(app.uuid)
+            self.retry.forget(app.uuid)
             return None
         if restart:
             if app.desired == "running":
-                self._set(app, AppState.RESTARTING)
+                self.records.set(app, AppState.RESTARTING)
                 runtime.stop(app.uuid)
             self.counters.acted(app, restart=True)
             self.backoff.forget(app.uuid)
-            return (
-                None
-                if workload is None
-                else Workload(
-                    workload.app_uuid,
-                    WorkloadState.STOPPED,
-                    workload.runtime_id,
-                    workload.image_sha256,
-                )
+            self.retry.forget(app.uuid)
+            if workload is None:
+                return None
+            return Workload(
+                workload.app_uuid,
+                WorkloadState.STOPPED,
+                workload.runtime_id,
+                workload.image_sha256,
+                spec_digest=workload.spec_digest,
             )
         return workload
 
-    def _wipe(self, app: AppSpec) -> None:
-        """Delete the app's writable state (everything in its work dir but the console log):
-        its root overlay and data disks too, so the next start makes them blank."""
-        d = self.apps_dir / app.uuid
-        if not d.is_dir():
-            return
-        for entry in d.iterdir():
-            if entry.name == "console.log":
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-
     def _reconcile_app(self, app: AppSpec, workload: Workload | None) -> None:
+        failed = self._failed.get(app.uuid)
+        if failed is not None:
+            if failed[0] == _as_failed(app):
+                return  # a permanent failure: the record keeps its reason
+            del self._failed[app.uuid]
+            self.retry.forget(app.uuid)
         runtime = self.runtimes[app.kind]
         workload = self._commands(app, workload)
         running = workload is not None and workload.state is WorkloadState.RUNNING
-        same_image = workload is not None and workload.image_sha256 == app.image.sha256
         if app.desired == "stopped":
             if running:
-                self._set(app, AppState.HALTING)
+                self.records.set(app, AppState.HALTING)
                 runtime.stop(app.uuid)
-            self._set(app, AppState.HALTED)
+            self.records.set(app, AppState.HALTED)
+            self._boot_since.pop(app.uuid, None)
+            self.retry.forget(app.uuid)
+            self.backoff.forget(app.uuid)
             return
         nets = self._networks(app)
         if nets is None:
             return
-        waited = time.monotonic() - self._since
-        if not running and app.uuid not in self._started_nets and waited < app.start_delay_s:
-            self._set(app, AppState.INITIAL)  # its start delay has not passed yet
+        digest = self._digest[app.uuid] = spec_digest(app, nets)
+        now = self.clock.monotonic()
+        if (
+            not running
+            and not self.backoff.watching(app.uuid)
+            and now - self._since < app.start_delay_s
+        ):
+            self.records.set(app, AppState.INITIAL)  # its start delay has not passed yet
             return
-        if running and same_image and self._spec_changed(app):
+        if workload is not None and not self._made_from(app, workload, digest):
             log.info("app %s (%s): spec changed, recreating", app.name, app.uuid[:8])
-            self._set(app, AppState.RESTARTING)
+            self.records.set(app, AppState.RESTARTING)
             runtime.remove(app.uuid)
-            running = False
-        if running and same_image:
-            seen = self._started_nets.setdefault(app.uuid, nets)
-            if seen == nets:
-                self._set(app, AppState.RUNNING)
-                return
-            log.info("app %s (%s): interfaces changed, restarting", app.name, app.uuid[:8])
-            self._set(app, AppState.RESTARTING)
-            runtime.stop(app.uuid)
-        if workload is not None and not running and self._crash_wait(app, workload):
+            self.backoff.forget(app.uuid)
+            workload = None
+        if workload is not None and workload.state is WorkloadState.RUNNING:
+            self._seen_running(app, now)
             return
-        path = self.store.ensure(app.image, self._progress(app), app=app.uuid)
-        self._set(app, AppState.LOADING)
-        spec = self._workload_spec(app, path, nets)
-        self._set(app, AppState.BOOTING)
-        started = runtime.start(spec)
-        self.backoff.started(app.uuid, time.monotonic())
-        self._started_nets[app.uuid] = nets
-        atomic_write(self._work_dir(app) / SPEC_FILE, _spec_digest(app).encode())
-        self._set(
-            app, AppState.RUNNING if started.state is WorkloadState.RUNNING else AppState.BOOTING
-        )
+        if workload is not None and workload.state is WorkloadState.STARTING:
+            self.records.set(app, AppState.BOOTING, detail=workload.detail)
+            self._boot_since.setdefault(app.uuid, now)
+            return
+        if workload is not None and self._stopped(app, workload, digest, now):
+            return
+        if self.retry.waiting(app.uuid, now) > 0:
+            return  # a temporary failure: ERROR (with the reason) until its back-off ends
+        self._start(app, nets, digest, now)
 
-    def _crash_wait(self, app: AppSpec, workload: Workload) -> bool:
-        """A workload that stopped on its own: True while its restart back-off runs."""
-        now = time.monotonic()
-        rec = self._records.get(app.uuid)
-        if rec is not None and rec.state is AppState.RUNNING:
+    def _made_from(self, app: AppSpec, workload: Workload, digest: str) -> bool:
+        """Is ``workload`` made from the app's current spec (``digest``)?
+
+        A workload of an agent from before digests were stored with workloads has none; it
+        counts as current while the spec file that agent kept still matches, so upgrading
+        the agent restarts no app (it gets its digest at its next start).
+        """
+        if workload.spec_digest or app.uuid in self._not_legacy:
+            return same_spec(workload.spec_digest, digest)
+        legacy = self.apps_dir / app.uuid / LEGACY_SPEC_FILE
+        try:
+            return legacy.read_text() == legacy_spec_digest(app)
+        except OSError:
+            self._not_legacy.add(app.uuid)
+            return False
+
+    def _seen_running(self, app: AppSpec, now: float) -> None:
+        self.backoff.running(app.uuid, now)
+        self.retry.forget(app.uuid)
+        self._boot_since.pop(app.uuid, None)
+        if self.backoff.looping(app.uuid):  # up again, but only for now: still the loop
+            self.records.set(app, AppState.CRASHLOOP, self.records.error(app.uuid))
+        else:
+            self.records.set(app, AppState.RUNNING)
+
+    def _stopped(self, app: AppSpec, workload: Workload, digest: str, now: float) -> bool:
+        """A stopped workload: count a stop on its own; True while its restart back-off runs."""
+        if self.backoff.watching(app.uuid):
+            how = workload.detail or "stopped"
             delay = self.backoff.stopped(app.uuid, now)
+            self._next_try[app.uuid] = self.clock.time() + delay
             n = self.backoff.crashes[app.uuid]
-            self._restarts[app.uuid] = (_spec_digest(app), self._restart_count(app) + 1)
+            stops = self.ledger.stopped(app.uuid, digest, workload.exit_code, how)
             log.warning(
-                "app %s (%s): stopped on its own (%s); restart %d in %.0f s",
+                "app %s (%s): stopped on its own (%s); restart %d (in a row: %d) in %.0f s",
                 app.name,
                 app.uuid[:8],
-                workload.detail or "stopped",
+                how,
+                stops.restarts,
                 n,
                 delay,
             )
-            why = f"stopped on its own ({workload.detail or 'stopped'}); restart {n}"
-            self._set(app, AppState.RESTARTING, why if delay else "")
-        left = self.backoff.waiting(app.uuid, now)
-        return left > 0
+            if self.backoff.looping(app.uuid):
+                why = f"stopped on its own {n} times in a row, last: {how}"
+                self.records.set(app, AppState.CRASHLOOP, why)
+            else:
+                self.records.set(app, AppState.RESTARTING, detail=how)
+        if self.backoff.waiting(app.uuid, now) > 0:
+            if (
+                self.backoff.looping(app.uuid)
+                and self.records.state(app.uuid) is not AppState.CRASHLOOP
+            ):
+                self.records.set(app, AppState.CRASHLOOP, self.records.error(app.uuid))
+            return True
+        return False
 
-    def _workload_spec(self, app: AppSpec, path: Path, nets: WorkloadNetworks) -> WorkloadSpec:
-        """What the runtime gets: the verified image, and for VMs their disks and devices."""
-        work_dir = self._work_dir(app)
-        root, data, pci = None, (), ()
-        if app.kind == "vm":
-            pci = resolve_adapters(app.adapters, self.sysfs_root)
-            base = path if app.image.format in DISK_IMAGE_FORMATS else None
-            root, data = self.volumes.prepare(
-                app.uuid, work_dir, base, app.image.format, app.resources.disk_mib, app.disks
-            )
-        return WorkloadSpec(
-            app_uuid=app.uuid,
-            name=app.name,
-            node_uuid=self.node_uuid,
-            image_path=path,
-            image_sha256=app.image.sha256,
-            image_format=app.image.format,
-            work_dir=work_dir,
-            vcpus=app.resources.vcpus,
-            memory_mib=app.resources.memory_mib,
-            command=tuple(app.command),
-            env=tuple(sorted(app.env.items())),
-            networks=nets.attachments,
-            netns_path=nets.netns_path,
-            usb_devices=tuple(a.match for a in app.adapters if a.kind == "usb"),
-            pci_devices=pci,
-            root_disk=root,
-            data_disks=data,
-            vtpm=app.vtpm,
+    def _start(self, app: AppSpec, nets: WorkloadNetworks, digest: str, now: float) -> None:
+        runtime = self.runtimes[app.kind]
+        looping = self.backoff.looping(app.uuid)
+        why = self.records.error(app.uuid) if looping else ""  # a crash loop keeps its reason
+        path = self.store.ensure(
+            app.image, self.records.progress_callback(app, self.on_progress), app=app.uuid
         )
-
-    def _spec_changed(self, app: AppSpec) -> bool:
-        """Has the spec changed since the workload was started (persisted across restarts)?"""
-        try:
-            started = (self.apps_dir / app.uuid / SPEC_FILE).read_text()
-        except FileNotFoundError:
-            return False  # started before specs were recorded: take it as current
-        return started != _spec_digest(app)
+        self.records.set(app, AppState.LOADING)
+        spec = build_workload_spec(
+            app,
+            WorkloadPlace(self.node_uuid, self._work_dir(app), path),
+            nets,
+            digest,
+            self.volumes,
+            self.sysfs_root,
+        )
+        self.records.set(app, AppState.CRASHLOOP if looping else AppState.BOOTING, why)
+        self._boot_since.setdefault(app.uuid, now)
+        started = runtime.start(spec)
+        self.backoff.started(app.uuid, now)
+        if started.state is WorkloadState.RUNNING:
+            self._seen_running(app, now)
 
     def _work_dir(self, app: AppSpec) -> Path:
         d = self.apps_dir / app.uuid
@@ -427,23 +454,6 @@ class Reconciler:
         return d
 
 
-SPEC_FILE = "spec.sha256"
-_NOT_SPEC = {"restart_counter", "purge_counter", "desired", "start_delay_s", "name"}
-
-
-_NEW_DEFAULTS = {"disks": [], "vtpm": False}
-"""Fields added later: left out of the digest at their defaults, so a workload started by
-an older agent is not taken for changed."""
-
-
-def _spec_digest(app: AppSpec) -> str:
-    """What a running workload was made from (commands and life-cycle fields excluded)."""
-    fields = app.model_dump(mode="json", exclude=_NOT_SPEC)
-    for name, default in _NEW_DEFAULTS.items():
-        if fields.get(name) == default:
-            fields.pop(name)
-    for adapter in fields.get("adapters", []):
-        if adapter.get("optional") is False:
-            adapter.pop("optional")
-    body = json.dumps(fields, sort_keys=True)
-    return hashlib.sha256(body.encode()).hexdigest()
+def _as_failed(app: AppSpec) -> str:
+    """The app as a permanent failure remembers it: any change (spec or counters) retries."""
+    return app.model_dump_json()

@@ -44,6 +44,7 @@ __all__ = [
     "image_info",
     "remove_all",
     "usage",
+    "wipe_app_state",
 ]
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,20 @@ def usage(work_dir: Path) -> int:
         with contextlib.suppress(OSError):
             total += path.stat().st_blocks * 512
     return total
+
+
+def wipe_app_state(work_dir: Path) -> None:
+    """Delete the app's writable state: everything in its work dir but the console log (its
+    root overlay and data disks too, so the next start makes them blank)."""
+    if not work_dir.is_dir():
+        return
+    for entry in work_dir.iterdir():
+        if entry.name == "console.log":
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def remove_all(work_dir: Path) -> list[str]:

@@ -324,6 +324,8 @@ def add_trust_commands(sub: Any) -> None:
 
 def _ports_lines(ports: dict[str, Any]) -> list[str]:
     """The node's reported port state (``info.ports``) as text for ``outpost ports``."""
+    if ports.get("lockdown") == "off":
+        return ["port lockdown is OFF on this node: nothing is enforced (agent setting `ports`)"]
     fw = ports.get("firewall") or {}
     ms = fw.get("apply_ms")
     applied = f", last apply {ms} ms" if ms is not None else ""

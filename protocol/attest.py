@@ -15,10 +15,11 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, model_validator
+from pydantic import Field, RootModel, StringConstraints, model_validator
 
 from protocol.desired_state import Sha256Hex
 from protocol.messages import Pem
+from protocol.model_base import Duration, StrictModel
 from protocol.tpm_enrolment import CredentialAnswer, CredentialChallenge
 
 __all__ = [
@@ -43,10 +44,6 @@ MAX_EVENTS = 4096
 Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 B64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]*={0,2}$", max_length=8192)]
 PcrIndex = Annotated[int, Field(ge=0, le=23)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class AttestResult(enum.StrEnum):
@@ -74,7 +71,7 @@ class MeasurementType(enum.StrEnum):
     """An image the agent runs: its sha256."""
 
 
-class Measurement(_Strict):
+class Measurement(StrictModel):
     """One event-log entry: ``digest`` was extended into ``pcr``."""
 
     pcr: PcrIndex = 14
@@ -83,27 +80,27 @@ class Measurement(_Strict):
     description: Annotated[str, StringConstraints(max_length=256)] = ""
 
 
-class NonceRequest(_Strict):
+class NonceRequest(StrictModel):
     request: Literal["nonce"]
 
 
-class NonceResponse(_Strict):
+class NonceResponse(StrictModel):
     nonce: Hex32
-    expires_in_s: float
+    expires_in_s: Duration
     ak_enrolled: bool
     """False until the controller has pinned this node's AK: send the enrolment fields."""
     credential: CredentialChallenge | None = None
     """A (new) credential challenge while the AK is not enrolled: answer it in the quote."""
 
 
-class QuoteEvidence(_Strict):
+class QuoteEvidence(StrictModel):
     attest: B64
     """TPMS_ATTEST as signed by the AK (qualifying data = the nonce)."""
     signature: B64
     """TPMT_SIGNATURE (ECDSA, SHA-256), marshalled."""
 
 
-class DeviceKeyProof(_Strict):
+class DeviceKeyProof(StrictModel):
     """TPM2_Certify of the device key by the AK (proves the device key is TPM-resident)."""
 
     public: B64
@@ -112,7 +109,7 @@ class DeviceKeyProof(_Strict):
     signature: B64
 
 
-class QuoteRequest(_Strict):
+class QuoteRequest(StrictModel):
     request: Literal["quote"]
     nonce: Hex32
     tpm: TpmKind
@@ -147,14 +144,14 @@ class AttestRequest(
     """Either request, told apart by its ``request`` field."""
 
 
-class AttestResponse(_Strict):
+class AttestResponse(StrictModel):
     result: AttestResult
     reason: Annotated[str, StringConstraints(max_length=4096)] = ""
     integrity_token: str | None = None
-    expires_in_s: float | None = None
+    expires_in_s: Duration | None = None
 
 
-class RenewRequest(_Strict):
+class RenewRequest(StrictModel):
     """Device cert renewal: a new self-signed cert over the same device key."""
 
     device_cert_pem: Pem

@@ -17,7 +17,9 @@ import ipaddress
 import json
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, model_validator
+
+from protocol.model_base import MAX_COUNT, StrictModel, Timestamp
 
 SCHEMA_VERSION: Final = 1
 
@@ -37,11 +39,7 @@ MAX_APPS_PER_NODE = 64
 MAX_NETWORKS = 16
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ImageRef(_Strict):
+class ImageRef(StrictModel):
     """A content-addressed image: the node verifies sha256 and size before use."""
 
     name: Name
@@ -51,7 +49,7 @@ class ImageRef(_Strict):
     format: ImageFormat
 
 
-class Resources(_Strict):
+class Resources(StrictModel):
     vcpus: int = Field(default=1, ge=1, le=64)
     disk_mib: int = Field(default=0, ge=0, le=1024 * 1024)
     """Size of the writable root (VM overlay) or data disk; 0 = the image's own size."""
@@ -59,7 +57,7 @@ class Resources(_Strict):
     """The tiny test VM needs at least 72 MiB (its kernel unpacks to ~52 MiB)."""
 
 
-class PortMap(_Strict):
+class PortMap(StrictModel):
     """Publish ``guest`` of the app on ``host`` of the node (DNAT); nothing else is open."""
 
     host: Port
@@ -67,14 +65,14 @@ class PortMap(_Strict):
     proto: Literal["tcp", "udp"] = "tcp"
 
 
-class AppNetwork(_Strict):
+class AppNetwork(StrictModel):
     """An app's attachment to one of the node's networks."""
 
     name: Name
     ports: list[PortMap] = Field(default_factory=list, max_length=64)
 
 
-class Adapter(_Strict):
+class Adapter(StrictModel):
     """A physical device passed through to a VM app.
 
     ``match``: a PCI address (``0000:00:02.0``) or ``vendor:device`` for gpu/pci,
@@ -97,7 +95,7 @@ MAX_DATA_DISKS = 4
 MAX_DATA_DISK_MIB = 1024 * 1024  # 1 TiB
 
 
-class DataDisk(_Strict):
+class DataDisk(StrictModel):
     """A blank writable disk of a VM app (qcow2, thin), kept until the app is purged.
 
     ``name`` is also the disk's serial in the guest (``/dev/disk/by-id/virtio-<name>``),
@@ -108,7 +106,7 @@ class DataDisk(_Strict):
     size_mib: int = Field(ge=1, le=MAX_DATA_DISK_MIB)
 
 
-class Network(_Strict):
+class Network(StrictModel):
     """A node-local app network (one bridge shared by VMs and containers)."""
 
     name: Name
@@ -127,7 +125,7 @@ class Network(_Strict):
         return self
 
 
-class AppSpec(_Strict):
+class AppSpec(StrictModel):
     """One app instance the node must run (a VM or a container)."""
 
     uuid: Uuid
@@ -145,9 +143,9 @@ class AppSpec(_Strict):
     desired: Literal["running", "stopped"] = "running"
     networks: list[AppNetwork] = Field(default_factory=list, max_length=8)
     adapters: list[Adapter] = Field(default_factory=list, max_length=8)
-    restart_counter: int = Field(default=0, ge=0)
+    restart_counter: int = Field(default=0, ge=0, le=MAX_COUNT)
     """Raised by the operator's 'restart' command: restart once per increase (EVE)."""
-    purge_counter: int = Field(default=0, ge=0)
+    purge_counter: int = Field(default=0, ge=0, le=MAX_COUNT)
     """Raised by 'purge': recreate the app's writable state once per increase."""
     start_delay_s: float = Field(default=0.0, ge=0.0, le=3600.0)
     disks: list[DataDisk] = Field(default_factory=list, max_length=MAX_DATA_DISKS)
@@ -187,7 +185,7 @@ AgentVersion = Annotated[
 MAX_AGENT_BUNDLE_BYTES = 64 * 1024**2
 
 
-class AgentBundleRef(_Strict):
+class AgentBundleRef(StrictModel):
     """Where an agent release's tarball is and what it must hash to."""
 
     sha256: Sha256Hex
@@ -195,7 +193,7 @@ class AgentBundleRef(_Strict):
     url: Annotated[str, StringConstraints(pattern=r"^https?://", max_length=2048)]
 
 
-class SignedManifest(_Strict):
+class SignedManifest(StrictModel):
     """A signed envelope (attestation.envelope) whose body is an :class:`AgentManifest`."""
 
     payload: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
@@ -203,7 +201,7 @@ class SignedManifest(_Strict):
     signature: Annotated[str, StringConstraints(min_length=1, max_length=512)]
 
 
-class AgentManifest(_Strict):
+class AgentManifest(StrictModel):
     """What the controller's signing key vouches for about an agent release."""
 
     kind: Literal["outpost-agent-release"] = "outpost-agent-release"
@@ -212,10 +210,10 @@ class AgentManifest(_Strict):
     size: int = Field(gt=0, le=MAX_AGENT_BUNDLE_BYTES)
     code_digest: Sha256Hex
     """attestation.measurement.code_digest of the unpacked packages (what the node measures)."""
-    created: float = Field(ge=0)
+    created: Timestamp
 
 
-class AgentTarget(_Strict):
+class AgentTarget(StrictModel):
     """The agent release a node should run (installed beside the running one, kept only
     when the node re-attests and reports within the commit window)."""
 
@@ -224,7 +222,7 @@ class AgentTarget(_Strict):
     manifest: SignedManifest
 
 
-class NodeSettings(_Strict):
+class NodeSettings(StrictModel):
     """Node-wide settings; every external port is off unless turned on here."""
 
     config_interval_s: float = Field(default=60.0, ge=1.0, le=86400.0)
@@ -243,13 +241,13 @@ class NodeSettings(_Strict):
     """The agent release to run (self-update); None: keep the running one."""
 
 
-class DesiredState(_Strict):
+class DesiredState(StrictModel):
     """Everything a node should be running, as of ``generation``."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
     node_uuid: Uuid
-    generation: int = Field(ge=0)
-    reboot_counter: int = Field(default=0, ge=0)
+    generation: int = Field(ge=0, le=MAX_COUNT)
+    reboot_counter: int = Field(default=0, ge=0, le=MAX_COUNT)
     """Raised by the operator's 'reboot' command: the node reboots once per increase."""
     settings: NodeSettings = NodeSettings()
     networks: list[Network] = Field(default_factory=list, max_length=MAX_NETWORKS)

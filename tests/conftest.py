@@ -1,8 +1,11 @@
-"""Shared pytest configuration: fixtures live in tests/fixtures/, one module per daemon."""
+"""Shared pytest configuration: fixtures live in tests/fixtures/, one module per daemon;
+under ``CI=true`` a skip is a failure (tests/ci_skips.py)."""
 
 pytest_plugins = [
+    "tests.ci_skips",
     "tests.fixtures.images",
     "tests.fixtures.libvirt_daemon",
+    "tests.fixtures.private_libvirt",
     "tests.fixtures.podman_engine",
     "tests.fixtures.controller_server",
     "tests.fixtures.swtpm",

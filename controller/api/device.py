@@ -38,7 +38,7 @@ from protocol.attest import TOKEN_HEADER
 from protocol.desired_state import NodeSettings
 from protocol.messages import ConfigRequest, ConfigResponse, InfoMessage
 
-__all__ = ["device_api", "open_node_request", "refuse_if_revoked"]
+__all__ = ["device_api", "open_lossy_report", "open_node_request", "refuse_if_revoked"]
 
 log = logging.getLogger(__name__)
 LONG_POLL_RETRY_S = 30.0
@@ -105,7 +105,7 @@ def _open(session: Session, model: type[M], *, idle: bool) -> tuple[CachedNode, 
         opened.request_id, opened.timestamp
     ):
         raise ApiError(401, "replayed", "request id already used")
-    svc.last_seen.touch(entry.node_id)
+    svc.writes.touch(entry.node_id)
     return entry, body, opened.signer_sha256
 
 
@@ -114,6 +114,12 @@ def _recent(skew_s: float) -> RecentIds:
     if recent is None:
         recent = current_app.extensions[_RECENT_KEY] = RecentIds(skew_s)
     return recent
+
+
+def open_lossy_report(session: Session, model: type[M]) -> tuple[int, M]:
+    """A signed report the node does not resend (metrics): its node id and body."""
+    entry, body, _sha = _open(session, model, idle=True)
+    return entry.node_id, body
 
 
 def open_node_request(session: Session, model: type[M]) -> tuple[Node, M]:

@@ -19,9 +19,9 @@ from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
 from sqlalchemy import delete, func, select
 
-from controller.api.device import open_node_request
+from controller.api.device import open_lossy_report, open_node_request
 from controller.errors import ApiError, validation_details
-from controller.store.models import LogBatch, MetricSample, utcnow
+from controller.store.models import LogBatch
 from controller.web.context import current_services
 from protocol.messages import (
     MAX_LOG_BATCH_LINES,
@@ -35,7 +35,6 @@ __all__ = ["device_reports"]
 device_reports = Blueprint("device_reports", __name__, url_prefix="/api/v1/device")
 MAX_LOG_BYTES = 8 * 1024 * 1024
 KEEP_BATCHES_PER_NODE = 500
-KEEP_SAMPLES_PER_NODE = 1440  # a day at EVE's 60 s metrics interval
 
 
 def _trim(session, model, node_id: int, keep: int) -> None:  # type: ignore[no-untyped-def]
@@ -52,13 +51,12 @@ def _trim(session, model, node_id: int, keep: int) -> None:  # type: ignore[no-u
 
 @device_reports.post("/metrics")
 def metrics() -> ResponseReturnValue:
-    with current_services().db.transaction() as session:
-        node, msg = open_node_request(session, MetricsMessage)
-        node.metrics = msg.model_dump(mode="json")
-        node.metrics_at = utcnow()
-        session.add(MetricSample(node_id=node.id, data=node.metrics))
-        session.flush()
-        _trim(session, MetricSample, node.id, KEEP_SAMPLES_PER_NODE)
+    """Metrics are lossy: held in memory and written in batches (store.write_behind); a
+    replayed sample is caught in memory like an idle config poll."""
+    svc = current_services()
+    with svc.db.transaction() as session:
+        node_id, msg = open_lossy_report(session, MetricsMessage)
+    svc.writes.metrics(node_id, msg.model_dump(mode="json"))
     return jsonify({"ok": True})
 
 

@@ -98,13 +98,13 @@ def _app_spec(app: App, image: Image, spec: dict[str, Any], inst: Assignment, ur
     return AppSpec(
         uuid=app.uuid,
         name=app.name,
-        kind=app.kind,
+        kind=app.kind,  # type: ignore[arg-type]  # stored as validated text
         image=ImageRef(
             name=image.name,
             sha256=image.sha256,
             size=image.size,
             url=url,
-            format=image.format,
+            format=image.format,  # type: ignore[arg-type]  # stored as validated text
         ),
         restart_counter=inst.restart_counter,
         purge_counter=inst.purge_counter,

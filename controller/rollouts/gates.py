@@ -20,7 +20,7 @@ from protocol.messages import AppState, AppStatus
 
 __all__ = ["GateResult", "Progress", "evaluate", "observe"]
 
-FAILED_STATES = (AppState.ERROR, AppState.HALTED)
+FAILED_STATES = (AppState.ERROR, AppState.CRASHLOOP, AppState.HALTED)
 
 
 @dataclass

@@ -31,7 +31,7 @@ class Database:
     def __init__(self, url: str, notifier: ConfigNotifier | None = None) -> None:
         self.url = url
         self.notifier = notifier
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}  # a cut connection is replaced
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         self.engine = create_engine(url, **kwargs)

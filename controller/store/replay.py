@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -15,8 +14,7 @@ __all__ = ["remember_request"]
 
 def remember_request(session: Session, request_id: str, max_skew_s: float) -> bool:
     """Record ``request_id``; False when it was already seen (a replay)."""
-    now = utcnow()
-    session.execute(delete(SeenRequest).where(SeenRequest.expires_at < now))
+    now = utcnow()  # expired ids are pruned by a background job (store.housekeeping)
     try:
         with session.begin_nested():
             session.add(

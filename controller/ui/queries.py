@@ -84,6 +84,21 @@ def online_cutoff(config_interval_s: float, now: dt.datetime | None = None) -> d
     return (now or utcnow()) - dt.timedelta(seconds=3 * config_interval_s + ONLINE_GRACE_S)
 
 
+TROUBLE = (AppState.ERROR, AppState.CRASHLOOP)
+"""App states that put a node on the attention list."""
+
+
+def _app_trouble(status: AppStatus) -> str:
+    """One line for the attention list: what is wrong with the app and since when."""
+    if status.state == AppState.CRASHLOOP:
+        why = status.last_stop_reason or (
+            f"exit code {status.last_exit_code}" if status.last_exit_code is not None else ""
+        )
+        detail = f"{status.restarts} restarts" + (f", {why}" if why else "")
+        return f"app {status.name} crash-looping ({detail})"
+    return f"app {status.name} in ERROR{': ' + status.error[:120] if status.error else ''}"
+
+
 def node_status(
     state: str,
     last_seen: dt.datetime | None,
@@ -103,13 +118,12 @@ def node_status(
     )
     attestation = "revoked" if revoked else (trust_state or "unattested") if registered else ""
     apps = list(app_statuses(info).values())
-    errors = [a.name for a in apps if a.state == AppState.ERROR]
     attention = []
     if connection == "offline":
         attention.append("offline")
     if attestation in ("failed", "revoked"):
         attention.append(f"attestation {attestation}")
-    attention += [f"app {name} in ERROR" for name in errors]
+    attention += [_app_trouble(a) for a in apps if a.state in TROUBLE]
     return {
         "connection": connection,
         "attestation": attestation,

@@ -6,16 +6,21 @@ answered as ``{"error": {"code", "message", "details"}}``.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from controller.errors import ApiError
 
 __all__ = ["register_error_handlers"]
+
+log = logging.getLogger(__name__)
+DATABASE_RETRY_S = 2
 
 
 def _body(code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -32,6 +37,13 @@ def register_error_handlers(app: Flask) -> None:
         if exc.retry_after_s is not None:
             headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
         return jsonify(_body(exc.code, exc.message, exc.details)), exc.status, headers
+
+    @app.errorhandler(OperationalError)
+    def _database_away(exc: OperationalError) -> ResponseReturnValue:
+        """The database went away or broke a deadlock: nothing was changed; try again."""
+        log.warning("database unavailable for a request: %s", exc.orig or exc)
+        body = _body("database_unavailable", "the database is not available; try again shortly")
+        return jsonify(body), 503, {"Retry-After": str(DATABASE_RETRY_S)}
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> ResponseReturnValue:

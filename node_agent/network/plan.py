@@ -210,11 +210,11 @@ def _allocate(
         if (net_name, app_uuid) in result:
             continue
         net = nets[net_name]
-        ip = next(_free_ips(net.subnet, net.gateway, taken[net_name]), None)
-        if ip is None:
+        free = next(iter(_free_ips(net.subnet, net.gateway, taken[net_name])), None)
+        if free is None:
             raise ConfigRefused(f"network {net_name!r} ({net.subnet}) has no free address left")
-        result[(net_name, app_uuid)] = ip
-        taken[net_name].add(ip)
+        result[(net_name, app_uuid)] = free
+        taken[net_name].add(free)
     return result
 
 

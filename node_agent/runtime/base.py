@@ -8,10 +8,15 @@ node's UUID, so several agents (tests, the lab) can share one host daemon.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from node_agent import errors
 
 __all__ = [
     "DiskAttachment",
@@ -23,6 +28,7 @@ __all__ = [
     "Workload",
     "WorkloadSpec",
     "WorkloadState",
+    "same_spec",
 ]
 
 
@@ -30,16 +36,17 @@ class RuntimeError_(Exception):
     """Base of runtime failures; the message carries the app and the cause."""
 
 
-class TemporaryError(RuntimeError_):
+class TemporaryError(RuntimeError_, errors.TemporaryError):
     """Retry later (daemon busy, resource briefly unavailable)."""
 
 
-class PermanentError(RuntimeError_):
+class PermanentError(RuntimeError_, errors.PermanentError):
     """Retrying the same spec will not help (bad image, invalid spec)."""
 
 
 class WorkloadState(enum.Enum):
     RUNNING = "running"
+    STARTING = "starting"  # created or starting, not running yet (podman "created")
     STOPPED = "stopped"  # defined/created but not running (halted, exited, crashed)
     MISSING = "missing"
 
@@ -114,11 +121,29 @@ class WorkloadSpec:
     root_disk: DiskAttachment | None = None
     data_disks: tuple[DiskAttachment, ...] = ()
     vtpm: bool = False
+    spec_digest: str = ""
+    """The digest of the app's spec this workload is made from
+    (:func:`node_agent.spec_digest.spec_digest`, set by the reconciler); see :attr:`digest`."""
+
+    @property
+    def digest(self) -> str:
+        """What the runtime stores with the workload (podman label, domain metadata) and
+        gives back in :attr:`Workload.spec_digest`: ``spec_digest``, or for a spec built
+        without one (tools, runtime tests) a digest of this spec's own fields."""
+        if self.spec_digest:
+            return self.spec_digest
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "spec_digest"}
+        body = json.dumps(fields, sort_keys=True, default=str)
+        return hashlib.sha256(body.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
 class Workload:
-    """A workload as the runtime observes it."""
+    """A workload as the runtime observes it.
+
+    ``detail`` says how it is (``exited (code 3)``, ``shut off (crashed)``);
+    ``exit_code`` is a stopped container's exit code (None for VMs and running ones).
+    """
 
     app_uuid: str
     state: WorkloadState
@@ -126,6 +151,18 @@ class Workload:
     image_sha256: str = ""  # the image it was created from, from its label/metadata
     detail: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    spec_digest: str = ""  # WorkloadSpec.spec_digest it was made from ("" unknown)
+    exit_code: int | None = None
+
+
+def same_spec(recorded: str, wanted: str) -> bool:
+    """Is a workload whose stored spec digest is ``recorded`` made from the spec whose
+    digest is ``wanted``?
+
+    The one spec-change check, used by both runtimes and the reconciler; a workload with
+    no recorded digest (made by an agent before digests were stored) counts as changed.
+    """
+    return bool(recorded) and recorded == wanted
 
 
 class Runtime(Protocol):

@@ -12,6 +12,7 @@ in the CRI (k8s-file) format: ``<timestamp> stdout F <line>``.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import logging
 import math
@@ -20,16 +21,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from node_agent.runtime.base import PermanentError, TemporaryError, Workload, WorkloadSpec
+from node_agent.runtime.base import (
+    PermanentError,
+    TemporaryError,
+    Workload,
+    WorkloadSpec,
+    same_spec,
+)
 from node_agent.runtime.base import WorkloadState as State
 from node_agent.runtime.podman_args import (
     DEFAULT_ULIMITS,
     IMAGE_FORMAT,
     LABEL_APP,
-    LABEL_CONFIG,
     LABEL_IMAGE,
     LABEL_NAME,
     LABEL_NODE,
+    LABEL_SPEC,
     RunOptions,
     image_ref,
     normalize_sha256,
@@ -119,7 +126,7 @@ class PodmanRuntime:
             raise TemporaryError(f"app {app}: network namespace {spec.netns_path} is not ready")
         existing = self._find(app)
         if existing is not None:
-            if existing.extra.get("config_sha256") == _label(argv, LABEL_CONFIG):
+            if same_spec(existing.spec_digest, spec.digest):
                 return self._resume(existing)
             log.info("app %s: image or configuration changed, recreating", app)
         self.ensure_image(spec)  # before removing the old container: a bad image keeps it
@@ -185,11 +192,11 @@ class PodmanRuntime:
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _app_filter(self, app_uuid: str) -> list[str]:
+    def _app_filter(self, app_uuid: str) -> builtins.list[str]:
         node, app = f"label={LABEL_NODE}={self.node_uuid}", f"label={LABEL_APP}={app_uuid}"
         return ["--filter", node, "--filter", app]
 
-    def _ps(self, app_uuid: str = "") -> list[Workload]:
+    def _ps(self, app_uuid: str = "") -> builtins.list[Workload]:
         args = ["ps", "--all", "--no-trunc", "--format", "json"]
         if app_uuid:
             args += self._app_filter(app_uuid)
@@ -242,10 +249,6 @@ class PodmanRuntime:
         return self._options
 
 
-def _label(argv: Sequence[str], key: str) -> str:
-    return next((a.split("=", 1)[1] for a in argv if a.startswith(f"{key}=")), "")
-
-
 def _loaded_names(stdout: str) -> list[str]:
     """Names from ``podman load`` output ("Loaded image: X" or "Loaded image(s): X,Y")."""
     names: list[str] = []
@@ -261,10 +264,15 @@ def _workload(entry: Mapping[str, Any]) -> Workload:
     labels = entry.get("Labels") or {}
     status = str(entry.get("State", ""))
     names = entry.get("Names") or [""]
-    detail = f"exited (code {entry.get('ExitCode', '?')})" if status == "exited" else status
+    exit_code = _exit_code(entry) if status == "exited" else None
+    detail = (
+        f"exited (code {exit_code if exit_code is not None else '?'})"
+        if status == "exited"
+        else status
+    )
     return Workload(
         app_uuid=labels.get(LABEL_APP, ""),
-        state=State.RUNNING if status == "running" else State.STOPPED,
+        state=_STATES.get(status, State.STOPPED),
         runtime_id=str(entry.get("Id", "")),
         image_sha256=labels.get(LABEL_IMAGE, ""),
         detail=detail,
@@ -272,6 +280,17 @@ def _workload(entry: Mapping[str, Any]) -> Workload:
             "container_name": str(names[0]),
             "podman_state": status,
             "name": labels.get(LABEL_NAME, ""),
-            "config_sha256": labels.get(LABEL_CONFIG, ""),
         },
+        spec_digest=labels.get(LABEL_SPEC, ""),
+        exit_code=exit_code,
     )
+
+
+_STATES = {"running": State.RUNNING, "initialized": State.STARTING}
+"""podman states other than these (created, exited, stopped, paused, …) are STOPPED:
+``start`` takes them up again."""
+
+
+def _exit_code(entry: Mapping[str, Any]) -> int | None:
+    code = entry.get("ExitCode")
+    return code if isinstance(code, int) and not isinstance(code, bool) else None

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,7 +198,8 @@ def boot_check(
         finally:
             proc.kill()
             proc.wait()
-            proc.stdout.close()  # type: ignore[union-attr]
+            if proc.stdout is not None:
+                proc.stdout.close()
         stderr = errors.read_text(errors="replace").strip().splitlines()
     elapsed = time.monotonic() - start
     if MARKER in seen:
@@ -244,7 +245,7 @@ def _read_cache(path: Path, fingerprint: dict[str, str]) -> str | None:
     return accel if accel in ACCELERATORS else None
 
 
-def _write_cache(path: Path, record: dict[str, object]) -> None:
+def _write_cache(path: Path, record: Mapping[str, object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

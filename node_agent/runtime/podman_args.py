@@ -10,9 +10,7 @@ inside) and uses its first network's gateway as DNS server.
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from node_agent.runtime.base import PermanentError, WorkloadSpec
@@ -22,12 +20,11 @@ __all__ = [
     "IMAGE_FORMAT",
     "IMAGE_REPO",
     "LABEL_APP",
-    "LABEL_CONFIG",
     "LABEL_IMAGE",
     "LABEL_NAME",
     "LABEL_NODE",
+    "LABEL_SPEC",
     "RunOptions",
-    "config_digest",
     "container_name",
     "image_ref",
     "normalize_sha256",
@@ -42,7 +39,7 @@ LABEL_NODE = "outpost.node"
 LABEL_APP = "outpost.app"
 LABEL_IMAGE = "outpost.image-sha256"
 LABEL_NAME = "outpost.name"
-LABEL_CONFIG = "outpost.config-sha256"  # digest of the run argv, to detect spec changes
+LABEL_SPEC = "outpost.spec-sha256"  # WorkloadSpec.digest: what the container is made from
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -81,11 +78,6 @@ def console_log_path(spec: WorkloadSpec) -> str:
     return str(spec.work_dir / "console.log")
 
 
-def config_digest(argv: Sequence[str]) -> str:
-    """A stable digest of a run argv; a changed spec or option changes it."""
-    return hashlib.sha256("\0".join(argv).encode()).hexdigest()
-
-
 def _env_args(spec: WorkloadSpec) -> list[str]:
     args: list[str] = []
     for key, value in spec.env:
@@ -110,8 +102,8 @@ def _network_args(spec: WorkloadSpec) -> list[str]:
 def run_argv(spec: WorkloadSpec, node_uuid: str, options: RunOptions = RunOptions()) -> list[str]:
     """The ``podman run`` arguments (after the global ones) for ``spec``.
 
-    The last label is ``outpost.config-sha256``, a digest of everything before
-    it, so an existing container can be compared with what would be created now.
+    The label ``outpost.spec-sha256`` holds the spec's digest (:attr:`WorkloadSpec.digest`),
+    so an existing container can be compared with the spec (``base.same_spec``).
     """
     sha = normalize_sha256(spec.image_sha256, spec.app_uuid)
     if spec.vcpus < 1 or spec.memory_mib < 1:
@@ -148,8 +140,7 @@ def run_argv(spec: WorkloadSpec, node_uuid: str, options: RunOptions = RunOption
         (LABEL_APP, spec.app_uuid),
         (LABEL_IMAGE, sha),
         (LABEL_NAME, spec.name),
+        (LABEL_SPEC, spec.digest),
     ):
         args += ["--label", f"{key}={value}"]
-    tail = [image_ref(sha), *spec.command]
-    digest = config_digest([*args, *tail])
-    return [*args, "--label", f"{LABEL_CONFIG}={digest}", *tail]
+    return [*args, image_ref(sha), *spec.command]

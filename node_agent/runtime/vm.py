@@ -24,6 +24,7 @@ The console log is written by virtlogd as root, so it has no such constraint.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import logging
 import os
@@ -45,6 +46,7 @@ from node_agent.runtime.base import (
     Workload,
     WorkloadSpec,
     WorkloadState,
+    same_spec,
 )
 from node_agent.runtime.domain_xml import OUTPOST_NS, Disk, Domain, OsKernelBoot, OutpostMetadata
 from node_agent.runtime.vm_events import DomainEvent, LifecycleWatcher
@@ -99,6 +101,15 @@ _QEMU_CONF = Path("/etc/libvirt/qemu.conf")
 _DEFAULT_QEMU_USER = "libvirt-qemu"  # Debian's build default
 
 
+def _workload_state(state: int, reason: int) -> WorkloadState:
+    """RUNNING while QEMU runs; STARTING while it is paused starting up; else STOPPED."""
+    if state in _RUNNING_STATES:
+        return WorkloadState.RUNNING
+    if state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_STARTING_UP:
+        return WorkloadState.STARTING
+    return WorkloadState.STOPPED
+
+
 def _qemu_files(domain: Domain) -> list[Path]:
     """Every file QEMU opens for ``domain``: kernel, initrd, disks and their backing files."""
     paths = []
@@ -126,7 +137,7 @@ def _libvirt_error_to_log(_ctx: object, error: tuple[Any, ...]) -> None:
     _LOG.debug("libvirt: %s", error[2] if len(error) > 2 else error)
 
 
-class _AppLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+class _AppLog(logging.LoggerAdapter[logging.Logger]):
     """Prefixes messages with the app UUID and adds it as ``extra["app_uuid"]``."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
@@ -223,7 +234,7 @@ class LibvirtRuntime:
         self._watcher.ensure()
 
     @property
-    def events(self) -> list[DomainEvent]:
+    def events(self) -> builtins.list[DomainEvent]:
         """The latest lifecycle events seen by :meth:`watch` (oldest first)."""
         return list(self._watcher.history) if self._watcher is not None else []
 
@@ -299,11 +310,12 @@ class LibvirtRuntime:
             extra["disk_allocated_bytes"] = str(_allocated_bytes(devices.disks))
         return Workload(
             app_uuid=meta.app_uuid,
-            state=WorkloadState.RUNNING if state in _RUNNING_STATES else WorkloadState.STOPPED,
+            state=_workload_state(state, reason),
             runtime_id=dom.name(),
             image_sha256=meta.image_sha256,
             detail=detail,
             extra=extra,
+            spec_digest=meta.spec_sha256,
         )
 
     # -- Runtime protocol -------------------------------------------------------------------
@@ -330,8 +342,9 @@ class LibvirtRuntime:
     def start(self, spec: WorkloadSpec) -> Workload:
         """Define (persistent) and start the app's domain; a no-op when already running.
 
-        A running domain made from another image is destroyed, redefined and restarted;
-        a stopped one is always redefined from the current spec before starting.
+        A running domain made from another spec (:func:`~node_agent.runtime.base.same_spec`
+        on its metadata's spec digest) is destroyed, redefined and restarted; a stopped one
+        is always redefined from the current spec before starting.
         """
         if spec.node_uuid != self.node_uuid:
             raise PermanentError(
@@ -345,7 +358,7 @@ class LibvirtRuntime:
             with self._errors(spec.app_uuid, "checking domain state"):
                 uuid = dom.UUIDString()
                 state, _ = dom.state()
-                if dom.isActive() and meta.image_sha256 == spec.image_sha256:
+                if dom.isActive() and same_spec(meta.spec_sha256, spec.digest):
                     if state == libvirt.VIR_DOMAIN_PAUSED:
                         log.info("resuming paused domain %s", dom.name())
                         dom.resume()
@@ -354,9 +367,9 @@ class LibvirtRuntime:
                     return self._workload(dom, meta)
                 if dom.isActive():
                     log.info(
-                        "image changed (%s -> %s): destroying %s to redefine it",
-                        meta.image_sha256[:12],
-                        spec.image_sha256[:12],
+                        "spec changed (%s -> %s): destroying %s to redefine it",
+                        meta.spec_sha256[:12] or "unrecorded",
+                        spec.digest[:12],
                         dom.name(),
                     )
                     self._destroy(dom)
@@ -462,7 +475,7 @@ class LibvirtRuntime:
         except OSError as exc:
             raise TemporaryError(f"preparing work dir {work_dir}: {exc}") from exc
 
-    def _check_qemu_access(self, app_uuid: str, paths: list[Path]) -> None:
+    def _check_qemu_access(self, app_uuid: str, paths: builtins.list[Path]) -> None:
         """PermanentError unless QEMU's user can search every directory above ``paths``."""
         if not self.qemu_user:
             return

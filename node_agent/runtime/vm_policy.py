@@ -345,6 +345,7 @@ def build_domain(
             node_uuid=spec.node_uuid,
             image_sha256=spec.image_sha256,
             app_name=spec.name,
+            spec_sha256=spec.digest,
         ),
     )
 

@@ -16,17 +16,19 @@ import threading
 import time
 from collections.abc import Callable
 
+from cryptography import x509
+
 from attestation import pki
 from node_agent.client import ControllerClient, ControllerError, Unreachable
 from node_agent.config_verifier import ConfigVerifier
 from node_agent.image_store import ImageError, ImageStore
 from node_agent.self_update.installer import install
 from node_agent.self_update.manifest import ManifestRefused
-from node_agent.self_update.state import ENV_TRIAL, Paths, StateError, write_marker
+from node_agent.self_update.state import ENV_TRIAL, Outcome, Paths, StateError, write_marker
 from node_agent.self_update.version import AGENT_VERSION
 from protocol.agent_bundle import BundleError
 from protocol.desired_state import MAX_AGENT_BUNDLE_BYTES, AgentTarget, DesiredState
-from protocol.messages import AgentUpdateStatus
+from protocol.messages import AgentUpdateStatus, UpdateState
 
 __all__ = ["RETRY_S", "SelfUpdater"]
 
@@ -70,18 +72,20 @@ class SelfUpdater:
         paths = Paths.from_env()
         return cls(paths, client, verifier) if paths is not None else None
 
-    def _state_last(self):  # type: ignore[no-untyped-def]
+    def _state_last(self) -> Outcome | None:
         try:
             return self.paths.load().last
         except StateError as exc:
             log.error("self-update: %s", exc)
             return None
 
-    def _set(self, version: str, state: str, reason: str = "", at: float | None = None) -> None:
+    def _set(
+        self, version: str, state: UpdateState, reason: str = "", at: float | None = None
+    ) -> None:
         with self._lock:
             self._status = AgentUpdateStatus(
                 version=version,
-                state=state,  # type: ignore[arg-type]
+                state=state,
                 reason=reason[:1024],
                 at=time.time() if at is None else at,
             )
@@ -119,7 +123,7 @@ class SelfUpdater:
         )
         self._worker.start()
 
-    def _signers(self) -> list:  # type: ignore[type-arg]
+    def _signers(self) -> list[x509.Certificate]:
         return self.verifier.signers
 
     def _install(self, target: AgentTarget) -> None:

@@ -288,7 +288,7 @@ def test_restart_the_app_with_confirmation(site: Site):
     site.timings["restart_to_node_checkpoint_s"] = round(time.monotonic() - t0, 3)
     assert doc["generation"] > generation
     page.locator(f'tr[data-app="{APP}"] [data-state]', has_text="RUNNING").wait_for()
-    # whether the agent acts on the counter is the agent's business (issue 5): recorded only
+    # whether the agent acts on the counter is the agent's business: recorded only
     time.sleep(3)
     (again,) = site.podman.ps(site.node()["uuid"])
     site.timings["container_restarted_by_agent"] = again["StartedAt"] != container["StartedAt"]

@@ -1,5 +1,6 @@
-"""A change made through the operator API reaches a running agent: within about a second
-with long-poll (the default), within one poll interval without it.
+"""A change made through the operator API reaches a running agent: with long-poll (the
+default) in the answer to the request already parked at the controller, though the poll
+interval is an hour; without long-poll, within one poll interval.
 
 Real controller process and agent loop; in-memory runtimes (the end-to-end tests cover
 the real ones).  The time taken is printed, not asserted.
@@ -31,13 +32,11 @@ def _wait(predicate, timeout: float = 60.0) -> float:  # type: ignore[no-untyped
     pytest.fail("the change did not reach the agent")
 
 
-@pytest.mark.parametrize(
-    ("mode", "settings"),
-    [
-        ("long-poll", {"long_poll_s": 30.0}),
-        ("poll every 2 s", {"long_poll_s": 0.0, "config_interval_s": 2.0}),
-    ],
-)
+LONG_POLL = {"long_poll_s": 30.0, "config_interval_s": 3600.0}
+POLL = {"long_poll_s": 0.0, "config_interval_s": 2.0}
+
+
+@pytest.mark.parametrize(("mode", "settings"), [("long-poll", LONG_POLL), ("poll every 2 s", POLL)])
 def test_an_assignment_reaches_a_running_agent(controller_server, tmp_path, mode, settings):
     api = controller_server.api
     sha = hashlib.sha256(BLOB).hexdigest()
@@ -62,11 +61,13 @@ def test_an_assignment_reaches_a_running_agent(controller_server, tmp_path, mode
     loop = threading.Thread(target=agent.run, args=(stop,), daemon=True)
     loop.start()
     try:
-        _wait(lambda: agent.desired is not None)
-        time.sleep(1.0)  # idle: parked in a long-poll, or between two polls
+        _wait(lambda: agent.desired is not None and agent.config_requests >= 2)
+        parked = agent.config_requests  # long-poll: this request waits at the controller
         api("POST", "/nodes/sn-p/apps", json={"app": "web"}).raise_for_status()
         took = _wait(lambda: runtime.started == ["web"])
         print(f"\n{mode}: assignment → app started on the node in {took:.2f} s")
+        if mode == "long-poll":  # no poll in an hour: only the parked request can bring it
+            assert agent.config_changed_by == parked
     finally:
         stop.set()
         loop.join(10)

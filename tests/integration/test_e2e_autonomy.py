@@ -1,6 +1,6 @@
-"""Issue 5 end to end: CLI changes reach the node through long-poll, commands act once,
-and the node runs on from its checkpoint while the controller is away, then reports
-everything it queued.
+"""Config changes and commands end to end: CLI changes reach the node through long-poll,
+commands act once, and the node runs on from its checkpoint while the controller is away,
+then reports everything it queued.
 
 Real controller and agent processes (default timers: long-poll on), real podman and
 libvirt; tests share one node and run in file order.
@@ -84,7 +84,7 @@ def test_a_cli_change_reaches_the_node_through_long_poll(node: E2ENode, tmp_path
     node.start_agent()
     node.wait_states(APPS)
     before = container(node)["Id"]
-    time.sleep(2)  # the agent is idle, parked in a long-poll
+    node.wait_passes(1, config_requests=2)  # the agent is idle, parked in a long-poll
 
     t0 = time.monotonic()
     apply(node, tmp_path, {**ticker, "env": {"MODE": "changed"}})
@@ -105,7 +105,7 @@ def test_a_restart_command_restarts_the_container_once(node: E2ENode):
     second = started_at(node, cid)
     node.stop_agent()
     node.start_agent()
-    time.sleep(4)  # several passes of the restarted agent
+    node.wait_passes(3)  # several passes of the restarted agent
     node.wait_states(APPS)
     assert container(node)["Id"] == cid and started_at(node, cid) == second
 
@@ -119,7 +119,7 @@ def test_a_purge_recreates_the_container_once(node: E2ENode):
     new = container(node)["Id"]
     node.stop_agent()
     node.start_agent()
-    time.sleep(4)
+    node.wait_passes(3)
     node.wait_states(APPS)
     assert container(node)["Id"] == new
 

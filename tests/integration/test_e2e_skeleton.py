@@ -81,7 +81,7 @@ def test_an_agent_restart_neither_duplicates_nor_loses_the_apps(node: E2ENode):
     node.stop_agent()
     assert node.domains() == domains  # apps keep running without the agent
     node.start_agent()
-    time.sleep(5)  # a few reconcile passes of the new agent
+    node.wait_passes(3)  # a few reconcile passes of the new agent
     node.wait_states(BOTH)
     assert node.domains() == domains
     assert [c["Id"] for c in node.containers()] == [c["Id"] for c in containers]

@@ -1,6 +1,6 @@
-"""Issue 11 end to end: a git repository of site folders drives three real agents, and an
-app version moves through three rings with health gates, an approval gate and an
-automatic rollback.
+"""GitOps and staged rollouts end to end: a git repository of site folders drives three
+real agents, and an app version moves through three rings with health gates, an approval
+gate and an automatic rollback.
 
 One controller process (its background git sync and rollout engine running) and three
 agent processes on real podman; the tests share them and run in file order:
@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 import yaml
 
+from node_agent.heartbeat import read_heartbeat
 from outpost_cli.main import main as outpost_main
-from tests.fixtures.e2e import WAIT_S, E2ENode, e2e_node
+from tests.fixtures.e2e import WAIT_S, E2ENode, agent_progressed, e2e_node
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 LOOP = ["sh", "-c", "while true; do sleep 1; done"]
@@ -72,6 +73,16 @@ class Fleet:
             time.sleep(0.25)
         logs = "\n".join(a.log.read_text()[-1500:] for a in self.agents.values())
         pytest.fail(f"timed out waiting for {what}\n{logs}")
+
+    def wait_passes(self, passes: int) -> None:
+        """Until every agent has done ``passes`` more reconcile passes from now."""
+        start = {s: read_heartbeat(a.state_dir) for s, a in self.agents.items()}
+        for serial, a in self.agents.items():
+            done = start[serial].passes if start[serial] is not None else 0
+            self.wait(
+                f"{passes} more passes of {serial}",
+                lambda a=a, done=done: agent_progressed(a.state_dir, a.process, done + passes),
+            )
 
     def git(self, *args: str) -> str:
         return subprocess.run(
@@ -173,7 +184,7 @@ def test_a_committed_app_runs_on_the_qa_nodes_only(fleet: Fleet):
     MEASURED["git_commit_to_running_s"] = round(time.monotonic() - t0, 2)
     print(f"\ngit commit + sync → RUNNING on the qa node: {MEASURED['git_commit_to_running_s']} s")
 
-    time.sleep(3)  # several agent passes: production nodes stay without the app
+    fleet.wait_passes(3)  # several agent passes: production nodes stay without the app
     assert fleet.states("prod-1") == {} and fleet.states("prod-2") == {}
     assert fleet.containers("prod-1") == [] and fleet.containers("prod-2") == []
     fleet.wait(
@@ -209,7 +220,7 @@ def test_a_commit_with_a_schema_error_is_refused_and_the_nodes_keep_the_last_goo
     assert "memory_mib" in err["reason"]
     status = fleet.api("GET", "/git/source")
     assert status["revision"] == good and status["errors"][0]["line"] == line
-    time.sleep(3)
+    fleet.wait_passes(3)
     assert fleet.api("GET", "/nodes/qa-1")["config_generation"] == generation
     assert fleet.states("qa-1") == {"web": "RUNNING"}
     assert fleet.containers("qa-1")[0]["Id"] == cid

@@ -1,4 +1,4 @@
-"""Issue 10 acceptance: a whole node booted under QEMU from the node image.
+"""A whole node booted under QEMU from the node image.
 
 One node (``lab.qemu_node.QemuNode``: TCG unless KVM really works, its own swtpm vTPM with
 EK certificates from a local CA, a network that reaches only the controller) boots the
@@ -116,7 +116,8 @@ class Lab:
     def registered_device_cert(self) -> str:
         from sqlalchemy import select
 
-        from controller.db import Database, Node
+        from controller.store.database import Database
+        from controller.store.models import Node
 
         db = Database(f"sqlite:///{self.controller.data_dir / 'outpost.db'}")
         with db.transaction() as s:

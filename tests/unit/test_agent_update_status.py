@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 from node_agent.agent import AGENT_VERSION, Agent
 from protocol.desired_state import DesiredState, NodeSettings
+from protocol.messages import AgentUpdateStatus
 
 
 def _agent_targeting(version: str | None) -> Agent:
@@ -20,12 +21,16 @@ def _agent_targeting(version: str | None) -> Agent:
     return agent
 
 
+def _status(agent: Agent) -> AgentUpdateStatus | None:
+    return agent._agent_update_status(agent.desired)
+
+
 def test_an_agent_without_the_launcher_reports_it_cannot_take_a_new_release():
-    status = _agent_targeting("99.0.0")._agent_update_status()
+    status = _status(_agent_targeting("99.0.0"))
     assert status is not None and (status.version, status.state) == ("99.0.0", "failed")
     assert "outpost-agent-launcher" in status.reason and AGENT_VERSION in status.reason
 
 
 def test_an_agent_without_the_launcher_reports_nothing_when_no_other_release_is_asked():
-    assert _agent_targeting(None)._agent_update_status() is None
-    assert _agent_targeting(AGENT_VERSION)._agent_update_status() is None
+    assert _status(_agent_targeting(None)) is None
+    assert _status(_agent_targeting(AGENT_VERSION)) is None

@@ -9,7 +9,7 @@ import pytest
 
 from node_agent.runtime.base import PermanentError, WorkloadSpec
 from node_agent.runtime.podman_args import (
-    LABEL_CONFIG,
+    LABEL_SPEC,
     RunOptions,
     container_name,
     image_ref,
@@ -68,7 +68,7 @@ def test_run_argv_labels() -> None:
     assert labels["outpost.app"] == APP
     assert labels["outpost.image-sha256"] == SHA
     assert labels["outpost.name"] == "hello"
-    assert len(labels[LABEL_CONFIG]) == 64
+    assert len(labels[LABEL_SPEC]) == 64
 
 
 def test_run_argv_resources_log_env_and_command() -> None:
@@ -94,9 +94,9 @@ def test_options_can_drop_limits_and_console_log() -> None:
     assert pairs(run_argv(make_spec(), NODE, RunOptions(runtime="crun")), "--runtime") == ["crun"]
 
 
-def test_config_label_tracks_the_spec() -> None:
+def test_spec_label_tracks_the_spec() -> None:
     def digest(spec: WorkloadSpec) -> str:
-        return next(v for v in pairs(run_argv(spec, NODE), "--label") if v.startswith(LABEL_CONFIG))
+        return next(v for v in pairs(run_argv(spec, NODE), "--label") if v.startswith(LABEL_SPEC))
 
     assert digest(make_spec()) == digest(make_spec())
     assert digest(make_spec()) != digest(make_spec(env=(("GREETING", "bye"),)))

@@ -1,4 +1,4 @@
-"""Operator API, issue 5: app updates, labels, commands as counters, networks, images by
+"""Operator API: app updates, labels, commands as counters, networks, images by
 URL, audit with before/after, the OpenAPI document."""
 
 from __future__ import annotations

@@ -92,6 +92,8 @@ def test_metrics_are_kept_as_the_latest_sample(client, admin_headers, node):
         "apps": [{"uuid": APP_UUID, "cpu_seconds_total": 1.5, "memory_used_bytes": 9}],
     }
     assert client.post("/api/v1/device/metrics", json=node.signed(sample)).status_code == 200
+    services = client.application.extensions["outpost"]
+    services.writes.flush(services.db)  # metrics are written behind, in batches
     shown = client.get("/api/v1/nodes/sn-1", headers=admin_headers).json
     assert shown["metrics"]["apps"][0]["cpu_seconds_total"] == 1.5
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from node_agent.client import Unreachable
+from node_agent.errors import TemporaryError, is_permanent
 from node_agent.image_store import ImageError, ImageStore, hash_file
 from protocol.desired_state import ImageRef
 
@@ -147,6 +149,23 @@ def test_a_wrong_digest_error_carries_both_digests(store):
         store.ensure(ref)
     assert wrong in str(raised.value) and SHA_A in str(raised.value)
     assert not store.has(wrong) and list((store.root / "partial").iterdir()) == []
+
+
+def test_a_wrong_digest_is_a_permanent_error(store):
+    ref = ImageRef(name="img", sha256="f" * 64, size=len(A), format="raw", url=f"http://x/{SHA_A}")
+    with pytest.raises(ImageError) as raised:
+        store.ensure(ref)
+    assert is_permanent(raised.value)
+
+
+def test_an_unreachable_controller_is_a_temporary_error(store, client):
+    def unreachable(url: str, dest: Path, offset: int) -> FakeResponse:
+        raise Unreachable("connection refused")
+
+    client.download = unreachable
+    with pytest.raises(ImageError) as raised:
+        store.ensure(_ref(A, SHA_A))
+    assert isinstance(raised.value, TemporaryError) and not is_permanent(raised.value)
 
 
 def test_progress_is_throttled_but_reports_the_first_and_last_bytes(store):

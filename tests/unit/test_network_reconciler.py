@@ -39,6 +39,10 @@ class RecordingRuntime(FakeRuntime):
         self.events.append(f"stop {app_uuid[:8]}")
         super().stop(app_uuid, timeout_s)
 
+    def remove(self, app_uuid: str) -> None:
+        self.events.append(f"remove {app_uuid[:8]}")
+        super().remove(app_uuid)
+
 
 class FakeHook:
     """Plans one attachment per declared network; can refuse the next config."""
@@ -161,7 +165,7 @@ def test_a_refused_network_config_puts_a_new_app_needing_it_in_error(tmp_path, r
     assert statuses["new"].error == "network config not applied: networks 'lan' and 'dmz' overlap"
 
 
-def test_changed_interfaces_restart_a_running_app_once(tmp_path, runtimes, hook, events):
+def test_changed_interfaces_recreate_a_running_app_once(tmp_path, runtimes, hook, events):
     rec = _reconciler(tmp_path, runtimes, hook)
     rec.reconcile(_doc(_app("web")))
     hook.octet = 9  # the next apply plans another address
@@ -169,7 +173,16 @@ def test_changed_interfaces_restart_a_running_app_once(tmp_path, runtimes, hook,
     rec.reconcile(_doc(_app("web"), generation=2))
     assert [e for e in events if e != "apply"] == [
         "start web",
-        f"stop {_app('web')['uuid'][:8]}",
+        f"remove {_app('web')['uuid'][:8]}",
         "start web",
     ]
+    assert runtimes["container"].specs[-1].networks[0].ip == "10.5.0.9"
+
+
+def test_changed_interfaces_are_noticed_after_an_agent_restart(tmp_path, runtimes, hook, events):
+    _reconciler(tmp_path, runtimes, hook).reconcile(_doc(_app("web")))
+    hook.octet = 9
+    again = _reconciler(tmp_path, runtimes, hook)  # a new agent process, same workloads
+    again.reconcile(_doc(_app("web"), generation=2))
+    assert [e for e in events if e.startswith("start")] == ["start web", "start web"]
     assert runtimes["container"].specs[-1].networks[0].ip == "10.5.0.9"

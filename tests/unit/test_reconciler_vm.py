@@ -6,17 +6,17 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from node_agent import reconciler as reconciler_module
+from node_agent import workload_spec as workload_spec_module
 from node_agent.image_store import ImageStore
 from node_agent.passthrough import PassthroughError
-from node_agent.reconciler import CrashBackoff, Reconciler, _spec_digest
+from node_agent.reconciler import CrashBackoff, Reconciler
 from node_agent.runtime.base import WorkloadSpec
+from node_agent.spec_digest import spec_digest
 from node_agent.volumes import ROOT_DISK, data_disk_path, image_info
 from protocol.desired_state import (
     Adapter,
@@ -27,7 +27,7 @@ from protocol.desired_state import (
     Resources,
 )
 from protocol.messages import AppState
-from tests.fakes import FakeRuntime
+from tests.fakes import FakeClock, FakeRuntime
 
 NODE = str(uuid.uuid4())
 
@@ -62,7 +62,14 @@ def runtime() -> RecordingRuntime:
 
 
 @pytest.fixture
-def reconciler(tmp_path: Path, runtime: RecordingRuntime, blob: tuple[Path, str]) -> Reconciler:
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def reconciler(
+    tmp_path: Path, runtime: RecordingRuntime, blob: tuple[Path, str], clock: FakeClock
+) -> Reconciler:
     store = ImageStore(tmp_path / "images", client=None, max_bytes=1 << 30)  # type: ignore[arg-type]
     return Reconciler(
         NODE,
@@ -71,6 +78,7 @@ def reconciler(tmp_path: Path, runtime: RecordingRuntime, blob: tuple[Path, str]
         tmp_path / "apps",
         sysfs_root=tmp_path / "sys",
         backoff=CrashBackoff(base_s=0.2, max_s=0.4),
+        clock=clock,
     )
 
 
@@ -155,7 +163,7 @@ def test_pci_adapters_are_resolved_before_start(reconciler, runtime, blob, monke
         seen.append((tuple(a.match for a in adapters), sysfs_root))
         return ("0000:01:00.0", "0000:01:00.1")
 
-    monkeypatch.setattr(reconciler_module, "resolve_adapters", fake_resolve)
+    monkeypatch.setattr(workload_spec_module, "resolve_adapters", fake_resolve)
     app = _vm(sha, adapters=[Adapter(kind="gpu", match="0000:01:00.0")], vtpm=True)
     reconciler.reconcile(_doc(app))
     assert seen == [(("0000:01:00.0",), tmp_path / "sys")]
@@ -171,31 +179,36 @@ def test_a_refused_passthrough_is_an_error_and_nothing_starts(
     def refuse(adapters, sysfs_root):  # type: ignore[no-untyped-def]
         raise PassthroughError("IOMMU is off on this node")
 
-    monkeypatch.setattr(reconciler_module, "resolve_adapters", refuse)
+    monkeypatch.setattr(workload_spec_module, "resolve_adapters", refuse)
     app = _vm(sha, adapters=[Adapter(kind="gpu", match="0000:01:00.0")])
     (status,) = reconciler.reconcile(_doc(app))
     assert status.state is AppState.ERROR and "IOMMU is off" in status.error
     assert runtime.specs == []
 
 
-def test_a_first_crash_restarts_at_once_and_repeated_crashes_back_off(reconciler, runtime, blob):
+def test_a_first_crash_restarts_at_once_and_repeated_crashes_back_off(
+    reconciler, runtime, blob, clock
+):
     _, sha = blob
     app = _vm(sha)
     doc = _doc(app)
     reconciler.reconcile(doc)
-    runtime.stop(app.uuid)  # QEMU died
+    runtime.crash(app.uuid)  # QEMU died
     (status,) = reconciler.reconcile(doc)
     assert status.state is AppState.RUNNING and len(runtime.specs) == 2
     assert reconciler.wake_in() is None
-    runtime.stop(app.uuid)  # and again, right after its restart
+    runtime.crash(app.uuid)  # and again, right after its restart
     (status,) = reconciler.reconcile(doc)
-    assert status.state is AppState.RESTARTING and "restart 2" in status.error
+    assert status.state is AppState.CRASHLOOP and "2 times in a row" in status.error
+    assert (status.backoff_s, status.retry_at) == pytest.approx((0.2, clock.time() + 0.2))
     assert len(runtime.specs) == 2
-    wait = reconciler.wake_in()
-    assert wait is not None and 0 < wait <= 0.2
-    time.sleep(wait)
+    assert reconciler.wake_in() == pytest.approx(0.2)
+    clock.advance(0.1)
+    reconciler.reconcile(doc)
+    assert len(runtime.specs) == 2  # the back-off has not ended
+    clock.advance(0.1)
     (status,) = reconciler.reconcile(doc)
-    assert status.state is AppState.RUNNING and len(runtime.specs) == 3
+    assert status.state is AppState.CRASHLOOP and len(runtime.specs) == 3
 
 
 def test_restarts_after_a_crash_are_counted_in_the_status_until_the_spec_changes(
@@ -205,7 +218,7 @@ def test_restarts_after_a_crash_are_counted_in_the_status_until_the_spec_changes
     app = _vm(sha)
     (status,) = reconciler.reconcile(_doc(app))
     assert status.restarts == 0
-    runtime.stop(app.uuid)  # QEMU died; restarted at once
+    runtime.crash(app.uuid)  # QEMU died; restarted at once
     (status,) = reconciler.reconcile(_doc(app))
     assert (status.state, status.restarts) == (AppState.RUNNING, 1)
     changed = app.model_copy(update={"command": ["new"]})
@@ -275,6 +288,7 @@ def test_apps_without_the_new_fields_keep_their_spec_digest(blob) -> None:
         exclude={"restart_counter", "purge_counter", "desired", "start_delay_s", "name"}
         | {"disks", "vtpm"},
     )
-    old = hashlib.sha256(json.dumps(old_fields, sort_keys=True).encode()).hexdigest()
-    assert _spec_digest(app) == old
-    assert _spec_digest(app.model_copy(update={"vtpm": True})) != old
+    body = json.dumps(old_fields, sort_keys=True, separators=(",", ":"))
+    old = hashlib.sha256(body.encode()).hexdigest()
+    assert spec_digest(app) == old
+    assert spec_digest(app.model_copy(update={"vtpm": True})) != old

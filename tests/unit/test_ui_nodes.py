@@ -233,3 +233,30 @@ def test_the_audit_log_filters_and_pages(ui_client, ui_app):
     one = ui.get("/ui/audit?target=a07&actor=operator1").get_data(as_text=True)
     assert "sn-a07" in one and "1 in all" in one
     assert "No entry matches" in ui.get("/ui/audit?actor=user:nobody").get_data(as_text=True)
+
+
+def test_a_crash_looping_app_is_on_the_overview_with_its_restarts_and_exit_code(ui_client, ui_app):  # type: ignore[no-untyped-def]
+    looping = {
+        "uuid": APP_UUID,
+        "name": "boom",
+        "state": "CRASHLOOP",
+        "restarts": 7,
+        "last_exit_code": 3,
+        "last_stop_reason": "exited (code 3)",
+        "backoff_s": 40.0,
+    }
+    with _db(ui_app).transaction() as s:
+        _node(s, "sn-loop", trust="attested", apps=[looping])
+    html = ui_client("viewer").get("/ui/").get_data(as_text=True)
+    assert "sn-loop" in html
+    assert "app boom crash-looping (7 restarts, exited (code 3))" in html
+
+
+def test_a_node_without_port_lockdown_says_nothing_is_enforced(ui_client, ui_app):  # type: ignore[no-untyped-def]
+    from protocol.ports import PortState
+
+    with _db(ui_app).transaction() as s:
+        node = _node(s, "sn-open", trust="attested")
+        node.info = {**node.info, "ports": PortState.not_enforced().model_dump(mode="json")}
+    html = ui_client("viewer").get("/ui/nodes/sn-open").get_data(as_text=True)
+    assert "Port lockdown is off on this node: nothing is enforced." in html

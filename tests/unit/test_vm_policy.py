@@ -49,7 +49,7 @@ GOLDEN = f"""
   <metadata>
     <outpost:app app-uuid="6a1c0d52-0000-4000-8000-000000000001"
       node-uuid="0b7e4c11-0000-4000-8000-000000000002"
-      image-sha256="{"ab" * 32}" app-name="camera"/>
+      image-sha256="{"ab" * 32}" app-name="camera" spec-sha256="{SPEC.digest}"/>
   </metadata>
   <memory unit="MiB">128</memory>
   <vcpu>1</vcpu>

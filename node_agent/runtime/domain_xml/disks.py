@@ -76,7 +76,8 @@ class Disk:
     def from_element(cls, element: ET.Element) -> Disk:
         driver, target = element.find("driver"), element.find("target")
         backing = element.find("backingStore")
-        has_backing = backing is not None and backing.find("source") is not None
+        if backing is not None and backing.find("source") is None:
+            backing = None
         return cls(
             source=attr(element.find("source"), "file"),
             target_dev=attr(target, "dev"),
@@ -84,7 +85,7 @@ class Disk:
             driver_type=attr(driver, "type"),
             device=element.get("device", "disk"),
             readonly=element.find("readonly") is not None,
-            backing=BackingStore.from_element(backing) if has_backing else None,  # type: ignore[arg-type]
+            backing=BackingStore.from_element(backing) if backing is not None else None,
             serial=text(element.find("serial")),
             cache=attr(driver, "cache"),
             discard=attr(driver, "discard"),

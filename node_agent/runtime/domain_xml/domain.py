@@ -28,6 +28,9 @@ class OutpostMetadata:
     node_uuid: str
     image_sha256: str
     app_name: str = ""
+    spec_sha256: str = ""
+    """``WorkloadSpec.digest`` of the spec the domain was defined from ("" before it was
+    recorded: such a domain counts as made from another spec)."""
 
     TAG: ClassVar[str] = f"{{{OUTPOST_NS}}}app"
 
@@ -39,6 +42,7 @@ class OutpostMetadata:
                 "node-uuid": self.node_uuid,
                 "image-sha256": self.image_sha256,
                 "app-name": self.app_name,
+                **({"spec-sha256": self.spec_sha256} if self.spec_sha256 else {}),
             },
         )
 
@@ -56,6 +60,7 @@ class OutpostMetadata:
                 node_uuid=element.attrib["node-uuid"],
                 image_sha256=element.attrib["image-sha256"],
                 app_name=element.get("app-name", ""),
+                spec_sha256=element.get("spec-sha256", ""),
             )
         except KeyError as exc:
             raise ValueError(f"<{cls.TAG}> lacks attribute {exc}") from None
@@ -131,9 +136,10 @@ class Domain:
     def from_element(cls, element: ET.Element) -> Domain:
         if element.tag != "domain":
             raise ValueError(f"expected <domain>, got <{element.tag}>")
-        parts = {tag: element.find(tag) for tag in ("memory", "vcpu", "os")}
+        memory, vcpu, boot = (element.find(tag) for tag in ("memory", "vcpu", "os"))
+        parts = {"memory": memory, "vcpu": vcpu, "os": boot}
         missing = [tag for tag, part in parts.items() if part is None]
-        if missing:
+        if memory is None or vcpu is None or boot is None:
             raise ValueError(f"<domain> lacks {', '.join(missing)}")
         features = element.find("features")
         cpu = element.find("cpu")
@@ -143,9 +149,9 @@ class Domain:
             type=element.get("type", ""),
             name=text(element.find("name")),
             uuid=text(element.find("uuid")),
-            memory=Memory.from_element(parts["memory"]),  # type: ignore[arg-type]
-            vcpu=Vcpu.from_element(parts["vcpu"]),  # type: ignore[arg-type]
-            os=os_from_element(parts["os"]),  # type: ignore[arg-type]
+            memory=Memory.from_element(memory),
+            vcpu=Vcpu.from_element(vcpu),
+            os=os_from_element(boot),
             features=Features.from_element(features) if features is not None else Features(),
             cpu=Cpu.from_element(cpu) if cpu is not None else None,
             on_poweroff=text(element.find("on_poweroff")),

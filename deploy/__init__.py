@@ -1,0 +1,1 @@
+"""Deployment files (HAProxy config template, systemd units) and their renderer."""

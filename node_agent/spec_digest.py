@@ -1,0 +1,58 @@
+"""The digest of what a workload is made from: the one spec-change detector.
+
+Computed once per app and pass by the reconciler, put in the ``WorkloadSpec``, stored
+with the workload by its runtime (podman label ``outpost.spec-sha256``, the domain's
+Outpost metadata) and compared in :func:`node_agent.runtime.base.same_spec`.  It covers
+the app's spec (image, resources, env, command, adapters, disks, networks and ports) and
+the interfaces planned for it on this node; it leaves out what does not make a
+workload (the name, desired state, restart/purge counters, start delay), so those never
+recreate it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+from node_agent.network import WorkloadNetworks
+from protocol.desired_state import AppSpec
+
+__all__ = ["LEGACY_SPEC_FILE", "legacy_spec_digest", "spec_digest"]
+
+LEGACY_SPEC_FILE = "spec.sha256"
+"""Where agents before the stored digest kept it (``<apps>/<uuid>/spec.sha256``)."""
+
+_NOT_SPEC = {"restart_counter", "purge_counter", "desired", "start_delay_s", "name"}
+_NEW_DEFAULTS: dict[str, object] = {"disks": [], "vtpm": False}
+"""Fields added later: left out of the digest at their defaults, so a workload made
+before they existed is not taken for changed; a field added in future goes here too."""
+
+
+def _fields(app: AppSpec) -> dict[str, Any]:
+    fields = app.model_dump(mode="json", exclude=_NOT_SPEC)
+    for name, default in _NEW_DEFAULTS.items():
+        if fields.get(name) == default:
+            fields.pop(name)
+    for adapter in fields.get("adapters", []):
+        if adapter.get("optional") is False:
+            adapter.pop("optional")
+    return fields
+
+
+def legacy_spec_digest(app: AppSpec) -> str:
+    """The digest agents before :func:`spec_digest` kept in ``spec.sha256`` (no interfaces)."""
+    return hashlib.sha256(json.dumps(_fields(app), sort_keys=True).encode()).hexdigest()
+
+
+def spec_digest(app: AppSpec, nets: WorkloadNetworks | None = None) -> str:
+    """sha256 (hex) of the canonical JSON of ``app``'s workload fields and ``nets``."""
+    fields = _fields(app)
+    if nets is not None and (nets.attachments or nets.netns_path):
+        fields["_interfaces"] = {
+            "attachments": [dataclasses.asdict(a) for a in nets.attachments],
+            "netns_path": nets.netns_path,
+        }
+    body = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
