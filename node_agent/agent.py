@@ -469,6 +469,11 @@ class Agent:
             target=self._fetch_loop, args=(stop,), name="config-fetch", daemon=True
         )
         fetcher.start()
+        if self.settings.remote_access:  # consoles, exec, forwards: dialled out, on grants
+            from node_agent.remote import RemoteAccess, RemoteContext
+
+            remote = RemoteAccess(RemoteContext.from_agent(self), self.settings.long_poll_s)
+            threading.Thread(target=remote.run, args=(stop,), name="remote", daemon=True).start()
         next_renewal = time.monotonic() + RENEWAL_CHECK_S  # start() just checked
         while not stop.is_set():
             if time.monotonic() >= next_renewal:

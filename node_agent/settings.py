@@ -60,6 +60,11 @@ class AgentSettings(BaseModel):
     """Renew the self-signed device cert when it expires within this many days."""
     revoked_check_s: float = Field(default=600.0, ge=0.2, le=86400)
     """After the controller answered 403 "revoked": ask again only this often."""
+    remote_access: bool = True
+    """Take remote sessions the controller offers under its signed grants (the agent dials
+    out; nothing listens). False: never poll for them."""
+    remote_max_sessions: int = Field(default=16, ge=1, le=256)
+    """Remote sessions open at once on this node (more offers are left unanswered)."""
 
     @field_validator("tpm")
     @classmethod

@@ -24,7 +24,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from attestation import pki
@@ -164,12 +164,19 @@ def register_node(
     _check_claim(node, attempt, services.settings.allow_unpinned_claims)
     if session.scalar(select(Node).where(Node.device_cert_sha256 == device_hash)) is not None:
         raise ApiError(409, "conflict", "device certificate already registered to another serial")
+    # the claimed row becomes registered once: a concurrent register of the same serial
+    # (another device cert) finds it no longer claimed and is refused, never both 201
+    won = session.execute(
+        update(Node).where(Node.id == node.id, Node.state == "claimed").values(state="registered")
+    )
+    if won.rowcount != 1:  # type: ignore[attr-defined]
+        raise ApiError(409, "conflict", f"serial {req.serial!r} was registered meanwhile")
     node.uuid = str(uuid.uuid4())
     node.state = "registered"
     node.device_cert_pem = req.device_cert_pem
     node.device_cert_sha256 = device_hash
     node.onboarding_cert_sha256 = onboarding_hash
-    node.inventory = req.inventory
+    node.inventory = req.inventory.model_dump(mode="json")
     node.registered_at = node.last_seen = utcnow()
     challenge = enrol(session, node, identity)
     mode = "pinned" if node.pinned_device_cert_sha256 or node.pinned_ek_sha256 else "first"

@@ -167,14 +167,22 @@ def claim_serial(
     session: Session, serial: str, device_sha: str | None = None, ek_sha: str | None = None
 ) -> Node:
     """Pre-register a serial (pinned to an identity when given) so its node may onboard."""
+    return _claim_serial(session, serial, device_sha, ek_sha)[0]
+
+
+def _claim_serial(
+    session: Session, serial: str, device_sha: str | None, ek_sha: str | None
+) -> tuple[Node, bool]:
+    """(the node, True when this call inserted it)."""
     node = session.scalar(select(Node).where(Node.serial == serial))
+    new = node is None
     if node is None:
         node = Node(serial=serial, state="claimed")
         session.add(node)
     if node.state == "claimed" and (device_sha or ek_sha):
         node.pinned_device_cert_sha256, node.pinned_ek_sha256 = device_sha, ek_sha
     session.flush()
-    return node
+    return node, new
 
 
 def _pins(node: Node) -> dict[str, str | None]:
@@ -204,9 +212,10 @@ def claim(
     ek_sha256: str | None = None,
     *,
     allow_unpinned: bool = False,
-) -> Node:
+) -> tuple[Node, bool]:
     """``POST /nodes/claim``: claim a serial (idempotent), pinned to the node's identity,
-    and drop its pending attempt (see the module docstring)."""
+    and drop its pending attempt (see the module docstring); True when it was not claimed
+    before."""
     body = parse(
         ClaimBody,
         {"serial": serial, "device_cert_sha256": device_cert_sha256, "ek_sha256": ek_sha256},
@@ -217,13 +226,13 @@ def claim(
     before = None if node is None else {"serial": node.serial, **_pins(node)}
     if node is not None and node.state == "registered":
         _check_registered(s, node, body)
-    node = claim_serial(s, body.serial, body.device_cert_sha256, body.ek_sha256)
+    node, new = _claim_serial(s, body.serial, body.device_cert_sha256, body.ek_sha256)
     s.execute(delete(PendingRegistration).where(PendingRegistration.serial == body.serial))
     mode = "pinned" if body.pinned else "first-registration-wins"
     after = {"serial": body.serial, **_pins(node)}
     audit(s, actor, "node.claim", body.serial, before=before, after=after, mode=mode)
     changed(s, node)
-    return node
+    return node, new
 
 
 @dataclass

@@ -221,7 +221,12 @@ def _memberships(
             out[serial] = (doc, {**current, **sites.selectors[doc.site]}, None)
     for doc in sites.of_kind("Node"):
         labels = {**(doc.spec.labels or {}), **sites.selectors[doc.site]}
-        out[doc.spec.serial] = (doc, labels, doc.spec.settings)
+        settings = doc.spec.settings
+        out[doc.spec.serial] = (
+            doc,
+            labels,
+            None if settings is None else settings.model_dump(mode="json", exclude_unset=True),
+        )
     return out
 
 
@@ -241,10 +246,10 @@ def _apply_node(
     pins = (doc.spec.device_cert_sha256, doc.spec.ek_sha256) if doc.kind == "Node" else (None, None)
     stored = (node.pinned_device_cert_sha256, node.pinned_ek_sha256) if node else None
     if node is None or (node.state == "claimed" and any(pins) and stored != pins):
-        new = node is None
-        node = onboarding.claim(s, actor, serial, *pins, allow_unpinned=unpinned)
+        node, new = onboarding.claim(s, actor, serial, *pins, allow_unpinned=unpinned)
         out += [f"node/{serial} claimed"] if new else []
-    if (node.labels or {}) == labels and (settings is None or (node.settings or {}) == settings):
+    own = {k: v for k, v in (node.settings or {}).items() if k != "agent"}  # not git's
+    if (node.labels or {}) == labels and (settings is None or own == settings):
         return out
     nodes.update_node(s, actor, serial, labels, settings, may_debug=True)  # admin-set source
     return [*out, f"node/{serial} configured"]

@@ -22,6 +22,12 @@ from controller.store.models.core import (
 )
 from controller.store.models.gitops import GitObject, GitSource, NodeRevision
 from controller.store.models.keys import OnboardingBatch, RetiredSigningCert
+from controller.store.models.remote import (
+    RemoteGrant,
+    RemotePolicy,
+    RemoteRecordingChunk,
+    RemoteSession,
+)
 from controller.store.models.rollouts import ACTIVE, AppPin, Rollout, RolloutNode
 from controller.store.models.trust import (
     AttestNonce,
@@ -55,6 +61,10 @@ __all__ = [
     "NodeTrust",
     "OnboardingBatch",
     "PendingRegistration",
+    "RemoteGrant",
+    "RemotePolicy",
+    "RemoteRecordingChunk",
+    "RemoteSession",
     "RetiredSigningCert",
     "Rollout",
     "RolloutNode",

@@ -4,8 +4,8 @@ batches and retired signing certs recorded, git credentials kept apart
 Nodes whose AK was enrolled before (trust on first use) are marked activated, so a
 fleet keeps running across the upgrade; docs/security.md says how to re-prove them.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0006_trust_chain
+Revises: 0007_events_per_app (after remote access and per-app events)
 Create Date: 2026-12-03 14:41:54.166733
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0006_trust_chain"
+down_revision = "0007_events_per_app"
 branch_labels = None
 depends_on = None
 
