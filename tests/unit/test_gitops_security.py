@@ -80,7 +80,7 @@ def test_a_bomb_committed_to_the_repository_is_refused_whole(api, tmp_path: Path
     assert api("POST", "/git/sync").json["applied"] is True
     repo.commit({"sites/qa/bomb.yaml": BOMB})
     r = api("POST", "/git/sync")
-    assert r.status_code == 422
+    assert r.status_code == 409  # the revision is refused (the request itself was fine)
     assert "anchors and aliases" in json.dumps(r.json)
     assert api("GET", "/git/source").json["revision"] == good
 
@@ -179,12 +179,12 @@ def test_an_unsigned_or_wrongly_signed_commit_is_refused_whole(api, signed_repo,
 
     r = api("POST", "/git/sync")
 
-    assert r.status_code == 422
+    assert r.status_code == 409
     assert "not signed by an allowed key" in json.dumps(r.json)
     status = api("GET", "/git/source").json
     assert (status["revision"], status["error_revision"]) == (good, bad)
     assert api("GET", "/apps/web").json["command"] == []
-    assert api("POST", "/git/sync").status_code == 422  # still refused, not re-read
+    assert api("POST", "/git/sync").status_code == 409  # still refused, not re-read
 
 
 def test_verification_needs_allowed_signers(api, tmp_path: Path):
@@ -218,6 +218,6 @@ def test_node_documents_claim_pinned_and_a_bare_serial_is_refused(controller_dir
     bare = repo.commit({"sites/qa/site.yaml": [{"kind": "Site", "spec": {"nodes": ["sn-8"]}}]})
     r = api("POST", "/git/sync")
 
-    assert r.status_code == 422 and "pin the node's identity" in json.dumps(r.json)
+    assert r.status_code == 409 and "pin the node's identity" in json.dumps(r.json)
     assert api("GET", "/git/source").json["error_revision"] == bare
     assert api("GET", "/nodes/sn-8").status_code == 404
