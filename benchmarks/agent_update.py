@@ -26,6 +26,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from lab.swtpm_ek import LocalEkCa
 from protocol.agent_bundle import PACKAGES
 from protocol.agent_bundle import build as build_bundle
 from tests.fixtures.e2e import E2ENode, e2e_node
@@ -78,9 +79,18 @@ def main() -> int:
     engine = tpm = None
     try:
         engine = make_engine(base / "podman")
-        tpm = start_swtpm(base / "tpm")
+        ek_ca = LocalEkCa(base / "ek-ca")
+        ek_ca.ensure_ca()
+        tpm = start_swtpm(base / "tpm", ek_ca)
         with e2e_node(
-            base, SERIAL, SimpleNamespace(images=[]), engine, "qemu:///system", "tcg", tpm=tpm.tcti
+            base,
+            SERIAL,
+            SimpleNamespace(images=[]),
+            engine,
+            "qemu:///system",
+            "tcg",
+            ek_ca_bundle=ek_ca.bundle_path(),
+            tpm=tpm.tcti,
         ) as node:
             source = base / "builtin"
             for package in PACKAGES:
@@ -109,7 +119,11 @@ def main() -> int:
                     version = f"0.2.{i}"
                     _release(node, source, version, None)
                     t0 = time.time()
-                    node.api("PUT", f"/nodes/{SERIAL}/agent-release", json={"version": version})
+                    node.api(
+                        "PUT",
+                        f"/nodes/{SERIAL}/agent-release",
+                        json={"version": version, "accept_baseline": True},
+                    )
                     trial = _wait(
                         "the switch",
                         lambda v=version: (
@@ -132,7 +146,11 @@ def main() -> int:
                 broken = cli.read_text().replace(future, f"{future}raise RuntimeError('x')\n")
                 _release(node, source, "0.9.0", {"node_agent/cli.py": broken})
                 t0 = time.time()
-                node.api("PUT", f"/nodes/{SERIAL}/agent-release", json={"version": "0.9.0"})
+                node.api(
+                    "PUT",
+                    f"/nodes/{SERIAL}/agent-release",
+                    json={"version": "0.9.0", "accept_baseline": True},
+                )
                 trial = _wait(
                     "the switch",
                     lambda: (

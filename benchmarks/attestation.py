@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from attestation.measurement import QUOTED_PCRS
+from lab.swtpm_ek import LocalEkCa
 from node_agent.agent import Agent
 from tests.fixtures.attest_node import make_agent, provision
 from tests.fixtures.controller_server import running_controller
@@ -34,10 +35,18 @@ def _stats(name: str, ms: list[float]) -> str:
     return f"{name:<34}{len(ms):>6}{statistics.median(ms):>11.1f}{p95:>10.1f}{max(ms):>10.1f}"
 
 
+def _ek_ca(base: Path) -> LocalEkCa:
+    """The TPM maker of the benchmark's swtpms (the controller trusts its bundle)."""
+    ca = LocalEkCa(base / "ek-ca")
+    ca.ensure_ca()
+    return ca
+
+
 def round_trip(base: Path, n: int) -> None:
-    tpm = start_swtpm(base / "tpm")
+    ek_ca = _ek_ca(base)
+    tpm = start_swtpm(base / "tpm", ek_ca)
     try:
-        with running_controller(base) as ctl:
+        with running_controller(base, ek_ca_bundle=ek_ca.bundle_path()) as ctl:
             bundle = provision(ctl, base)
             agent = make_agent(bundle, base / "state", tpm.tcti)
             agent.start()
@@ -75,12 +84,13 @@ def round_trip(base: Path, n: int) -> None:
 
 def fleet(base: Path, nodes: int, workers: int) -> None:
     tpms: list[Swtpm] = []
+    ek_ca = _ek_ca(base)
     try:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(16) as pool:
-            tpms = list(pool.map(lambda i: start_swtpm(base / f"tpm-{i}"), range(nodes)))
+            tpms = list(pool.map(lambda i: start_swtpm(base / f"tpm-{i}", ek_ca), range(nodes)))
         setup_tpm = time.perf_counter() - t0
-        with running_controller(base) as ctl:
+        with running_controller(base, ek_ca_bundle=ek_ca.bundle_path()) as ctl:
             bundle = None
             for i in range(nodes):
                 bundle = provision(ctl, base, serial=f"bench-{i:04d}")

@@ -21,8 +21,9 @@ from controller.background import start_jobs
 from controller.services import Services
 from controller.settings import ControllerSettings
 from controller.store.database import Database
+from controller.store.key_files import DOWNLOAD_KEY_FILE, ensure_key_file
 from controller.store.notify import ConfigNotifier
-from controller.store.pki import ControllerPki, load_pki
+from controller.store.pki import ControllerPki, LivePki, load_pki
 from controller.store.write_behind import WriteBehind
 from controller.ui import init_ui
 from controller.web import telemetry
@@ -37,16 +38,21 @@ log = logging.getLogger(__name__)
 
 
 def build_services(settings: ControllerSettings, pki: ControllerPki | None = None) -> Services:
-    """The database (schema brought to head), PKI, notifier and the write-behind thread."""
+    """The database (schema brought to head), PKI (reloaded when another replica rotates
+    the signing key), EK CA bundle, download-URL key, notifier and the write-behind thread."""
     notifier = ConfigNotifier(settings.database_url, max_waiters=settings.max_parked_polls)
     db = Database(settings.database_url, notifier)
     db.create_schema()
+    if not settings.ek_ca_bundle:
+        log.warning("no EK CA bundle is set: no TPM can enrol (init --ek-ca-bundle)")
     services = Services(
         settings=settings,
         db=db,
-        pki=pki or load_pki(settings.pki_dir),
+        keys=LivePki(settings.pki_dir, pki or load_pki(settings.pki_dir)),
         notifier=notifier,
         writes=WriteBehind(),
+        ek_bundle=settings.load_ek_bundle(),
+        download_key=ensure_key_file(settings.data_dir / DOWNLOAD_KEY_FILE),
     )
     threading.Thread(
         target=services.writes.run, args=(db, threading.Event()), name="write-behind", daemon=True

@@ -1,5 +1,6 @@
-"""The controller's periodic jobs (git sync, the rollout engine's tick), run exactly once
-across every process and replica.
+"""The controller's periodic jobs (git sync, the rollout engine's tick, deleting
+rotated-out signing keys after their grace period), run exactly once across every
+process and replica.
 
 Each job is a daemon thread that calls it every second, but only while this process is
 the leader: on PostgreSQL the holder of a session-level advisory lock on a connection of
@@ -31,6 +32,7 @@ from controller.gitops.worker import sync_if_due
 from controller.rollouts.engine import tick
 from controller.services import Services
 from controller.store.housekeeping import prune
+from controller.trust.signing import retire_due_keys
 
 __all__ = ["JOBS", "Job", "Leadership", "replica_id", "run_jobs", "start_jobs"]
 
@@ -64,6 +66,7 @@ JOBS = (
     Job("git-sync", sync_if_due),
     Job("rollouts", tick),
     Job("prune", lambda services: prune(services.db), every_s=60.0),
+    Job("retire-signing-keys", retire_due_keys, every_s=30.0),
     Job("presence", _presence, every_s=15.0),
 )
 

@@ -11,12 +11,16 @@ import os
 import sys
 from pathlib import Path
 
+from attestation.ek_cert import EkCertError
 from attestation.files import atomic_write
+from controller.domain.batches import issue_bundle
 from controller.domain.tokens import create_token
 from controller.domain.users import UserError, create_user
 from controller.settings import ControllerSettings
 from controller.store.database import Database
-from controller.store.pki import create_pki, load_pki, write_onboarding_bundle
+from controller.store.key_files import DOWNLOAD_KEY_FILE, ensure_key_file
+from controller.store.pki import create_pki, load_pki
+from controller.trust.state import fleet_policy
 from controller.ui.security import ensure_secret_key
 
 __all__ = ["main"]
@@ -39,13 +43,23 @@ def _settings(data_dir: Path) -> ControllerSettings:
 def cmd_init(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir
     hosts = tuple(dict.fromkeys(["localhost", "127.0.0.1", *args.tls_host]))
+    ek_bundle = str(args.ek_ca_bundle.resolve()) if args.ek_ca_bundle else ""
     settings = ControllerSettings(
         data_dir=data_dir,
         public_url=args.public_url,
         tls_hosts=hosts,
         node_config_interval_s=args.node_config_interval,
         db_url=args.db_url or "",
+        ek_ca_bundle=ek_bundle,
+        allow_unpinned_claims=args.allow_unpinned_claims,
+        signing_grace_s=args.signing_grace,
     )
+    if ek_bundle:
+        try:
+            settings.load_ek_bundle()
+        except EkCertError as exc:
+            print(f"error: --ek-ca-bundle: {exc}", file=sys.stderr)
+            return 1
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
     try:
@@ -61,6 +75,9 @@ def cmd_init(args: argparse.Namespace) -> int:
                 "tls_hosts": list(hosts),
                 "node_config_interval_s": settings.node_config_interval_s,
                 "db_url": settings.db_url,
+                "ek_ca_bundle": settings.ek_ca_bundle,
+                "allow_unpinned_claims": settings.allow_unpinned_claims,
+                "signing_grace_s": settings.signing_grace_s,
             },
             indent=2,
         ).encode(),
@@ -68,8 +85,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     )
     db = Database(settings.database_url)
     db.create_schema()
+    ensure_key_file(data_dir / DOWNLOAD_KEY_FILE)
     with db.transaction() as session:
         token = create_token(session, "admin", "admin")
+        if args.tpm_less:  # the initial policy, like the first token: part of init
+            fleet_policy(session).tpm_less = args.tpm_less
     if args.token_file:
         atomic_write(args.token_file, (token + "\n").encode(), mode=0o600)
         print(f"admin API token written to {args.token_file} (mode 0600)")
@@ -145,10 +165,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_bundle(args: argparse.Namespace) -> int:
     settings = _settings(args.data_dir)
-    out = write_onboarding_bundle(
-        load_pki(settings.pki_dir), args.out, settings.public_url, args.batch
-    )
-    print(f"onboarding bundle for batch {args.batch!r} written to {out}")
+    db = Database(settings.database_url)
+    db.create_schema()
+    with db.transaction() as session:
+        row = issue_bundle(
+            session,
+            "cli:outpost-controller",
+            load_pki(settings.pki_dir),
+            args.out,
+            settings.public_url,
+            args.batch,
+        )
+    print(f"onboarding bundle for batch {args.batch!r} written to {args.out}")
+    print(f"onboarding certificate sha256: {row.cert_sha256} (revocable per batch)")
     return 0
 
 
@@ -196,6 +225,30 @@ def main(argv: list[str] | None = None) -> int:
         "--db-url",
         help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in"
         " the data dir); OUTPOST_DB_URL overrides it at serve time",
+    )
+    p.add_argument(
+        "--ek-ca-bundle",
+        type=Path,
+        help="PEM file or directory of the TPM makers' CAs that issue EK certificates;"
+        " without it no TPM can enrol",
+    )
+    p.add_argument(
+        "--allow-unpinned-claims",
+        action="store_true",
+        help="let a claim name only a serial: the first node to register with it wins"
+        " (audited; for labs and demos, not production)",
+    )
+    p.add_argument(
+        "--tpm-less",
+        choices=("allow", "refuse"),
+        help="the initial trust policy for nodes without a TPM (default: refuse)",
+    )
+    p.add_argument(
+        "--signing-grace",
+        type=float,
+        default=86400.0,
+        metavar="SECONDS",
+        help="after rotate-signing, keep the old signing key this long before deleting it",
     )
     p.set_defaults(fn=cmd_init)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from attestation.ek_cert import EkCaBundle
+
 __all__ = ["ControllerSettings"]
 
 
@@ -36,6 +38,33 @@ class ControllerSettings:
 
     tls_hosts: tuple[str, ...] = field(default=("localhost", "127.0.0.1"))
     """Names and addresses put into the TLS server certificate at ``init``."""
+
+    ek_ca_bundle: str = ""
+    """PEM file or directory of the TPM makers' CAs an EK certificate must be issued by
+    (``init --ek-ca-bundle``); empty: no TPM can enrol (and TPM-less nodes only when
+    the trust policy allows them)."""
+
+    allow_unpinned_claims: bool = False
+    """Whether a claim may name only a serial (the first registration with any identity
+    wins, audited as such).  Off: a claim pins the node's device certificate (and may pin
+    its EK certificate), or comes from approving a pending registration."""
+
+    signing_grace_s: float = 86400.0
+    """After ``rotate-signing``, how long the old signing key is kept on disk before the
+    background job deletes it (nodes stop trusting it with their next config)."""
+
+    max_pending_per_batch: int = 250
+    """Pending registrations recorded per onboarding batch (more are refused, not kept)."""
+
+    max_pending_per_source: int = 50
+    """Pending registrations recorded per client address."""
+
+    def load_ek_bundle(self) -> EkCaBundle | None:
+        """The EK CA bundle (None: none set); an unreadable or empty one raises
+        EkCertError, which stops the controller rather than silently enrolling nothing."""
+        if not self.ek_ca_bundle:
+            return None
+        return EkCaBundle.load(Path(self.ek_ca_bundle))
 
     @property
     def pki_dir(self) -> Path:

@@ -18,6 +18,7 @@ from lab.errors import LabError
 from lab.operator import Operator
 from lab.procs import alive, spawn
 from lab.state import ControllerRecord, ProcRef
+from lab.swtpm_ek import EkCaError, lab_ek_ca
 
 __all__ = [
     "controller_argv",
@@ -41,8 +42,18 @@ def _run(argv: list[str]) -> None:
 
 
 def init_controller(record: ControllerRecord, lab_dir: Path, tls_hosts: list[str]) -> None:
-    """A fresh controller data dir (PKI, SQLite, admin token, UI admin) for ``record``."""
+    """A fresh controller data dir (PKI, SQLite, admin token, UI admin) for ``record``.
+
+    It trusts the lab's local EK CA (every lab node's swtpm is made by it), refuses
+    TPM-less nodes (the default) and — the lab's one exception, said here and in
+    ``outpost-lab up``'s output — allows unpinned claims: the lab claims its nodes'
+    serials before their identities exist (QEMU nodes show them only on their console),
+    so the first registration of each serial wins, audited as such."""
     tls = [arg for host in tls_hosts for arg in ("--tls-host", host)]
+    try:
+        ek_bundle = lab_ek_ca(lab_dir).ensure_ca()
+    except EkCaError as exc:
+        raise LabError(f"cannot make the lab's EK CA: {exc}") from exc
     _run(
         controller_argv(
             record.data_dir, "init",
@@ -51,6 +62,8 @@ def init_controller(record: ControllerRecord, lab_dir: Path, tls_hosts: list[str
             "--token-file", record.token_file,
             "--admin-password-file", lab_dir / "ui-admin-password",
             "--node-config-interval", "5",
+            "--ek-ca-bundle", ek_bundle,
+            "--allow-unpinned-claims",
         )
     )  # fmt: skip
     cli = {"url": record.url, "token_file": str(record.token_file), "ca": str(record.root_ca)}

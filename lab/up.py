@@ -205,6 +205,10 @@ def _build(state: LabState, req: UpRequest, progress: Progress) -> None:
     save_state(state)
     wait_controller(state.controller, state.controller.process, log)
     progress.say(f"controller up at {state.controller.url} (log {log})")
+    progress.say(
+        "trust: EK certificates checked against the lab's EK CA, TPM-less nodes refused;"
+        " lab only: serials claimed unpinned (first registration wins, audited)"
+    )
     api = Operator(state.controller)
     bundle = make_bundle(state.controller, state.dir / "bundle")
     for node in state.nodes:

@@ -69,7 +69,10 @@ def cmd_list(c: Any, args: argparse.Namespace) -> None:
 
 def cmd_set(c: Any, args: argparse.Namespace) -> None:
     version = None if args.version == "none" else args.version
-    out = c.call("PUT", f"/nodes/{args.node}/agent-release", json={"version": version})
+    body: dict[str, Any] = {"version": version}
+    if args.accept_baseline:
+        body["accept_baseline"] = True
+    out = c.call("PUT", f"/nodes/{args.node}/agent-release", json=body)
     target = out["agent"]
     print(f"{out['serial']}: agent release {target['version'] if target else 'none'}")
 
@@ -92,4 +95,9 @@ def add_agent_release_commands(sub: Any) -> None:
     s = rsub.add_parser("set", help="the release a node should run ('none': keep its own)")
     s.add_argument("node", help="serial or uuid")
     s.add_argument("version")
+    s.add_argument(
+        "--accept-baseline",
+        action="store_true",
+        help="add the release's code digest to the node's attestation baseline (audited)",
+    )
     s.set_defaults(fn=cmd_set)

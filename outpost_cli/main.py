@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from outpost_cli.agent_release import add_agent_release_commands
+from outpost_cli.onboarding import add_onboarding_commands
 from outpost_cli.remote import add_remote_commands
 from outpost_cli.resources import UsageError, add_resource_commands, emit
 from outpost_cli.rollout import add_rollout_commands
@@ -139,13 +140,6 @@ def cmd_node(c: Client, args: argparse.Namespace) -> None:
     print(_table(rows, ["APP", "STATE", "ERROR"]))
 
 
-def cmd_claim(c: Client, args: argparse.Namespace) -> None:
-    n = c.call("POST", "/nodes/claim", json={"serial": args.serial})
-    if _structured(args, n):
-        return
-    print(f"claimed {n['serial']} ({n['state']})")
-
-
 def cmd_image_add(c: Client, args: argparse.Namespace) -> None:
     path = Path(args.file)
     digest = hashlib.sha256()
@@ -188,6 +182,8 @@ def cmd_app_create(c: Client, args: argparse.Namespace) -> None:
         body["command"] = args.command
     if args.env:
         body["env"] = dict(e.split("=", 1) for e in args.env)
+    if args.secret_env:
+        body["secret_env"] = dict(e.split("=", 1) for e in args.secret_env)
     app = c.call("POST", "/apps", json=body)
     if _structured(args, app):
         return
@@ -454,9 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("node", help="serial or uuid")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_node)
-    s = sub.add_parser("claim", help="claim a serial so its node may onboard")
-    s.add_argument("serial")
-    s.set_defaults(fn=cmd_claim)
+    add_onboarding_commands(sub)
 
     s = sub.add_parser("image-add", help="upload an image to the controller's datastore")
     s.add_argument("file")
@@ -472,6 +466,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vcpus", type=int, default=1)
     s.add_argument("--memory", type=int, default=128, help="MiB")
     s.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument(
+        "--secret-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment hidden from viewers and from the audit log",
+    )
     s.add_argument("command", nargs="*")
     s.set_defaults(fn=cmd_app_create)
     sub.add_parser("apps", help="list apps").set_defaults(fn=cmd_apps)

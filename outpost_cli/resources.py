@@ -32,7 +32,15 @@ COLUMNS = {
     "apps": ["name", "kind", "image", "desired", "selector", "uuid"],
     "images": ["name", "format", "size", "sha256", "apps"],
     "networks": ["name", "subnet", "nat"],
-    "pending": ["serial", "attempts", "first_seen", "last_seen", "device_cert_sha256"],
+    "pending": [
+        "serial",
+        "device_cert_sha256",
+        "ek_sha256",
+        "source",
+        "attempts",
+        "conflicts",
+        "first_seen",
+    ],
     "events": ["at", "node", "kind", "message"],
 }
 

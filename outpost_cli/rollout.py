@@ -4,7 +4,7 @@ outpost rollout start -f app.yaml --ring qa:site=qa --ring prod:site=prod,approv
         [--soak S] [--deadline S]         ring: [NAME:]k=v,…  |  N%  |  rest; ",approval"
 outpost rollout status [ID]               a table of rollouts, or one with its rings/nodes
 outpost rollout approve|pause|resume|rollback ID
-outpost git set URL [--branch B] [--path P] [--interval S] | status | sync
+outpost git set URL [--branch B] [--path P] [--interval S] [--allowed-signers F] | status | sync
 """
 
 from __future__ import annotations
@@ -119,11 +119,18 @@ def cmd_git_set(c: Any, args: argparse.Namespace) -> None:
         "path": args.path,
         "interval_s": args.interval,
     }
+    if args.allowed_signers:
+        try:
+            body["allowed_signers"] = Path(args.allowed_signers).read_text()
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.allowed_signers}: {exc.strerror}") from exc
+        body["verify_signatures"] = True
     out = c.call("PUT", "/git/source", json=body)
     if args.output != "table":
         emit(out, args.output)
         return
-    print(f"following {out['url']} ({out['branch']}) every {out['interval_s']} s")
+    signed = ", signed commits only" if out.get("verify_signatures") else ""
+    print(f"following {out['url']} ({out['branch']}) every {out['interval_s']} s{signed}")
 
 
 def cmd_git_status(c: Any, args: argparse.Namespace) -> None:
@@ -180,6 +187,11 @@ def add_rollout_commands(sub: Any) -> None:
     s.add_argument("--branch", default="main")
     s.add_argument("--path", default="", help="sub-folder holding sites/")
     s.add_argument("--interval", type=int, default=60, help="seconds between syncs (0: off)")
+    s.add_argument(
+        "--allowed-signers",
+        metavar="FILE",
+        help="apply only commits signed by these ssh keys (git's allowed-signers format)",
+    )
     s.set_defaults(fn=cmd_git_set)
     s = gs.add_parser("status", help="revision in force, last error, each node's revision")
     _out(s)

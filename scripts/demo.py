@@ -6,12 +6,16 @@ controller, swtpm and the agent run as child processes, each in its own session,
 terminal's Ctrl-C reaches only this script; the agent's device key lives in the swtpm and
 it must attest (TPM quote + event log) before it gets its config.  The swtpm is made like a
 TPM from a factory: EK certificates from a local test CA (.demo/ek-ca; its bundle
-.demo/ek-ca/ek-ca-bundle.pem is the controller's EK CA bundle; a .demo made before EK
-certificates existed needs --fresh).  Ctrl-C (or SIGTERM) removes the apps through the
-operator API, waits until the node no longer reports them and neither `virsh list --all`
-nor `podman ps -a` shows its VM or container, then stops the agent, swtpm and the
-controller, in that order (a second Ctrl-C stops waiting).  --exit-when-running does the
-same as soon as both apps are RUNNING and the node is attested (for scripted checks).
+.demo/ek-ca/ek-ca-bundle.pem is the controller's EK CA bundle, `init --ek-ca-bundle`; a
+.demo made before EK certificates existed needs --fresh).  The controller runs with the
+production defaults (TPM-less nodes refused, claims pinned): the demo reads the node's
+fingerprints with `outpost-agent identity` (as an operator reads them off a node's
+console) and claims the serial with them, so only that TPM and device key can register.
+Ctrl-C (or SIGTERM) removes the apps through the operator API, waits until the node no
+longer reports them and neither `virsh list --all` nor `podman ps -a` shows its VM or
+container, then stops the agent, swtpm and the controller, in that order (a second
+Ctrl-C stops waiting).  --exit-when-running does the same as soon as both apps are
+RUNNING and the node is attested (for scripted checks).
 Exit status: 0 stopped cleanly, 1 something was left.
 """
 
@@ -123,13 +127,21 @@ def start_controller(port: int, children: Children, signals: Signals) -> None:
     data = DEMO / "controller"
     url = f"https://127.0.0.1:{port}"
     if not (data / "controller.json").exists():
+        try:  # the TPM maker's CA the controller trusts (the demo's swtpm is made by it)
+            ek_bundle = LocalEkCa(DEMO / "ek-ca").ensure_ca()
+        except EkCaError as exc:
+            raise SystemExit(f"cannot make the demo's EK CA: {exc}") from exc
         run(
             BIN / "outpost-controller", "--data-dir", data, "init", "--public-url", url,
             "--token-file", DEMO / "admin-token",
             "--admin-password-file", DEMO / "ui-admin-password",
             "--node-config-interval", "2",
+            "--ek-ca-bundle", ek_bundle,
         )  # fmt: skip
-        say("controller initialised (PKI, SQLite database, admin token, web UI admin)")
+        say(
+            "controller initialised (PKI, SQLite database, admin token, web UI admin,"
+            " EK CA bundle; TPM-less nodes and unpinned claims refused)"
+        )
     argv = [BIN / "outpost-controller", "--data-dir", data, "serve", "--port", str(port)]
     proc = children.controller = spawn(argv, "controller.log")
     for _ in range(100):
@@ -144,9 +156,24 @@ def start_controller(port: int, children: Children, signals: Signals) -> None:
     raise SystemExit("controller did not start")
 
 
-def provision(api: Api) -> None:
-    if api("POST", "/nodes/claim", json={"serial": SERIAL}).status_code != 201:
-        raise SystemExit("claim failed")
+def node_fingerprints(tpm_port: int) -> dict[str, str]:
+    """What `outpost-agent identity` prints for the demo node (it makes the device key in
+    the TPM now if it is not there yet): the fingerprints the claim pins."""
+    out = run(
+        BIN / "outpost-agent", "--state-dir", DEMO / "node", "--bundle", DEMO / "bundle",
+        "--serial", SERIAL, "--tpm", f"swtpm:host=127.0.0.1,port={tpm_port}", "identity",
+    )  # fmt: skip
+    found = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+    ek = found.get("ek-cert-sha256", "")
+    if len(ek) != 64:
+        raise SystemExit(f"the demo's TPM has no EK certificate: {out}")
+    return {"device_cert_sha256": found["device-cert-sha256"], "ek_sha256": ek}
+
+
+def provision(api: Api, fingerprints: dict[str, str]) -> None:
+    claim = api("POST", "/nodes/claim", json={"serial": SERIAL, **fingerprints})
+    if claim.status_code != 201:
+        raise SystemExit(f"claim failed: {claim.status_code} {claim.text[:300]}")
     manifest = json.loads((ROOT / "build/images/manifest.json").read_text())
     have = {i["name"] for i in api("GET", "/images").json()["images"]}
     for img in manifest["images"]:
@@ -166,14 +193,21 @@ def provision(api: Api) -> None:
         if name not in apps:
             api("POST", "/apps", json={"name": name, **spec}).raise_for_status()
         api("POST", f"/nodes/{SERIAL}/apps", json={"app": name}).raise_for_status()
-    say(f"claimed {SERIAL}; assigned {', '.join(APPS)}")
+    say(
+        f"claimed {SERIAL} pinned to device {fingerprints['device_cert_sha256'][:16]}… and"
+        f" EK {fingerprints['ek_sha256'][:16]}…; assigned {', '.join(APPS)}"
+    )
 
 
-def start_agent(tpm_port: int, children: Children) -> None:
+def make_bundle() -> None:
     bundle = DEMO / "bundle"
     if not (bundle / "controller.json").exists():
         ctl = [BIN / "outpost-controller", "--data-dir", DEMO / "controller"]
         run(*ctl, "bundle", "--out", bundle, "--batch", "demo")
+
+
+def start_agent(tpm_port: int, children: Children) -> None:
+    bundle = DEMO / "bundle"
     children.agent = spawn(
         [
             BIN / "outpost-agent",
@@ -410,10 +444,11 @@ def main() -> int:
         say(f"controller up at {url}")
         token = (DEMO / "admin-token").read_text().strip()
         api = Api(url, token, DEMO / CA)
-        provision(api)
-        signals.check()
         tpm_port = start_swtpm(children, signals)
         say(f"software TPM (swtpm) up on 127.0.0.1:{tpm_port}; state in {DEMO / 'swtpm'}")
+        make_bundle()
+        provision(api, node_fingerprints(tpm_port))
+        signals.check()
         start_agent(tpm_port, children)
         say("node agent started (TPM keys, onboards, attests, fetches its config, reconciles)")
         wait_running(api, children, signals, args.timeout)

@@ -71,3 +71,13 @@ class SimDevice:
             return r.json()
 
         return self.attest(post)
+
+
+def registered(client: Any, headers: dict[str, str], bundle: Path, serial: str) -> SimDevice:
+    """A simulated node claimed (unpinned: the fixtures' lenient controller) and registered
+    through a Flask test client."""
+    sim = SimDevice.from_bundle(bundle, serial)
+    client.post("/api/v1/nodes/claim", json={"serial": serial}, headers=headers)
+    r = client.post("/api/v1/device/register", json=sim.register_body())
+    assert r.status_code == 201, r.json
+    return sim

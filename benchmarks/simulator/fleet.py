@@ -101,7 +101,7 @@ class Fleet:
                 try:
                     if claim:
                         assert self.operator is not None, "claiming needs an operator token"
-                        await self.operator.claim(node.serial)
+                        await self.operator.claim(node.serial, node.identity.device.sha256)
                     await node.register(self.t, onboarding)
                     await node.poll_config(self.t, self.check)
                     await node.send_info(self.t)

@@ -21,8 +21,10 @@ class Operator:
     async def call(self, kind: str, method: str, path: str, body: Any = None) -> Any:
         return (await self.t.request(kind, method, f"/api/v1{path}", body, headers=self.auth))[1]
 
-    async def claim(self, serial: str) -> None:
-        await self.call("op-claim", "POST", "/nodes/claim", {"serial": serial})
+    async def claim(self, serial: str, device_cert_sha256: str) -> None:
+        """A claim pinned to the node's device certificate (as an operator pastes it)."""
+        body = {"serial": serial, "device_cert_sha256": device_cert_sha256}
+        await self.call("op-claim", "POST", "/nodes/claim", body)
 
     async def allow_tpm_less(self) -> dict[str, Any]:
         """What ``outpost trust-policy --tpm-less allow`` does: simulated nodes have no TPM."""

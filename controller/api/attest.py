@@ -1,6 +1,7 @@
 """Device trust endpoints (``/api/v1/device/``): ``attest`` and ``renew``.
 
-``POST attest`` {"request": "nonce"} → a fresh single-use nonce; then {"request":
+``POST attest`` {"request": "nonce"} → a fresh single-use nonce (and, while the AK is
+not activated and no challenge is open, a new credential challenge); then {"request":
 "quote", …} → EVE's result, with an integrity token on SUCCESS (see
 ``controller.trust.verifier``).  Results are answered with 200: the request
 was understood, the result says what was decided.
@@ -26,6 +27,7 @@ from controller.domain import events
 from controller.errors import ApiError
 from controller.store import notify
 from controller.store.models import Node
+from controller.trust.enrolment import nonce_challenge
 from controller.trust.state import fleet_policy, issue_nonce, trust_of
 from controller.trust.verifier import check_quote
 from controller.web.context import current_services
@@ -46,10 +48,12 @@ def attest() -> ResponseReturnValue:
         if isinstance(body, NonceRequest):
             policy = fleet_policy(session)
             nonce = issue_nonce(session, node, policy.nonce_ttl_s)
+            trust = trust_of(session, node)
             answer = NonceResponse(
                 nonce=nonce,
                 expires_in_s=policy.nonce_ttl_s,
-                ak_enrolled=bool(trust_of(session, node).ak_name),
+                ak_enrolled=trust.ak_activated,
+                credential=nonce_challenge(session, trust),
             )
             return jsonify(answer.model_dump(mode="json"))
         assert node.device_cert_pem is not None

@@ -16,7 +16,7 @@ from controller.domain.tokens import ROLES, has_role, token_for
 from controller.errors import ApiError
 from controller.web.context import current_services
 
-__all__ = ["require_role"]
+__all__ = ["caller_has", "require_role"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,9 +38,15 @@ def require_role(role: str) -> Callable[[F], F]:
             if not has_role(token.role, role):
                 raise ApiError(403, "forbidden", f"needs role {role}, token has {token.role}")
             g.actor = f"token:{token.name}"
+            g.role = token.role
             return fn(*args, **kwargs)
 
         inner.__outpost_role__ = role  # type: ignore[attr-defined]
         return inner  # type: ignore[return-value]
 
     return wrap
+
+
+def caller_has(role: str) -> bool:
+    """Whether this request's token has at least ``role`` (after :func:`require_role`)."""
+    return has_role(str(g.get("role", "")), role)

@@ -23,16 +23,17 @@ from sqlalchemy.orm import Session
 
 from attestation import envelope
 from controller.api.device_cache import CachedNode, DeviceCache, RecentIds
-from controller.api.register import register_node
+from controller.api.register import Refused, onboarding_cert, register_node
 from controller.api.signed_request import open_request
 from controller.domain import events
 from controller.domain.desired import current_desired_state
-from controller.domain.onboarding import NotClaimed, record_pending
+from controller.domain.onboarding import NotClaimed, PendingLimits, record_pending, record_refusal
 from controller.errors import ApiError
 from controller.store.models import Node, NodeTrust, utcnow
 from controller.store.notify import ConfigNotifier, WaitersFull
 from controller.store.replay import remember_request
-from controller.trust.state import record_issued_config, token_sha256
+from controller.trust.signing import signing_certs
+from controller.trust.state import last_signer, record_issued_config, token_sha256
 from controller.web.body import json_body
 from controller.web.context import current_services
 from controller.web.telemetry import POLLS
@@ -128,26 +129,34 @@ def open_node_request(session: Session, model: type[M]) -> tuple[Node, M]:
 @device_api.get("/certs")
 def certs() -> ResponseReturnValue:
     """The controller's signing chain; the node checks it against its pinned root."""
-    ctl_pki = current_services().pki
-    return jsonify({"signing": [ctl_pki.signing.cert_pem()], "root": ctl_pki.root.cert_pem()})
+    svc = current_services()
+    return jsonify({"signing": signing_certs(svc), "root": svc.pki.root.cert_pem()})
 
 
 @device_api.post("/register")
 def register() -> ResponseReturnValue:
     svc = current_services()
+    wire = json_body()
+    cert = onboarding_cert(svc, wire)
+    source = request.remote_addr or ""
     try:
         with svc.db.transaction() as session:
-            status, resp = register_node(
-                session, svc.pki, json_body(), svc.settings.max_clock_skew_s
-            )
+            status, resp = register_node(session, svc, cert, wire, source)
             node = session.scalar(select(Node).where(Node.uuid == resp.node_uuid))
             assert node is not None
             refuse_if_revoked(session, node)  # rolls the whole registration back
     except NotClaimed as exc:
         with svc.db.transaction() as session:  # the refused request itself changed no node
-            record_pending(session, exc)
+            limits = PendingLimits(
+                svc.settings.max_pending_per_batch, svc.settings.max_pending_per_source
+            )
+            record_pending(session, exc.attempt, limits)
         raise
-    return jsonify(resp.model_dump()), status
+    except Refused as exc:
+        with svc.db.transaction() as session:
+            record_refusal(session, exc.attempt, exc.code, exc.message)
+        raise
+    return jsonify(resp.model_dump(mode="json", exclude_none=True)), status
 
 
 @device_api.post("/config")
@@ -225,17 +234,20 @@ def _changed_config(session: Session, node: Node, have: str) -> tuple[dict[str, 
         node,
         svc.settings.public_url,
         NodeSettings(config_interval_s=svc.settings.node_config_interval_s),
+        svc.download_key,
     )
     content_hash = doc.content_hash()
-    if have == content_hash:
+    signing = svc.pki.signing
+    if have == content_hash and last_signer(session, node) in (signing.sha256, None):
         return None, content_hash
-    signed = envelope.seal(doc.model_dump(mode="json"), svc.pki.signing)
+    signed = envelope.seal(doc.model_dump(mode="json"), signing)  # new, or re-signed
     record_issued_config(
         session,
         node,
         hashlib.sha256(base64.b64decode(signed["payload"])).hexdigest(),
         doc.generation,
         [app.image.sha256 for app in doc.apps],
+        signer_sha256=signing.sha256,
     )
     return signed, content_hash
 

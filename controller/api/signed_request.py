@@ -1,7 +1,9 @@
 """Open a signed device request: envelope, body schema and single use, as API errors.
 
-malformed envelope → 422 · unknown signer → ``unknown_signer_status`` · bad signature
-or stale → 401 · body not matching the schema → 422 naming the field · replay → 401
+malformed envelope (also a NaN, infinite or out-of-range timestamp or number) → 422 ·
+unknown signer → ``unknown_signer_status`` · signer's certificate expired or not yet
+valid → 401 ``cert_not_valid`` · bad signature or stale → 401 · body not matching the
+schema → 422 naming the field · replay → 401
 """
 
 from __future__ import annotations
@@ -33,11 +35,15 @@ def open_request(
 ) -> tuple[envelope.Opened, M]:
     """``remember``: records the request id for single use (None: the caller checks it)."""
     try:
-        opened = envelope.open_envelope(wire, resolve, max_skew_s=max_skew_s)
+        opened = envelope.open_envelope(
+            wire, resolve, max_skew_s=max_skew_s, check_signer_dates=True
+        )
     except envelope.MalformedEnvelope as exc:
         raise ApiError(422, "bad_request", str(exc)) from exc
     except envelope.UnknownSigner as exc:
         raise ApiError(unknown_signer_status, "unknown_signer", str(exc)) from exc
+    except envelope.SignerNotValid as exc:
+        raise ApiError(401, "cert_not_valid", str(exc)) from exc
     except envelope.EnvelopeError as exc:
         raise ApiError(401, "bad_signature", str(exc)) from exc
     try:

@@ -5,8 +5,11 @@ A release is a gzip tarball of the packages ``node_agent``, ``attestation`` and
 ``agent-bundle``, name ``agent-<version with dashes>``).  Pointing a node at it writes
 an :class:`AgentTarget` into the node's settings (so it reaches the node in its signed
 desired state) with a manifest signed by the config-signing key: version, sha256, size
-and the code digest the node will measure.  That digest is added to the node's
-attestation baseline, so the new version can re-attest (a fleet allowlist must list it).
+and the code digest the node will measure.  The new version must pass the node's
+attestation policy to re-attest: a fleet allowlist must list the digest already, or the
+node's baseline must hold it — added only when the (admin) caller asks for it
+explicitly (``accept_baseline``), audited as its own ``trust.baseline_add_agent``.
+Uploading a release changes no baseline.
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ class ReleaseQuery(Body):
 class NodeReleaseBody(Body):
     version: AgentVersion | None = Field(default=None)
     """The release the node should run; null clears the target (the node keeps its version)."""
+    accept_baseline: bool = False
+    """Add the release's code digest to the node's attestation baseline (audited)."""
 
 
 def release_name(version: str) -> str:
@@ -163,21 +168,35 @@ def _manifest(image: Image, version: str, digest: str) -> AgentManifest:
     )
 
 
-def _allow_in_baseline(s: Session, node: Node, digest: str) -> None:
-    """The new version's code digest must pass the node's attestation policy."""
+def _allow_in_baseline(s: Session, actor: str, node: Node, digest: str, accept: bool) -> None:
+    """The new version's code digest must pass the node's attestation policy; it joins the
+    node's baseline only on the caller's explicit ``accept`` (audited)."""
     allowlist = fleet_policy(s).agent_allowlist or []
-    if allowlist and digest not in allowlist:
-        raise ApiError(  # the stored trust policy refuses it: a conflict, not a bad body
-            409,
-            "not_allowed",
-            f"the fleet agent allowlist does not list this release's code digest {digest};"
-            " add it to the trust policy first",
-        )
+    if allowlist:
+        if digest not in allowlist:
+            raise ApiError(  # the stored trust policy refuses it: a conflict, not a bad body
+                409,
+                "not_allowed",
+                f"the fleet agent allowlist does not list this release's code digest {digest};"
+                " add it to the trust policy first",
+            )
+        return
     trust = trust_of(s, node)
     baseline = dict(trust.baseline or {})
-    if baseline and digest not in baseline.get("agent", []):
-        baseline["agent"] = sorted({*baseline.get("agent", []), digest})
-        trust.baseline = baseline
+    if not baseline or digest in baseline.get("agent", []):
+        return
+    if not accept:
+        raise ApiError(
+            409,
+            "not_in_baseline",
+            f"node {node.serial!r}'s attestation baseline does not hold this release's code"
+            f" digest {digest}: set it with accept_baseline (--accept-baseline) to add it"
+            " (audited), or list it in the fleet agent allowlist",
+        )
+    before = dict(baseline)
+    baseline["agent"] = sorted({*baseline.get("agent", []), digest})
+    trust.baseline = baseline
+    audit(s, actor, "trust.baseline_add_agent", node.serial, before=before, after=baseline)
 
 
 def set_node_release(
@@ -206,14 +225,16 @@ def set_node_release(
                 "image": {
                     "sha256": image.sha256,
                     "size": image.size,
-                    "url": image_url(services.settings.public_url, image),
+                    "url": image_url(
+                        services.settings.public_url, image, node.uuid, services.download_key
+                    ),
                 },
                 "manifest": signed,
             }
         )
     except ValidationError as exc:
         raise ApiError(409, "bad_bundle", f"release {body.version}: {exc}") from exc
-    _allow_in_baseline(s, node, digest)
+    _allow_in_baseline(s, actor, node, digest, body.accept_baseline)
     update_node(s, actor, key, agent=target.model_dump(mode="json"))
     audit(s, actor, "node.agent-release", node.serial, version=body.version, code_digest=digest)
     return {"serial": node.serial, "agent": {"version": body.version, "code_digest": digest}}

@@ -15,7 +15,7 @@ from controller.domain.bodies import SPEC_FIELDS, AppBody
 from controller.domain.common import changed, parse
 from controller.domain.ownership import refuse_if_git_owned
 from controller.domain.rollout_guard import refuse_if_rolling
-from controller.domain.views import app_json, image_json
+from controller.domain.views import app_json, image_json, wire_spec
 from controller.errors import ApiError, conflict, validation_details
 from controller.store.audit import audit
 from controller.store.lookup import find_app
@@ -36,13 +36,15 @@ def validated_spec(s: Any, body: AppBody, app_uuid: str) -> tuple[Image, dict[st
         message = f"unknown network {missing[0]!r}"
         raise ApiError(409, "conflict", message, [{"field": "networks", "error": message}])
     spec = body.model_dump(mode="json", include=SPEC_FIELDS)
+    if not spec.get("secret_env"):
+        spec.pop("secret_env", None)  # stored only when used: older specs compare equal
     try:
         AppSpec.model_validate(
             {
                 "uuid": app_uuid,
                 "name": body.name,
                 "kind": body.kind,
-                **spec,
+                **wire_spec(spec),
                 "image": {**image_json(image), "url": "https://x/"},
             }
         )
@@ -92,16 +94,26 @@ def replace_app(s: Session, actor: str, name: str, data: dict[str, Any]) -> dict
     refuse_if_rolling(s, app)
     if body.kind != app.kind:
         raise conflict("kind", f"cannot change kind of {name!r}")
-    before = app_json(app, s.get(Image, app.image_id))  # type: ignore[arg-type]
+    old_image = s.get(Image, app.image_id)
+    assert old_image is not None
+    before, before_all = app_json(app, old_image), app_json(app, old_image, reveal=True)
     image, spec = validated_spec(s, body, app.uuid)
     app.image_id, app.spec, app.label_selector = image.id, spec, body.selector
     app.updated_at = utcnow()
     check_app_adapters(s, app)  # still fits on every node it runs on
     after = app_json(app, image)
-    if after != before:
-        audit(s, actor, "app.update", name, before=before, after=after)
+    if app_json(app, image, reveal=True) != before_all:
+        secrets = _secret_changes(before_all, app.spec)
+        audit(s, actor, "app.update", name, before=before, after=after, **secrets)
         changed(s)
     return after
+
+
+def _secret_changes(before: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """Which secret env names were set, changed or removed (names only, never values)."""
+    old, new = before.get("secret_env") or {}, spec.get("secret_env") or {}
+    changed_names = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return {"secret_env_changed": changed_names} if changed_names else {}
 
 
 def delete_app(s: Session, actor: str, name: str) -> None:

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -44,6 +45,7 @@ __all__ = [
     "AppBody",
     "ClaimBody",
     "CommandBody",
+    "Fingerprint",
     "ImageQuery",
     "ImageRegistration",
     "LabelKey",
@@ -79,8 +81,30 @@ ClaimSerial = Annotated[Serial, *_not_one_of(SERIAL_PATTERN, "claim")]
 ImageName = Annotated[Name, *_not_one_of(NAME_PATTERN, "register")]
 
 
+def _fingerprint(value: Any) -> Any:
+    """A sha256 fingerprint as operators paste it: any case, ``:`` separated, or with a
+    ``sha256:`` prefix, becomes 64 lower-case hex digits."""
+    if isinstance(value, str):
+        value = value.strip().lower().removeprefix("sha256:").replace(":", "")
+        return value or None
+    return value
+
+
+Fingerprint = Annotated[Sha256Hex | None, BeforeValidator(_fingerprint)]
+"""An optional sha256 fingerprint ('' and None: none)."""
+
+
 class ClaimBody(Body):
     serial: ClaimSerial
+    device_cert_sha256: Fingerprint = None
+    """The node's device certificate (``outpost-agent identity``, the node's console):
+    only that identity may register."""
+    ek_sha256: Fingerprint = None
+    """The node's TPM EK certificate: only a node with that TPM may register."""
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.device_cert_sha256 or self.ek_sha256)
 
 
 class NodePatch(Body):
@@ -127,6 +151,9 @@ class AppBody(Body):
     image: Name
     resources: Resources = Resources()
     env: Env = Field(default_factory=dict)
+    secret_env: Env = Field(default_factory=dict)
+    """Environment the app gets like ``env``, whose values are shown to no viewer and
+    written to no audit log (``<secret>`` there); the node receives both as one ``env``."""
     command: Command = Field(default_factory=list)
     desired: Literal["running", "stopped"] = "running"
     networks: AppNetworks = Field(default_factory=list)
@@ -140,12 +167,16 @@ class AppBody(Body):
     @model_validator(mode="after")
     def _shape(self) -> AppBody:
         check_app_shape(self.name, self.kind, self.adapters, self.disks, self.vtpm, self.networks)
+        both = sorted(set(self.env) & set(self.secret_env))
+        if both:
+            raise ValueError(f"env and secret_env both set {', '.join(both)}")
         return self
 
 
 SPEC_FIELDS = {
     "resources",
     "env",
+    "secret_env",
     "command",
     "desired",
     "networks",

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from controller.domain.views import wire_spec
 from controller.store.models import (
     App,
     AppPin,
@@ -29,6 +30,7 @@ from controller.store.models import (
     Node,
     NodeRevision,
 )
+from controller.trust.downloads import signed_blob_url
 from protocol.desired_state import AppSpec, DesiredState, ImageRef, NodeSettings
 from protocol.desired_state import Network as NetworkSpec
 
@@ -37,8 +39,12 @@ __all__ = ["current_desired_state", "image_url", "selector_matches", "sync_label
 KEEP_REVISIONS = 100
 
 
-def image_url(public_url: str, image: Image) -> str:
-    return image.url or f"{public_url.rstrip('/')}/datastore/sha256/{image.sha256}"
+def image_url(
+    public_url: str, image: Image, node_uuid: str | None = None, download_key: bytes = b""
+) -> str:
+    """Where a node fetches ``image``: its external URL, or the controller's datastore
+    with a URL signed for that node (:mod:`controller.trust.downloads`)."""
+    return image.url or signed_blob_url(public_url, image.sha256, node_uuid, download_key)
 
 
 def selector_matches(selector: dict[str, Any] | None, labels: dict[str, Any]) -> bool:
@@ -65,7 +71,7 @@ def sync_label_assignments(session: Session, node: Node) -> None:
     session.flush()
 
 
-def _apps_for(session: Session, node: Node, public_url: str) -> list[AppSpec]:
+def _apps_for(session: Session, node: Node, public_url: str, key: bytes) -> list[AppSpec]:
     rows = session.execute(
         select(App, Image, Assignment)
         .join(Assignment, Assignment.app_id == App.id)
@@ -84,13 +90,11 @@ def _apps_for(session: Session, node: Node, public_url: str) -> list[AppSpec]:
             image, spec = pinned_image or image, pin.spec
         else:
             spec = app.spec
-        out.append(_app_spec(app, image, spec, inst, public_url))
+        out.append(_app_spec(app, image, spec, inst, image_url(public_url, image, node.uuid, key)))
     return out
 
 
-def _app_spec(
-    app: App, image: Image, spec: dict[str, Any], inst: Assignment, public_url: str
-) -> AppSpec:
+def _app_spec(app: App, image: Image, spec: dict[str, Any], inst: Assignment, url: str) -> AppSpec:
     return AppSpec(
         uuid=app.uuid,
         name=app.name,
@@ -99,12 +103,12 @@ def _app_spec(
             name=image.name,
             sha256=image.sha256,
             size=image.size,
-            url=image_url(public_url, image),
+            url=url,
             format=image.format,  # type: ignore[arg-type]  # stored as validated text
         ),
         restart_counter=inst.restart_counter,
         purge_counter=inst.purge_counter,
-        **spec,
+        **wire_spec(spec),
     )
 
 
@@ -120,15 +124,22 @@ def _networks_for(session: Session, apps: list[AppSpec]) -> list[NetworkSpec]:
 
 
 def current_desired_state(
-    session: Session, node: Node, public_url: str, defaults: NodeSettings | None = None
+    session: Session,
+    node: Node,
+    public_url: str,
+    defaults: NodeSettings | None = None,
+    download_key: bytes = b"",
 ) -> DesiredState:
-    """The node's document now; bumps ``node.config_generation`` if its content changed."""
+    """The node's document now; bumps ``node.config_generation`` if its content changed.
+
+    ``download_key`` signs the datastore URLs for this node: every caller passes the
+    controller's (``Services.download_key``), so the content hash is one."""
     assert node.uuid is not None, "only registered nodes have a desired state"
     if session.get_bind().dialect.name != "sqlite":
         # replicas: one (generation, content) pair per generation, never two
         session.refresh(node, with_for_update=True)
     sync_label_assignments(session, node)
-    apps = _apps_for(session, node, public_url)
+    apps = _apps_for(session, node, public_url, download_key)
     base = (defaults or NodeSettings()).model_dump()
     doc = DesiredState(
         node_uuid=node.uuid,

@@ -16,7 +16,7 @@ from controller.domain.ownership import refuse_if_git_owned
 from controller.errors import ApiError, field_error, invalid, validation_details
 from controller.store.audit import audit, event
 from controller.store.lookup import find_app, find_node
-from controller.store.models import Assignment, Node
+from controller.store.models import Assignment, Node, NodeTrust
 from protocol.desired_state import NodeSettings
 
 __all__ = ["KEEP_AGENT", "assign", "command", "delete_node", "unassign", "update_node"]
@@ -51,8 +51,12 @@ def command(s: Session, actor: str, key: str, name: str, app: str | None = None)
 
 
 def assign(s: Session, actor: str, key: str, app_name: str) -> bool:
-    """``POST /nodes/<key>/apps``: run an app on a node; True when newly assigned."""
+    """``POST /nodes/<key>/apps``: run an app on a node; True when newly assigned (409 for
+    a revoked node: it gets no config any more)."""
     node, app = find_node(s, key), find_app(s, app_name)
+    trust = s.get(NodeTrust, node.id)
+    if trust is not None and trust.revoked_at is not None:
+        raise ApiError(409, "revoked", f"node {node.serial!r} is revoked: it runs nothing new")
     inst = s.scalar(
         select(Assignment).where(Assignment.node_id == node.id, Assignment.app_id == app.id)
     )
@@ -88,6 +92,15 @@ def unassign(s: Session, actor: str, key: str, app_name: str) -> None:
     changed(s, node)
 
 
+DEBUG_SETTINGS = ("debug_ssh", "ssh_authorized_keys", "debug_console")
+"""Settings that open a way into the node: only an admin (or the admin-set git source)
+changes them."""
+
+
+def _debug_of(settings: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: (settings or {}).get(k) for k in DEBUG_SETTINGS if (settings or {}).get(k)}
+
+
 def update_node(
     s: Session,
     actor: str,
@@ -96,12 +109,15 @@ def update_node(
     settings: dict[str, Any] | None = None,
     *,
     agent: dict[str, Any] | object | None = KEEP_AGENT,
+    may_debug: bool = False,
 ) -> Node:
     """``PATCH /nodes/<key>``: replace the node's labels and/or its settings overrides.
 
     ``settings`` are the operator's (:class:`OperatorSettings`: no ``agent``); the node's
     agent release target stays unless ``agent`` is given (only
-    :func:`controller.domain.agent_releases.set_node_release` does, after its checks)."""
+    :func:`controller.domain.agent_releases.set_node_release` does, after its checks).
+    Changing debug access (SSH, its keys, the console login) needs ``may_debug`` (the
+    caller is an admin): 403 otherwise."""
     body = parse(NodePatch, {"labels": labels, "settings": settings})
     node = find_node(s, key)
     new_settings = None
@@ -124,6 +140,17 @@ def update_node(
                 [{**d, "field": f"settings.{d['field']}"} for d in details], "settings are invalid"
             ) from exc
     refuse_if_git_owned(s, actor, "Node", node.serial)
+    if (
+        new_settings is not None
+        and _debug_of(new_settings) != _debug_of(node.settings)
+        and not may_debug
+    ):
+        raise ApiError(
+            403,
+            "forbidden",
+            "debug access (debug_ssh, ssh_authorized_keys, debug_console) is"
+            " changed by an admin only",
+        )
     before = {"labels": node.labels, "settings": node.settings}
     if body.labels is not None:
         node.labels = dict(body.labels)

@@ -8,9 +8,29 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.store.models import App, Assignment, Image, Node
+from controller.store.models import App, Assignment, Image, Node, NodeTrust
 
-__all__ = ["app_json", "image_json", "node_json"]
+__all__ = ["REDACTED", "app_json", "image_json", "node_json", "redact_spec", "wire_spec"]
+
+REDACTED = "<secret>"
+"""What a secret env value shows as to viewers and in the audit log."""
+
+
+def redact_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """An app spec with its ``secret_env`` values replaced by :data:`REDACTED`."""
+    secret = spec.get("secret_env")
+    if not secret:
+        return spec
+    return {**spec, "secret_env": dict.fromkeys(secret, REDACTED)}
+
+
+def wire_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A stored app spec as the node's ``AppSpec`` fields: secret env joins ``env``."""
+    out = dict(spec)
+    secret = out.pop("secret_env", None) or {}
+    if secret:
+        out["env"] = {**(out.get("env") or {}), **secret}
+    return out
 
 
 def _iso(value: Any) -> str | None:
@@ -18,16 +38,19 @@ def _iso(value: Any) -> str | None:
 
 
 def node_json(session: Session, node: Node, full: bool = True) -> dict[str, Any]:
+    """A node as the API shows it; ``state``: claimed | registered | revoked."""
     rows = session.execute(
         select(App.name, Assignment)
         .join(Assignment, Assignment.app_id == App.id)
         .where(Assignment.node_id == node.id)
         .order_by(App.name)
     ).all()
+    trust = session.get(NodeTrust, node.id)
+    revoked = trust is not None and trust.revoked_at is not None
     out: dict[str, Any] = {
         "serial": node.serial,
         "uuid": node.uuid,
-        "state": node.state,
+        "state": "revoked" if revoked else node.state,
         "labels": node.labels or {},
         "registered_at": _iso(node.registered_at),
         "last_seen": _iso(node.last_seen),
@@ -65,12 +88,15 @@ def image_json(image: Image) -> dict[str, Any]:
     }
 
 
-def app_json(app: App, image: Image) -> dict[str, Any]:
+def app_json(app: App, image: Image, reveal: bool = False) -> dict[str, Any]:
+    """An app definition; secret env values redacted unless ``reveal`` (an operator or
+    admin caller; never for the audit log)."""
+    spec = app.spec if reveal else redact_spec(app.spec)
     return {
         "uuid": app.uuid,
         "name": app.name,
         "kind": app.kind,
         "image": image.name,
         "selector": app.label_selector,
-        **app.spec,
+        **spec,
     }

@@ -5,13 +5,20 @@ body, validated by the same pydantic models), plus ``Site``:
 
     kind: App      spec: AppBody      runs on the site's nodes (its selector plus the site's)
     kind: Network  spec: NetworkBody
-    kind: Node     spec: {serial, labels, settings}   the node joins the site
+    kind: Node     spec: {serial, device_cert_sha256, ek_sha256, labels, settings}
+                                                      the node joins the site; one not
+                                                      claimed yet is claimed pinned to its
+                                                      fingerprints (unpinned only when the
+                                                      controller allows unpinned claims)
     kind: Site     spec: {selector, nodes}            default selector {site: <folder>}
     kind: Rollout  spec: {app, rings}                 a new version of the app committed
                                                       later rolls out through these rings
 
 Every error carries the file, the line of the offending key and the reason; one bad
-document refuses the whole revision.
+document refuses the whole revision.  YAML anchors and aliases are refused where the
+parser meets the first one (:class:`NoAliasLoader`), so an alias bomb (a few hundred
+bytes naming a list of lists of … billions of nodes) costs nothing; files are bounded in
+size and number before they are read (:mod:`controller.gitops.repo`).
 """
 
 from __future__ import annotations
@@ -22,7 +29,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError
 
-from controller.domain.bodies import AppBody, LabelKey, LabelValue, NetworkBody, NodePatch
+from controller.domain.bodies import (
+    AppBody,
+    Fingerprint,
+    LabelKey,
+    LabelValue,
+    NetworkBody,
+    NodePatch,
+)
 from controller.domain.common import Body
 from controller.errors import ApiError
 from controller.rollouts.plan import RingBody
@@ -32,6 +46,7 @@ from protocol.messages import Serial
 __all__ = [
     "Document",
     "ManifestError",
+    "NoAliasLoader",
     "NodeDoc",
     "RolloutDoc",
     "SiteDoc",
@@ -45,7 +60,11 @@ MAX_DOCUMENTS = 1000
 
 
 class NodeDoc(NodePatch):
+    """A node of the site: claimed (pinned to its fingerprints) when it is not yet."""
+
     serial: Serial
+    device_cert_sha256: Fingerprint = None
+    ek_sha256: Fingerprint = None
 
 
 class SiteDoc(Body):
@@ -123,8 +142,21 @@ def _line_map(node: yaml.Node, path: tuple[str, ...] = ()) -> dict[tuple[str, ..
     return out
 
 
+class NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader refusing every anchor (``&a``) and alias (``*a``): manifests
+    never need them, and each alias multiplies what a small file expands to."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases are not allowed in manifests", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
 def _yaml_documents(file: str, text: str) -> list[tuple[Any, dict[tuple[str, ...], int]]]:
-    loader = yaml.SafeLoader(text)
+    loader = NoAliasLoader(text)
     docs = []
     try:
         while loader.check_node():

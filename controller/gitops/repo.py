@@ -1,10 +1,13 @@
 """The ``git`` command, run as a subprocess with timeouts, on a private bare mirror.
 
     fetch(url, branch, cache_dir) → the branch's commit sha (the mirror is made on first use)
+    verify_commit(cache_dir, sha, allowed_signers) → the signer, or GitError
     read_tree(cache_dir, sha, sub)  → {path relative to ``sub``: text} of the YAML files
 
 Nothing is checked out: files are read with ``git ls-tree`` / ``git cat-file`` from the
-exact commit, so a sync sees one consistent revision.
+exact commit, so a sync sees one consistent revision.  The listing's sizes are checked
+(at most ``MAX_FILES`` manifests, ``MAX_FILE_BYTES`` each, ``MAX_TOTAL_BYTES`` in all)
+before a blob is read.  Only the ``file``, ``https`` and ``ssh`` transports are allowed.
 """
 
 from __future__ import annotations
@@ -13,21 +16,31 @@ import logging
 import os
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 
-__all__ = ["MAX_FILES", "MAX_FILE_BYTES", "GitError", "fetch", "read_tree"]
+__all__ = [
+    "MAX_FILES",
+    "MAX_FILE_BYTES",
+    "MAX_TOTAL_BYTES",
+    "GitError",
+    "fetch",
+    "read_tree",
+    "verify_commit",
+]
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 60.0
 MAX_FILES = 500
 MAX_FILE_BYTES = 256 * 1024
+MAX_TOTAL_BYTES = 8 * 1024 * 1024
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _ENV = {
     "GIT_TERMINAL_PROMPT": "0",  # never wait for a password
     "GIT_CONFIG_NOSYSTEM": "1",
     "GIT_ASKPASS": "/bin/false",
     "LC_ALL": "C",
-    "GIT_ALLOW_PROTOCOL": "file:git:http:https:ssh",  # no ext:: helpers from a URL
+    "GIT_ALLOW_PROTOCOL": "file:https:ssh",  # no ext::, git:// or http:// from a URL
 }
 
 
@@ -35,7 +48,9 @@ class GitError(Exception):
     """The repository could not be fetched or read (the reason is git's own message)."""
 
 
-def _git(*args: str, cwd: Path | None = None, timeout: float = TIMEOUT_S) -> str:
+def _git(
+    *args: str, cwd: Path | None = None, timeout: float = TIMEOUT_S, stderr_too: bool = False
+) -> str:
     env = {**os.environ, **_ENV}
     try:
         out = subprocess.run(
@@ -53,7 +68,7 @@ def _git(*args: str, cwd: Path | None = None, timeout: float = TIMEOUT_S) -> str
         raise GitError(f"git {args[0]} timed out after {timeout:.0f} s") from exc
     if out.returncode != 0:
         raise GitError(f"git {args[0]} failed: {out.stderr.strip()[-500:]}")
-    return out.stdout
+    return out.stdout + (out.stderr if stderr_too else "")
 
 
 def fetch(url: str, branch: str, cache_dir: Path) -> str:
@@ -81,17 +96,47 @@ def read_tree(cache_dir: Path, sha: str, sub: str = "") -> dict[str, str]:
     """The ``*.yaml``/``*.yml`` files under ``<sub>/sites`` at commit ``sha``."""
     root = "/".join(p for p in (sub.strip("/"), "sites") if p)
     listing = _git("ls-tree", "-r", "-z", "--long", sha, "--", f"{root}/", cwd=cache_dir)
-    files: dict[str, str] = {}
     prefix = sub.strip("/") + "/" if sub.strip("/") else ""
+    blobs: list[tuple[str, str]] = []
+    total = 0
     for entry in filter(None, listing.split("\0")):
         meta, _, path = entry.partition("\t")
         _mode, kind, obj, size = meta.split()
         if kind != "blob" or not path.endswith((".yaml", ".yml")):
             continue
         rel = path[len(prefix) :]
-        if len(files) >= MAX_FILES:
+        if len(blobs) >= MAX_FILES:
             raise GitError(f"more than {MAX_FILES} manifest files under {root}/")
         if int(size) > MAX_FILE_BYTES:
             raise GitError(f"{rel}: larger than {MAX_FILE_BYTES // 1024} KiB")
-        files[rel] = _git("cat-file", "blob", obj, cwd=cache_dir)
-    return files
+        total += int(size)
+        if total > MAX_TOTAL_BYTES:
+            raise GitError(f"the manifests under {root}/ are larger than {MAX_TOTAL_BYTES} bytes")
+        blobs.append((rel, obj))
+    return {rel: _git("cat-file", "blob", obj, cwd=cache_dir) for rel, obj in blobs}
+
+
+def verify_commit(cache_dir: Path, sha: str, allowed_signers: str) -> str:
+    """Check commit ``sha``'s signature with git's own ``verify-commit`` against an ssh
+    allowed-signers file; returns git's "Good signature" line, GitError otherwise (an
+    unsigned commit, an unknown key, a bad signature)."""
+    with tempfile.TemporaryDirectory(prefix="outpost-signers-") as tmp:
+        signers = Path(tmp) / "allowed_signers"
+        signers.write_text(allowed_signers.rstrip("\n") + "\n")
+        try:
+            out = _git(
+                "-c",
+                "gpg.format=ssh",
+                "-c",
+                f"gpg.ssh.allowedSignersFile={signers}",
+                "verify-commit",
+                sha,
+                cwd=cache_dir,
+                stderr_too=True,
+            )
+        except GitError as exc:
+            raise GitError(f"commit {sha[:12]} is not signed by an allowed key: {exc}") from exc
+    good = [line for line in out.splitlines() if line.startswith("Good")]
+    if not good:
+        raise GitError(f"commit {sha[:12]} has no good signature")
+    return good[0]

@@ -35,6 +35,7 @@ from controller.gitops.manifests import (
     api_error_lines,
     load_sites,
 )
+from controller.gitops.source import fetch_url
 from controller.rollouts.service import rollback as rollback_rollout
 from controller.rollouts.service import start as start_rollout
 from controller.services import Services
@@ -91,17 +92,25 @@ def _sync(services: Services, force: bool) -> SyncResult:
         source = s.get(GitSource, 1)
         if source is None:
             raise ApiError(409, "no_git_source", "no git source is set (PUT /git/source)")
-        url, branch, sub, current = source.url, source.branch, source.path, source.revision
-    cache = services.settings.data_dir / "git-cache" / _cache_name(url, branch)
+        url, branch, sub, current = fetch_url(source), source.branch, source.path, source.revision
+        refused, errors = source.error_revision, list(source.errors or [])
+        signers = source.allowed_signers if source.verify_signatures else None
+    cache = services.settings.data_dir / "git-cache" / _cache_name(source.url, branch)
+    sha = ""
     try:
         sha = repo.fetch(url, branch, cache)
         if sha == current and not force:
             _record(services, sha, [])
             return SyncResult(revision=sha)
+        if sha == refused and not force:  # refused already: not fetched and parsed again
+            _touch(services)
+            return SyncResult(revision=current, errors=errors)
+        if signers is not None:
+            repo.verify_commit(cache, sha, signers)
         files = repo.read_tree(cache, sha, sub)
         sites = load_sites(files)
     except repo.GitError as exc:
-        return _refuse(services, "", [ManifestError("", 0, str(exc))])
+        return _refuse(services, sha, [ManifestError("", 0, str(exc))])
     except ManifestErrorList as exc:
         return _refuse(services, sha, exc.errors)
     actor = f"{GIT_ACTOR_PREFIX}{sha[:12]}"
@@ -109,7 +118,7 @@ def _sync(services: Services, force: bool) -> SyncResult:
         with services.db.transaction() as s:
             if s.get_bind().dialect.name != "sqlite":  # replicas: one applies at a time
                 s.get(GitSource, 1, with_for_update=True)
-            changes = _apply(s, actor, sites, sha)
+            changes = _apply(s, actor, sites, sha, services.settings.allow_unpinned_claims)
             source = s.get(GitSource, 1)
             assert source is not None
             source.revision, source.synced_at, source.attempted_at = sha, utcnow(), utcnow()
@@ -124,6 +133,13 @@ def _sync(services: Services, force: bool) -> SyncResult:
 
 def _cache_name(url: str, branch: str) -> str:
     return hashlib.sha256(f"{url}\0{branch}".encode()).hexdigest()[:16]
+
+
+def _touch(services: Services) -> None:
+    with services.db.transaction() as s:
+        source = s.get(GitSource, 1)
+        if source is not None:
+            source.attempted_at = utcnow()
 
 
 def _record(services: Services, sha: str, errors: list[ManifestError]) -> None:
@@ -163,7 +179,7 @@ def _guarded(doc: Document, fn: Any, *args: Any) -> Any:
         raise _Refused(api_error_lines(doc, exc)) from exc
 
 
-def _apply(s: Session, actor: str, sites: SiteSet, sha: str) -> list[str]:
+def _apply(s: Session, actor: str, sites: SiteSet, sha: str, unpinned: bool) -> list[str]:
     changes: list[str] = []
     owned: dict[tuple[str, str], Document] = {}
     for doc in sites.of_kind("Network"):
@@ -171,7 +187,7 @@ def _apply(s: Session, actor: str, sites: SiteSet, sha: str) -> list[str]:
         changes += [f"network/{doc.spec.name} {done}"] if done else []
         owned[("Network", doc.spec.name)] = doc
     for serial, (doc, labels, settings) in _memberships(s, sites).items():
-        changes += _guarded(doc, _apply_node, s, actor, serial, labels, settings)
+        changes += _guarded(doc, _apply_node, s, actor, doc, serial, labels, settings, unpinned)
         owned[("Node", serial)] = doc
     rollouts = {d.spec.app: d for d in sites.of_kind("Rollout")}
     for doc in sites.of_kind("App"):
@@ -211,19 +227,27 @@ def _memberships(
 
 
 def _apply_node(
-    s: Session, actor: str, serial: str, labels: dict[str, str], settings: dict[str, Any] | None
+    s: Session,
+    actor: str,
+    doc: Document,
+    serial: str,
+    labels: dict[str, str],
+    settings: dict[str, Any] | None,
+    unpinned: bool,
 ) -> list[str]:
+    """A site's node: claimed when it is not yet (pinned to the Node document's
+    fingerprints; a Site's bare serial only when unpinned claims are allowed)."""
     node = s.scalar(select(Node).where(Node.serial == serial))
     out = []
-    if node is None:
-        onboarding.claim(s, actor, serial)
-        out.append(f"node/{serial} claimed")
-        node = s.scalar(select(Node).where(Node.serial == serial))
-        assert node is not None
+    pins = (doc.spec.device_cert_sha256, doc.spec.ek_sha256) if doc.kind == "Node" else (None, None)
+    stored = (node.pinned_device_cert_sha256, node.pinned_ek_sha256) if node else None
+    if node is None or (node.state == "claimed" and any(pins) and stored != pins):
+        node, new = onboarding.claim(s, actor, serial, *pins, allow_unpinned=unpinned)
+        out += [f"node/{serial} claimed"] if new else []
     own = {k: v for k, v in (node.settings or {}).items() if k != "agent"}  # not git's
     if (node.labels or {}) == labels and (settings is None or own == settings):
         return out
-    nodes.update_node(s, actor, serial, labels, settings)
+    nodes.update_node(s, actor, serial, labels, settings, may_debug=True)  # admin-set source
     return [*out, f"node/{serial} configured"]
 
 

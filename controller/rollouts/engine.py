@@ -167,7 +167,7 @@ def _deploy_ring(services: Services, s: Session, r: Rollout, ring: RingBody, now
         generation = node.config_generation
         if node.uuid is not None:
             generation = current_desired_state(
-                s, node, services.settings.public_url, defaults
+                s, node, services.settings.public_url, defaults, services.download_key
             ).generation
         s.add(RolloutNode(rollout_id=r.id, node_id=node.id, ring=r.ring, generation=generation))
         changed(s, node)

@@ -18,7 +18,7 @@ from controller.domain.bodies import SPEC_FIELDS
 from controller.domain.common import parse
 from controller.domain.ownership import GIT_ACTOR_PREFIX, owner
 from controller.domain.rollout_guard import refuse_if_rolling
-from controller.domain.views import app_json
+from controller.domain.views import app_json, redact_spec
 from controller.errors import ApiError, conflict
 from controller.rollouts.engine import finish_rollback
 from controller.rollouts.plan import RolloutBody
@@ -78,7 +78,10 @@ def start(s: Session, actor: str, data: Any) -> Rollout:
         "rollout.start",
         app.name,
         before=app_json(app, old_image),
-        after={**app_json(app, image), **{k: spec[k] for k in SPEC_FIELDS if k in spec}},
+        after={
+            **app_json(app, image),
+            **redact_spec({k: spec[k] for k in SPEC_FIELDS if k in spec}),
+        },
         rollout=r.id,
         rings=r.rings,
     )
@@ -172,8 +175,14 @@ def rollout_json(s: Session, r: Rollout, full: bool = True) -> dict[str, Any]:
         "state": r.state,
         "ring": r.ring,
         "ring_phase": r.ring_phase,
-        "from": {"image": r.from_version.get("image"), "spec": r.from_version.get("spec")},
-        "to": {"image": r.to_version.get("image"), "spec": r.to_version.get("spec")},
+        "from": {
+            "image": r.from_version.get("image"),
+            "spec": redact_spec(r.from_version.get("spec") or {}),
+        },
+        "to": {
+            "image": r.to_version.get("image"),
+            "spec": redact_spec(r.to_version.get("spec") or {}),
+        },
         "reason": r.reason if r.state != "paused" else "",
         "created_by": r.created_by,
         "created_at": r.created_at.isoformat() + "Z",

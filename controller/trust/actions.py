@@ -1,24 +1,19 @@
 """Operator actions on trust: accept a node's measurements as its baseline, revoke a node,
-change the fleet policy, rotate the config-signing certificate.  Each is audited with its
-state before and after, in the caller's transaction.
+change the fleet policy (rotating the config-signing key: :mod:`controller.trust.signing`).
+Each is audited with its state before and after, in the caller's transaction.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated, Literal
 
-from cryptography.x509.oid import ExtendedKeyUsageOID
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy.orm import Session
 
-from attestation import pki
 from controller.errors import ApiError
-from controller.services import Services
 from controller.store.audit import audit
 from controller.store.lookup import find_node
 from controller.store.models import Node, NodeTrust, TrustPolicy, utcnow
-from controller.store.pki import ControllerPki
 from controller.trust.policy import baseline_from
 from controller.trust.state import drop_tokens, fleet_policy, trust_of
 from controller.trust.views import policy_json
@@ -29,7 +24,6 @@ __all__ = [
     "RevokeBody",
     "accept_baseline",
     "revoke",
-    "rotate_signing",
     "set_policy",
 ]
 
@@ -98,31 +92,3 @@ def set_policy(s: Session, actor: str, patch: PolicyPatch) -> TrustPolicy:
     policy.updated_at = utcnow()
     audit(s, actor, "trust.policy", "fleet", before=before, after=policy_json(policy))
     return policy
-
-
-def rotate_signing(services: Services, actor: str) -> ControllerPki:
-    """Issue a new config-signing cert under the root; the old one is kept beside it.
-
-    Returns the controller's PKI with the new signing identity (the caller installs it)."""
-    ctl_pki = services.pki
-    new = pki.issue_cert(
-        ctl_pki.root, "Outpost config signing", usage=ExtendedKeyUsageOID.CODE_SIGNING
-    )
-    pki_dir = services.settings.pki_dir
-    old_sha = ctl_pki.signing.sha256
-    with services.db.transaction() as s:
-        audit(
-            s,
-            actor,
-            "pki.rotate_signing",
-            "config-signing",
-            before={"cert_sha256": old_sha},
-            after={"cert_sha256": new.sha256},
-        )
-        pki.save_identity(
-            ctl_pki.signing,
-            pki_dir / f"signing-{old_sha[:16]}.pem",
-            pki_dir / f"signing-{old_sha[:16]}.key",
-        )
-        pki.save_identity(new, pki_dir / "signing.pem", pki_dir / "signing.key")
-    return dataclasses.replace(ctl_pki, signing=new)

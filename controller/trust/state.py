@@ -35,6 +35,7 @@ __all__ = [
     "issue_nonce",
     "issue_token",
     "issued_for",
+    "last_signer",
     "record_issued_config",
     "take_nonce",
     "token_sha256",
@@ -57,7 +58,7 @@ def fleet_policy(session: Session) -> TrustPolicy:
     policy = session.get(TrustPolicy, 1)
     if policy is None:
         policy = TrustPolicy(
-            id=1, tpm_less="allow", agent_allowlist=[], token_ttl_s=900.0, nonce_ttl_s=60.0
+            id=1, tpm_less="refuse", agent_allowlist=[], token_ttl_s=900.0, nonce_ttl_s=60.0
         )
         session.add(policy)
         session.flush()
@@ -138,13 +139,19 @@ def drop_tokens(session: Session, node: Node) -> None:
 
 
 def record_issued_config(
-    session: Session, node: Node, payload_sha256: str, generation: int, images: list[str]
+    session: Session,
+    node: Node,
+    payload_sha256: str,
+    generation: int,
+    images: list[str],
+    signer_sha256: str | None = None,
 ) -> None:
     """Remember a config sent to ``node`` (its measured digest will be checked later)."""
     session.add(
         IssuedConfig(
             node_id=node.id,
             payload_sha256=payload_sha256,
+            signer_sha256=signer_sha256,
             generation=generation,
             images=sorted(set(images)),
         )
@@ -158,6 +165,18 @@ def record_issued_config(
     ).all()
     if old:
         session.execute(delete(IssuedConfig).where(IssuedConfig.id.in_(old)))
+
+
+def last_signer(session: Session, node: Node) -> str | None:
+    """The signing cert of the last config sent to ``node`` ('' for one recorded before
+    signers were; None: none sent)."""
+    row = session.execute(
+        select(IssuedConfig.signer_sha256)
+        .where(IssuedConfig.node_id == node.id)
+        .order_by(IssuedConfig.id.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else (row[0] or "")
 
 
 def issued_for(session: Session, node: Node) -> tuple[set[str], set[str]]:

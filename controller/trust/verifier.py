@@ -1,15 +1,21 @@
-"""Judge one quote request: nonce, AK, quote, PCR digest, event-log replay, then policy.
+"""Judge one quote request: nonce, AK, credential answer, quote, PCR digest, event-log
+replay, then policy.
 
     nonce unknown/used/expired/other node's ........................ NONCE_MISMATCH
-    TPM-less node refused by policy, or an AK other than the enrolled ... NO_CERT_FOUND
+    TPM-less node refused by policy; an AK other than the one whose
+      EK certificate register checked; no or a wrong answer to the
+      credential challenge (the AK is not in that TPM) ............... NO_CERT_FOUND
     bad AK, signature, structure, PCR digest or replay ............... QUOTE_FAILED
     quote made over another nonce .................................... NONCE_MISMATCH
     measurements the policy does not allow ........................... POLICY_MISMATCH
 
-The nonce is used up whatever the result.  A refusal changes only the node's trust
-record (state ``failed``, result, reason) and drops its tokens; the AK is enrolled and
-the evidence kept only when the quote verified; the baseline is recorded only on the
-first success.
+The AK is never trusted on first use: register checked the EK certificate against the
+EK CA bundle and the AK's TPM-made public area, and sent a credential challenge bound to
+both (:mod:`controller.trust.enrolment`); the first quote must carry its answer.  The
+nonce and the challenge are used up whatever the result.  A refusal changes only the
+node's trust record (state ``failed``, result, reason) and drops its tokens; the AK is
+marked activated and the evidence kept only when the quote verified; the baseline is
+recorded only on the first success.
 """
 
 from __future__ import annotations
@@ -24,8 +30,15 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy.orm import Session
 
 from attestation.measurement import MEASUREMENT_PCR, QUOTED_PCRS, replay
-from attestation.quote import QuoteError, check_ek_public, load_public, verify_certify, verify_quote
+from attestation.quote import (
+    QuoteError,
+    check_ak_public,
+    load_public,
+    verify_certify,
+    verify_quote,
+)
 from controller.store.models import Node, utcnow
+from controller.trust.enrolment import EnrolmentRefused, take_answer
 from controller.trust.policy import PolicyInput, evaluate
 from controller.trust.state import (
     drop_tokens,
@@ -70,35 +83,43 @@ def _same_key(a: Any, b: Any) -> bool:
     return bool(a.public_bytes(der, fmt) == b.public_bytes(der, fmt))
 
 
-def _enrolment(
+def _device_key_proof(
     req: QuoteRequest, ak: Any, nonce: bytes, device_cert: x509.Certificate
 ) -> dict[str, Any]:
-    """First attestation with a TPM: check the AK kind and the device-key proof."""
-    enrol: dict[str, Any] = {
-        "ak_public": req.ak_public,
-        "ak_name": ak.name_hex,
-        "ek_public": req.ek_public,
-        "device_key_in_tpm": False,
-    }
-    if not ak.restricted:
-        raise _Refused(AttestResult.QUOTE_FAILED, "the AK is not a restricted signing key")
-    if req.ek_public is not None:
-        check_ek_public(_b64(req.ek_public, "EK"))
-    if req.device_key is not None:
-        device = load_public(_b64(req.device_key.public, "device key"), "device key")
-        if not _same_key(device.key, device_cert.public_key()):
-            raise _Refused(
-                AttestResult.QUOTE_FAILED, "the certified key is not the device certificate's key"
-            )
-        verify_certify(
-            _b64(req.device_key.attest, "certification"),
-            _b64(req.device_key.signature, "certification signature"),
-            ak,
-            nonce,
-            device,
+    """At activation: whether the AK certified the device certificate's key (in the TPM)."""
+    if req.device_key is None:
+        return {"ak_activated": True, "device_key_in_tpm": False}
+    device = load_public(_b64(req.device_key.public, "device key"), "device key")
+    if not _same_key(device.key, device_cert.public_key()):
+        raise _Refused(
+            AttestResult.QUOTE_FAILED, "the certified key is not the device certificate's key"
         )
-        enrol["device_key_in_tpm"] = True
-    return enrol
+    verify_certify(
+        _b64(req.device_key.attest, "certification"),
+        _b64(req.device_key.signature, "certification signature"),
+        ak,
+        nonce,
+        device,
+    )
+    return {"ak_activated": True, "device_key_in_tpm": True}
+
+
+def _enrolled_ak(trust: Any, req: QuoteRequest) -> Any:
+    """The quote's AK, which must be the one register enrolled (checked, TPM-made)."""
+    assert req.ak_public is not None  # the schema checks it
+    if not trust.ak_name:
+        raise _Refused(
+            AttestResult.NO_CERT_FOUND, "the node registered without a TPM: no AK is enrolled"
+        )
+    ak = check_ak_public(_b64(req.ak_public, "AK"))
+    if ak.name_hex != trust.ak_name:
+        raise _Refused(AttestResult.NO_CERT_FOUND, "the AK is not the one enrolled for this node")
+    if not trust.ak_activated:
+        try:
+            take_answer(trust, req.credential)
+        except EnrolmentRefused as exc:
+            raise _Refused(AttestResult.NO_CERT_FOUND, str(exc)) from exc
+    return ak
 
 
 def _verify(session: Session, node: Node, req: QuoteRequest, cert: x509.Certificate) -> _Outcome:
@@ -112,7 +133,7 @@ def _verify(session: Session, node: Node, req: QuoteRequest, cert: x509.Certific
     pcrs = {i: bytes.fromhex(v) for i, v in req.pcrs.items()}
     out = _Outcome()
     if req.tpm is TpmKind.NONE:
-        if trust.ak_name:
+        if trust.ak_name or trust.ek_sha256:
             raise _Refused(
                 AttestResult.QUOTE_FAILED, "this node enrolled a TPM: a TPM quote is required"
             )
@@ -123,14 +144,11 @@ def _verify(session: Session, node: Node, req: QuoteRequest, cert: x509.Certific
         if set(pcrs) != {MEASUREMENT_PCR}:
             raise _Refused(AttestResult.QUOTE_FAILED, "a TPM-less node reports PCR 14 only")
     else:
-        assert req.quote is not None and req.ak_public is not None  # the schema checks it
-        ak = load_public(_b64(req.ak_public, "AK"), "AK")
-        if trust.ak_name and ak.name_hex != trust.ak_name:
-            raise _Refused(
-                AttestResult.NO_CERT_FOUND, "the AK is not the one enrolled for this node"
-            )
-        if not trust.ak_name:
-            out.enrol = _enrolment(req, ak, nonce, cert)
+        assert req.quote is not None  # the schema checks it
+        activating = not trust.ak_activated
+        ak = _enrolled_ak(trust, req)
+        if activating:
+            out.enrol = _device_key_proof(req, ak, nonce, cert)
         if not set(QUOTED_PCRS) <= set(pcrs):
             raise _Refused(AttestResult.QUOTE_FAILED, f"the quote must cover PCRs {QUOTED_PCRS}")
         verify_quote(

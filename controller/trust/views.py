@@ -25,6 +25,8 @@ def trust_json(node: Node, trust: NodeTrust | None, full: bool = False) -> dict[
         "tpm": trust.tpm if trust else "",
         "device_key_in_tpm": bool(trust and trust.device_key_in_tpm),
         "ak_name": trust.ak_name if trust else None,
+        "ak_activated": bool(trust and trust.ak_activated),
+        "ek_sha256": trust.ek_sha256 if trust else None,
         "last_attempt_at": _iso(trust.last_attempt_at) if trust else None,
         "attested_at": _iso(trust.attested_at) if trust else None,
         "revoked_at": _iso(trust.revoked_at) if trust else None,

@@ -53,6 +53,7 @@ __all__ = [
     "LabelsForm",
     "LoginForm",
     "NodeAssignForm",
+    "RevokeBatchForm",
     "SyntaxProblem",
     "UserForm",
     "choices",
@@ -121,6 +122,14 @@ class LoginForm(FlaskForm):
 
 class ClaimForm(FlaskForm):
     serial = StringField("Serial number", validators=[DataRequired(), Length(max=128)])
+    device_cert_sha256 = StringField(
+        "Device certificate SHA-256", validators=[Optional(), Length(max=128)]
+    )
+    ek_sha256 = StringField("EK certificate SHA-256", validators=[Optional(), Length(max=128)])
+
+
+class RevokeBatchForm(FlaskForm):
+    reason = StringField("Reason", validators=[DataRequired(), Length(max=512)])
 
 
 class CsvClaimForm(FlaskForm):
@@ -168,6 +177,10 @@ class AppForm(FlaskForm):
     )
     command = StringField("Command (shell words)", description=rule("command"))
     env = TextAreaField("Environment (KEY=value, one per line)", description=rule("env"))
+    secret_env = TextAreaField(
+        "Secret environment (KEY=value, one per line; hidden from viewers, never audited)",
+        description=rule("env"),
+    )
     desired = SelectField("Desired state", choices=choices("running", "stopped"))
     networks = TextAreaField(
         "Networks (name host:guest/proto …, one per line)", description=rule("networks")
@@ -199,6 +212,7 @@ class AppForm(FlaskForm):
             },
             "command": command,
             "env": parse_pairs(self.env.data, "env"),
+            "secret_env": parse_pairs(self.secret_env.data, "secret_env"),
             "desired": self.desired.data,
             "networks": _networks(self.networks.data),
             "adapters": _adapters(self.adapters.data),
@@ -215,6 +229,9 @@ class AppForm(FlaskForm):
         self.disk_mib.data = res.get("disk_mib", 0)
         self.command.data = shlex.join(app.get("command") or [])
         self.env.data = "\n".join(f"{k}={v}" for k, v in (app.get("env") or {}).items())
+        self.secret_env.data = "\n".join(
+            f"{k}={v}" for k, v in (app.get("secret_env") or {}).items()
+        )
         self.desired.data = app.get("desired", "running")
         self.networks.data = "\n".join(
             " ".join(

@@ -7,6 +7,11 @@ Every request to the ``ui`` blueprint passes :func:`guard` first:
     no live session                                                      → login page
     POST by a viewer (whatever the view)                                 → 403
     view needing a higher role (:func:`requires`)                        → 403
+
+Large uploads (``LARGE_UPLOADS``: the image upload) are checked before a byte of their
+body is read: session (401), role (403), and the CSRF token from the query string or the
+``X-CSRFToken`` header (400); only then is the body limit raised from the device cap to
+the image cap.  Every other body is capped at the device cap (1 MiB) while unauthenticated.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from typing import Any, TypeVar
 
 from flask import Flask, Request, abort, g, redirect, request, session, url_for
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
-from flask_wtf.csrf import CSRFProtect
+from flask_wtf.csrf import CSRFProtect, same_origin, validate_csrf
 from werkzeug.wrappers import Response
+from wtforms import ValidationError
 
 from attestation.files import atomic_write
 from controller.domain.users import SESSION_TTL, has_role, session_user
@@ -141,11 +147,36 @@ def _load_user() -> CurrentUser | None:
         return CurrentUser(user.id, user.username, user.role) if user else None
 
 
+LARGE_UPLOADS = {"ui.upload_image": "operator"}
+"""Endpoints taking a body larger than the device cap, and the least role they need."""
+
+
+def _admit_large_upload(role: str) -> None:
+    """Session, role and CSRF token of a large upload, all without reading its body;
+    then (only then) the body limit is raised."""
+    user = _load_user()
+    if user is None:
+        abort(401)
+    if not user.can(role):
+        abort(403)
+    token = request.args.get("csrf_token") or request.headers.get("X-CSRFToken")
+    try:
+        validate_csrf(token)
+    except ValidationError:
+        abort(400, "The CSRF token is missing or invalid.")
+    if request.is_secure and not same_origin(request.referrer or "", f"https://{request.host}/"):
+        abort(400, "The referrer does not match the host.")
+    g.ui_user, g.actor = user, f"user:{user.username}"
+    g.csrf_valid = True  # as CSRFProtect.protect() marks it: the form need not check again
+    request.max_content_length = current_services().settings.max_image_bytes
+
+
 def guard() -> Response | None:
     """``before_request`` of the UI blueprint (see the module docstring)."""
-    if request.endpoint in ("ui.upload_image",):
-        request.max_content_length = current_services().settings.max_image_bytes
     if request.endpoint == "ui.static":
+        return None
+    if request.method == "POST" and request.endpoint in LARGE_UPLOADS:
+        _admit_large_upload(LARGE_UPLOADS[request.endpoint])
         return None
     if request.method == "POST":
         csrf.protect()

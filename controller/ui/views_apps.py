@@ -95,7 +95,9 @@ def app_edit(name: str) -> str | Response | tuple[str, int]:
     if request.method == "GET":
         with services().db.transaction() as s:
             app = find_app(s, name)
-            form.fill(app_json(app, s.get(Image, app.image_id)))  # type: ignore[arg-type]
+            image = s.get(Image, app.image_id)
+            assert image is not None
+            form.fill(app_json(app, image, reveal=True))  # operators: they set the values
     else:  # name and kind are fixed: the stored app's, whatever was posted
         with services().db.transaction() as s:
             form.name.data, form.kind.data = name, find_app(s, name).kind

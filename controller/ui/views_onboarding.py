@@ -1,5 +1,6 @@
-"""UI views: claim serials (one, or a CSV), approve/reject pending nodes, download an
-onboarding bundle (a tar.gz of what ``outpost-controller bundle`` writes)."""
+"""UI views: claim serials (one, or a CSV) pinned to the node's fingerprints,
+approve/reject pending nodes (showing their fingerprints), download an onboarding bundle
+(a tar.gz of what ``outpost-controller bundle`` writes), list and revoke batches."""
 
 from __future__ import annotations
 
@@ -13,18 +14,17 @@ from flask import flash, redirect, render_template, send_file, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
+from controller.domain import batches as batch_actions
 from controller.domain import onboarding as onboarding_actions
 from controller.domain.onboarding import MAX_CSV_BYTES
 from controller.errors import ApiError
-from controller.store.audit import audit
 from controller.store.models import Node, PendingRegistration
-from controller.store.pki import write_onboarding_bundle
 from controller.ui.blueprint import apply_errors, services, ui
-from controller.ui.forms import BundleForm, ClaimForm, CsvClaimForm
+from controller.ui.forms import BundleForm, ClaimForm, CsvClaimForm, RevokeBatchForm
 from controller.ui.security import requires
 from controller.web.context import actor
 
-BATCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+BATCH_RE = re.compile(batch_actions.BATCH_PATTERN)
 RECENT_CLAIMS = 20
 
 
@@ -45,8 +45,12 @@ def _page(
                 .limit(RECENT_CLAIMS)
             )
         )
+        batches = batch_actions.list_batches(s)
     html = render_template(
         "onboarding.html",
+        batches=batches,
+        revoke_form=RevokeBatchForm(),
+        allow_unpinned=services().settings.allow_unpinned_claims,
         claim_form=claim or ClaimForm(),
         csv_form=csv_form or CsvClaimForm(),
         bundle_form=bundle or BundleForm(),
@@ -79,7 +83,14 @@ def claim() -> Response | tuple[str, int]:
         serial = (form.serial.data or "").strip()
         try:
             with services().db.transaction() as s:
-                onboarding_actions.claim(s, actor(), serial)
+                onboarding_actions.claim(
+                    s,
+                    actor(),
+                    serial,
+                    form.device_cert_sha256.data or None,
+                    form.ek_sha256.data or None,
+                    allow_unpinned=services().settings.allow_unpinned_claims,
+                )
         except ApiError as exc:
             apply_errors(form, exc)
         else:
@@ -95,7 +106,9 @@ def claim_csv() -> Response | tuple[str, int]:
     if form.validate_on_submit():
         data = form.file.data.stream.read(MAX_CSV_BYTES + 1)
         with services().db.transaction() as s:
-            result = onboarding_actions.claim_csv(s, actor(), data)
+            result = onboarding_actions.claim_csv(
+                s, actor(), data, allow_unpinned=services().settings.allow_unpinned_claims
+            )
         if not result.errors:
             flash(f"{len(result.serials)} serials claimed.", "info")
             return redirect(url_for("ui.onboarding"))
@@ -135,14 +148,32 @@ def bundle() -> Response | tuple[str, int]:
     top = f"outpost-onboarding-{batch}"
     buf = io.BytesIO()
     with tempfile.TemporaryDirectory(prefix="outpost-bundle-") as tmp:
-        out = write_onboarding_bundle(svc.pki, Path(tmp) / top, svc.settings.public_url, batch)
+        out = Path(tmp) / top
+        with svc.db.transaction() as s:
+            batch_actions.issue_bundle(s, actor(), svc.pki, out, svc.settings.public_url, batch)
         with tarfile.open(fileobj=buf, mode="w:gz") as tar:
             tar.add(out, arcname=top, filter=_anonymous)
-    with svc.db.transaction() as s:
-        audit(s, actor(), "onboarding.bundle", batch, controller_url=svc.settings.public_url)
     buf.seek(0)
     resp = send_file(
         buf, mimetype="application/gzip", as_attachment=True, download_name=f"{top}.tar.gz"
     )
     resp.headers["Cache-Control"] = "no-store"  # it holds a private key
     return resp
+
+
+@ui.post("/onboarding/batches/<name>/revoke")
+@requires("admin")
+def revoke_batch(name: str) -> Response:
+    """Revoke an onboarding batch: its certificate registers no node any more."""
+    form = RevokeBatchForm()
+    if not form.validate_on_submit():
+        flash("Give a reason to revoke the batch.", "error")
+        return redirect(url_for("ui.onboarding"))
+    try:
+        with services().db.transaction() as s:
+            batch_actions.revoke_batch(s, actor(), name, {"reason": form.reason.data})
+    except ApiError as exc:
+        flash(exc.message, "error")
+    else:
+        flash(f"Onboarding batch {name} revoked: its certificate registers no node.", "info")
+    return redirect(url_for("ui.onboarding"))

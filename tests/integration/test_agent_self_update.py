@@ -92,15 +92,23 @@ class UpdNode:
             data=data,
         )
         assert r.status_code == 201, r.text
-        r = self.node.api("PUT", f"/nodes/{SERIAL}/agent-release", json={"version": version})
+        body = {"version": version, "accept_baseline": True}  # the admin accepts its digest
+        r = self.node.api("PUT", f"/nodes/{SERIAL}/agent-release", json=body)
         assert r.status_code == 200, r.text
 
 
 @pytest.fixture
-def upd_node(tmp_path, podman_engine, libvirt_uri, swtpm) -> Iterator[UpdNode]:  # type: ignore[no-untyped-def]
+def upd_node(tmp_path, podman_engine, libvirt_uri, swtpm_with_ek) -> Iterator[UpdNode]:  # type: ignore[no-untyped-def]
     no_images = SimpleNamespace(images=[])
     with e2e_node(
-        tmp_path, SERIAL, no_images, podman_engine, libvirt_uri, "tcg", tpm=swtpm.tcti
+        tmp_path,
+        SERIAL,
+        no_images,
+        podman_engine,
+        libvirt_uri,
+        "tcg",
+        ek_ca_bundle=swtpm_with_ek.ek_ca_bundle,
+        tpm=swtpm_with_ek.tcti,
     ) as node:
         source = node.base / "builtin"
         for package in PACKAGES:

@@ -7,6 +7,7 @@ import pytest
 
 from node_agent.attest import AttestationRefused
 from node_agent.client import ControllerError
+from node_agent.identity import OnboardingRefused, onboard
 from protocol.attest import AttestResult
 from protocol.messages import AppState
 from tests.fixtures.attest_node import make_agent, provision
@@ -24,9 +25,9 @@ def _trust(ctl, serial="sn-a"):  # type: ignore[no-untyped-def]
 
 
 def test_a_node_with_a_tpm_onboards_with_a_key_that_never_leaves_the_tpm(
-    bundle, tmp_path, swtpm, controller_server
+    bundle, tmp_path, swtpm_with_ek, controller_server
 ):
-    agent = make_agent(bundle, tmp_path / "state", swtpm.tcti)
+    agent = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti)
     agent.start()
     identity_dir = tmp_path / "state" / "identity"
     assert not (identity_dir / "device.key").exists()
@@ -38,9 +39,9 @@ def test_a_node_with_a_tpm_onboards_with_a_key_that_never_leaves_the_tpm(
 
 
 def test_the_node_attests_with_a_tpm_quote_and_then_gets_its_config(
-    bundle, tmp_path, swtpm, controller_server
+    bundle, tmp_path, swtpm_with_ek, controller_server
 ):
-    agent = make_agent(bundle, tmp_path / "state", swtpm.tcti)
+    agent = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti)
     agent.start()
     (status,) = agent.once()
     assert status.state is AppState.RUNNING
@@ -53,8 +54,8 @@ def test_the_node_attests_with_a_tpm_quote_and_then_gets_its_config(
     agent.close()
 
 
-def test_config_without_an_integrity_token_is_refused(bundle, tmp_path, swtpm):
-    agent = make_agent(bundle, tmp_path / "state", swtpm.tcti)
+def test_config_without_an_integrity_token_is_refused(bundle, tmp_path, swtpm_with_ek):
+    agent = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti)
     agent.start()
     with pytest.raises(ControllerError) as err:
         agent.client.signed(agent.identity.device, "config", {"config_hash": ""})
@@ -62,8 +63,8 @@ def test_config_without_an_integrity_token_is_refused(bundle, tmp_path, swtpm):
     agent.close()
 
 
-def test_the_integrity_token_is_kept_in_memory_only(bundle, tmp_path, swtpm):
-    agent = make_agent(bundle, tmp_path / "state", swtpm.tcti)
+def test_the_integrity_token_is_kept_in_memory_only(bundle, tmp_path, swtpm_with_ek):
+    agent = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti)
     agent.start()
     agent.once()
     token = agent.attestor.token.encode()
@@ -73,15 +74,15 @@ def test_the_integrity_token_is_kept_in_memory_only(bundle, tmp_path, swtpm):
 
 
 def test_an_agent_restart_attests_again_and_carries_on_the_event_log(
-    bundle, tmp_path, swtpm, controller_server
+    bundle, tmp_path, swtpm_with_ek, controller_server
 ):
-    first = make_agent(bundle, tmp_path / "state", swtpm.tcti)
+    first = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti)
     first.start()
     first.once()
     events = list(first.measurements.events)
     first.close()
     attested_at = _trust(controller_server)["attested_at"]
-    again = make_agent(bundle, tmp_path / "state", swtpm.tcti)
+    again = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti)
     again.start()
     assert again.measurements.events == events  # same TPM boot: nothing new to measure
     assert again.attestor.token is None
@@ -92,14 +93,14 @@ def test_an_agent_restart_attests_again_and_carries_on_the_event_log(
 
 
 def test_after_a_tpm_reset_the_node_measures_afresh_and_attests(
-    bundle, tmp_path, swtpm, controller_server
+    bundle, tmp_path, swtpm_with_ek, controller_server
 ):
-    first = make_agent(bundle, tmp_path / "state", swtpm.tcti)
+    first = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti)
     first.start()
     first.once()
     first.close()
-    swtpm.reboot()
-    again = make_agent(bundle, tmp_path / "state", swtpm.tcti)
+    swtpm_with_ek.reboot()
+    again = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti)
     again.start()
     assert [e.type.value for e in again.measurements.events] == ["agent", "config", "image"]
     again.attest()
@@ -119,11 +120,25 @@ def test_a_node_without_a_tpm_attests_with_self_reported_measurements(
     assert "self-reported" in trust["reason"]
 
 
-def test_the_fleet_policy_can_refuse_nodes_without_a_tpm(bundle, tmp_path, controller_server):
+def test_the_fleet_policy_refuses_a_node_without_a_tpm_at_register(
+    bundle, tmp_path, controller_server
+):
     r = controller_server.api("PATCH", "/trust/policy", json={"tpm_less": "refuse"})
     assert r.status_code == 200
     agent = make_agent(bundle, tmp_path / "state", "none")
+    with pytest.raises(OnboardingRefused) as err:
+        onboard(agent.client, tmp_path / "state", bundle, "sn-a", {})
+    assert (err.value.status, err.value.code) == (403, "tpm_required")
+    assert controller_server.api("GET", "/nodes/sn-a").json()["state"] == "claimed"
+
+
+def test_a_tpm_less_node_registered_before_the_policy_changed_is_refused_at_attest(
+    bundle, tmp_path, controller_server
+):
+    agent = make_agent(bundle, tmp_path / "state", "none")
     agent.start()
+    r = controller_server.api("PATCH", "/trust/policy", json={"tpm_less": "refuse"})
+    assert r.status_code == 200
     with pytest.raises(AttestationRefused) as err:
         agent.attest()
     assert err.value.result is AttestResult.NO_CERT_FOUND

@@ -2,7 +2,8 @@
 baseline or configs changed on the controller; no token is issued and the one the node
 held stops working, so it gets no new config but keeps running what it had.
 
-Real swtpm, real controller over HTTPS, the agent's own TPM and measurement code.
+Real swtpm (with EK certificates), real controller over HTTPS, the agent's own TPM and
+measurement code.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def attested(controller_server, tmp_path, swtpm):  # type: ignore[no-untyped-def]
+def attested(controller_server, tmp_path, swtpm_with_ek):  # type: ignore[no-untyped-def]
     """A node that attested, got its config and runs its app; plus the controller's view."""
     bundle = provision(controller_server, tmp_path)
-    agent = make_agent(bundle, tmp_path / "state", swtpm.tcti)
+    agent = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti)
     agent.start()
     agent.once()
     agent.attest()  # evidence now covers the config and the image
@@ -56,18 +57,18 @@ def _refused_and_unchanged(ctl, agent, before, result: str) -> None:  # type: ig
     assert err.value.status == 403
 
 
-def test_a_changed_agent_file_is_a_policy_mismatch(controller_server, tmp_path, swtpm):
+def test_a_changed_agent_file_is_a_policy_mismatch(controller_server, tmp_path, swtpm_with_ek):
     code = tmp_path / "code"
     roots = [shutil.copytree(root, code / root.name) for root in CODE_ROOTS]
     bundle = provision(controller_server, tmp_path)
-    first = make_agent(bundle, tmp_path / "state", swtpm.tcti, code_roots=roots)
+    first = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti, code_roots=roots)
     first.start()
     first.once()
     first.attest()
     first.close()
     before = snapshot(controller_server)
     (Path(roots[0]) / "agent.py").write_text("# patched by an attacker\n", encoding="utf-8")
-    patched = make_agent(bundle, tmp_path / "state", swtpm.tcti, code_roots=roots)
+    patched = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti, code_roots=roots)
     patched.start()
     with pytest.raises(AttestationRefused) as err:
         patched.attest()
@@ -79,7 +80,9 @@ def test_a_changed_agent_file_is_a_policy_mismatch(controller_server, tmp_path, 
     patched.close()
 
 
-def test_a_changed_checkpoint_is_a_policy_mismatch(attested, controller_server, tmp_path, swtpm):
+def test_a_changed_checkpoint_is_a_policy_mismatch(
+    attested, controller_server, tmp_path, swtpm_with_ek
+):
     attested.close()
     path = tmp_path / "state" / "checkpoint.json"
     data = json.loads(path.read_text())
@@ -88,7 +91,7 @@ def test_a_changed_checkpoint_is_a_policy_mismatch(attested, controller_server, 
     data["envelope"]["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
     path.write_text(json.dumps(data))
     before = snapshot(controller_server)
-    restarted = make_agent(attested.settings.bundle_dir, tmp_path / "state", swtpm.tcti)
+    restarted = make_agent(attested.settings.bundle_dir, tmp_path / "state", swtpm_with_ek.tcti)
     restarted.start()
     with pytest.raises(AttestationRefused) as err:
         restarted.attest()

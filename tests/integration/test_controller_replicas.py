@@ -31,6 +31,8 @@ def replicas(postgres_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
                 postgres_url,
                 "--token-file",
                 str(token_file),
+                "--tpm-less",
+                "allow",  # the simulated node has no TPM
             ]
         )
         == 0
@@ -66,10 +68,11 @@ def test_nodes_polling_either_replica_get_the_same_config(replicas, tmp_path):
     auth = {"Authorization": f"Bearer {token}"}
     bundle = tmp_path / "bundle"
     controller_main(["--data-dir", str(data), "bundle", "--out", str(bundle)])
-    requests.post(
-        f"{a}/api/v1/nodes/claim", json={"serial": "sn-r"}, headers=auth, verify=ca, timeout=30
-    ).raise_for_status()
     dev = SimDevice.from_bundle(bundle, "sn-r")
+    claim = {"serial": "sn-r", "device_cert_sha256": dev.device.sha256}
+    requests.post(
+        f"{a}/api/v1/nodes/claim", json=claim, headers=auth, verify=ca, timeout=30
+    ).raise_for_status()
     r = requests.post(
         f"{b}/api/v1/device/register", json=dev.register_body(), verify=ca, timeout=30
     )

@@ -1,4 +1,5 @@
-"""The node's image store against a real HTTPS controller datastore."""
+"""The node's image store against a real HTTPS controller datastore, with the signed URL a
+registered, attested node's config carries (anonymous downloads are refused)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ import hashlib
 import os
 
 import pytest
+import requests
 
+from controller.store.key_files import DOWNLOAD_KEY_FILE
+from controller.trust.downloads import signed_blob_url
 from node_agent.client import ControllerClient
 from node_agent.image_store import ImageError, ImageStore
 from protocol.desired_state import ImageRef
+from tests.device_sim import SimDevice
 
 pytestmark = pytest.mark.integration
 DATA = os.urandom(3 * 1024 * 1024 + 17)
@@ -17,7 +22,7 @@ SHA = hashlib.sha256(DATA).hexdigest()
 
 
 @pytest.fixture
-def uploaded(controller_server):  # type: ignore[no-untyped-def]
+def uploaded(controller_server, tmp_path):  # type: ignore[no-untyped-def]
     r = controller_server.api(
         "POST",
         "/images",
@@ -25,6 +30,19 @@ def uploaded(controller_server):  # type: ignore[no-untyped-def]
         data=DATA,
     )
     assert r.status_code == 201, r.text
+    node = SimDevice.from_bundle(controller_server.bundle(tmp_path / "bundle"), "sn-dl")
+    controller_server.api("POST", "/nodes/claim", json={"serial": "sn-dl"}).raise_for_status()
+    ca = str(controller_server.root_ca)
+    requests.post(
+        f"{controller_server.url}/api/v1/device/register",
+        json=node.register_body(),
+        verify=ca,
+        timeout=30,
+    ).raise_for_status()
+    node.attest_over_https(controller_server.url, ca)
+    uuid = controller_server.api("GET", "/nodes/sn-dl").json()["uuid"]
+    key = (controller_server.data_dir / DOWNLOAD_KEY_FILE).read_bytes().strip()
+    controller_server.blob_url = signed_blob_url(controller_server.url, SHA, uuid, key)  # type: ignore[attr-defined]
     return controller_server
 
 
@@ -40,7 +58,7 @@ def _ref(server, sha=SHA, size=None, fmt="raw"):  # type: ignore[no-untyped-def]
         sha256=sha,
         size=len(DATA) if size is None else size,
         format=fmt,
-        url=f"{server.url}/datastore/sha256/{SHA}",
+        url=server.blob_url,
     )
 
 

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from controller.cli import main as controller_main
 from images.manifest import Manifest
 from lab.qemu_node import GUEST_CONTROLLER_IP, GUEST_CONTROLLER_URL, QemuNode, QemuNodeConfig
+from lab.swtpm_ek import LocalEkCa
 from tests.fixtures.controller_server import ControllerServer, free_port, start_controller
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -51,6 +52,7 @@ class Lab:
         self.base = base
         self.port = free_port()
         data_dir, token_file = base / "controller", base / "admin-token"
+        ek_bundle = LocalEkCa(base / "ek-ca").ensure_ca()  # the vTPM's maker
         assert (
             controller_main(
                 [
@@ -65,6 +67,9 @@ class Lab:
                     str(token_file),
                     "--node-config-interval",
                     "5",
+                    "--ek-ca-bundle",
+                    str(ek_bundle),
+                    "--allow-unpinned-claims",  # claimed before its console shows the identity
                 ]
             )
             == 0

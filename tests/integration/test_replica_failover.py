@@ -10,6 +10,7 @@ its timings). Background work once across replicas is the marked test at the end
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import subprocess
 import time
@@ -52,9 +53,13 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def _commit(repo: Path, serial: str) -> str:
+    """A revision naming one more node (claimed pinned: the controller refuses bare serials)."""
     site = repo / "sites" / "lab"
     site.mkdir(parents=True, exist_ok=True)
-    (site / "site.yaml").write_text(f"kind: Site\nspec:\n  nodes: [{serial}]\n")
+    pin = hashlib.sha256(serial.encode()).hexdigest()
+    (site / f"{serial}.yaml").write_text(
+        f"kind: Node\nspec:\n  serial: {serial}\n  device_cert_sha256: {pin}\n"
+    )
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "-m", f"site with {serial}")
     return _git(repo, "rev-parse", "HEAD")

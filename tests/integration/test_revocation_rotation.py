@@ -40,14 +40,14 @@ def _registered_cert(ctl) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_the_agent_renews_its_device_cert_before_it_expires(
-    bundle, tmp_path, swtpm, controller_server
+    bundle, tmp_path, swtpm_with_ek, controller_server
 ):
-    first = make_agent(bundle, tmp_path / "state", swtpm.tcti)
+    first = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti)
     first.start()
     old = first.identity.device
     first.close()
     # a renewal window longer than the cert's life: due at the next start
-    again = make_agent(bundle, tmp_path / "state", swtpm.tcti, device_cert_renew_days=36500)
+    again = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti, device_cert_renew_days=36500)
     again.start()
     new = again.identity.device
     assert new.sha256 != old.sha256
@@ -60,23 +60,23 @@ def test_the_agent_renews_its_device_cert_before_it_expires(
 
 
 def test_a_renewal_the_controller_took_but_the_node_did_not_finish_completes_at_start(
-    bundle, tmp_path, swtpm, controller_server
+    bundle, tmp_path, swtpm_with_ek, controller_server
 ):
-    agent = make_agent(bundle, tmp_path / "state", swtpm.tcti)
+    agent = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti)
     agent.start()
     pending = pki.make_device_cert("sn-a", agent.identity.device.key)
     (tmp_path / "state/identity/device.next.pem").write_text(pending.cert_pem())
     agent.client.signed(agent.identity.device, "renew", {"device_cert_pem": pending.cert_pem()})
     agent.close()  # the node stopped before promoting the new cert
-    again = make_agent(bundle, tmp_path / "state", swtpm.tcti)
+    again = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti)
     again.start()
     assert again.identity.device.sha256 == pending.sha256 == _registered_cert(controller_server)
     assert not (tmp_path / "state/identity/device.next.pem").exists()
     again.close()
 
 
-def test_renewal_is_not_done_long_before_expiry(bundle, tmp_path, swtpm):
-    agent = make_agent(bundle, tmp_path / "state", swtpm.tcti)
+def test_renewal_is_not_done_long_before_expiry(bundle, tmp_path, swtpm_with_ek):
+    agent = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti)
     agent.start()
     same = renew_if_due(agent.client, tmp_path / "state", agent.identity, "sn-a", 30)
     assert same is agent.identity
@@ -93,9 +93,9 @@ def _rotated(ctl, agent) -> dict:  # type: ignore[no-untyped-def,type-arg]
 
 
 def test_the_node_follows_a_signing_cert_rotation_without_onboarding_again(
-    bundle, tmp_path, swtpm, controller_server
+    bundle, tmp_path, swtpm_with_ek, controller_server
 ):
-    agent = make_agent(bundle, tmp_path / "state", swtpm.tcti)
+    agent = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti)
     agent.start()
     agent.once()
     node_uuid = agent.identity.node_uuid
@@ -104,17 +104,17 @@ def test_the_node_follows_a_signing_cert_rotation_without_onboarding_again(
     assert kept == {rotated["signing_sha256"]}  # the old cert is retired with the new config
     assert agent.identity.node_uuid == node_uuid
     agent.close()
-    restarted = make_agent(bundle, tmp_path / "state", swtpm.tcti)
+    restarted = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti)
     restarted.start()  # the checkpoint signed by the new cert verifies from disk
     assert restarted.desired is not None and restarted.desired.apps == []
     restarted.close()
 
 
 def test_a_config_signed_by_a_rotated_out_key_is_refused_by_the_node(
-    bundle, tmp_path, swtpm, controller_server
+    bundle, tmp_path, swtpm_with_ek, controller_server
 ):
     ctl = controller_server
-    agent = make_agent(bundle, tmp_path / "state", swtpm.tcti)
+    agent = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti)
     agent.start()
     agent.once()
     rotated = _rotated(ctl, agent)  # the node holds a config signed by the new key
@@ -133,11 +133,38 @@ def test_a_config_signed_by_a_rotated_out_key_is_refused_by_the_node(
     agent.close()
 
 
+def test_a_rotation_alone_moves_the_node_off_the_old_key(
+    bundle, tmp_path, swtpm_with_ek, controller_server
+):
+    """No content change after the rotation: the controller still re-signs the node's
+    config with the new key, the node takes it and drops the old cert, and a config the
+    old key signs afterwards is refused."""
+    ctl = controller_server
+    agent = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti)
+    agent.start()
+    agent.once()
+    generation = agent.desired.generation
+    rotated = ctl.api("POST", "/trust/rotate-signing").json()
+
+    agent.fetch_config()
+
+    kept = {pki.cert_sha256(c) for c in agent.checkpoint.load_signers()}
+    assert kept == {rotated["signing_sha256"]}
+    assert agent.desired.generation == generation  # same content, re-signed
+    old = rotated["previous_sha256"][:16]
+    pki_dir = ctl.data_dir / "pki"
+    old_key = pki.load_identity(pki_dir / f"signing-{old}.pem", pki_dir / f"signing-{old}.key")
+    forged = agent.desired.model_copy(update={"generation": generation + 1})
+    with pytest.raises(ConfigRejected, match="unknown signer"):
+        agent.take_config(envelope.seal(forged.model_dump(mode="json"), old_key))
+    agent.close()
+
+
 def test_a_revoked_node_checks_back_slowly_and_never_reports_an_outage(
-    bundle, tmp_path, swtpm, controller_server, caplog
+    bundle, tmp_path, swtpm_with_ek, controller_server, caplog
 ):
     ctl = controller_server
-    agent = make_agent(bundle, tmp_path / "state", swtpm.tcti, revoked_check_s=321.0)
+    agent = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti, revoked_check_s=321.0)
     agent.start()
     agent.once()
     ctl.api("POST", "/trust/nodes/sn-a/revoke", json={"reason": "stolen"}).raise_for_status()
@@ -157,10 +184,10 @@ def test_a_revoked_node_checks_back_slowly_and_never_reports_an_outage(
 
 
 def test_a_node_revoked_from_the_cli_is_cut_off_but_keeps_its_apps(
-    bundle, tmp_path, swtpm, controller_server
+    bundle, tmp_path, swtpm_with_ek, controller_server
 ):
     ctl = controller_server
-    agent = make_agent(bundle, tmp_path / "state", swtpm.tcti)
+    agent = make_agent(bundle, tmp_path / "state", swtpm_with_ek.tcti)
     agent.start()
     agent.once()
     cli = [sys.executable, "-m", "outpost_cli.main", "--url", ctl.url]

@@ -74,19 +74,43 @@ def test_a_bad_version_string_is_refused_with_the_field_named(client, admin_head
     assert r.get_json()["error"]["details"][0]["field"] == "version"
 
 
-def test_a_node_targeting_a_release_gets_a_signed_manifest_and_baseline(
-    client, admin_headers, tarball, controller_app
-):  # type: ignore[no-untyped-def]
+def _uploaded_and_attested(client, admin_headers, tarball, controller_app):  # type: ignore[no-untyped-def]
+    """The release uploaded; node n1 claimed with an attestation baseline of its own."""
     assert _upload(client, admin_headers, tarball.read_bytes()).status_code == 201
     client.post("/api/v1/nodes/claim", json={"serial": "n1"}, headers=admin_headers)
     services = controller_app.extensions["outpost"]
     with services.db.transaction() as s:
         node = s.scalar(select(Node).where(Node.serial == "n1"))
         trust_of(s, node).baseline = {"agent": ["11" * 32], "pcrs": {}}
+    return services
+
+
+def test_a_release_changes_no_baseline_unless_the_admin_accepts_it(
+    client, admin_headers, tarball, controller_app
+):  # type: ignore[no-untyped-def]
+    services = _uploaded_and_attested(client, admin_headers, tarball, controller_app)
     r = client.put(
         "/api/v1/nodes/n1/agent-release", json={"version": "2.0.0"}, headers=admin_headers
     )
+    assert r.status_code == 409 and r.get_json()["error"]["code"] == "not_in_baseline"
+    with services.db.transaction() as s:
+        node = s.scalar(select(Node).where(Node.serial == "n1"))
+        assert trust_of(s, node).baseline["agent"] == ["11" * 32]
+        assert "agent" not in (node.settings or {})
+
+
+def test_a_node_targeting_a_release_gets_a_signed_manifest_and_baseline(
+    client, admin_headers, tarball, controller_app
+):  # type: ignore[no-untyped-def]
+    services = _uploaded_and_attested(client, admin_headers, tarball, controller_app)
+    r = client.put(
+        "/api/v1/nodes/n1/agent-release",
+        json={"version": "2.0.0", "accept_baseline": True},
+        headers=admin_headers,
+    )
     assert r.status_code == 200, r.get_json()
+    events = client.get("/api/v1/audit", headers=admin_headers).get_json()["events"]
+    assert "trust.baseline_add_agent" in [e["action"] for e in events]
     digest = inspect_bundle(tarball)[1]
     settings = client.get("/api/v1/nodes/n1", headers=admin_headers).get_json()["settings"]
     target = NodeSettings.model_validate(settings).agent

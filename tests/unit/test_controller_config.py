@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -78,7 +79,9 @@ def test_assigning_an_app_raises_the_generation_and_carries_the_image(
     assert second.generation == first.generation + 1
     (app,) = second.apps
     assert app.image.sha256 == hashlib.sha256(OCI).hexdigest()
-    assert app.image.url.endswith(f"/datastore/sha256/{app.image.sha256}")
+    url = urlsplit(app.image.url)
+    assert url.path.endswith(f"/datastore/sha256/{app.image.sha256}")
+    assert set(parse_qs(url.query)) == {"node", "sig"}  # signed for this node
 
 
 def test_a_tampered_config_is_rejected_by_the_node(client, node, verifier):

@@ -104,7 +104,7 @@ def test_a_stored_image_is_served_by_digest_with_ranges(client, admin_headers):
     client.post(
         f"/api/v1/images?name=i&format=oci-archive&sha256={sha}", data=data, headers=admin_headers
     )
-    r = client.get(f"/datastore/sha256/{sha}", headers={"Range": "bytes=4-"})
+    r = client.get(f"/datastore/sha256/{sha}", headers={"Range": "bytes=4-", **admin_headers})
     assert r.status_code == 206 and r.data == b"456789"
 
 

@@ -108,8 +108,10 @@ def test_assigning_an_app_to_a_node_from_the_app_page(ui_client, ui_app):
 
 
 def _upload(ui, name: str, data: bytes, sha: str = ""):  # type: ignore[no-untyped-def]
+    """As the page's form posts it: the CSRF token also in the action's query string (a
+    large upload is admitted before its body is read)."""
     return ui.post(
-        "/ui/images/upload",
+        f"/ui/images/upload?csrf_token={ui.token}",
         {
             "up-name": name,
             "up-format": "oci-archive",

@@ -58,9 +58,14 @@ def _csv(client, text: bytes):  # type: ignore[no-untyped-def]
 
 
 def test_a_csv_claims_every_serial(ui_client, ui_app):
-    resp = _csv(ui_client("operator"), b"serial,site\nsn-a,lab\nsn-b,lab\n\nsn-c\n")
+    dev, ek = "ab" * 32, "CD:" * 31 + "CD"
+    rows = f"serial,device_cert_sha256,ek_sha256\nsn-a,{dev},{ek}\nsn-b,,\n\nsn-c\n"
+    resp = _csv(ui_client("operator"), rows.encode())
     assert resp.status_code == 302
     assert _serials(ui_app) == {"sn-a", "sn-b", "sn-c"}
+    with _db(ui_app).transaction() as s:
+        node = s.scalar(select(Node).where(Node.serial == "sn-a"))
+        assert (node.pinned_device_cert_sha256, node.pinned_ek_sha256) == (dev, "cd" * 32)
 
 
 def test_a_csv_with_bad_rows_claims_nothing_and_names_each_row(ui_client, ui_app):
@@ -131,3 +136,50 @@ def test_a_bad_batch_name_is_refused(ui_client):
     resp = ui_client("admin").post("/ui/onboarding/bundle", {"batch": "../etc"})
     assert resp.status_code == 422
     assert 'id="batch-error"' in resp.get_data(as_text=True)
+
+
+def test_the_pending_table_shows_the_fingerprints_an_approval_pins(ui_client, ui_app):
+    device, ek = "d1" * 32, "e1" * 32
+    with _db(ui_app).transaction() as s:
+        s.add(
+            PendingRegistration(
+                serial="sn-fp",
+                device_cert_sha256=device,
+                ek_sha256=ek,
+                onboarding_cert_sha256="o" * 64,
+                source="192.0.2.4",
+                conflicts=2,
+            )
+        )
+    ui = ui_client("operator")
+    page = ui.get("/ui/onboarding").get_data(as_text=True)
+    assert device in page and ek in page and "192.0.2.4" in page and "<strong>2</strong>" in page
+    assert ui.post("/ui/onboarding/pending/sn-fp/approve").status_code == 302
+    with _db(ui_app).transaction() as s:
+        node = s.scalar(select(Node).where(Node.serial == "sn-fp"))
+        assert (node.pinned_device_cert_sha256, node.pinned_ek_sha256) == (device, ek)
+
+
+def test_a_claim_from_the_form_pins_the_fingerprints(ui_client, ui_app):
+    form = {"serial": "sn-pin", "device_cert_sha256": "AB:" * 31 + "AB", "ek_sha256": ""}
+    assert ui_client("operator").post("/ui/onboarding/claim", form).status_code == 302
+    with _db(ui_app).transaction() as s:
+        node = s.scalar(select(Node).where(Node.serial == "sn-pin"))
+        assert (node.pinned_device_cert_sha256, node.pinned_ek_sha256) == ("ab" * 32, None)
+
+
+def test_an_admin_revokes_a_batch_from_the_onboarding_page(ui_client, ui_app):
+    admin = ui_client("admin")
+    assert admin.post("/ui/onboarding/bundle", {"batch": "b-2024"}).status_code == 200
+    page = admin.get("/ui/onboarding").get_data(as_text=True)
+    assert "b-2024" in page and "Revoke batch b-2024" in page
+    operator = ui_client("operator")
+    refused = operator.post("/ui/onboarding/batches/b-2024/revoke", {"reason": "x"})
+    assert refused.status_code == 403
+    done = admin.post("/ui/onboarding/batches/b-2024/revoke", {"reason": "leaked"})
+    assert done.status_code == 302
+    page = admin.get(done.headers["Location"]).get_data(as_text=True)
+    assert "revoked</strong> leaked" in page
+    with _db(ui_app).transaction() as s:
+        actions = list(s.scalars(select(AuditEvent.action)))
+    assert "onboarding.revoke_batch" in actions

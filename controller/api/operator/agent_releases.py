@@ -15,7 +15,7 @@ from protocol.desired_state import MAX_AGENT_BUNDLE_BYTES
 
 
 @ops_api.post("/agent-releases")
-@require_role("operator")
+@require_role("admin")
 @doc(
     "Upload an agent release bundle (body: the tarball; see `outpost agent-release build`)",
     query=agent_releases.ReleaseQuery,
@@ -37,10 +37,11 @@ def list_agent_releases() -> ResponseReturnValue:
 
 
 @ops_api.put("/nodes/<key>/agent-release")
-@require_role("operator")
+@require_role("admin")
 @doc(
     "Set the agent release a node should run (null: keep its version); the node installs"
-    " it, switches and keeps it only if it re-attests and reports within the commit window",
+    " it, switches and keeps it only if it re-attests and reports within the commit window;"
+    " accept_baseline adds its code digest to the node's attestation baseline (audited)",
     body=agent_releases.NodeReleaseBody,
 )
 def put_node_agent_release(key: str) -> ResponseReturnValue:

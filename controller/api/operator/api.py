@@ -5,6 +5,7 @@ from controller.api.operator import (  # noqa: F401  (registers routes)
     agent_releases,
     apps,
     audit,
+    batches,
     gitops,
     images,
     networks,

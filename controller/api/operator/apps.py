@@ -1,4 +1,7 @@
-"""Operator API: app definitions — create, show, replace (update), delete, label selectors."""
+"""Operator API: app definitions — create, show, replace (update), delete, label selectors.
+
+Secret env values (``secret_env``) are shown to operators and admins (they set them);
+a viewer token sees ``<secret>``."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from flask import jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from controller.api.auth import require_role
+from controller.api.auth import caller_has, require_role
 from controller.api.openapi import Link, doc
 from controller.api.operator.blueprint import ops_api
 from controller.domain import apps
@@ -34,7 +37,9 @@ from controller.web.context import actor, svc
 def create_app_def() -> ResponseReturnValue:
     data = json_body()
     with svc().db.transaction() as s:
-        out = apps.create_app(s, actor(), data)
+        apps.create_app(s, actor(), data)
+        app = find_app(s, str(data.get("name")))
+        out = app_json(app, s.get(Image, app.image_id), reveal=True)  # type: ignore[arg-type]
     return jsonify(out), 201
 
 
@@ -44,7 +49,9 @@ def create_app_def() -> ResponseReturnValue:
 def replace_app(name: str) -> ResponseReturnValue:
     data = json_body()
     with svc().db.transaction() as s:
-        out = apps.replace_app(s, actor(), name, data)
+        apps.replace_app(s, actor(), name, data)
+        app = find_app(s, name)
+        out = app_json(app, s.get(Image, app.image_id), reveal=True)  # type: ignore[arg-type]
     return jsonify(out)
 
 
@@ -56,7 +63,8 @@ def list_apps() -> ResponseReturnValue:
         rows = s.execute(
             select(App, Image).join(Image, Image.id == App.image_id).order_by(App.name)
         ).all()
-        return jsonify({"apps": [app_json(a, i) for a, i in rows]})
+        reveal = caller_has("operator")
+        return jsonify({"apps": [app_json(a, i, reveal) for a, i in rows]})
 
 
 @ops_api.get("/apps/<name>")
@@ -65,7 +73,9 @@ def list_apps() -> ResponseReturnValue:
 def show_app(name: str) -> ResponseReturnValue:
     with svc().db.transaction() as s:
         app = find_app(s, name)
-        out = app_json(app, s.get(Image, app.image_id))  # type: ignore[arg-type]
+        image = s.get(Image, app.image_id)
+        assert image is not None
+        out = app_json(app, image, reveal=caller_has("operator"))
         rows = s.execute(
             select(Node, Assignment)
             .join(Assignment, Assignment.node_id == Node.id)

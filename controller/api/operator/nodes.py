@@ -11,7 +11,7 @@ from flask.typing import ResponseReturnValue
 from pydantic import Field
 from sqlalchemy import select
 
-from controller.api.auth import require_role
+from controller.api.auth import caller_has, require_role
 from controller.api.openapi import Link, doc
 from controller.api.operator.blueprint import ops_api
 from controller.domain import events, nodes, onboarding
@@ -45,7 +45,9 @@ class LogQuery(Body):
 @ops_api.post("/nodes/claim")
 @require_role("operator")
 @doc(
-    "Claim a serial so the node carrying it may onboard (200: it was claimed already)",
+    "Claim a serial so the node carrying it may onboard, pinned to its device and/or EK"
+    " certificate fingerprint (unpinned only when the controller allows it); 200: it was"
+    " claimed already",
     body=ClaimBody,
     status=201,
     also=(200,),
@@ -59,9 +61,17 @@ class LogQuery(Body):
 )
 def claim() -> ResponseReturnValue:
     body = parse(ClaimBody, json_body())
-    with svc().db.transaction() as s:
-        new = onboarding.claim(s, actor(), body.serial)
-        return jsonify(node_json(s, find_node(s, body.serial))), 201 if new else 200
+    services = svc()
+    with services.db.transaction() as s:
+        node, new = onboarding.claim(
+            s,
+            actor(),
+            body.serial,
+            body.device_cert_sha256,
+            body.ek_sha256,
+            allow_unpinned=services.settings.allow_unpinned_claims,
+        )
+        return jsonify(node_json(s, node)), 201 if new else 200
 
 
 @ops_api.get("/nodes")
@@ -87,11 +97,13 @@ def show_node(key: str) -> ResponseReturnValue:
 
 @ops_api.patch(NODE)
 @require_role("operator")
-@doc("Set a node's labels and/or settings", body=NodePatch)
+@doc("Set a node's labels and/or settings (debug access: admin only)", body=NodePatch)
 def patch_node(key: str) -> ResponseReturnValue:
     body = parse(NodePatch, json_body())
     with svc().db.transaction() as s:
-        node = nodes.update_node(s, actor(), key, body.labels, body.settings)
+        node = nodes.update_node(
+            s, actor(), key, body.labels, body.settings, may_debug=caller_has("admin")
+        )
         return jsonify(node_json(s, node))
 
 
@@ -139,25 +151,12 @@ def unassign(key: str, name: str) -> ResponseReturnValue:
 def pending() -> ResponseReturnValue:
     with svc().db.transaction() as s:
         rows = s.scalars(select(PendingRegistration).order_by(PendingRegistration.serial)).all()
-        return jsonify(
-            {
-                "pending": [
-                    {
-                        "serial": p.serial,
-                        "device_cert_sha256": p.device_cert_sha256,
-                        "first_seen": p.first_seen.isoformat() + "Z",
-                        "last_seen": p.last_seen.isoformat() + "Z",
-                        "attempts": p.attempts,
-                    }
-                    for p in rows
-                ]
-            }
-        )
+        return jsonify({"pending": [onboarding.pending_json(p) for p in rows]})
 
 
 @ops_api.post("/pending/<serial>/<any(approve,reject):decision>")
 @require_role("operator")
-@doc("Approve (claim) or reject a pending node")
+@doc("Approve (claim, pinned to the identity it showed) or reject a pending node")
 def decide(serial: str, decision: str) -> ResponseReturnValue:
     with svc().db.transaction() as s:
         onboarding.decide(s, actor(), serial, decision)

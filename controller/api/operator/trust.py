@@ -3,9 +3,7 @@ accepting a new baseline, revoking a node, rotating the config-signing cert."""
 
 from __future__ import annotations
 
-import dataclasses
-
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
@@ -14,7 +12,7 @@ from controller.api.openapi import doc
 from controller.domain.common import parse
 from controller.store.lookup import find_node
 from controller.store.models import Node, NodeTrust
-from controller.trust import actions
+from controller.trust import actions, signing
 from controller.trust.actions import PolicyPatch, RevokeBody
 from controller.trust.state import fleet_policy
 from controller.trust.views import policy_json, trust_json
@@ -87,10 +85,10 @@ def patch_policy() -> ResponseReturnValue:
 
 @ops_trust_api.post("/rotate-signing")
 @require_role("admin")
-@doc("Issue a new config-signing cert under the root; nodes fetch it through certs")
+@doc(
+    "Issue a new config-signing cert under the root and sign with it at once; every node's"
+    " config is re-signed, the old key is deleted after the grace period"
+)
 def rotate_signing() -> ResponseReturnValue:
-    services = svc()
-    old_sha = services.pki.signing.sha256
-    new_pki = actions.rotate_signing(services, actor())
-    current_app.extensions["outpost"] = dataclasses.replace(services, pki=new_pki)
-    return jsonify({"previous_sha256": old_sha, "signing_sha256": new_pki.signing.sha256})
+    old_sha, new_sha = signing.rotate_signing(svc(), actor())
+    return jsonify({"previous_sha256": old_sha, "signing_sha256": new_sha})

@@ -21,6 +21,7 @@ from controller.store.models.core import (
     utcnow,
 )
 from controller.store.models.gitops import GitObject, GitSource, NodeRevision
+from controller.store.models.keys import OnboardingBatch, RetiredSigningCert
 from controller.store.models.remote import (
     RemoteGrant,
     RemotePolicy,
@@ -58,11 +59,13 @@ __all__ = [
     "Node",
     "NodeRevision",
     "NodeTrust",
+    "OnboardingBatch",
     "PendingRegistration",
     "RemoteGrant",
     "RemotePolicy",
     "RemoteRecordingChunk",
     "RemoteSession",
+    "RetiredSigningCert",
     "Rollout",
     "RolloutNode",
     "SeenRequest",

@@ -58,6 +58,11 @@ class Node(Base):
     device_cert_pem: Mapped[str | None] = mapped_column(Text)
     device_cert_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
     onboarding_cert_sha256: Mapped[str | None] = mapped_column(String(64))
+    pinned_device_cert_sha256: Mapped[str | None] = mapped_column(String(64))
+    """The device cert the claim (or the approval of a pending node) pinned: only it
+    registers.  None: the claim pinned none (first registration wins, when allowed)."""
+    pinned_ek_sha256: Mapped[str | None] = mapped_column(String(64))
+    """The TPM's EK certificate the claim pinned (None: any EK certificate from the bundle)."""
     inventory: Mapped[dict[str, Any]] = mapped_column(default=dict)
     claimed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     registered_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
@@ -142,7 +147,14 @@ class PendingRegistration(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     serial: Mapped[str] = mapped_column(String(128), unique=True)
     device_cert_sha256: Mapped[str] = mapped_column(String(64))
-    onboarding_cert_sha256: Mapped[str] = mapped_column(String(64))
+    """The identity of the first attempt: an approval pins exactly it."""
+    ek_sha256: Mapped[str | None] = mapped_column(String(64))
+    """The EK certificate of the first attempt (None: it sent none)."""
+    onboarding_cert_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    source: Mapped[str] = mapped_column(String(64), default="", index=True)
+    """The client address the first attempt came from."""
+    conflicts: Mapped[int] = mapped_column(Integer, default=0)
+    """Later attempts for this serial with another identity (refused, not recorded here)."""
     first_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     last_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     attempts: Mapped[int] = mapped_column(Integer, default=1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from controller.store.models.core import Base, utcnow
@@ -20,7 +20,13 @@ class GitSource(Base):
     __tablename__ = "git_sources"
     id: Mapped[int] = mapped_column(primary_key=True)
     url: Mapped[str] = mapped_column(String(2048))
-    """A local path or a URL the ``git`` command can fetch."""
+    """A local path or a URL the ``git`` command can fetch, without credentials (shown)."""
+    credentials: Mapped[str] = mapped_column(Text, default="")
+    """The ``user[:password]`` part of the URL, kept apart: never shown nor audited."""
+    verify_signatures: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Refuse a revision whose commit is not signed by a key of ``allowed_signers``."""
+    allowed_signers: Mapped[str] = mapped_column(Text, default="")
+    """An ssh allowed-signers file (``git config gpg.ssh.allowedSignersFile``)."""
     branch: Mapped[str] = mapped_column(String(255), default="main")
     path: Mapped[str] = mapped_column(String(255), default="")
     """Sub-folder of the repository holding ``sites/``."""

@@ -29,6 +29,14 @@ class NodeTrust(Base):
     ak_public: Mapped[str | None] = mapped_column(Text)
     ak_name: Mapped[str | None] = mapped_column(String(80))
     ek_public: Mapped[str | None] = mapped_column(Text)
+    """The certified EK's TPM2B_PUBLIC (base64), kept to make credential challenges."""
+    ek_sha256: Mapped[str | None] = mapped_column(String(64))
+    """sha256 of the EK certificate checked against the EK CA bundle at register."""
+    ak_activated: Mapped[bool] = mapped_column(Boolean, default=False)
+    """True once the node answered a credential challenge for this AK (the AK is proven
+    to live in the TPM of that EK); until then no quote is trusted."""
+    credential_sha256: Mapped[str | None] = mapped_column(String(64))
+    """sha256 of the open challenge's secret (single use; None: none open)."""
     device_key_in_tpm: Mapped[bool] = mapped_column(Boolean, default=False)
     baseline: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -60,6 +68,8 @@ class IssuedConfig(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
     payload_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    signer_sha256: Mapped[str | None] = mapped_column(String(64))
+    """The config-signing cert that signed it (a rotation re-signs configs of older ones)."""
     generation: Mapped[int] = mapped_column(Integer)
     images: Mapped[list[Any]] = mapped_column(JSON, default=list)
     issued_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
@@ -70,7 +80,7 @@ class TrustPolicy(Base):
 
     __tablename__ = "trust_policy"
     id: Mapped[int] = mapped_column(primary_key=True)
-    tpm_less: Mapped[str] = mapped_column(String(8), default="allow")
+    tpm_less: Mapped[str] = mapped_column(String(8), default="refuse")
     """allow | refuse: what a node without a TPM gets."""
     agent_allowlist: Mapped[list[Any]] = mapped_column(JSON, default=list)
     """Agent code digests allowed fleet-wide; empty = each node's own baseline decides."""
