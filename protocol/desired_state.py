@@ -19,6 +19,8 @@ from typing import Annotated, Final, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
+from protocol.downloads import MAX_PREFETCH, DownloadPolicy
+from protocol.health import HealthProbe
 from protocol.model_base import MAX_COUNT, StrictModel, Timestamp
 
 SCHEMA_VERSION: Final = 1
@@ -152,6 +154,8 @@ class AppSpec(StrictModel):
     """Blank data disks (VMs only); purge recreates them along with the root disk."""
     vtpm: bool = False
     """Give the VM its own emulated TPM 2.0 (swtpm; VMs only)."""
+    health: HealthProbe | None = None
+    """How the agent checks the app works (protocol.health); rollout gates read it."""
 
     @model_validator(mode="after")
     def _kind_matches_format(self) -> AppSpec:
@@ -171,7 +175,21 @@ class AppSpec(StrictModel):
         names = [n.name for n in self.networks]
         if len(names) != len(set(names)):
             raise ValueError(f"app {self.name!r}: a network is listed twice")
+        check_probe(self.name, self.kind, names, self.health)
         return self
+
+
+def check_probe(app: str, kind: str, networks: list[str], probe: HealthProbe | None) -> None:
+    """A probe the app can be probed with: exec in containers, HTTP/TCP on an app network."""
+    if probe is None:
+        return
+    if probe.kind == "exec" and kind != "container":
+        raise ValueError(f"app {app!r}: an exec probe runs inside a container; use http or tcp")
+    if probe.kind in ("http", "tcp"):
+        if not networks:
+            raise ValueError(f"app {app!r}: a {probe.kind} probe needs the app on an app network")
+        if probe.network is not None and probe.network not in networks:
+            raise ValueError(f"app {app!r}: the probe's network {probe.network!r} is not its own")
 
 
 AgentVersion = Annotated[
@@ -239,6 +257,8 @@ class NodeSettings(StrictModel):
     """deny: no USB device is authorised; assigned-only: those passed through to apps."""
     agent: AgentTarget | None = None
     """The agent release to run (self-update); None: keep the running one."""
+    downloads: DownloadPolicy | None = None
+    """This node's download rate share and window (protocol.downloads); None: no limits."""
 
 
 class DesiredState(StrictModel):
@@ -252,6 +272,8 @@ class DesiredState(StrictModel):
     settings: NodeSettings = NodeSettings()
     networks: list[Network] = Field(default_factory=list, max_length=MAX_NETWORKS)
     apps: list[AppSpec] = Field(default_factory=list, max_length=MAX_APPS_PER_NODE)
+    prefetch: list[ImageRef] = Field(default_factory=list, max_length=MAX_PREFETCH)
+    """Images to download ahead (a rollout's next version), in the download window, not run."""
 
     @model_validator(mode="after")
     def _consistent(self) -> DesiredState:

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints
 
 from protocol.desired_state import AgentVersion, Name, Sha256Hex, Uuid
+from protocol.downloads import MAX_PREFETCH, DeviceLabels, PrefetchStatus
+from protocol.health import AppHealth
 from protocol.inventory import NodeInventory
 from protocol.model_base import MAX_COUNT, Duration, StrictModel, Timestamp
 from protocol.ports import PortState
@@ -115,6 +117,10 @@ class AppStatus(StrictModel):
     """When (node clock, seconds since the epoch) the next start attempt is due after
     ``backoff_s`` (None: none scheduled).  A time, not a countdown, so an unchanged state
     makes an unchanged report."""
+    health: AppHealth | None = None
+    """What the app's health probe found (None: the spec has no probe)."""
+    waiting: Annotated[str, StringConstraints(max_length=256)] = ""
+    """What the app's current spec waits for (e.g. the download window), if anything."""
 
 
 UpdateState = Literal["downloading", "installed", "testing", "committed", "failed"]
@@ -145,6 +151,10 @@ class InfoMessage(StrictModel):
     """The refreshed hardware inventory (PCI devices, IOMMU groups); None: unchanged/unknown."""
     agent_update: AgentUpdateStatus | None = None
     """The agent self-update in progress or last finished (None: none asked for)."""
+    prefetch: list[PrefetchStatus] = Field(default_factory=list, max_length=MAX_PREFETCH)
+    """How the images of ``DesiredState.prefetch`` are coming along."""
+    device_labels: DeviceLabels | None = None
+    """Labels the node reports about itself (None: unchanged/unknown)."""
 
 
 class NodeMetrics(StrictModel):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from node_agent import workload_spec as workload_spec_module
+from node_agent.download_gate import DownloadGate
 from node_agent.image_store import ImageStore
 from node_agent.passthrough import PassthroughError
 from node_agent.reconciler import CrashBackoff, Reconciler
@@ -242,6 +243,13 @@ class _ProgressStore:
 
     def __init__(self, path: Path, owner: list[Reconciler]) -> None:
         self.path, self.owner, self.seen = path, owner, []
+        self.gate = DownloadGate()
+
+    def has(self, sha256: str) -> bool:
+        return False
+
+    def busy(self, sha256: str) -> bool:
+        return False
 
     def ensure(self, ref, progress=None, app=""):  # type: ignore[no-untyped-def]
         for phase, done in (("DOWNLOADING", 25), ("DOWNLOADING", 50), ("VERIFYING", 100)):
