@@ -5,8 +5,8 @@ with the workload by its runtime (podman label ``outpost.spec-sha256``, the doma
 Outpost metadata) and compared in :func:`node_agent.runtime.base.same_spec`.  It covers
 the app's spec (image, resources, env, command, adapters, disks, networks and ports) and
 the interfaces planned for it on this node; it leaves out what does not make a
-workload (the name, desired state, restart/purge counters, start delay), so those never
-recreate it.
+workload (the name, desired state, restart/purge counters, start delay, health probe), so
+those never recreate it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ __all__ = ["LEGACY_SPEC_FILE", "legacy_spec_digest", "spec_digest"]
 LEGACY_SPEC_FILE = "spec.sha256"
 """Where agents before the stored digest kept it (``<apps>/<uuid>/spec.sha256``)."""
 
-_NOT_SPEC = {"restart_counter", "purge_counter", "desired", "start_delay_s", "name"}
+_NOT_SPEC = {"restart_counter", "purge_counter", "desired", "start_delay_s", "name", "health"}
 _NEW_DEFAULTS: dict[str, object] = {"disks": [], "vtpm": False}
 """Fields added later: left out of the digest at their defaults, so a workload made
 before they existed is not taken for changed; a field added in future goes here too."""

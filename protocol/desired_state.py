@@ -15,10 +15,17 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    model_serializer,
+    model_validator,
+)
 
+from protocol.compat import omit_defaults
 from protocol.downloads import MAX_PREFETCH, DownloadPolicy
 from protocol.health import HealthProbe
 from protocol.model_base import MAX_COUNT, StrictModel, Timestamp
@@ -157,6 +164,10 @@ class AppSpec(StrictModel):
     health: HealthProbe | None = None
     """How the agent checks the app works (protocol.health); rollout gates read it."""
 
+    @model_serializer(mode="wrap")
+    def _wire(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return omit_defaults(handler(self), {"health": None})
+
     @model_validator(mode="after")
     def _kind_matches_format(self) -> AppSpec:
         wanted = VM_FORMATS if self.kind == "vm" else CONTAINER_FORMATS
@@ -260,6 +271,10 @@ class NodeSettings(StrictModel):
     downloads: DownloadPolicy | None = None
     """This node's download rate share and window (protocol.downloads); None: no limits."""
 
+    @model_serializer(mode="wrap")
+    def _wire(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return omit_defaults(handler(self), {"downloads": None})
+
 
 class DesiredState(StrictModel):
     """Everything a node should be running, as of ``generation``."""
@@ -274,6 +289,10 @@ class DesiredState(StrictModel):
     apps: list[AppSpec] = Field(default_factory=list, max_length=MAX_APPS_PER_NODE)
     prefetch: list[ImageRef] = Field(default_factory=list, max_length=MAX_PREFETCH)
     """Images to download ahead (a rollout's next version), in the download window, not run."""
+
+    @model_serializer(mode="wrap")
+    def _wire(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return omit_defaults(handler(self), {"prefetch": []})
 
     @model_validator(mode="after")
     def _consistent(self) -> DesiredState:

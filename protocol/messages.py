@@ -5,8 +5,9 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, SerializerFunctionWrapHandler, StringConstraints, model_serializer
 
+from protocol.compat import omit_defaults
 from protocol.desired_state import AgentVersion, Name, Sha256Hex, Uuid
 from protocol.downloads import MAX_PREFETCH, DeviceLabels, PrefetchStatus
 from protocol.health import AppHealth
@@ -122,6 +123,10 @@ class AppStatus(StrictModel):
     waiting: Annotated[str, StringConstraints(max_length=256)] = ""
     """What the app's current spec waits for (e.g. the download window), if anything."""
 
+    @model_serializer(mode="wrap")
+    def _wire(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return omit_defaults(handler(self), {"health": None, "waiting": ""})
+
 
 UpdateState = Literal["downloading", "installed", "testing", "committed", "failed"]
 
@@ -155,6 +160,10 @@ class InfoMessage(StrictModel):
     """How the images of ``DesiredState.prefetch`` are coming along."""
     device_labels: DeviceLabels | None = None
     """Labels the node reports about itself (None: unchanged/unknown)."""
+
+    @model_serializer(mode="wrap")
+    def _wire(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return omit_defaults(handler(self), {"prefetch": [], "device_labels": None})
 
 
 class NodeMetrics(StrictModel):

@@ -25,6 +25,7 @@ from attestation import envelope
 from controller.api.device_cache import CachedNode, DeviceCache, RecentIds
 from controller.api.register import register_node
 from controller.api.signed_request import open_request
+from controller.domain.common import changed
 from controller.domain.desired import current_desired_state
 from controller.domain.onboarding import NotClaimed, record_pending
 from controller.errors import ApiError
@@ -247,8 +248,11 @@ def info() -> ResponseReturnValue:
     svc = current_services()
     with svc.db.transaction() as session:
         node, msg = open_node_request(session, InfoMessage)
-        node.info = msg.model_dump(mode="json", exclude={"inventory"})
+        node.info = msg.model_dump(mode="json", exclude={"inventory", "device_labels"})
         node.info_at = utcnow()
+        if msg.device_labels is not None and msg.device_labels != (node.device_labels or {}):
+            node.device_labels = dict(msg.device_labels)  # selectors may now pick it
+            changed(session, node)
         if msg.inventory is not None:
             inventory = msg.inventory.model_dump(mode="json")
             if node.inventory != inventory:  # stored (and written) only when it changed

@@ -35,6 +35,8 @@ def validated_spec(s: Any, body: AppBody, app_uuid: str) -> tuple[Image, dict[st
     if missing:
         raise invalid([{"field": "networks", "error": f"unknown network {m!r}"} for m in missing])
     spec = body.model_dump(mode="json", include=SPEC_FIELDS)
+    if spec.get("health") is None:
+        spec.pop("health", None)  # stored apps without a probe stay as they were
     try:
         AppSpec.model_validate(
             {

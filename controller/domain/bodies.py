@@ -22,6 +22,7 @@ from protocol.desired_state import (
     Sha256Hex,
 )
 from protocol.desired_state import Network as NetworkSpec
+from protocol.health import HealthProbe
 from protocol.messages import Serial
 
 __all__ = [
@@ -70,6 +71,8 @@ class AppBody(Body):
     disks: list[DataDisk] = Field(default_factory=list)
     vtpm: bool = False
     start_delay_s: float = 0.0
+    health: HealthProbe | None = None
+    """How the agent checks the app works; rollout gates read the verdict."""
     selector: dict[LabelKey, LabelValue] | None = Field(default=None, max_length=16)
     """Run on every node whose labels include these (besides explicit assignments)."""
 
@@ -84,6 +87,7 @@ SPEC_FIELDS = {
     "disks",
     "vtpm",
     "start_delay_s",
+    "health",
 }
 
 

@@ -10,6 +10,12 @@ restart/purge counters persist).  A staged rollout pins an app's new version on 
 nodes of its current rings (``AppPin``): those nodes get the pinned image and spec,
 every other node the app's definition.  Each new generation records the git revision
 in force (``NodeRevision``), so a node's reported generation names the revision it runs.
+
+Selectors match the node's effective labels (``domain.labels``: operator labels plus the
+node's own as ``device/<key>``).  Site policies (``domain.site_policies``) give the node its
+download share and window (``settings.downloads``) and may point its image URLs at a
+nearer datastore; the images of active rollouts queued for the node are listed in
+``prefetch`` (fetched ahead of the switch-over, in the download window).
 """
 
 from __future__ import annotations
@@ -19,7 +25,11 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from controller.domain.labels import effective_labels
+from controller.domain.labels import selector_matches as _matches
+from controller.domain.site_policies import NodePolicy, group_members, load_policies, resolve
 from controller.store.models import (
+    ACTIVE,
     App,
     AppPin,
     Assignment,
@@ -28,6 +38,8 @@ from controller.store.models import (
     Network,
     Node,
     NodeRevision,
+    Rollout,
+    RolloutNode,
 )
 from protocol.desired_state import AppSpec, DesiredState, ImageRef, NodeSettings
 from protocol.desired_state import Network as NetworkSpec
@@ -37,17 +49,19 @@ __all__ = ["current_desired_state", "image_url", "selector_matches", "sync_label
 KEEP_REVISIONS = 100
 
 
-def image_url(public_url: str, image: Image) -> str:
+def image_url(public_url: str, image: Image, base_url: str | None = None) -> str:
+    if base_url:  # a datastore nearer the node (site policy): laid out by digest
+        return f"{base_url.rstrip('/')}/sha256/{image.sha256}"
     return image.url or f"{public_url.rstrip('/')}/datastore/sha256/{image.sha256}"
 
 
 def selector_matches(selector: dict[str, Any] | None, labels: dict[str, Any]) -> bool:
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())  # type: ignore[union-attr]
+    return _matches(selector, labels)
 
 
 def sync_label_assignments(session: Session, node: Node) -> None:
     """Add the instances the node's labels call for; drop label-made ones that no longer fit."""
-    labels = node.labels or {}
+    labels = effective_labels(node)
     wanted = {
         app.id
         for app in session.scalars(select(App).where(App.label_selector.is_not(None)))
@@ -65,7 +79,9 @@ def sync_label_assignments(session: Session, node: Node) -> None:
     session.flush()
 
 
-def _apps_for(session: Session, node: Node, public_url: str) -> list[AppSpec]:
+def _apps_for(
+    session: Session, node: Node, public_url: str, base_url: str | None = None
+) -> list[AppSpec]:
     rows = session.execute(
         select(App, Image, Assignment)
         .join(Assignment, Assignment.app_id == App.id)
@@ -84,24 +100,55 @@ def _apps_for(session: Session, node: Node, public_url: str) -> list[AppSpec]:
             image, spec = pinned_image or image, pin.spec
         else:
             spec = app.spec
-        out.append(_app_spec(app, image, spec, inst, public_url))
+        out.append(_app_spec(app, image, spec, inst, public_url, base_url))
     return out
 
 
+def _image_ref(image: Image, public_url: str, base_url: str | None) -> ImageRef:
+    return ImageRef(
+        name=image.name,
+        sha256=image.sha256,
+        size=image.size,
+        url=image_url(public_url, image, base_url),
+        format=image.format,  # type: ignore[arg-type]  # stored as validated text
+    )
+
+
+def _prefetch_for(
+    session: Session, node: Node, public_url: str, base_url: str | None
+) -> list[ImageRef]:
+    """The new images of active rollouts in which the node waits its turn."""
+    rows = session.scalars(
+        select(Rollout.to_version)
+        .join(RolloutNode, RolloutNode.rollout_id == Rollout.id)
+        .where(
+            RolloutNode.node_id == node.id,
+            RolloutNode.phase == "queued",
+            Rollout.state.in_(ACTIVE),
+        )
+        .order_by(Rollout.id)
+    ).all()
+    out: dict[str, ImageRef] = {}
+    for version in rows:
+        image = session.get(Image, int(version["image_id"]))
+        if image is not None and image.sha256 not in out:
+            out[image.sha256] = _image_ref(image, public_url, base_url)
+    return list(out.values())[:16]
+
+
 def _app_spec(
-    app: App, image: Image, spec: dict[str, Any], inst: Assignment, public_url: str
+    app: App,
+    image: Image,
+    spec: dict[str, Any],
+    inst: Assignment,
+    public_url: str,
+    base_url: str | None = None,
 ) -> AppSpec:
     return AppSpec(
         uuid=app.uuid,
         name=app.name,
         kind=app.kind,  # type: ignore[arg-type]  # stored as validated text
-        image=ImageRef(
-            name=image.name,
-            sha256=image.sha256,
-            size=image.size,
-            url=image_url(public_url, image),
-            format=image.format,  # type: ignore[arg-type]  # stored as validated text
-        ),
+        image=_image_ref(image, public_url, base_url),
         restart_counter=inst.restart_counter,
         purge_counter=inst.purge_counter,
         **spec,
@@ -128,8 +175,13 @@ def current_desired_state(
         # replicas: one (generation, content) pair per generation, never two
         session.refresh(node, with_for_update=True)
     sync_label_assignments(session, node)
-    apps = _apps_for(session, node, public_url)
+    policies = load_policies(session)
+    policy = resolve(policies, effective_labels(node)) if policies else NodePolicy()
+    apps = _apps_for(session, node, public_url, policy.image_base_url)
     base = (defaults or NodeSettings()).model_dump()
+    downloads = policy.downloads(group_members(session, policies, policy))
+    if downloads is not None:
+        base["downloads"] = downloads.model_dump()
     doc = DesiredState(
         node_uuid=node.uuid,
         generation=0,
@@ -137,6 +189,7 @@ def current_desired_state(
         settings=NodeSettings.model_validate({**base, **(node.settings or {})}),
         networks=_networks_for(session, apps),
         apps=apps,
+        prefetch=_prefetch_for(session, node, public_url, policy.image_base_url),
     )
     content_hash = doc.content_hash()
     if content_hash != node.config_content_hash:

@@ -12,6 +12,7 @@ from controller.domain.adapters import apps_on as adapter_apps_on
 from controller.domain.adapters import check_assignment, check_node_adapters
 from controller.domain.bodies import CommandBody, NodePatch
 from controller.domain.common import changed, parse
+from controller.domain.labels import refuse_device_keys
 from controller.domain.ownership import refuse_if_git_owned
 from controller.errors import ApiError, field_error, invalid, validation_details
 from controller.store.audit import audit, event
@@ -102,6 +103,7 @@ def update_node(
             raise invalid(
                 [{**d, "field": f"settings.{d['field']}"} for d in details], "settings are invalid"
             ) from exc
+    refuse_device_keys(body.labels)
     node = find_node(s, key)
     refuse_if_git_owned(s, actor, "Node", node.serial)
     before = {"labels": node.labels, "settings": node.settings}

@@ -21,7 +21,7 @@ from controller.store.models.core import (
     utcnow,
 )
 from controller.store.models.gitops import GitObject, GitSource, NodeRevision
-from controller.store.models.rollouts import ACTIVE, AppPin, Rollout, RolloutNode
+from controller.store.models.rollouts import ACTIVE, AppPin, Rollout, RolloutNode, SitePolicy
 from controller.store.models.trust import (
     AttestNonce,
     IntegrityToken,
@@ -56,6 +56,7 @@ __all__ = [
     "Rollout",
     "RolloutNode",
     "SeenRequest",
+    "SitePolicy",
     "TrustPolicy",
     "UiSession",
     "User",
