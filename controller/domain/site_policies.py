@@ -102,7 +102,10 @@ class NodePolicy:
 def load_policies(s: Session) -> list[LoadedPolicy]:
     """Every policy, in the order they win (priority high to low, then by name)."""
     rows = s.scalars(select(SitePolicy)).all()
-    loaded = [LoadedPolicy(r.name, r.priority, SitePolicyBody.model_validate(r.spec)) for r in rows]
+    loaded = [
+        LoadedPolicy(r.name, r.priority, SitePolicyBody.model_validate({**r.spec, "name": r.name}))
+        for r in rows
+    ]
     return sorted(loaded, key=lambda p: (-p.priority, p.name))
 
 

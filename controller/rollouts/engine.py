@@ -142,6 +142,7 @@ def _deploy(services: Services, s: Session, r: Rollout, ring: RingBody, now: flo
     if r.batch + 1 < max((row.batch for row in rows), default=0) + 1:
         r.batch += 1
         _audit(s, r, "rollout.batch_passed", ring=r.ring, batch=r.batch - 1)
+        _deploy(services, s, r, ring, now)  # the next batch starts in the same step
         return True
     _audit(s, r, "rollout.ring_passed", ring=r.ring)
     if r.ring + 1 >= len(r.rings):
