@@ -9,37 +9,22 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from controller.domain.desired import current_desired_state
-from controller.rollouts.engine import tick
 from controller.store.models import App, Node, RolloutNode
+from tests.unit.test_rollout_engine import World
 
 SITES = {f"n-{i}": ("a" if i <= 4 else "b") for i in range(1, 9)}
 V1 = {"name": "svc", "kind": "container", "image": "bb", "selector": {"fleet": "yes"}}
 V2 = {**V1, "env": {"VERSION": "2"}}
 
 
-class Fleet:
-    def __init__(self, app, client, headers) -> None:  # type: ignore[no-untyped-def]
-        self.app, self.client, self.headers = app, client, headers
-        self.services = app.extensions["outpost"]
-        self.now = 1000.0
-
-    def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.client.open(f"/api/v1{path}", method=method, headers=self.headers, **kwargs)
-
-    def tick(self, advance: float = 0.0) -> None:
-        self.now += advance
-        with self.app.app_context():
-            tick(self.services, now=self.now)
+class Fleet(World):
+    """The engine tests' world with eight nodes in two sites."""
 
     def poll(self, serial: str) -> dict[str, str]:
         """The node fetches its config (the generation moves on); its app's env."""
-        with self.services.db.transaction() as s:
-            node = s.scalar(select(Node).where(Node.serial == serial))
-            (spec,) = current_desired_state(s, node, "https://c").apps
-            return dict(spec.env)
+        return self.env_on(serial)
 
-    def report(self, serial: str, state: str = "RUNNING", **app: Any) -> None:
+    def report(self, serial: str, state: str = "RUNNING", **app: Any) -> None:  # type: ignore[override]
         with self.services.db.transaction() as s:
             node = s.scalar(select(Node).where(Node.serial == serial))
             uuid = s.scalar(select(App.uuid).where(App.name == "svc"))
@@ -48,9 +33,6 @@ class Fleet:
                 "config_generation": node.config_generation,
                 "apps": [{"uuid": uuid, "name": "svc", "state": state, **app}],
             }
-
-    def rollout(self, rid: int = 1) -> dict[str, Any]:
-        return self.api("GET", f"/rollouts/{rid}").json
 
     def phases(self) -> dict[str, str]:
         with self.services.db.transaction() as s:

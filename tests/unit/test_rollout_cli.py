@@ -137,8 +137,9 @@ def test_status_prints_each_ring_and_node(capsys):
 def test_start_cuts_every_ring_into_batches_and_sends_the_budgets(tmp_path):
     f = tmp_path / "app.yaml"
     f.write_text("kind: App\nspec: {name: web, kind: container, image: bb}\n")
+    budgets = ("--budget", "site:max=1", "--budget", "site,zone:min=2")
     args = parse("rollout", "start", "-f", str(f), "--ring", "rest", "--batch", "25%",
-                 "--success", "80", "--budget", "site:max=1", "--budget", "site,zone:min=2")  # fmt: skip
+                 "--success", "80", *budgets)  # fmt: skip
     c = Recorder({"id": 7, "app": "web", "state": "progressing"})
     args.fn(c, args)
     ((_, _, body),) = c.calls
