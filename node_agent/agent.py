@@ -240,7 +240,9 @@ class Agent:
             clock=self.clock,
             health=health,
         )
-        self.prefetcher = Prefetcher(store, self.clock, on_change=self._report_progress)
+        self.prefetcher = Prefetcher(
+            store, self.clock, on_change=self._report_progress, on_done=self._changed.set
+        )
         for runtime in runtimes.values():  # VM lifecycle events (a crash) wake the main loop
             if (watch := getattr(runtime, "watch", None)) is not None:
                 watch(self._changed.set)

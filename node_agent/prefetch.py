@@ -48,10 +48,14 @@ class Prefetcher:
         store: ImageStore,
         clock: Clock = SYSTEM_CLOCK,
         on_change: Callable[[], None] | None = None,
+        on_done: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.on_change = on_change
+        """Called as a download advances (the agent: a rate-limited report)."""
+        self.on_done = on_done
+        """Called when a download ended, done or not (the agent: a pass and a report now)."""
         self.retry = RetryBackoff(base_s=5.0, max_s=300.0)
         self._wanted: list[ImageRef] = []
         self._progress: dict[str, _Progress] = {}
@@ -157,8 +161,8 @@ class Prefetcher:
             with self._lock:
                 self.rounds += 1
                 self._lock.notify_all()
-            if self.on_change is not None:
-                self.on_change()
+            if self.on_done is not None:
+                self.on_done()
             return True
         return False
 

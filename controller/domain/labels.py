@@ -16,15 +16,28 @@ from typing import Any
 from controller.errors import field_error
 from controller.store.models import Node
 
-__all__ = ["DEVICE_PREFIX", "effective_labels", "refuse_device_keys", "selector_matches"]
+__all__ = [
+    "DEVICE_PREFIX",
+    "effective_labels",
+    "merged_labels",
+    "refuse_device_keys",
+    "selector_matches",
+]
 
 DEVICE_PREFIX = "device/"
 
 
 def effective_labels(node: Node) -> dict[str, Any]:
     """Operator labels plus the node's own under ``device/``."""
-    own = {f"{DEVICE_PREFIX}{k}": v for k, v in (node.device_labels or {}).items()}
-    return {**own, **(node.labels or {})}
+    return merged_labels(node.labels, node.device_labels)
+
+
+def merged_labels(
+    labels: Mapping[str, Any] | None, device_labels: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """:func:`effective_labels` from the two columns (a query that loads only those)."""
+    own = {f"{DEVICE_PREFIX}{k}": v for k, v in (device_labels or {}).items()}
+    return {**own, **(labels or {})}
 
 
 def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, Any]) -> bool:

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from controller.domain.common import changed
 from controller.domain.desired import current_desired_state, sync_label_assignments
-from controller.domain.labels import effective_labels
+from controller.domain.labels import effective_labels, merged_labels
 from controller.domain.site_policies import load_policies, resolve
 from controller.domain.status import AppState, app_status, reported, reported_generation
 from controller.rollouts.budgets import BudgetLedger, Member
@@ -221,7 +221,7 @@ def _gate(r: Rollout, ring: RingBody, batch: list[RolloutNode]) -> GateResult:
 
 
 def _members(s: Session, r: Rollout, app: App, ledger_needs_health: bool) -> list[Member]:
-    """Every node of the app as the budgets count it."""
+    """Every node of the app as the budgets count it (reports read only for min_healthy)."""
     updating = set(
         s.scalars(
             select(RolloutNode.node_id).where(
@@ -229,21 +229,22 @@ def _members(s: Session, r: Rollout, app: App, ledger_needs_health: bool) -> lis
             )
         )
     )
-    rows = s.scalars(
-        select(Node)
-        .join(Assignment, Assignment.node_id == Node.id)
-        .where(Assignment.app_id == app.id)
-    )
+    on_app = select(Assignment.node_id).where(Assignment.app_id == app.id)
+    if not ledger_needs_health:
+        rows = s.execute(
+            select(Node.id, Node.labels, Node.device_labels).where(Node.id.in_(on_app))
+        ).all()
+        return [
+            Member(i, merged_labels(labels, own), i in updating, False) for i, labels, own in rows
+        ]
     out = []
-    for node in rows:
-        healthy = False
-        if ledger_needs_health:
-            status = app_status(node, app.uuid)
-            healthy = (
-                status is not None
-                and status.state == AppState.RUNNING
-                and (status.health is None or status.health.status == "healthy")
-            )
+    for node in s.scalars(select(Node).where(Node.id.in_(on_app))):
+        status = app_status(node, app.uuid)
+        healthy = (
+            status is not None
+            and status.state == AppState.RUNNING
+            and (status.health is None or status.health.status == "healthy")
+        )
         out.append(Member(node.id, effective_labels(node), node.id in updating, healthy))
     return out
 
