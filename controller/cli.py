@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from pydantic import TypeAdapter
+
 from attestation.files import atomic_write
 from controller.domain.tokens import create_token
 from controller.domain.users import UserError, create_user
@@ -18,11 +20,14 @@ from controller.settings import ControllerSettings
 from controller.store.database import Database
 from controller.store.pki import create_pki, load_pki, write_onboarding_bundle
 from controller.ui.security import ensure_secret_key
+from protocol.downloads import DeviceLabelKey, DeviceLabelValue
 
 __all__ = ["main"]
 
 log = logging.getLogger("outpost.controller")
 _SETTINGS_FILE = "controller.json"
+_LABEL_KEY: TypeAdapter[str] = TypeAdapter(DeviceLabelKey)
+_LABEL_VALUE: TypeAdapter[str] = TypeAdapter(DeviceLabelValue)
 
 
 def _settings(data_dir: Path) -> ControllerSettings:
@@ -145,11 +150,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_bundle(args: argparse.Namespace) -> int:
     settings = _settings(args.data_dir)
+    labels = _bundle_labels(args.label)
     out = write_onboarding_bundle(
-        load_pki(settings.pki_dir), args.out, settings.public_url, args.batch
+        load_pki(settings.pki_dir), args.out, settings.public_url, args.batch, labels
     )
     print(f"onboarding bundle for batch {args.batch!r} written to {out}")
     return 0
+
+
+def _bundle_labels(items: list[str]) -> dict[str, str]:
+    """``--label k=v`` → labels the bundle's nodes report (checked as the agent will)."""
+    labels = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError("not k=v")
+            labels[_LABEL_KEY.validate_python(key)] = _LABEL_VALUE.validate_python(value)
+        except ValueError as exc:
+            raise SystemExit(f"--label {item!r}: not a label ({exc})") from None
+    return labels
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -236,6 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("bundle", help="issue an onboarding bundle for a batch of nodes")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--batch", default="default")
+    p.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label the bundle's nodes report about themselves (e.g. site=shop-12)",
+    )
     p.set_defaults(fn=cmd_bundle)
 
     p = sub.add_parser("token", help="create an operator API token")

@@ -7,7 +7,7 @@ body, validated by the same pydantic models), plus ``Site``:
     kind: Network  spec: NetworkBody
     kind: Node     spec: {serial, labels, settings}   the node joins the site
     kind: Site     spec: {selector, nodes}            default selector {site: <folder>}
-    kind: Rollout  spec: {app, rings}                 a new version of the app committed
+    kind: Rollout  spec: {app, rings, budgets}        a new version of the app committed
                                                       later rolls out through these rings
 
 Every error carries the file, the line of the offending key and the reason; one bad
@@ -25,7 +25,7 @@ from pydantic import Field, ValidationError
 from controller.domain.bodies import AppBody, LabelKey, LabelValue, NetworkBody, NodePatch
 from controller.domain.common import Body
 from controller.errors import ApiError
-from controller.rollouts.plan import RingBody
+from controller.rollouts.plan import BudgetBody, RingBody
 from protocol.desired_state import Name
 from protocol.messages import Serial
 
@@ -60,6 +60,7 @@ class RolloutDoc(Body):
 
     app: Name
     rings: list[RingBody] = Field(min_length=1, max_length=10)
+    budgets: list[BudgetBody] = Field(default_factory=list, max_length=8)
 
 
 class _Envelope(Body):

@@ -64,12 +64,17 @@ def load_pki(pki_dir: Path) -> ControllerPki:
 
 
 def write_onboarding_bundle(
-    controller_pki: ControllerPki, out_dir: Path, controller_url: str, batch: str
+    controller_pki: ControllerPki,
+    out_dir: Path,
+    controller_url: str,
+    batch: str,
+    labels: dict[str, str] | None = None,
 ) -> Path:
     """Issue an onboarding cert for a batch of nodes and write what a node image needs.
 
-    The bundle holds: ``controller.json`` (URL), ``root-ca.pem`` (to pin),
-    ``onboarding.pem`` and ``onboarding.key`` (0600).
+    The bundle holds: ``controller.json`` (URL; ``labels`` the nodes report about
+    themselves, e.g. their site), ``root-ca.pem`` (to pin), ``onboarding.pem`` and
+    ``onboarding.key`` (0600).
     """
     onboarding = pki.issue_cert(
         controller_pki.onboarding_ca,
@@ -83,6 +88,9 @@ def write_onboarding_bundle(
     atomic_write(out_dir / "root-ca.pem", controller_pki.root.cert_pem().encode())
     atomic_write(
         out_dir / "controller.json",
-        json.dumps({"url": controller_url, "batch": batch}, indent=2).encode(),
+        json.dumps(
+            {"url": controller_url, "batch": batch, **({"labels": labels} if labels else {})},
+            indent=2,
+        ).encode(),
     )
     return out_dir

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from node_agent.device_labels import device_labels
 from node_agent.download_gate import DownloadGate
 from node_agent.image_store import ImageStore
@@ -78,3 +80,18 @@ def test_device_labels_come_from_inventory_bundle_and_file_the_file_winning(tmp_
 def test_device_labels_without_a_file_or_bundle_labels_are_the_inventorys(tmp_path: Path):
     labels = device_labels(NodeInventory(machine="aarch64"), {}, tmp_path / "missing.yaml")
     assert labels == {"arch": "arm64"}
+
+
+def test_a_bundle_made_with_labels_gives_its_nodes_those_labels(tmp_path: Path):
+    from controller.cli import main as controller_main
+    from node_agent.client import load_bundle
+    from tests.fixtures.controller_server import free_port, init_controller
+
+    ctl = init_controller(tmp_path / "controller", free_port())
+    args = ["--data-dir", str(ctl.data_dir), "bundle", "--out", str(tmp_path / "b"),
+            "--label", "site=shop-12"]  # fmt: skip
+    assert controller_main(args) == 0
+    bundle = load_bundle(tmp_path / "b")
+    assert device_labels(NodeInventory(), bundle, None) == {"site": "shop-12"}
+    with pytest.raises(SystemExit, match="not a label"):
+        controller_main([*args[:5], "--label", "Site=x y"])
