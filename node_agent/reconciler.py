@@ -95,7 +95,12 @@ from node_agent.runtime.base import (
     WorkloadState,
     same_spec,
 )
-from node_agent.spec_digest import LEGACY_SPEC_FILE, legacy_spec_digest, spec_digest
+from node_agent.spec_digest import (
+    LEGACY_SPEC_FILE,
+    legacy_spec_digest,
+    spec_digest,
+    url_spec_digest,
+)
 from node_agent.workload_spec import WorkloadPlace, build_workload_spec
 from protocol.desired_state import AppSpec, DesiredState
 from protocol.messages import AppState, AppStatus
@@ -405,7 +410,7 @@ class Reconciler:
         ):
             self.records.set(app, AppState.INITIAL)  # its start delay has not passed yet
             return
-        if workload is not None and not self._made_from(app, workload, digest):
+        if workload is not None and not self._made_from(app, workload, digest, nets):
             if self._image(app) is None:
                 return  # the old version runs on while the new image comes
             log.info("app %s (%s): spec changed, recreating", app.name, app.uuid[:8])
@@ -453,7 +458,9 @@ class Reconciler:
         self.runtimes[app.kind].stop(app.uuid)
         return dataclasses.replace(workload, state=WorkloadState.STOPPED, detail="unhealthy")
 
-    def _made_from(self, app: AppSpec, workload: Workload, digest: str) -> bool:
+    def _made_from(
+        self, app: AppSpec, workload: Workload, digest: str, nets: WorkloadNetworks
+    ) -> bool:
         """Is ``workload`` made from the app's current spec (``digest``)?
 
         A workload of an agent from before digests were stored with workloads has none; it
@@ -461,7 +468,9 @@ class Reconciler:
         the agent restarts no app (it gets its digest at its next start).
         """
         if workload.spec_digest or app.uuid in self._not_legacy:
-            return same_spec(workload.spec_digest, digest)
+            return same_spec(workload.spec_digest, digest) or same_spec(
+                workload.spec_digest, url_spec_digest(app, nets)
+            )
         legacy = self.apps_dir / app.uuid / LEGACY_SPEC_FILE
         try:
             return legacy.read_text() == legacy_spec_digest(app)

@@ -4,6 +4,7 @@ image fetched before the old one stops; a closed window makes the app wait, sayi
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import io
@@ -190,3 +191,29 @@ def test_prefetched_images_are_kept_from_garbage_collection(tmp_path: Path):
     assert rec.store.has(_ref(V2).sha256)
     rec.reconcile(_doc(_app(V1, None)))
     assert not rec.store.has(_ref(V2).sha256)
+
+
+def test_a_new_datastore_for_the_image_recreates_nothing(tmp_path: Path):
+    node = Node(tmp_path)
+    rec = node.agent()
+    rec.reconcile(_doc(_app(V1, None)))
+    nearer = _app(V1, None)
+    nearer = nearer.model_copy(
+        update={"image": nearer.image.model_copy(update={"url": "http://cache/sha256/x"})}
+    )
+    rec.reconcile(_doc(nearer))
+    assert node.runtime.started == ["web"]
+
+
+def test_a_workload_whose_digest_still_holds_the_image_url_is_not_recreated(tmp_path: Path):
+    from node_agent.spec_digest import url_spec_digest
+
+    node = Node(tmp_path)
+    rec = node.agent()
+    rec.reconcile(_doc(_app(V1, None)))
+    old = node.runtime.workloads[APP]
+    node.runtime.workloads[APP] = dataclasses.replace(
+        old, spec_digest=url_spec_digest(_app(V1, None))
+    )  # as an agent before this one labelled it
+    rec.reconcile(_doc(_app(V1, None)))
+    assert node.runtime.started == ["web"]

@@ -69,7 +69,7 @@ def image_server(clock: Clock) -> Iterator[tuple[str, list[tuple[float, str]]]]:
     seen: list[tuple[float, str]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             sha = self.path.rsplit("/", 1)[-1]
             seen.append((clock.time(), sha))
             body = blobs[sha]
