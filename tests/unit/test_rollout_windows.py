@@ -106,8 +106,9 @@ class Site:
             gate = DownloadGate(clock, clock.advance)
             client_ = ControllerClient("https://unused", root / "none.pem", 10.0)
             store = ImageStore(root / serial / "images", client_, 1 << 30, gate=gate)
-            rec = Reconciler("00000000-0000-4000-8000-00000000000" + serial[-1], store,
-                             {"container": runtime}, root / serial / "apps", clock=clock)  # fmt: skip
+            uuid = "00000000-0000-4000-8000-00000000000" + serial[-1]
+            apps = root / serial / "apps"
+            rec = Reconciler(uuid, store, {"container": runtime}, apps, clock=clock)
             self.runtimes[serial] = runtime
             self.agents[serial] = (rec, Prefetcher(store, clock))
 
