@@ -44,7 +44,13 @@ from controller.store.models import (
 from protocol.desired_state import AppSpec, DesiredState, ImageRef, NodeSettings
 from protocol.desired_state import Network as NetworkSpec
 
-__all__ = ["current_desired_state", "image_url", "selector_matches", "sync_label_assignments"]
+__all__ = [
+    "current_desired_state",
+    "image_url",
+    "selector_matches",
+    "sync_all_label_assignments",
+    "sync_label_assignments",
+]
 
 KEEP_REVISIONS = 100
 
@@ -61,21 +67,31 @@ def selector_matches(selector: dict[str, Any] | None, labels: dict[str, Any]) ->
 
 def sync_label_assignments(session: Session, node: Node) -> None:
     """Add the instances the node's labels call for; drop label-made ones that no longer fit."""
-    labels = effective_labels(node)
-    wanted = {
-        app.id
+    sync_all_label_assignments(session, [node])
+
+
+def sync_all_label_assignments(session: Session, nodes: list[Node] | None = None) -> None:
+    """:func:`sync_label_assignments` for ``nodes`` (default: every registered node) in a
+    few queries (the rollout engine calls it for the whole fleet)."""
+    if nodes is None:
+        nodes = list(session.scalars(select(Node).where(Node.state == "registered")))
+    selected = [
+        (app.id, app.label_selector)
         for app in session.scalars(select(App).where(App.label_selector.is_not(None)))
-        if selector_matches(app.label_selector, labels)
-    }
-    existing = {
-        a.app_id: a
-        for a in session.scalars(select(Assignment).where(Assignment.node_id == node.id))
-    }
-    for app_id in wanted - existing.keys():
-        session.add(Assignment(node_id=node.id, app_id=app_id, explicit=False))
-    for app_id, row in existing.items():
-        if not row.explicit and app_id not in wanted:
-            session.delete(row)
+    ]
+    ids = [n.id for n in nodes]
+    existing: dict[int, dict[int, Assignment]] = {}
+    for a in session.scalars(select(Assignment).where(Assignment.node_id.in_(ids))):
+        existing.setdefault(a.node_id, {})[a.app_id] = a
+    for node in nodes:
+        labels = effective_labels(node)
+        wanted = {app_id for app_id, sel in selected if selector_matches(sel, labels)}
+        have = existing.get(node.id, {})
+        for app_id in wanted - have.keys():
+            session.add(Assignment(node_id=node.id, app_id=app_id, explicit=False))
+        for app_id, row in have.items():
+            if not row.explicit and app_id not in wanted:
+                session.delete(row)
     session.flush()
 
 

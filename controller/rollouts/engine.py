@@ -29,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.domain.common import changed
-from controller.domain.desired import current_desired_state, sync_label_assignments
+from controller.domain.desired import current_desired_state, sync_all_label_assignments
 from controller.domain.labels import effective_labels, merged_labels
 from controller.domain.site_policies import load_policies, resolve
 from controller.domain.status import AppState, app_status, reported, reported_generation
@@ -315,8 +315,7 @@ def _switch(
 
 
 def _candidates(s: Session, app: App) -> list[Candidate]:
-    for node in s.scalars(select(Node).where(Node.state == "registered")):
-        sync_label_assignments(s, node)  # label-made instances exist before a config poll
+    sync_all_label_assignments(s)  # label-made instances exist before a config poll
     rows = s.execute(
         select(Node)
         .join(Assignment, Assignment.node_id == Node.id)
