@@ -263,7 +263,7 @@ def rollout_view(
                 **ring,
                 "status": _ring_status(r, i),
                 "approved": i in r.approved_rings,
-                "batches": max((n["batch"] for n in nodes), default=-1) + 1,
+                "batch_count": max((n["batch"] for n in nodes), default=-1) + 1,
                 "nodes": nodes,
             }
         )

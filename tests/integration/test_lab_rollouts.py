@@ -250,7 +250,7 @@ def test_a_20_node_rollout_in_batches_updates_one_node_per_site_at_a_time(fleet:
     )
     r = fleet.finish(rid)
     assert r["state"] == "succeeded", r["reason"]
-    assert r["rings"][0]["batches"] == 4
+    assert r["rings"][0]["batch_count"] == 4
     # the agents' own account: from "spec changed, recreating" to "health healthy"
     windows: dict[str, list[tuple[float, float, str]]] = {}
     for i in range(1, NODES + 1):

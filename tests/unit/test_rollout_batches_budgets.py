@@ -79,7 +79,7 @@ def test_a_ring_in_batches_switches_one_batch_at_a_time(fleet: Fleet):
     start(fleet, ring={"batches": {"percent": 25}})
     fleet.tick()
     assert fleet.switched() == ["n-1", "n-2"]
-    assert fleet.rollout()["rings"][0]["batches"] == 4
+    assert fleet.rollout()["rings"][0]["batch_count"] == 4
     view = {n["serial"]: n for n in fleet.rollout()["rings"][0]["nodes"]}
     assert view["n-3"]["waiting"] == "batch 2: after batch 1 passes"
     for _ in range(6):
