@@ -56,8 +56,9 @@ __all__ = ["ACTIVE", "ENGINE_ACTOR", "finish_rollback", "tick"]
 
 log = logging.getLogger(__name__)
 ENGINE_ACTOR = "rollout-engine"
-UPDATING = ("switched", "failed")
-"""Phases that count against a budget's ``max_updating``."""
+UPDATING = ("switched",)
+"""Phases that count against a budget's ``max_updating`` (a failed node is no longer
+updating: it counts against ``min_healthy``, as it is not healthy)."""
 
 
 def tick(services: Services, now: float | None = None) -> int:
@@ -123,9 +124,7 @@ def _deploy(services: Services, s: Session, r: Rollout, ring: RingBody, now: flo
     }
     moved = _observe(r, ring, batch, nodes, app, now)
     moved |= _switch_ready(services, s, r, app, batch, nodes, now)
-    if any(row.phase == "queued" for row in batch):
-        return moved
-    result = _gate(r, ring, batch)
+    result = _gate(r, ring, batch)  # queued nodes are pending: a lost batch fails at once
     if result.verdict == "wait":
         return moved
     label = f"ring {ring_name(r, r.ring)}" + (
@@ -206,10 +205,10 @@ def _observe(
 
 
 def _gate(r: Rollout, ring: RingBody, batch: list[RolloutNode]) -> GateResult:
-    """The batch gate from its nodes' decided phases (every node is switched)."""
+    """The batch gate from its nodes' phases (switched and queued ones are pending)."""
     verdicts = [
         (
-            "pending" if row.phase == "switched" else row.phase,
+            row.phase if row.phase in ("healthy", "failed") else "pending",
             row.error if row.phase == "failed" else "",
         )
         for row in batch

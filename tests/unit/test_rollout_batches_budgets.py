@@ -211,3 +211,26 @@ def test_budgets_and_batches_are_validated():
     for bad in ({"group_by": ["site"]}, {"group_by": [], "max_updating": 1}):
         with pytest.raises(ValueError):
             BudgetBody.model_validate(bad)
+
+
+def test_a_batch_that_can_no_longer_pass_fails_while_the_budget_still_holds_nodes_back(fleet):
+    start(
+        fleet, ring={"batches": {"count": 4}}, budgets=[{"group_by": ["site"], "max_updating": 1}]
+    )
+    fleet.tick()
+    assert fleet.switched() == ["n-1"]  # n-1…n-4 are all of site a
+    fleet.poll("n-1")
+    fleet.report("n-1", "ERROR", error="exit 1")
+    fleet.tick(1)
+    r = fleet.rollout()
+    assert r["state"] == "rolled_back" and "n-1: app is ERROR: exit 1" in r["reason"]
+
+
+def test_a_failed_node_stops_counting_as_updating_once_decided(fleet: Fleet):
+    start(fleet, ring={"batches": {"count": 4, "success_threshold_pct": 75}},
+          budgets=[{"group_by": ["site"], "max_updating": 1}])  # fmt: skip
+    fleet.tick()
+    fleet.poll("n-1")
+    fleet.report("n-1", "ERROR", error="exit 1")
+    fleet.tick(1)
+    assert fleet.phases()["n-1"] == "failed" and fleet.switched() == ["n-1", "n-2"]
