@@ -12,8 +12,11 @@ from controller.api.attest import attest_api
 from controller.api.datastore import datastore
 from controller.api.device import device_api
 from controller.api.device_reports import device_reports
+from controller.api.metrics import metrics_api
 from controller.api.operator.api import ops_api
 from controller.api.operator.trust import ops_trust_api
+from controller.api.remote import remote_api
+from controller.api.remote_stream import remote_stream_api
 from controller.background import start_jobs
 from controller.services import Services
 from controller.settings import ControllerSettings
@@ -22,7 +25,10 @@ from controller.store.notify import ConfigNotifier
 from controller.store.pki import ControllerPki, load_pki
 from controller.store.write_behind import WriteBehind
 from controller.ui import init_ui
+from controller.web import telemetry
+from controller.web.converters import register_converters
 from controller.web.errors import register_error_handlers
+from controller.web.json_provider import StrictJSONProvider
 
 __all__ = ["build_services", "create_app"]
 
@@ -55,8 +61,9 @@ def create_app(
     ``background`` starts the periodic jobs (git sync, rollout engine) — ``serve``
     does; tests drive them explicitly."""
     app = Flask(__name__)
+    app.json = StrictJSONProvider(app)  # never NaN/Infinity in a response
+    register_converters(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_device_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     services = build_services(settings, pki)
     app.extensions["outpost"] = services
     register_error_handlers(app)
@@ -66,6 +73,10 @@ def create_app(
     app.register_blueprint(ops_api)
     app.register_blueprint(ops_trust_api)
     app.register_blueprint(datastore)
+    app.register_blueprint(metrics_api)
+    telemetry.install(app)
+    app.register_blueprint(remote_api)  # remote access: grants, sessions, recordings
+    app.register_blueprint(remote_stream_api)
     init_ui(app)  # web UI at /ui/: session key, cookie flags, CSRF, blueprint
 
     if background:

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from controller.domain import events
 from controller.gitops.worker import sync_if_due
 from controller.rollouts.engine import tick
 from controller.services import Services
@@ -53,10 +54,17 @@ class Job:
     every_s: float = 1.0
 
 
+def _presence(services: Services) -> None:
+    """Nodes that went offline or came back: an event each."""
+    with services.db.transaction() as s:
+        events.presence(s, services.settings.node_config_interval_s)
+
+
 JOBS = (
     Job("git-sync", sync_if_due),
     Job("rollouts", tick),
     Job("prune", lambda services: prune(services.db), every_s=60.0),
+    Job("presence", _presence, every_s=15.0),
 )
 
 

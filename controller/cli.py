@@ -181,6 +181,19 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_db(args: argparse.Namespace) -> int:
+    """Print every stored value the API would refuse; exit 1 when there is one."""
+    from controller.consistency import check_database
+
+    settings = _settings(args.data_dir)
+    with Database(settings.database_url).transaction() as session:
+        problems = check_database(session)
+    for problem in problems:
+        print(problem)
+    print(f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="outpost-controller", description=__doc__)
     parser.add_argument(
@@ -275,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--role", choices=("viewer", "operator", "admin"), default="operator")
     p.add_argument("--password-file", type=Path, help="write the password here (0600)")
     p.set_defaults(fn=cmd_adduser)
+
+    p = sub.add_parser(
+        "check-db", help="check that every stored value is one the API accepts (read-only)"
+    )
+    p.set_defaults(fn=cmd_check_db)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

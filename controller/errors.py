@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-__all__ = ["ApiError", "field_error", "invalid", "validation_details"]
+__all__ = ["ApiError", "conflict", "field_error", "invalid", "validation_details"]
 
 
 class ApiError(Exception):
@@ -40,13 +40,25 @@ def invalid(details: list[dict[str, str]], message: str = "request is invalid") 
 
 
 def field_error(field: str, error: str) -> ApiError:
-    """422 for one bad field."""
+    """422 for one bad field (a rule of the body itself, stated in the API schema)."""
     return invalid([{"field": field, "error": error}])
 
 
+def conflict(field: str, error: str, code: str = "conflict") -> ApiError:
+    """409 for a field that is well-formed but conflicts with what is stored (an image or
+    network that does not exist, a kind that cannot change, a ring out of range …)."""
+    return ApiError(409, code, error, [{"field": field, "error": error}])
+
+
 def validation_details(exc: ValidationError) -> list[dict[str, str]]:
-    """Pydantic errors as [{field, error}] with dotted field paths."""
+    """Pydantic errors as [{field, error, type}] with dotted field paths (``type`` is
+    pydantic's error type: ``value_error`` for a rule's own sentence, else the kind of
+    mismatch, e.g. ``string_pattern_mismatch``)."""
     return [
-        {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "error": err["msg"]}
+        {
+            "field": ".".join(str(p) for p in err["loc"]) or "(body)",
+            "error": err["msg"],
+            "type": err["type"],
+        }
         for err in exc.errors()
     ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,9 @@ __all__ = ["OutpostWorker", "ServeOptions", "serve"]
 log = logging.getLogger(__name__)
 
 LONG_POLL_PATH = "/api/v1/device/config"
+REMOTE_POLL_PATH = "/api/v1/remote/device/poll"
+REMOTE_STREAM_PREFIX = "/api/v1/remote/s/"
+"""Remote-access WebSockets: a session lasts as long as its grant allows (no deadline)."""
 UPLOAD_PATHS = ("/api/v1/images", "/api/v1/agent-releases", "/ui/images/upload")
 MAX_LONG_POLL_S = 120.0
 """protocol.messages.ConfigRequest.wait_s's upper bound."""
@@ -77,9 +81,11 @@ class RequestDeadline:
         self.app = app
         self.options = options
 
-    def _deadline(self, environ: dict[str, Any]) -> float:
+    def _deadline(self, environ: dict[str, Any]) -> float | None:
         path = environ.get("PATH_INFO", "")
-        if path == LONG_POLL_PATH:
+        if path.startswith(REMOTE_STREAM_PREFIX):
+            return None
+        if path in (LONG_POLL_PATH, REMOTE_POLL_PATH):
             return MAX_LONG_POLL_S + self.options.request_timeout_s
         if environ.get("REQUEST_METHOD") == "POST" and path in UPLOAD_PATHS:
             return self.options.upload_timeout_s
@@ -89,6 +95,8 @@ class RequestDeadline:
         import gevent
 
         deadline = self._deadline(environ)
+        if deadline is None:
+            return self.app(environ, start_response)
         try:
             with gevent.Timeout(deadline):
                 return self.app(environ, start_response)
@@ -155,6 +163,7 @@ class _Application(BaseApplication):  # type: ignore[misc]  # gunicorn has no ty
             "accesslog": None,
             "proc_name": "outpost-controller",
             "worker_exit": _flush_on_exit,
+            "child_exit": _worker_gone,
         }
         if not o.plain_http:
             cfg["certfile"] = str(self.settings.pki_dir / "tls.pem")
@@ -175,6 +184,21 @@ class _Application(BaseApplication):  # type: ignore[misc]  # gunicorn has no ty
         return app
 
 
+def _metrics_dir(settings: ControllerSettings) -> None:
+    """Prometheus' multiprocess mode: each worker counts into files here (emptied at start),
+    ``/metrics`` adds them up."""
+    path = settings.data_dir / "run" / f"prometheus-{os.getpid()}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
+def _worker_gone(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
 def serve(settings: ControllerSettings, options: ServeOptions) -> None:
     """Run until SIGTERM/SIGINT (gunicorn's arbiter: workers, reload on SIGHUP)."""
     scheme = "http" if options.plain_http else "https"
@@ -184,4 +208,5 @@ def serve(settings: ControllerSettings, options: ServeOptions) -> None:
         flush=True,
     )
     os.environ.setdefault(REPLICA_ENV, replica_id())  # every worker: the same replica
+    _metrics_dir(settings)
     _Application(settings, options).run()

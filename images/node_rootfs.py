@@ -81,6 +81,7 @@ AGENT_REQUIREMENTS = (
     "pydantic",
     "tpm2-pytss",
     "libvirt-python",
+    "websockets",  # remote access: the agent's outbound session streams
 )
 # the Vagrant lab's controller machine runs outpost-controller from the synced working tree
 CONTROLLER_REQUIREMENTS = (
@@ -90,6 +91,9 @@ CONTROLLER_REQUIREMENTS = (
     "argon2-cffi",
     "flask-wtf",
     "psycopg[binary]",
+    "gunicorn",
+    "gevent",
+    "prometheus-client",
 )
 REQUIREMENTS = AGENT_REQUIREMENTS + CONTROLLER_REQUIREMENTS
 AGENT_PACKAGES = ("node_agent", "attestation", "protocol")

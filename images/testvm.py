@@ -3,7 +3,8 @@
 The guest's /init mounts proc/sys/devtmpfs, installs the busybox applets, prints
 :data:`MARKER` on the console, then powers off at once when the kernel command line has
 :data:`POWEROFF_ARG`; otherwise it loads the ACPI button + evdev modules, runs busybox ``acpid``
-(the power button powers the guest off) and prints a heartbeat every 30 s forever.
+(the power button powers the guest off), keeps an interactive shell on the serial line
+(``ttyS0``: what a remote console reaches) and prints a heartbeat every 30 s forever.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ esac
 for module in /lib/modules/outpost/*.ko; do insmod "$module" 2>/dev/null; done
 mkdir -p /var/run
 acpid -f -l /dev/null &
+# a shell on the serial line for remote consoles (respawned when it exits)
+(while :; do setsid -c sh -i </dev/ttyS0 >/dev/ttyS0 2>&1; done) &
 echo "outpost-testvm: idle, the ACPI power button powers off"
 beat=0
 while :; do

@@ -63,7 +63,7 @@ class Operator:
     # -- what the lab asks ------------------------------------------------------------------
     def claim(self, serial: str) -> None:
         resp = self.request("POST", "/nodes/claim", json={"serial": serial})
-        if resp.status_code not in (201, 409):  # 409: already claimed (a restarted up)
+        if resp.status_code not in (200, 201, 409):  # 200: already claimed (a restarted up)
             raise LabError(f"claiming {serial} failed: {resp.status_code} {resp.text[:300]}")
 
     def nodes(self) -> dict[str, dict[str, Any]]:

@@ -503,6 +503,11 @@ class Agent:
         if self.reconciler is not None and self.prefetcher is not None:
             self.reconciler.health.start(stop)
             self.prefetcher.start(stop)
+        if self.settings.remote_access:  # consoles, exec, forwards: dialled out, on grants
+            from node_agent.remote import RemoteAccess, RemoteContext
+
+            remote = RemoteAccess(RemoteContext.from_agent(self), self.settings.long_poll_s)
+            threading.Thread(target=remote.run, args=(stop,), name="remote", daemon=True).start()
         next_renewal = time.monotonic() + RENEWAL_CHECK_S  # start() just checked
         while not stop.is_set():
             if time.monotonic() >= next_renewal:

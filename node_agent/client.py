@@ -1,6 +1,12 @@
 """The agent's HTTPS client for the device API: pinned root, signed envelopes.
 
 ``signed(..., token=…)`` adds the integrity token header that ``config`` requires.
+
+Answers are read like any untrusted input: bounded strict JSON
+(:func:`protocol.bounded_json.load_json`), a JSON object, and for ``register``,
+``config`` and ``certs`` the shape the protocol gives them.  Anything else is
+:class:`MalformedAnswer` (a :class:`ControllerError`, so every caller's handling of a
+refused call applies) naming the call and what was wrong — never a crash.
 """
 
 from __future__ import annotations
@@ -9,15 +15,27 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import requests
+from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
 from attestation import envelope
 from attestation.pki import Identity
 from protocol.attest import TOKEN_HEADER
+from protocol.bounded_json import JsonRefused, load_json
+from protocol.messages import ConfigResponse, RegisterResponse
 
-__all__ = ["ControllerClient", "ControllerError", "Unreachable"]
+__all__ = [
+    "MAX_ANSWER_BYTES",
+    "ControllerClient",
+    "ControllerError",
+    "MalformedAnswer",
+    "Unreachable",
+]
+
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+"""Largest answer read (a config with 64 apps is far below)."""
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +50,21 @@ class ControllerError(Exception):
 
 class Unreachable(Exception):
     """No answer from the controller (network, TLS, timeout)."""
+
+
+class MalformedAnswer(ControllerError):
+    """The controller answered, but not with what the call returns (not JSON, too deep,
+    a non-finite number, not an object, a field of the wrong type …)."""
+
+
+class CertsAnswer(BaseModel):
+    """``GET certs``: the signing chain and the root (PEM)."""
+
+    signing: list[Annotated[str, StringConstraints(max_length=16384)]] = Field(max_length=16)
+    root: Annotated[str, StringConstraints(max_length=16384)]
+
+
+_ANSWERS: dict[str, type[BaseModel]] = {"config": ConfigResponse, "register": RegisterResponse}
 
 
 @dataclass
@@ -64,20 +97,28 @@ class ControllerClient:
             )
         except requests.RequestException as exc:
             raise Unreachable(f"{self.url}: {exc}") from exc
+        what = f"{method} {path}"
         try:
-            data = resp.json()
-        except ValueError:
-            data = {}
+            data: Any = load_json(resp.content, max_bytes=MAX_ANSWER_BYTES)
+        except JsonRefused as exc:
+            if resp.status_code >= 400:
+                raise ControllerError(resp.status_code, "error", resp.text[:200]) from exc
+            raise MalformedAnswer(resp.status_code, "malformed_answer", f"{what}: {exc}") from exc
         if resp.status_code >= 400:
-            err = data.get("error", {}) if isinstance(data, dict) else {}
+            err = data.get("error") if isinstance(data, dict) else None
+            err = err if isinstance(err, dict) else {}
             raise ControllerError(
-                resp.status_code, err.get("code", "error"), err.get("message", resp.text[:200])
+                resp.status_code,
+                str(err.get("code", "error"))[:64],
+                str(err.get("message", resp.text[:200]))[:2000],
             )
         if not isinstance(data, dict):
-            raise ControllerError(
-                resp.status_code, "bad_response", f"not a JSON object: {resp.text[:200]!r}"
+            raise MalformedAnswer(
+                resp.status_code,
+                "malformed_answer",
+                f"{what}: a {type(data).__name__}, not an object",
             )
-        return resp.status_code, data
+        return resp.status_code, _checked(what, path, resp.status_code, data)
 
     def certs(self) -> dict[str, Any]:
         return self._call("GET", "certs")[1]
@@ -110,6 +151,22 @@ class ControllerClient:
             resp.close()
             raise ControllerError(resp.status_code, "download_failed", f"GET {url}")
         return resp
+
+
+def _checked(what: str, path: str, status: int, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` checked against the call's answer model (when it has one)."""
+    model = CertsAnswer if path == "certs" else _ANSWERS.get(path)
+    if model is None:
+        return data
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(answer)"
+        raise MalformedAnswer(
+            status, "malformed_answer", f"{what}: {where}: {first['msg']}"
+        ) from exc
+    return data
 
 
 def load_bundle(bundle_dir: Path) -> dict[str, Any]:

@@ -10,10 +10,11 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import tarfile
 from pathlib import Path
+
+from protocol.bounded_json import JsonRefused, load_json
 
 __all__ = ["FormatError", "check_format"]
 
@@ -59,9 +60,11 @@ def _check_qcow2(path: Path) -> None:
     if done.returncode != 0:
         raise FormatError(f"qemu-img info refused the qcow2 image: {done.stderr.strip()[:300]}")
     try:
-        info = json.loads(done.stdout)
-    except ValueError as exc:
+        info = load_json(done.stdout, max_bytes=1024 * 1024)
+    except JsonRefused as exc:
         raise FormatError(f"qemu-img info gave unreadable output: {exc}") from exc
+    if not isinstance(info, dict):
+        raise FormatError(f"qemu-img info printed a {type(info).__name__}, not an object")
     if info.get("format") != "qcow2":
         raise FormatError(f"declared qcow2 but qemu-img reads {info.get('format')!r}")
     backing = info.get("backing-filename") or info.get("full-backing-filename")

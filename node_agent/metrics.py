@@ -7,15 +7,16 @@ runtimes' ``list()`` returns; a workload whose stats cannot be read is skipped.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from node_agent.runtime.base import Workload, WorkloadState
+from protocol.bounded_json import load_json
 from protocol.messages import AppMetrics, MetricsMessage, NodeMetrics
 
 __all__ = ["collect_metrics", "libvirt_stats", "node_metrics", "podman_stats"]
@@ -107,21 +108,28 @@ def podman_stats(
             timeout=30,
             check=True,
         ).stdout
-        rows = [json.loads(line) for line in out.splitlines() if line.strip()]
-    except (subprocess.SubprocessError, OSError, ValueError) as exc:
+        rows = [load_json(line, max_depth=8) for line in out.splitlines() if line.strip()]
+    except (subprocess.SubprocessError, OSError, ValueError) as exc:  # JsonRefused too
         log.debug("podman stats failed: %s", exc)
         return []
-    return [
-        AppMetrics(
+    return [m for row in rows if (m := _podman_row(row, running)) is not None]
+
+
+def _podman_row(row: Any, running: dict[str, str]) -> AppMetrics | None:
+    """One ``podman stats`` row as AppMetrics; None (logged) when it is not one."""
+    if not isinstance(row, dict) or row.get("ContainerID") not in running:
+        return None
+    try:
+        return AppMetrics(
             uuid=running[row["ContainerID"]],
             cpu_seconds_total=row.get("CPUNano", 0) / 1e9,
             memory_used_bytes=int(row.get("MemUsage", 0)),
             net_rx_bytes_total=int(row.get("NetInput", 0)),
             net_tx_bytes_total=int(row.get("NetOutput", 0)),
         )
-        for row in rows
-        if row.get("ContainerID") in running
-    ]
+    except (TypeError, ValueError) as exc:  # pydantic's ValidationError too
+        log.warning("podman stats row for %s is unusable: %s", row.get("ContainerID"), exc)
+        return None
 
 
 def collect_metrics(state_dir: Path, app_metrics: list[AppMetrics]) -> MetricsMessage:

@@ -62,6 +62,11 @@ class AgentSettings(BaseModel):
     """After the controller answered 403 "revoked": ask again only this often."""
     device_labels_file: Path | None = None
     """A YAML/JSON mapping of labels this node reports about itself (re-read each report)."""
+    remote_access: bool = True
+    """Take remote sessions the controller offers under its signed grants (the agent dials
+    out; nothing listens). False: never poll for them."""
+    remote_max_sessions: int = Field(default=16, ge=1, le=256)
+    """Remote sessions open at once on this node (more offers are left unanswered)."""
 
     @field_validator("tpm")
     @classmethod

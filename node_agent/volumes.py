@@ -24,7 +24,6 @@ a half-made disk under its final name.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node_agent.runtime.base import DiskAttachment, PermanentError, TemporaryError
+from protocol.bounded_json import JsonRefused, load_json
 from protocol.desired_state import DataDisk
 
 __all__ = [
@@ -85,13 +85,21 @@ def _qemu_img(args: Sequence[str], what: str) -> str:
 def image_info(path: Path, fmt: str) -> ImageInfo:
     """Read ``path`` as format ``fmt`` (never probed: a raw file could pose as qcow2)."""
     out = _qemu_img(["info", "--output=json", "-U", "-f", fmt, str(path)], f"reading {path.name}")
-    data = json.loads(out)
-    return ImageInfo(
-        format=data.get("format", ""),
-        virtual_size=int(data.get("virtual-size", 0)),
-        backing=data.get("full-backing-filename") or data.get("backing-filename") or "",
-        backing_format=data.get("backing-filename-format", ""),
-    )
+    try:
+        data = load_json(out, max_bytes=1024 * 1024)
+        if not isinstance(data, dict):
+            raise TypeError(f"a {type(data).__name__}, not an object")
+        size = data.get("virtual-size", 0)
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise TypeError(f"virtual-size {size!r} is not a byte count")
+        return ImageInfo(
+            format=str(data.get("format", "")),
+            virtual_size=size,
+            backing=str(data.get("full-backing-filename") or data.get("backing-filename") or ""),
+            backing_format=str(data.get("backing-filename-format", "")),
+        )
+    except (JsonRefused, TypeError) as exc:
+        raise TemporaryError(f"reading {path.name}: qemu-img info printed {exc}") from exc
 
 
 def data_disk_path(work_dir: Path, name: str) -> Path:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from outpost_cli.agent_release import add_agent_release_commands
+from outpost_cli.remote import add_remote_commands
 from outpost_cli.resources import UsageError, add_resource_commands, emit
 from outpost_cli.rollout import add_rollout_commands
 from outpost_cli.site_policy import add_site_policy_commands
@@ -244,6 +245,35 @@ def cmd_audit(c: Client, args: argparse.Namespace) -> None:
     )
 
 
+def cmd_events(c: Client, args: argparse.Namespace) -> None:
+    params: dict[str, Any] = {"limit": args.limit}
+    for key in ("node", "app", "kind"):
+        if getattr(args, key):
+            params[key] = getattr(args, key)
+    if args.since:
+        params["since_s"] = _seconds(args.since)
+    rows = c.call("GET", "/events", params=params)["events"]
+    if _structured(args, rows):
+        return
+    print(
+        _table(
+            [[e["at"], e["node"] or "-", e["app"] or "-", e["kind"], e["message"]] for e in rows],
+            ["AT", "NODE", "APP", "KIND", "MESSAGE"],
+        )
+    )
+
+
+def _seconds(text: str) -> float:
+    """``90``, ``15m``, ``2h``, ``1d`` → seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1:] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError as exc:
+        raise UsageError(f"--since {text!r}: a number of seconds, or like 15m, 2h, 1d") from exc
+
+
 # -- trust: attestation states, baseline, revocation, policy, signing rotation ------------
 def cmd_trust(c: Client, args: argparse.Namespace) -> None:
     if args.node:
@@ -463,6 +493,13 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("node", help="serial or uuid")
         s.add_argument("app")
         s.set_defaults(fn=fn)
+    s = sub.add_parser("events", help="what happened on nodes and their apps (newest first)")
+    s.add_argument("--node", help="serial or uuid")
+    s.add_argument("--app", help="app name")
+    s.add_argument("--kind", help="a kind or its prefix: app, app.crashloop, node.offline, …")
+    s.add_argument("--since", help="only the last … (seconds, or 15m, 2h, 1d)")
+    s.add_argument("--limit", type=int, default=100)
+    s.set_defaults(fn=cmd_events)
     s = sub.add_parser("audit", help="recent operator actions")
     s.add_argument("--limit", type=int, default=50)
     s.set_defaults(fn=cmd_audit)
@@ -471,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_agent_release_commands(sub)
     add_rollout_commands(sub)
     add_site_policy_commands(sub)
+    add_remote_commands(sub)
     return p
 
 

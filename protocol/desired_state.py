@@ -24,6 +24,7 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from pydantic.config import JsonDict
 
 from protocol.compat import omit_defaults
 from protocol.downloads import MAX_PREFETCH, DownloadPolicy
@@ -37,11 +38,14 @@ Uuid = Annotated[
     str,
     StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
 ]
-Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 ImageFormat = Literal["kernel-bundle", "qcow2", "raw", "oci-archive"]
 VM_FORMATS = ("kernel-bundle", "qcow2", "raw")
 CONTAINER_FORMATS = ("oci-archive",)
 Port = Annotated[int, Field(ge=1, le=65535)]
+StartDelay = Annotated[float, Field(ge=0.0, le=3600.0, allow_inf_nan=False)]
+"""Seconds an app waits after the node starts before it is started (0 to 1 hour)."""
 
 MAX_IMAGE_BYTES = 64 * 1024**3
 MAX_APPS_PER_NODE = 64
@@ -134,6 +138,52 @@ class Network(StrictModel):
         return self
 
 
+Env = Annotated[
+    dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")],
+        Annotated[str, StringConstraints(max_length=4096)],
+    ],
+    Field(max_length=128),
+]
+Command = Annotated[list[Annotated[str, StringConstraints(max_length=4096)]], Field(max_length=64)]
+AppNetworks = Annotated[list[AppNetwork], Field(max_length=8)]
+Adapters = Annotated[list[Adapter], Field(max_length=8)]
+DataDisks = Annotated[list[DataDisk], Field(max_length=MAX_DATA_DISKS)]
+
+VM_ONLY_SCHEMA: JsonDict = {
+    "if": {"properties": {"kind": {"const": "container"}}, "required": ["kind"]},
+    "then": {
+        "properties": {
+            "adapters": {"maxItems": 0},
+            "disks": {"maxItems": 0},
+            "vtpm": {"const": False},
+        }
+    },
+}
+"""The VM-only fields in JSON Schema: a container has no adapters, data disks or vTPM."""
+
+
+def check_app_shape(
+    name: str,
+    kind: str,
+    adapters: list[Adapter],
+    disks: list[DataDisk],
+    vtpm: bool,
+    networks: list[AppNetwork],
+) -> None:
+    """The rules of an app's own fields (no image needed): VM-only fields, no name twice."""
+    if adapters and kind != "vm":
+        raise ValueError(f"app {name!r}: adapters can only be passed through to a VM")
+    if (disks or vtpm) and kind != "vm":
+        raise ValueError(f"app {name!r}: data disks and a vTPM are for VMs only")
+    disk_names = [d.name for d in disks]
+    if len(disk_names) != len(set(disk_names)):
+        raise ValueError(f"app {name!r}: a data disk name is listed twice")
+    names = [n.name for n in networks]
+    if len(names) != len(set(names)):
+        raise ValueError(f"app {name!r}: a network is listed twice")
+
+
 class AppSpec(StrictModel):
     """One app instance the node must run (a VM or a container)."""
 
@@ -142,22 +192,17 @@ class AppSpec(StrictModel):
     kind: Literal["vm", "container"]
     image: ImageRef
     resources: Resources = Resources()
-    env: dict[
-        Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")],
-        Annotated[str, StringConstraints(max_length=4096)],
-    ] = Field(default_factory=dict, max_length=128)
-    command: list[Annotated[str, StringConstraints(max_length=4096)]] = Field(
-        default_factory=list, max_length=64
-    )
+    env: Env = Field(default_factory=dict)
+    command: Command = Field(default_factory=list)
     desired: Literal["running", "stopped"] = "running"
-    networks: list[AppNetwork] = Field(default_factory=list, max_length=8)
-    adapters: list[Adapter] = Field(default_factory=list, max_length=8)
+    networks: AppNetworks = Field(default_factory=list)
+    adapters: Adapters = Field(default_factory=list)
     restart_counter: int = Field(default=0, ge=0, le=MAX_COUNT)
     """Raised by the operator's 'restart' command: restart once per increase (EVE)."""
     purge_counter: int = Field(default=0, ge=0, le=MAX_COUNT)
     """Raised by 'purge': recreate the app's writable state once per increase."""
-    start_delay_s: float = Field(default=0.0, ge=0.0, le=3600.0)
-    disks: list[DataDisk] = Field(default_factory=list, max_length=MAX_DATA_DISKS)
+    start_delay_s: StartDelay = 0.0
+    disks: DataDisks = Field(default_factory=list)
     """Blank data disks (VMs only); purge recreates them along with the root disk."""
     vtpm: bool = False
     """Give the VM its own emulated TPM 2.0 (swtpm; VMs only)."""
@@ -176,17 +221,8 @@ class AppSpec(StrictModel):
                 f"app {self.name!r}: kind {self.kind!r} needs image format"
                 f" {' or '.join(wanted)}, got {self.image.format!r}"
             )
-        if self.adapters and self.kind != "vm":
-            raise ValueError(f"app {self.name!r}: adapters can only be passed through to a VM")
-        if (self.disks or self.vtpm) and self.kind != "vm":
-            raise ValueError(f"app {self.name!r}: data disks and a vTPM are for VMs only")
-        disk_names = [d.name for d in self.disks]
-        if len(disk_names) != len(set(disk_names)):
-            raise ValueError(f"app {self.name!r}: a data disk name is listed twice")
-        names = [n.name for n in self.networks]
-        if len(names) != len(set(names)):
-            raise ValueError(f"app {self.name!r}: a network is listed twice")
-        check_probe(self.name, self.kind, names, self.health)
+        check_app_shape(self.name, self.kind, self.adapters, self.disks, self.vtpm, self.networks)
+        check_probe(self.name, self.kind, [n.name for n in self.networks], self.health)
         return self
 
 
@@ -207,10 +243,11 @@ AgentVersion = Annotated[
     str,
     StringConstraints(
         pattern=r"^[0-9]{1,6}\.[0-9]{1,6}\.[0-9]{1,6}(-[a-z0-9]{1,20}(\.[a-z0-9]{1,20}){0,4})?$",
-        max_length=64,
+        max_length=57,
     ),
 ]
-"""An agent release version: ``MAJOR.MINOR.PATCH`` with an optional ``-pre.release`` tag."""
+"""An agent release version: ``MAJOR.MINOR.PATCH`` with an optional ``-pre.release`` tag;
+at most 57 characters (its release is the image ``agent-<version with dashes>``, a Name)."""
 MAX_AGENT_BUNDLE_BYTES = 64 * 1024**2
 
 
@@ -251,8 +288,9 @@ class AgentTarget(StrictModel):
     manifest: SignedManifest
 
 
-class NodeSettings(StrictModel):
-    """Node-wide settings; every external port is off unless turned on here."""
+class OperatorSettings(StrictModel):
+    """The node-wide settings an operator sets (``PATCH /nodes/{key}``, git): every
+    external port is off unless turned on here."""
 
     config_interval_s: float = Field(default=60.0, ge=1.0, le=86400.0)
     info_interval_s: float = Field(default=600.0, ge=1.0, le=86400.0)
@@ -266,6 +304,12 @@ class NodeSettings(StrictModel):
     """Allow a login on the serial console; off by default (EVE's debug.enable.console)."""
     usb_policy: Literal["deny", "assigned-only"] = "deny"
     """deny: no USB device is authorised; assigned-only: those passed through to apps."""
+
+
+class NodeSettings(OperatorSettings):
+    """Node-wide settings as the node receives them: the operator's, plus the agent release
+    (set only by ``PUT /nodes/{key}/agent-release``, which checks and signs it)."""
+
     agent: AgentTarget | None = None
     """The agent release to run (self-update); None: keep the running one."""
     downloads: DownloadPolicy | None = None

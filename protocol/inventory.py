@@ -8,7 +8,13 @@ from pydantic import Field, StringConstraints
 
 from protocol.model_base import MAX_COUNT, StrictModel
 
-__all__ = ["MAX_PCI_DEVICES", "NodeInventory", "PciAddress", "PciDevice"]
+__all__ = [
+    "MAX_PCI_DEVICES",
+    "NodeInventory",
+    "PciAddress",
+    "PciDevice",
+    "RegistrationInventory",
+]
 
 PciAddress = Annotated[
     str, StringConstraints(pattern=r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
@@ -46,3 +52,10 @@ class NodeInventory(StrictModel):
     iommu: bool = False
     """The kernel has IOMMU groups (passthrough is possible at all)."""
     pci: list[PciDevice] = Field(default_factory=list, max_length=MAX_PCI_DEVICES)
+
+
+class RegistrationInventory(NodeInventory):
+    """The inventory sent with ``register``: the node's, plus which TPM it has."""
+
+    tpm: Annotated[str, StringConstraints(pattern=r"^[a-z]{0,16}$")] = "none"
+    """``none``, ``swtpm`` or ``device`` (the agent's TPM setting's kind)."""

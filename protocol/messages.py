@@ -11,12 +11,13 @@ from protocol.compat import omit_defaults
 from protocol.desired_state import AgentVersion, Name, Sha256Hex, Uuid
 from protocol.downloads import MAX_PREFETCH, DeviceLabels, PrefetchStatus
 from protocol.health import AppHealth
-from protocol.inventory import NodeInventory
+from protocol.inventory import NodeInventory, RegistrationInventory
 from protocol.model_base import MAX_COUNT, Duration, StrictModel, Timestamp
 from protocol.ports import PortState
 from protocol.tpm_enrolment import CredentialChallenge, TpmRegistration
 
-Serial = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
+SERIAL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+Serial = Annotated[str, StringConstraints(pattern=SERIAL_PATTERN)]
 Pem = Annotated[str, StringConstraints(min_length=64, max_length=16384)]
 ShortText = Annotated[str, StringConstraints(max_length=4096)]
 
@@ -51,7 +52,7 @@ class RegisterRequest(StrictModel):
     serial: Serial
     onboarding_cert_pem: Pem
     device_cert_pem: Pem
-    inventory: dict[str, Any] = Field(default_factory=dict)
+    inventory: RegistrationInventory = RegistrationInventory()
     tpm: TpmRegistration | None = None
     """The node's EK certificate, EK and AK publics (None: the node has no TPM)."""
 
@@ -146,7 +147,7 @@ class InfoMessage(StrictModel):
     """Node and app states, as the agent sees them."""
 
     agent_version: Annotated[str, StringConstraints(max_length=64)]
-    config_generation: int = Field(ge=-1)
+    config_generation: int = Field(ge=-1, le=MAX_COUNT)
     config_hash: Annotated[str, StringConstraints(pattern=r"^([0-9a-f]{64})?$")] = ""
     hypervisor: Annotated[str, StringConstraints(max_length=16)] = ""
     apps: list[AppStatus] = Field(default_factory=list, max_length=256)

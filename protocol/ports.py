@@ -32,7 +32,7 @@ class FirewallState(StrictModel):
     enforced: bool
     """True once the table of ``generation`` is in force (input/forward policy drop)."""
     table: Short = "inet outpost"
-    generation: int = Field(default=-1, ge=-1)
+    generation: int = Field(default=-1, ge=-1, le=MAX_COUNT)
     """Config generation whose ruleset is in force (-1: no config, everything closed)."""
     apply_ms: float | None = Field(default=None, ge=0.0, le=3_600_000.0)
     """Duration of the last atomic ``nft -f`` replace."""

@@ -22,13 +22,15 @@ from sqlalchemy import select
 
 from attestation import pki
 from controller.api.device import open_node_request
+from controller.domain import events
 from controller.errors import ApiError
 from controller.store import notify
 from controller.store.models import Node
 from controller.trust.state import fleet_policy, issue_nonce, trust_of
 from controller.trust.verifier import check_quote
 from controller.web.context import current_services
-from protocol.attest import AttestRequest, NonceRequest, NonceResponse, RenewRequest
+from controller.web.telemetry import ATTESTATIONS
+from protocol.attest import AttestRequest, AttestResult, NonceRequest, NonceResponse, RenewRequest
 
 __all__ = ["attest_api"]
 
@@ -51,7 +53,11 @@ def attest() -> ResponseReturnValue:
             )
             return jsonify(answer.model_dump(mode="json"))
         assert node.device_cert_pem is not None
+        was = trust_of(session, node).state
         result = check_quote(session, node, body, pki.load_cert(node.device_cert_pem))
+        if result.result != AttestResult.SUCCESS or was != "attested":  # news only
+            events.attestation(session, node, str(result.result), result.reason)
+    ATTESTATIONS.labels(str(result.result)).inc()
     return jsonify(result.model_dump(mode="json"))
 
 

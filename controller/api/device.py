@@ -25,6 +25,7 @@ from attestation import envelope
 from controller.api.device_cache import CachedNode, DeviceCache, RecentIds
 from controller.api.register import register_node
 from controller.api.signed_request import open_request
+from controller.domain import events
 from controller.domain.common import changed
 from controller.domain.desired import current_desired_state
 from controller.domain.onboarding import NotClaimed, record_pending
@@ -33,7 +34,9 @@ from controller.store.models import Node, NodeTrust, utcnow
 from controller.store.notify import ConfigNotifier, WaitersFull
 from controller.store.replay import remember_request
 from controller.trust.state import record_issued_config, token_sha256
+from controller.web.body import json_body
 from controller.web.context import current_services
+from controller.web.telemetry import POLLS
 from protocol.attest import TOKEN_HEADER
 from protocol.desired_state import NodeSettings
 from protocol.messages import ConfigRequest, ConfigResponse, InfoMessage
@@ -47,13 +50,6 @@ device_api = Blueprint("device_api", __name__, url_prefix="/api/v1/device")
 _CACHE_KEY = "outpost-device-cache"
 _RECENT_KEY = "outpost-recent-poll-ids"
 M = TypeVar("M", bound=BaseModel)
-
-
-def _json_body() -> Any:
-    body = request.get_json(silent=True)
-    if body is None:
-        raise ApiError(422, "bad_request", "body must be JSON")
-    return body
 
 
 def refuse_if_revoked(session: Session, node: Node) -> None:
@@ -79,7 +75,7 @@ def _open(session: Session, model: type[M], *, idle: bool) -> tuple[CachedNode, 
     cert sha256."""
     svc = current_services()
     devices = _devices()
-    wire = _json_body()
+    wire = json_body()
     entries: dict[str, CachedNode] = {}
 
     def resolve(sha: str) -> Any:
@@ -143,7 +139,7 @@ def register() -> ResponseReturnValue:
     try:
         with svc.db.transaction() as session:
             status, resp = register_node(
-                session, svc.pki, _json_body(), svc.settings.max_clock_skew_s
+                session, svc.pki, json_body(), svc.settings.max_clock_skew_s
             )
             node = session.scalar(select(Node).where(Node.uuid == resp.node_uuid))
             assert node is not None
@@ -182,7 +178,9 @@ def config() -> ResponseReturnValue:
             signed = _answer(session, devices, entry, sha, token, req.config_hash)
             since = entry.version
     if signed is None:
+        POLLS.labels("unchanged").inc()
         return jsonify(ConfigResponse(unchanged=True).model_dump())
+    POLLS.labels("config").inc()
     return jsonify(ConfigResponse(unchanged=False, config=signed).model_dump())
 
 
@@ -248,7 +246,9 @@ def info() -> ResponseReturnValue:
     svc = current_services()
     with svc.db.transaction() as session:
         node, msg = open_node_request(session, InfoMessage)
+        before = node.info
         node.info = msg.model_dump(mode="json", exclude={"inventory", "device_labels"})
+        events.app_changes(session, node, before, node.info)
         node.info_at = utcnow()
         if msg.device_labels is not None and msg.device_labels != (node.device_labels or {}):
             node.device_labels = dict(msg.device_labels)  # selectors may now pick it

@@ -11,7 +11,6 @@ import base64
 import binascii
 import gzip
 import io
-import json
 import zlib
 
 from flask import Blueprint, jsonify
@@ -23,6 +22,7 @@ from controller.api.device import open_lossy_report, open_node_request
 from controller.errors import ApiError, validation_details
 from controller.store.models import LogBatch
 from controller.web.context import current_services
+from protocol.bounded_json import load_json
 from protocol.messages import (
     MAX_LOG_BATCH_LINES,
     LogBatchMessage,
@@ -73,7 +73,7 @@ def _decode_lines(msg: LogBatchMessage) -> list[LogLine]:
     if len(rows) > MAX_LOG_BATCH_LINES:
         raise ApiError(413, "too_large", f"more than {MAX_LOG_BATCH_LINES} lines in a batch")
     try:
-        return [LogLine.model_validate(json.loads(r)) for r in rows if r.strip()]
+        return [LogLine.model_validate(load_json(r, max_depth=4)) for r in rows if r.strip()]
     except ValueError as exc:
         details = validation_details(exc) if isinstance(exc, ValidationError) else None
         raise ApiError(422, "invalid_body", f"a log line is invalid: {exc}", details) from exc

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import uuid
 from typing import Any
 
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from attestation import pki
@@ -24,6 +23,7 @@ from controller.domain.onboarding import NotClaimed
 from controller.errors import ApiError
 from controller.store.models import Node, utcnow
 from controller.store.pki import ControllerPki
+from protocol.bounded_json import load_json
 from protocol.messages import RegisterRequest, RegisterResponse
 
 __all__ = ["register_node"]
@@ -38,7 +38,7 @@ def _unverified_onboarding_cert(wire: Any) -> str:
     signature and the chain have been checked.
     """
     try:
-        inner = json.loads(base64.b64decode(wire["payload"], validate=True))
+        inner = load_json(base64.b64decode(wire["payload"], validate=True))
         pem = inner["body"]["onboarding_cert_pem"]
     except (KeyError, TypeError, ValueError, binascii.Error) as exc:
         raise ApiError(422, "bad_request", "register body is not a signed envelope") from exc
@@ -85,12 +85,19 @@ def register_node(
         raise ApiError(409, "conflict", f"serial {req.serial!r} is bound to another device")
     if session.scalar(select(Node).where(Node.device_cert_sha256 == device_hash)) is not None:
         raise ApiError(409, "conflict", "device certificate already registered to another serial")
+    # the claimed row becomes registered once: a concurrent register of the same serial
+    # (another device cert) finds it no longer claimed and is refused, never both 201
+    won = session.execute(
+        update(Node).where(Node.id == node.id, Node.state == "claimed").values(state="registered")
+    )
+    if won.rowcount != 1:  # type: ignore[attr-defined]
+        raise ApiError(409, "conflict", f"serial {req.serial!r} was registered meanwhile")
     node.uuid = str(uuid.uuid4())
     node.state = "registered"
     node.device_cert_pem = req.device_cert_pem
     node.device_cert_sha256 = device_hash
     node.onboarding_cert_sha256 = onboarding_hash
-    node.inventory = req.inventory
+    node.inventory = req.inventory.model_dump(mode="json")
     node.registered_at = node.last_seen = utcnow()
     log.info("node registered", extra={"serial": req.serial, "node_uuid": node.uuid})
     return 201, RegisterResponse(node_uuid=node.uuid)

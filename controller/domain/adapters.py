@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.domain.labels import effective_labels
-from controller.errors import invalid
+from controller.errors import ApiError
 from controller.store.models import App, Assignment, Node
 from protocol.desired_state import Adapter
 from protocol.inventory import NodeInventory, PciDevice
@@ -96,7 +96,7 @@ def nodes_of_app(s: Session, app: App) -> list[Node]:
 
 
 def _refuse(message: str) -> Exception:
-    return invalid([{"field": "adapters", "error": message}], message)
+    return ApiError(409, "conflict", message, [{"field": "adapters", "error": message}])
 
 
 def check_node_adapters(node: Node, apps: Iterable[App]) -> None:

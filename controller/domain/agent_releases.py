@@ -167,8 +167,8 @@ def _allow_in_baseline(s: Session, node: Node, digest: str) -> None:
     """The new version's code digest must pass the node's attestation policy."""
     allowlist = fleet_policy(s).agent_allowlist or []
     if allowlist and digest not in allowlist:
-        raise ApiError(
-            422,
+        raise ApiError(  # the stored trust policy refuses it: a conflict, not a bad body
+            409,
             "not_allowed",
             f"the fleet agent allowlist does not list this release's code digest {digest};"
             " add it to the trust policy first",
@@ -186,10 +186,8 @@ def set_node_release(
     """``PUT /nodes/<key>/agent-release``: the release the node should run (or none)."""
     body = parse(NodeReleaseBody, data)
     node = find_node(s, key)
-    settings = dict(node.settings or {})
     if body.version is None:
-        settings.pop("agent", None)
-        update_node(s, actor, key, settings=settings)
+        update_node(s, actor, key, agent=None)
         return {"serial": node.serial, "agent": None}
     image = _release(s, body.version)
     blob = blob_path(services.settings.datastore_dir, image.sha256)
@@ -216,7 +214,6 @@ def set_node_release(
     except ValidationError as exc:
         raise ApiError(409, "bad_bundle", f"release {body.version}: {exc}") from exc
     _allow_in_baseline(s, node, digest)
-    settings["agent"] = target.model_dump(mode="json")
-    update_node(s, actor, key, settings=settings)
+    update_node(s, actor, key, agent=target.model_dump(mode="json"))
     audit(s, actor, "node.agent-release", node.serial, version=body.version, code_digest=digest)
     return {"serial": node.serial, "agent": {"version": body.version, "code_digest": digest}}

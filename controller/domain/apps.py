@@ -16,7 +16,7 @@ from controller.domain.common import changed, parse
 from controller.domain.ownership import refuse_if_git_owned
 from controller.domain.rollout_guard import refuse_if_rolling
 from controller.domain.views import app_json, image_json
-from controller.errors import ApiError, field_error, invalid, validation_details
+from controller.errors import ApiError, conflict, validation_details
 from controller.store.audit import audit
 from controller.store.lookup import find_app
 from controller.store.models import App, Assignment, Image, Network, utcnow
@@ -29,11 +29,12 @@ def validated_spec(s: Any, body: AppBody, app_uuid: str) -> tuple[Image, dict[st
     """Check the body against the wire schema (the final judge) and the database."""
     image = s.scalar(select(Image).where(Image.name == body.image))
     if image is None:
-        raise field_error("image", f"no image named {body.image!r}")
+        raise conflict("image", f"no image named {body.image!r}")
     known = set(s.scalars(select(Network.name)).all())
     missing = [n.name for n in body.networks if n.name not in known]
     if missing:
-        raise invalid([{"field": "networks", "error": f"unknown network {m!r}"} for m in missing])
+        message = f"unknown network {missing[0]!r}"
+        raise ApiError(409, "conflict", message, [{"field": "networks", "error": message}])
     spec = body.model_dump(mode="json", include=SPEC_FIELDS)
     if spec.get("health") is None:
         spec.pop("health", None)  # stored apps without a probe stay as they were
@@ -47,8 +48,10 @@ def validated_spec(s: Any, body: AppBody, app_uuid: str) -> tuple[Image, dict[st
                 "image": {**image_json(image), "url": "https://x/"},
             }
         )
-    except ValidationError as exc:
-        raise invalid(validation_details(exc)) from exc
+    except ValidationError as exc:  # the image's format does not suit the kind, …
+        raise ApiError(
+            409, "conflict", "the app does not fit its image", validation_details(exc)
+        ) from exc
     return image, spec
 
 
@@ -85,12 +88,12 @@ def replace_app(s: Session, actor: str, name: str, data: dict[str, Any]) -> dict
     """``PUT /apps/<name>``: replace a definition (name and kind stay)."""
     body = parse(AppBody, data)
     if body.name != name:
-        raise field_error("name", f"must be {name!r} (rename is not supported)")
+        raise conflict("name", f"must be {name!r} (rename is not supported)")
     app = find_app(s, name)
     refuse_if_git_owned(s, actor, "App", name)
     refuse_if_rolling(s, app)
     if body.kind != app.kind:
-        raise field_error("kind", f"cannot change kind of {name!r}")
+        raise conflict("kind", f"cannot change kind of {name!r}")
     before = app_json(app, s.get(Image, app.image_id))  # type: ignore[arg-type]
     image, spec = validated_spec(s, body, app.uuid)
     app.image_id, app.spec, app.label_selector = image.id, spec, body.selector

@@ -21,7 +21,7 @@ __all__ = ["Body", "changed", "parse"]
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def parse(model: type[BaseModel], data: Any) -> Any:

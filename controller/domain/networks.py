@@ -45,12 +45,11 @@ def put_network(s: Session, actor: str, body: NetworkBody) -> str | None:
     net = s.scalar(select(Network).where(Network.name == body.name))
     if net is not None and (net.subnet, net.nat) == (body.subnet, body.nat):
         return None
+    if net is None:
+        _insert(s, actor, body)
+        return "created"
     _refuse_overlap(s, body)
     changed(s)
-    if net is None:
-        s.add(Network(name=body.name, subnet=body.subnet, nat=body.nat))
-        audit(s, actor, "network.create", body.name, after=body.model_dump())
-        return "created"
     before = network_json(net)
     net.subnet, net.nat = body.subnet, body.nat
     audit(s, actor, "network.update", body.name, before=before, after=body.model_dump())
@@ -63,8 +62,18 @@ def create_network(s: Session, actor: str, data: Any) -> dict[str, Any]:
     if s.scalar(select(Network).where(Network.name == body.name)) is not None:
         message = f"a network named {body.name!r} exists"
         raise ApiError(409, "conflict", message, [{"field": "name", "error": message}])
-    put_network(s, actor, body)
-    return network_json(s.scalars(select(Network).where(Network.name == body.name)).one())
+    return network_json(_insert(s, actor, body))
+
+
+def _insert(s: Session, actor: str, body: NetworkBody) -> Network:
+    """Add the network (a concurrent identical create loses at the unique name: 409)."""
+    _refuse_overlap(s, body)
+    changed(s)
+    net = Network(name=body.name, subnet=body.subnet, nat=body.nat)
+    s.add(net)
+    audit(s, actor, "network.create", body.name, after=body.model_dump())
+    s.flush()
+    return net
 
 
 def delete_network(s: Session, actor: str, name: str) -> None:

@@ -20,7 +20,10 @@ from controller.store.lookup import find_app, find_node
 from controller.store.models import Assignment, Node
 from protocol.desired_state import NodeSettings
 
-__all__ = ["assign", "command", "delete_node", "unassign", "update_node"]
+__all__ = ["KEEP_AGENT", "assign", "command", "delete_node", "unassign", "update_node"]
+
+KEEP_AGENT = object()
+"""``update_node(agent=…)`` default: the node's agent release target stays as it is."""
 
 
 def command(s: Session, actor: str, key: str, name: str, app: str | None = None) -> int:
@@ -92,26 +95,43 @@ def update_node(
     key: str,
     labels: dict[str, str] | None = None,
     settings: dict[str, Any] | None = None,
+    *,
+    agent: dict[str, Any] | object | None = KEEP_AGENT,
 ) -> Node:
-    """``PATCH /nodes/<key>``: replace the node's labels and/or its settings overrides."""
+    """``PATCH /nodes/<key>``: replace the node's labels and/or its settings overrides.
+
+    ``settings`` are the operator's (:class:`OperatorSettings`: no ``agent``); the node's
+    agent release target stays unless ``agent`` is given (only
+    :func:`controller.domain.agent_releases.set_node_release` does, after its checks)."""
     body = parse(NodePatch, {"labels": labels, "settings": settings})
-    if body.settings is not None:
+    refuse_device_keys(body.labels)
+    node = find_node(s, key)
+    new_settings = None
+    if body.settings is not None or agent is not KEEP_AGENT:
+        stored = dict(node.settings or {})
+        kept = stored.pop("agent", None)
+        target = kept if agent is KEEP_AGENT else agent
+        new_settings = (
+            body.settings.model_dump(mode="json", exclude_unset=True)
+            if body.settings is not None
+            else stored
+        )
+        if target is not None:
+            new_settings["agent"] = target
         try:
-            NodeSettings.model_validate(body.settings)
+            NodeSettings.model_validate(new_settings)
         except ValidationError as exc:
             details = validation_details(exc)
             raise invalid(
                 [{**d, "field": f"settings.{d['field']}"} for d in details], "settings are invalid"
             ) from exc
-    refuse_device_keys(body.labels)
-    node = find_node(s, key)
     refuse_if_git_owned(s, actor, "Node", node.serial)
     before = {"labels": node.labels, "settings": node.settings}
     if body.labels is not None:
         node.labels = dict(body.labels)
         check_node_adapters(node, adapter_apps_on(s, node))  # apps its new labels select
-    if body.settings is not None:
-        node.settings = dict(body.settings)
+    if new_settings is not None:
+        node.settings = new_settings
     audit(
         s,
         actor,

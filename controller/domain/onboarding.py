@@ -70,20 +70,28 @@ log = logging.getLogger(__name__)
 
 def claim_serial(session: Session, serial: str) -> Node:
     """Pre-register a serial so a node carrying it may onboard; idempotent."""
+    return _claim_serial(session, serial)[0]
+
+
+def _claim_serial(session: Session, serial: str) -> tuple[Node, bool]:
+    """(the node, True when this call inserted it)."""
     node = session.scalar(select(Node).where(Node.serial == serial))
-    if node is None:
-        node = Node(serial=serial, state="claimed")
-        session.add(node)
-        session.flush()
-    return node
+    if node is not None:
+        return node, False
+    node = Node(serial=serial, state="claimed")
+    session.add(node)
+    session.flush()
+    return node, True
 
 
-def claim(s: Session, actor: str, serial: str) -> None:
-    """``POST /nodes/claim``: claim a serial (idempotent) and drop its pending attempt."""
+def claim(s: Session, actor: str, serial: str) -> bool:
+    """``POST /nodes/claim``: claim a serial (idempotent) and drop its pending attempt;
+    True when it was not claimed before."""
     body = parse(ClaimBody, {"serial": serial})
-    claim_serial(s, body.serial)
+    _node, new = _claim_serial(s, body.serial)
     s.execute(delete(PendingRegistration).where(PendingRegistration.serial == body.serial))
     audit(s, actor, "node.claim", body.serial, after={"serial": body.serial})
+    return new
 
 
 @dataclass

@@ -9,15 +9,23 @@ as "nothing reported".
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
 from pydantic import ValidationError
 
-from controller.store.models import Node
+from controller.store.models import Node, utcnow
 from protocol.messages import AppState, AppStatus, InfoMessage
 
-__all__ = ["AppState", "app_status", "app_statuses", "reported", "reported_generation"]
+__all__ = [
+    "AppState",
+    "app_status",
+    "app_statuses",
+    "online_cutoff",
+    "reported",
+    "reported_generation",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,3 +56,11 @@ def reported_generation(node: Node) -> int:
     """The config generation the node last reported running (-1: none yet)."""
     msg = reported(node.info)
     return msg.config_generation if msg else -1
+
+
+ONLINE_GRACE_S = 30.0
+
+
+def online_cutoff(config_interval_s: float, now: dt.datetime | None = None) -> dt.datetime:
+    """A node last heard from before this is offline (three poll intervals and a grace)."""
+    return (now or utcnow()) - dt.timedelta(seconds=3 * config_interval_s + ONLINE_GRACE_S)

@@ -205,7 +205,12 @@ def _memberships(
             out[serial] = (doc, {**current, **sites.selectors[doc.site]}, None)
     for doc in sites.of_kind("Node"):
         labels = {**(doc.spec.labels or {}), **sites.selectors[doc.site]}
-        out[doc.spec.serial] = (doc, labels, doc.spec.settings)
+        settings = doc.spec.settings
+        out[doc.spec.serial] = (
+            doc,
+            labels,
+            None if settings is None else settings.model_dump(mode="json", exclude_unset=True),
+        )
     return out
 
 
@@ -219,7 +224,8 @@ def _apply_node(
         out.append(f"node/{serial} claimed")
         node = s.scalar(select(Node).where(Node.serial == serial))
         assert node is not None
-    if (node.labels or {}) == labels and (settings is None or (node.settings or {}) == settings):
+    own = {k: v for k, v in (node.settings or {}).items() if k != "agent"}  # not git's
+    if (node.labels or {}) == labels and (settings is None or own == settings):
         return out
     nodes.update_node(s, actor, serial, labels, settings)
     return [*out, f"node/{serial} configured"]

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from controller.domain.bodies import AppBody, LabelKey, LabelValue
 from controller.domain.common import Body
@@ -72,6 +72,20 @@ class BudgetBody(Body):
 
 
 class RingBody(Body):
+    """One ring: its nodes (a label selector, a percent of the rest, or all the rest), an
+    optional approval, and its health gate: ``soak_s`` of RUNNING within ``deadline_s``
+    (so ``deadline_s >= soak_s``: the one rule here JSON Schema cannot state)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [  # a selector or a percent, not both
+                {"properties": {"selector": {"type": "null"}}},
+                {"properties": {"percent": {"type": "null"}}},
+            ],
+            "x-rules": ["deadline_s >= soak_s"],
+        }
+    )
+
     name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,63}$")] | None = None
     selector: dict[LabelKey, LabelValue] | None = Field(default=None, max_length=16)
     percent: int | None = Field(default=None, ge=1, le=100)

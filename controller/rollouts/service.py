@@ -19,7 +19,7 @@ from controller.domain.common import parse
 from controller.domain.ownership import GIT_ACTOR_PREFIX, owner
 from controller.domain.rollout_guard import refuse_if_rolling
 from controller.domain.views import app_json
-from controller.errors import ApiError, field_error
+from controller.errors import ApiError, conflict
 from controller.rollouts.engine import finish_rollback
 from controller.rollouts.plan import RolloutBody
 from controller.rollouts.view import rollout_view
@@ -34,7 +34,6 @@ __all__ = [
     "refuse_if_rolling",
     "resume",
     "rollback",
-    "rollout_id",
     "rollout_json",
     "start",
 ]
@@ -55,14 +54,14 @@ def start(s: Session, actor: str, data: Any) -> Rollout:
         )
     refuse_if_rolling(s, app)
     if body.app.kind != app.kind:
-        raise field_error("app.kind", f"cannot change kind of {app.name!r}")
+        raise conflict("app.kind", f"cannot change kind of {app.name!r}")
     if body.app.selector != app.label_selector:
-        raise field_error("app.selector", "a rollout changes image and spec, not the selector")
+        raise conflict("app.selector", "a rollout changes image and spec, not the selector")
     image, spec = validated_spec(s, body.app, app.uuid)
     old_image = s.get(Image, app.image_id)
     assert old_image is not None
     if image.id == app.image_id and spec == app.spec:
-        raise field_error("app", "the new version is the version in force")
+        raise conflict("app", "the new version is the version in force")
     r = Rollout(
         app_id=app.id,
         state="progressing",
@@ -88,13 +87,6 @@ def start(s: Session, actor: str, data: Any) -> Rollout:
     return r
 
 
-def rollout_id(text: str) -> int:
-    """A rollout id from a URL (404 for anything but a number)."""
-    if not text.isdigit() or len(text) > 12:
-        raise ApiError(404, "not_found", f"no rollout {text[:20]!r}")
-    return int(text)
-
-
 def find_rollout(s: Session, rid: int) -> Rollout:
     r = s.get(Rollout, rid)
     if r is None:
@@ -114,7 +106,7 @@ def approve(s: Session, actor: str, rid: int, ring: int | None = None) -> Rollou
         raise ApiError(409, "conflict", f"rollout {rid} is {r.state}")
     index = r.ring if ring is None else ring
     if not 0 <= index < len(r.rings):
-        raise field_error("ring", f"rollout {rid} has rings 0…{len(r.rings) - 1}")
+        raise conflict("ring", f"rollout {rid} has rings 0…{len(r.rings) - 1}")
     if not r.rings[index].get("approval"):
         raise ApiError(409, "conflict", f"ring {index} of rollout {rid} needs no approval")
     if index in r.approved_rings:

@@ -33,5 +33,14 @@ def audit(
     )
 
 
-def event(session: Session, node: Node | None, kind: str, message: str = "") -> None:
-    session.add(Event(node_id=node.id if node else None, kind=kind, message=message[:1024]))
+def event(
+    session: Session, node: Node | None, kind: str, message: str = "", app_uuid: str | None = None
+) -> None:
+    session.add(
+        Event(
+            node_id=node.id if node else None,
+            kind=kind[:64],
+            message=message[:1024],
+            app_uuid=app_uuid,
+        )
+    )

@@ -18,8 +18,11 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 
+from controller.errors import ApiError
 from controller.store.notify import NOTIFIER_KEY, ConfigNotifier
 
 __all__ = ["Database", "alembic_config", "load_all_models"]
@@ -46,11 +49,25 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """One transaction: committed on success, rolled back on any exception."""
-        with self._sessions() as session, session.begin():
-            if self.notifier is not None:
-                session.info[NOTIFIER_KEY] = self.notifier
-            yield session
+        """One transaction: committed on success, rolled back on any exception.
+
+        A uniqueness (or foreign-key) violation — two identical creates at the same moment,
+        both past their "does it exist?" check — is the 409 it means, never a 500: the
+        database's constraint is the lock, and the loser changed nothing.  So is a row that
+        a concurrent request deleted under this one (an update that matched no row)."""
+        try:
+            with self._sessions() as session, session.begin():
+                if self.notifier is not None:
+                    session.info[NOTIFIER_KEY] = self.notifier
+                yield session
+        except IntegrityError as exc:
+            raise ApiError(
+                409, "conflict", "a concurrent change conflicts with this one; try again"
+            ) from exc
+        except (StaleDataError, ObjectDeletedError) as exc:
+            raise ApiError(
+                409, "conflict", "the object was changed or deleted meanwhile; try again"
+            ) from exc
 
 
 def load_all_models() -> None:

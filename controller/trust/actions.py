@@ -37,7 +37,7 @@ Digest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
 class PolicyPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     tpm_less: Literal["allow", "refuse"] | None = None
     agent_allowlist: list[Digest] | None = Field(default=None, max_length=256)
@@ -46,7 +46,7 @@ class PolicyPatch(BaseModel):
 
 
 class RevokeBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     reason: Annotated[str, StringConstraints(min_length=1, max_length=512)]
 

@@ -19,6 +19,7 @@ from controller.ui import (
     views_auth,
     views_fleet,
     views_onboarding,
+    views_remote,
     views_rollouts,
 )
 from controller.ui.blueprint import ui
@@ -31,6 +32,7 @@ _VIEWS = (  # registers routes
     views_auth,
     views_fleet,
     views_onboarding,
+    views_remote,
     views_rollouts,
 )
 

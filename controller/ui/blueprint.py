@@ -17,6 +17,7 @@ from wtforms import Form
 from controller.domain import nodes as nodes_actions
 from controller.errors import ApiError
 from controller.store.models import utcnow
+from controller.ui.field_rules import plain_error
 from controller.ui.security import guard, secure_headers
 from controller.web.context import actor, current_services
 
@@ -42,6 +43,7 @@ NAV = (
     ("ui.rollouts", "Rollouts"),
     ("ui.git", "Git"),
     ("ui.audit", "Audit log"),
+    ("ui.remote", "Remote"),
 )
 
 
@@ -70,11 +72,12 @@ def apply_errors(form: Form, exc: ApiError, fields: dict[str, str] | None = None
         name = fields.get(path) or fields.get(head) or head
         field = getattr(form, name, None) if name else None
         if field is not None and hasattr(field, "errors") and name != "csrf_token":
-            field.errors = [*list(field.errors), str(item.get("error", ""))]
-            placed = True
+            message = plain_error(field.label.text, name, item)
+            if message not in field.errors:
+                field.errors = [*list(field.errors), message]
         else:
-            form.form_errors.append(f"{path}: {item.get('error', '')}" if path else exc.message)
-            placed = True
+            form.form_errors.append(plain_error(path or "The form", head, item))
+        placed = True
     if not placed:
         form.form_errors.append(exc.message)
 

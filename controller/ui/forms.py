@@ -8,23 +8,23 @@ the domain actions (``controller.domain``), so the UI and the API refuse the sam
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Any
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import (
-    DecimalField,
     HiddenField,
-    IntegerField,
     PasswordField,
     SelectField,
     StringField,
     TextAreaField,
 )
-from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, InputRequired, Length, Optional
 
 from controller.domain.tokens import ROLES
+from controller.ui.field_rules import FIELD_RULES
 
 try:  # WTForms >= 3.3 deprecates (value, label) tuples
     from wtforms.fields.choices import SelectChoice
@@ -57,9 +57,55 @@ __all__ = [
     "UserForm",
     "choices",
     "parse_pairs",
+    "rule",
 ]
 
 FORMAT_NAMES = ("oci-archive", "kernel-bundle", "qcow2", "raw")
+
+
+def rule(name: str) -> str:
+    """The field's rule in plain words (shown beside it)."""
+    return FIELD_RULES[name]
+
+
+class _NumberField(StringField):
+    """A number typed by a person: ASCII digits only (no superscripts, no other scripts'
+    digits), finite (no NaN, sNaN, inf); refused with the field's rule in plain words."""
+
+    pattern = re.compile(r"")
+
+    def __init__(self, label: str, rule_name: str, **kwargs: Any) -> None:
+        super().__init__(label, description=rule(rule_name), **kwargs)
+
+    def _value(self) -> str:
+        return "" if self.data is None else str(self.data)
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        text = (valuelist[0] if valuelist else "").strip()
+        if not text:
+            self.data = None
+            return
+        if not self.pattern.fullmatch(text):
+            self.data = None
+            raise ValueError(f"{self.label.text}: {self.description}")
+        self.data = self.convert(text)
+
+    def convert(self, text: str) -> Any:
+        raise NotImplementedError  # pragma: no cover - every subclass converts
+
+
+class WholeNumberField(_NumberField):
+    pattern = re.compile(r"-?[0-9]{1,18}")
+
+    def convert(self, text: str) -> int:
+        return int(text)
+
+
+class SecondsField(_NumberField):
+    pattern = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?")
+
+    def convert(self, text: str) -> float:
+        return float(text)
 
 
 class SyntaxProblem(ValueError):
@@ -108,21 +154,33 @@ class LabelsForm(FlaskForm):
 
 
 class AppForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired()])
+    name = StringField("Name", validators=[DataRequired()], description=rule("name"))
     kind = SelectField("Kind", choices=choices("container", "vm"))
-    image = SelectField("Image", validators=[DataRequired()], validate_choice=False)
-    vcpus = IntegerField("vCPUs", default=1, validators=[InputRequired()])
-    memory_mib = IntegerField("Memory (MiB)", default=128, validators=[InputRequired()])
-    disk_mib = IntegerField("Disk (MiB, 0 = image size)", default=0, validators=[InputRequired()])
-    command = StringField("Command (shell words)")
-    env = TextAreaField("Environment (KEY=value, one per line)")
-    desired = SelectField("Desired state", choices=choices("running", "stopped"))
-    networks = TextAreaField("Networks (name host:guest/proto …, one per line)")
-    adapters = TextAreaField("Adapters (kind match, one per line; VMs only)")
-    start_delay_s = DecimalField(
-        "Start delay (s)", default=0, places=1, validators=[Optional(), NumberRange(min=0)]
+    image = SelectField(
+        "Image", validators=[DataRequired()], validate_choice=False, description=rule("image")
     )
-    selector = TextAreaField("Run on nodes labelled (key=value, one per line)")
+    vcpus = WholeNumberField("vCPUs", "vcpus", default=1, validators=[InputRequired()])
+    memory_mib = WholeNumberField(
+        "Memory (MiB)", "memory_mib", default=128, validators=[InputRequired()]
+    )
+    disk_mib = WholeNumberField(
+        "Disk (MiB, 0 = image size)", "disk_mib", default=0, validators=[InputRequired()]
+    )
+    command = StringField("Command (shell words)", description=rule("command"))
+    env = TextAreaField("Environment (KEY=value, one per line)", description=rule("env"))
+    desired = SelectField("Desired state", choices=choices("running", "stopped"))
+    networks = TextAreaField(
+        "Networks (name host:guest/proto …, one per line)", description=rule("networks")
+    )
+    adapters = TextAreaField(
+        "Adapters (kind match, one per line; VMs only)", description=rule("adapters")
+    )
+    start_delay_s = SecondsField(
+        "Start delay (s)", "start_delay_s", default=0, validators=[Optional()]
+    )
+    selector = TextAreaField(
+        "Run on nodes labelled (key=value, one per line)", description=rule("selector")
+    )
 
     def to_body(self) -> dict[str, Any]:
         """The API's JSON body; :class:`SyntaxProblem` names the field a line is wrong in."""
@@ -173,11 +231,11 @@ class AppForm(FlaskForm):
 
 
 class ImageRegisterForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired()])
+    name = StringField("Name", validators=[DataRequired()], description=rule("name"))
     format = SelectField("Format", choices=choices(*FORMAT_NAMES))
-    sha256 = StringField("SHA-256", validators=[DataRequired()])
-    size = IntegerField("Size (bytes)", validators=[InputRequired()])
-    url = StringField("URL", validators=[DataRequired()])
+    sha256 = StringField("SHA-256", validators=[DataRequired()], description=rule("sha256"))
+    size = WholeNumberField("Size (bytes)", "size", validators=[InputRequired()])
+    url = StringField("URL", validators=[DataRequired()], description=rule("url"))
 
 
 class ImageUploadForm(FlaskForm):
@@ -207,6 +265,9 @@ def parse_pairs(text: str | None, field: str, commas: bool = False) -> dict[str,
     return out
 
 
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
 def _networks(text: str | None) -> list[dict[str, Any]]:
     out = []
     for number, raw in enumerate((text or "").splitlines(), start=1):
@@ -217,9 +278,11 @@ def _networks(text: str | None) -> list[dict[str, Any]]:
         for word in words[1:]:
             spec, _, proto = word.partition("/")
             host, sep, guest = spec.partition(":")
-            if not sep or not host.isdigit() or not guest.isdigit():
+            if not sep or not _PORT.fullmatch(host) or not _PORT.fullmatch(guest):
                 raise SyntaxProblem(
-                    "networks", f"line {number}: a port is host:guest[/tcp|udp], not {word!r}"
+                    "networks",
+                    f"line {number}: a port is host:guest or host:guest/udp with numbers"
+                    f" 1 to 65535, not {word!r}",
                 )
             ports.append({"host": int(host), "guest": int(guest), "proto": proto or "tcp"})
         out.append({"name": words[0], "ports": ports})

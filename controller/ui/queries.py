@@ -31,7 +31,6 @@ from controller.store.models import (
     Node,
     NodeTrust,
     PendingRegistration,
-    utcnow,
 )
 from protocol.messages import AppStatus
 
@@ -48,13 +47,11 @@ __all__ = [
     "node_apps",
     "node_list",
     "node_status",
-    "online_cutoff",
     "recent_events",
     "recent_logs",
 ]
 
 PAGE_SIZE = 50
-ONLINE_GRACE_S = 30.0
 FILTERS = (
     "online",
     "offline",
@@ -78,10 +75,6 @@ class Page:
     def clamp(page: int, total: int, size: int = PAGE_SIZE) -> tuple[int, int]:
         pages = max(1, -(-total // size))
         return min(max(page, 1), pages), pages
-
-
-def online_cutoff(config_interval_s: float, now: dt.datetime | None = None) -> dt.datetime:
-    return (now or utcnow()) - dt.timedelta(seconds=3 * config_interval_s + ONLINE_GRACE_S)
 
 
 TROUBLE = (AppState.ERROR, AppState.CRASHLOOP)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import secrets
 import threading
 import time
@@ -184,9 +185,13 @@ def requires(role: str) -> Callable[[F], F]:
     return wrap
 
 
+_SAFE_NEXT = re.compile(r"/ui/[\x21-\x7e]{0,2000}")
+
+
 def safe_next(target: str | None) -> str:
-    """Only a path inside the UI (no scheme, no other host) is followed after login."""
-    if target and target.startswith("/ui/") and not target.startswith("//") and "\\" not in target:
+    """Only a path inside the UI (no scheme, no other host) is followed after login; it
+    must be printable ASCII without spaces (no CR/LF header injection into ``Location``)."""
+    if target and _SAFE_NEXT.fullmatch(target) and "\\" not in target:
         return target
     return url_for("ui.overview")
 

@@ -108,7 +108,7 @@ def users() -> str | Response:
     )
 
 
-@ui.post("/users/<int:user_id>/delete")
+@ui.post("/users/<id:user_id>/delete")
 @requires("admin")
 def delete_user(user_id: int) -> Response:
     with services().db.transaction() as s:

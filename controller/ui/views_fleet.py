@@ -11,7 +11,7 @@ from werkzeug.wrappers import Response
 
 from controller.domain import nodes as nodes_actions
 from controller.domain.adapters import node_adapters
-from controller.domain.status import reported
+from controller.domain.status import online_cutoff, reported
 from controller.errors import ApiError
 from controller.store.lookup import find_node
 from controller.store.models import App, NodeTrust, utcnow
@@ -33,7 +33,6 @@ from controller.ui.queries import (
     node_apps,
     node_list,
     node_status,
-    online_cutoff,
     recent_events,
     recent_logs,
 )

@@ -14,7 +14,6 @@ from controller.errors import ApiError
 from controller.gitops.source import git_status
 from controller.gitops.sync import sync
 from controller.rollouts import service
-from controller.rollouts.service import rollout_id
 from controller.store.models import Rollout
 from controller.ui.blueprint import services, ui
 from controller.ui.security import requires
@@ -41,19 +40,19 @@ def rollouts() -> str:
     return render_template("rollouts.html", rollouts=items)
 
 
-@ui.get("/rollouts/<rid>")
+@ui.get("/rollouts/<id:rid>")
 @requires("viewer")
-def rollouts_detail(rid: str) -> str:
+def rollouts_detail(rid: int) -> str:
     with services().db.transaction() as s:
-        r = service.rollout_json(s, service.find_rollout(s, rollout_id(rid)))
+        r = service.rollout_json(s, service.find_rollout(s, rid))
     return render_template("rollout.html", r=r, actions=ACTIONS, form=ConfirmForm())
 
 
-@ui.post("/rollouts/<rid>/<action>")
+@ui.post("/rollouts/<id:rid>/<action>")
 @requires("operator")
-def rollouts_action(rid: str, action: str) -> str | Response:
+def rollouts_action(rid: int, action: str) -> str | Response:
     """Ask first (a confirmation page); act only when the confirmation is posted."""
-    number = rollout_id(rid)
+    number = rid
     if action not in ACTIONS:
         flash("Unknown action.", "error")
         return redirect(url_for("ui.rollouts_detail", rid=number))

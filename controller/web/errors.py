@@ -1,7 +1,8 @@
 """The one JSON error handler for every blueprint.
 
 :class:`controller.errors.ApiError` and Werkzeug's HTTP errors (404, 405, 413 …) are
-answered as ``{"error": {"code", "message", "details"}}``.
+answered as ``{"error": {"code", "message", "details"}}``, keeping the headers the error
+carries (``Allow`` on 405).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from controller.errors import ApiError
 
-__all__ = ["register_error_handlers"]
+__all__ = ["kept_headers", "register_error_handlers"]
 
 log = logging.getLogger(__name__)
 DATABASE_RETRY_S = 2
@@ -48,4 +49,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> ResponseReturnValue:
         code = (exc.name or "error").lower().replace(" ", "_")
-        return jsonify(_body(code, exc.description or exc.name)), exc.code or 500
+        return jsonify(_body(code, exc.description or exc.name)), exc.code or 500, kept_headers(exc)
+
+
+def kept_headers(exc: HTTPException) -> list[tuple[str, str]]:
+    """The headers an HTTP error must carry besides its body (405's ``Allow``, 401's
+    ``WWW-Authenticate``, 413's ``Retry-After`` …): everything but the content type."""
+    return [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]

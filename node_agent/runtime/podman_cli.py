@@ -7,7 +7,6 @@ podman's trimmed stderr.  The container runtime (``container.py``) builds on it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -15,6 +14,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from node_agent.runtime.base import PermanentError, RuntimeError_, TemporaryError
+from protocol.bounded_json import JsonRefused, load_json
+
+MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+"""Largest JSON podman may print for one call (``ps``/``inspect`` of every container)."""
 
 __all__ = ["PodmanCLI", "classify_failure", "failure", "is_no_such_container", "trim_stderr"]
 
@@ -135,10 +138,10 @@ class PodmanCLI:
         if not out:
             return []
         try:
-            return json.loads(out)
-        except json.JSONDecodeError as exc:
+            return load_json(out, max_bytes=MAX_OUTPUT_BYTES)
+        except JsonRefused as exc:
             raise TemporaryError(
-                f"{_what(args, app_uuid)} printed invalid JSON: {out[:200]!r}"
+                f"{_what(args, app_uuid)} printed unusable JSON ({exc}): {out[:200]!r}"
             ) from exc
 
 

@@ -1,8 +1,9 @@
 """VM policy: how Outpost turns a :class:`WorkloadSpec` into a libvirt :class:`Domain`.
 
 Closed by default: a VM gets exactly a CPU, memory, its boot source and one serial port
-whose output goes to ``<work_dir>/console.log`` (a file, appended across restarts; no pty,
-no network console).  No NIC unless the app is on app networks (then one virtio NIC per
+whose output goes to ``<work_dir>/console.log`` (appended across restarts); the port is a
+host pty that only libvirt's console stream reaches (the agent's remote console, under a
+grant): no network console.  No NIC unless the app is on app networks (then one virtio NIC per
 network, on that network's bridge, with the planned MAC and tap name), no USB bus
 (``<controller type='usb' model='none'/>``) unless USB devices are passed through (then an
 xHCI controller and one ``<hostdev>`` per vendor:product), no graphics, so no video, no
@@ -335,7 +336,7 @@ def build_domain(
             disks=_disks(spec, boots_from_disk=files is None),
             controllers=(usb_bus,),
             interfaces=interfaces,
-            serials=(Serial(type="file", source_path=log_file, append=True),),
+            serials=(Serial(type="pty", log_file=log_file, append=True),),
             hostdevs=(*usb, *_pci_hostdevs(spec)),
             tpms=(Tpm(),) if spec.vtpm else (),
             memballoon=MemBalloon(model="none"),

@@ -214,7 +214,7 @@ def test_a_commit_with_a_schema_error_is_refused_and_the_nodes_keep_the_last_goo
     line = next(i for i, s in enumerate(text, start=1) if "memory_mib: 4" in s)
 
     r = fleet.ctl.api("POST", "/git/sync")
-    assert r.status_code == 422
+    assert r.status_code == 409
     (err,) = r.json()["error"]["details"]
     assert (err["file"], err["line"]) == ("sites/qa/web.yaml", line)
     assert "memory_mib" in err["reason"]

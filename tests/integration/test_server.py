@@ -120,3 +120,31 @@ def test_the_server_answers_over_keep_alive(tmp_path: Path) -> None:
     with running_controller(tmp_path) as ctl, requests.Session() as session:
         for _ in range(5):
             assert session.get(f"{ctl.url}/healthz", verify=str(ctl.root_ca)).ok
+
+
+def test_metrics_are_prometheus_text_with_the_fleet_and_request_series(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with running_controller(tmp_path) as ctl:
+        node = Node(ctl, tmp_path)
+        node.current_hash()  # a config poll
+        anonymous = requests.get(f"{ctl.url}/metrics", verify=str(ctl.root_ca), timeout=10)
+        assert anonymous.status_code == 401
+        resp = requests.get(
+            f"{ctl.url}/metrics",
+            headers={"Authorization": f"Bearer {ctl.token}"},  # admin; a viewer's would do
+            verify=str(ctl.root_ca),
+            timeout=10,
+        )
+        assert resp.status_code == 200
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(resp.text)
+            for s in family.samples
+        }
+    assert samples[("outpost_nodes", (("state", "online"),))] == 1
+    assert samples[("outpost_nodes_attestation", (("state", "attested"),))] == 1
+    assert samples[("outpost_config_polls_total", (("answer", "config"),))] >= 1
+    assert samples[("outpost_attestations_total", (("result", "SUCCESS"),))] >= 1
+    assert any(name == "outpost_http_request_duration_seconds_count" for name, _ in samples)

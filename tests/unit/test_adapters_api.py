@@ -86,7 +86,7 @@ def test_assigning_one_gpu_to_two_apps_on_a_node_is_refused(api, controller_app)
     _app(api, "second", "gpu 10de:1eb8")
     assert api("POST", "/nodes/gpu-1/apps", json={"app": "first"}).status_code < 300
     r = api("POST", "/nodes/gpu-1/apps", json={"app": "second"})
-    assert r.status_code == 422
+    assert r.status_code == 409
     assert "already passed through to app 'first'" in r.json["error"]["message"]
     assert api("GET", "/nodes/gpu-1").json["assigned_apps"] == ["first"]
 
@@ -96,14 +96,14 @@ def test_an_audio_function_cannot_go_to_another_app_than_its_gpu(api, controller
     _app(api, "video", "gpu 0000:01:00.0")
     _app(api, "sound", "pci 0000:01:00.1")
     assert api("POST", "/nodes/gpu-1/apps", json={"app": "video"}).status_code < 300
-    assert api("POST", "/nodes/gpu-1/apps", json={"app": "sound"}).status_code == 422
+    assert api("POST", "/nodes/gpu-1/apps", json={"app": "sound"}).status_code == 409
 
 
 def test_assigning_a_gpu_whose_group_is_incomplete_is_refused(api, controller_app):
     _register(controller_app, "gpu-2", "nvidia-shared-group")
     _app(api, "ml", "gpu 0000:01:00.0")
     r = api("POST", "/nodes/gpu-2/apps", json={"app": "ml"})
-    assert r.status_code == 422
+    assert r.status_code == 409
     assert "as a whole" in r.json["error"]["message"]
 
 
@@ -111,14 +111,14 @@ def test_assigning_an_adapter_the_node_does_not_have_is_refused(api, controller_
     _register(controller_app, "igpu", "intel")
     _app(api, "ml", "gpu 10de:1eb8")
     r = api("POST", "/nodes/igpu/apps", json={"app": "ml"})
-    assert r.status_code == 422 and "no PCI device" in r.json["error"]["message"]
+    assert r.status_code == 409 and "no PCI device" in r.json["error"]["message"]
 
 
 def test_assigning_an_adapter_to_a_node_with_the_iommu_off_is_refused(api, controller_app):
     _register(controller_app, "no-iommu", "iommu-off")
     _app(api, "ml", "gpu 0000:01:00.0")
     r = api("POST", "/nodes/no-iommu/apps", json={"app": "ml"})
-    assert r.status_code == 422 and "IOMMU is off" in r.json["error"]["message"]
+    assert r.status_code == 409 and "IOMMU is off" in r.json["error"]["message"]
 
 
 def test_a_node_without_a_reported_pci_inventory_gets_no_adapters(api, controller_app):
@@ -131,7 +131,7 @@ def test_a_node_without_a_reported_pci_inventory_gets_no_adapters(api, controlle
         "adapters": [],
     }
     r = api("POST", "/nodes/old/apps", json={"app": "ml"})
-    assert r.status_code == 422 and "not reported its PCI inventory" in r.json["error"]["message"]
+    assert r.status_code == 409 and "not reported its PCI inventory" in r.json["error"]["message"]
 
 
 def test_changing_an_app_to_take_an_adapter_already_in_use_is_refused(api, controller_app):
@@ -147,7 +147,7 @@ def test_changing_an_app_to_take_an_adapter_already_in_use_is_refused(api, contr
         "adapters": [{"kind": "gpu", "match": "0000:01:00.0"}],
     }
     r = api("PUT", "/apps/second", json=body)
-    assert r.status_code == 422
+    assert r.status_code == 409
     assert api("GET", "/apps/second").json.get("adapters", []) == []
 
 
@@ -156,7 +156,7 @@ def test_a_label_selector_landing_an_adapter_twice_on_a_node_is_refused(api, con
     _app(api, "first", "gpu 0000:01:00.0")
     assert api("POST", "/nodes/gpu-1/apps", json={"app": "first"}).status_code < 300
     r = _app(api, "fleet", "gpu 10de:1eb8", selector={"site": "a"})
-    assert r.status_code == 422
+    assert r.status_code == 409
     assert api("GET", "/apps/fleet").status_code == 404
 
 
@@ -190,4 +190,4 @@ def test_an_optional_gpu_present_on_the_node_cannot_go_to_two_apps(api, controll
     _optional_gpu_app(api, "two", "10de:1eb8")
     assert api("POST", "/nodes/gpu-1/apps", json={"app": "one"}).status_code < 300
     r = api("POST", "/nodes/gpu-1/apps", json={"app": "two"})
-    assert r.status_code == 422 and "already passed through" in r.json["error"]["message"]
+    assert r.status_code == 409 and "already passed through" in r.json["error"]["message"]

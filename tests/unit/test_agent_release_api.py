@@ -114,7 +114,7 @@ def test_a_release_the_fleet_allowlist_does_not_list_is_refused(client, admin_he
     r = client.put(
         "/api/v1/nodes/n1/agent-release", json={"version": "2.0.0"}, headers=admin_headers
     )
-    assert r.status_code == 422
+    assert r.status_code == 409
     assert "allowlist" in r.get_json()["error"]["message"]
     settings = client.get("/api/v1/nodes/n1", headers=admin_headers).get_json()["settings"]
     assert "agent" not in settings

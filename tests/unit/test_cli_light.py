@@ -52,5 +52,6 @@ def test_the_base_install_is_only_what_the_cli_needs() -> None:
     names = {
         dep.split(">")[0].split("<")[0].split("[")[0].strip() for dep in project["dependencies"]
     }
-    assert names == {"requests", "pyyaml", "pydantic"}
+    # websockets: the remote sessions' client (console, exec, port-forward); pure Python
+    assert names == {"requests", "pyyaml", "pydantic", "websockets"}
     assert project["scripts"]["outpost"] == "outpost_cli.main:main"

@@ -42,6 +42,9 @@ ANSWERS: dict[tuple[str, str], Any] = {
     ("GET", "/trust/nodes/sn-1"): TRUST,
     ("POST", "/trust/nodes/sn-1/revoke"): TRUST,
     ("GET", "/trust/policy"): {"tpm_less": "refuse"},
+    ("GET", "/events"): {
+        "events": [{"at": "t", "node": "sn-1", "app": None, "kind": "k", "message": "m"}]
+    },
 }
 
 
@@ -65,6 +68,7 @@ def fake_api(monkeypatch: pytest.MonkeyPatch) -> None:
         ["apps"],
         ["app-delete", "a"],
         ["audit"],
+        ["events", "--since", "2h"],
         ["trust"],
         ["trust", "sn-1"],
         ["revoke", "sn-1", "--reason", "stolen"],

@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from controller.api.openapi import route_doc
+from controller.api.openapi import openapi_path, route_doc
 from tests.device_sim import SimDevice
 
 BLOB = b"image bytes"
@@ -45,7 +45,7 @@ def test_every_operator_route_is_described_in_the_openapi_document(controller_ap
     for rule in controller_app.url_map.iter_rules():
         if rule.rule.startswith("/api/v1") and "/device/" not in rule.rule:
             assert route_doc(controller_app.view_functions[rule.endpoint]), rule.rule
-            path = rule.rule.replace("<", "{").replace(">", "}")
+            path = openapi_path(rule.rule)
             for method in rule.methods - {"HEAD", "OPTIONS"}:
                 assert method.lower() in doc["paths"][path], (method, path)
 
@@ -122,13 +122,13 @@ def test_an_app_on_a_network_brings_the_network_into_the_config(client, api, nod
     assert doc["networks"] == [{"name": "lan", "subnet": "10.77.0.0/24", "nat": False}]
 
 
-def test_an_app_on_an_unknown_network_is_refused_naming_the_field(api):
+def test_an_app_on_an_unknown_network_is_a_conflict_naming_the_field(api):
     r = api(
         "POST",
         "/apps",
         json={"name": "web", "kind": "container", "image": "img", "networks": [{"name": "nope"}]},
     )
-    assert r.status_code == 422 and r.json["error"]["details"][0]["field"] == "networks"
+    assert r.status_code == 409 and r.json["error"]["details"][0]["field"] == "networks"
 
 
 def test_overlapping_networks_are_refused(api):

@@ -54,7 +54,7 @@ def test_an_unknown_kind_is_refused():
 def test_the_second_document_of_a_file_reports_its_own_lines():
     text = APP.format(memory=64) + "---\nkind: Network\nspec:\n  name: lan\n  subnet: nope\n"
     [(_, line, reason)] = errors({"sites/qa/x.yaml": text})
-    assert line == 10 and "spec" in reason  # the spec: the check spans its fields
+    assert line == 12 and "subnet" in reason  # the subnet line of the second document
 
 
 def test_an_app_defined_in_two_sites_is_refused_with_both_places():

@@ -67,7 +67,7 @@ def test_another_version_during_the_rollout_is_refused(api, repo: Repo):
     api("POST", "/git/sync")
     repo.commit({"sites/qa/web.yaml": [app_doc(env={"V": "3"}), POLICY]})
     r = api("POST", "/git/sync")
-    assert r.status_code == 422
+    assert r.status_code == 409
     (err,) = r.json["error"]["details"]
     assert err["file"] == "sites/qa/web.yaml" and "is being rolled out" in err["reason"]
 

@@ -91,7 +91,7 @@ def test_a_bad_commit_is_refused_whole_and_the_last_good_revision_stays(api, rep
         }
     )
     r = api("POST", "/git/sync")
-    assert r.status_code == 422
+    assert r.status_code == 409
     (err,) = r.json["error"]["details"]
     assert (err["file"], err["line"]) == ("sites/qa/db.yaml", 3)
     assert "no image named 'no-such-image'" in err["reason"]
@@ -103,7 +103,7 @@ def test_a_bad_commit_is_refused_whole_and_the_last_good_revision_stays(api, rep
 
 def test_a_good_commit_after_a_bad_one_clears_the_error(api, repo: Repo):
     repo.commit({"sites/qa/web.yaml": [app_doc(resources={"memory_mib": 1})]})
-    assert api("POST", "/git/sync").status_code == 422
+    assert api("POST", "/git/sync").status_code == 409
     sha = repo.commit({"sites/qa/web.yaml": [app_doc()]})
     api("POST", "/git/sync")
     status = api("GET", "/git/source").json
@@ -160,7 +160,7 @@ def test_removing_the_source_makes_its_objects_editable(api, repo: Repo):
 def test_an_unreachable_repository_is_reported_and_changes_nothing(api, tmp_path: Path):
     api("PUT", "/git/source", json={"url": str(tmp_path / "missing"), "interval_s": 0})
     r = api("POST", "/git/sync")
-    assert r.status_code == 422 and "git fetch failed" in r.json["error"]["details"][0]["reason"]
+    assert r.status_code == 409 and "git fetch failed" in r.json["error"]["details"][0]["reason"]
 
 
 @pytest.mark.parametrize(
@@ -195,7 +195,7 @@ def test_reverting_a_bad_commit_clears_the_stored_error(api, repo: Repo):
     good = repo.commit({"sites/qa/web.yaml": [app_doc()]})
     api("POST", "/git/sync")
     repo.commit({"sites/qa/web.yaml": "kind: App\nspec: [\n"})
-    assert api("POST", "/git/sync").status_code == 422
+    assert api("POST", "/git/sync").status_code == 409
     repo.git("reset", "-q", "--hard", good)
     assert api("POST", "/git/sync").status_code == 200
     status = api("GET", "/git/source").json

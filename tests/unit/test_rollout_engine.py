@@ -206,9 +206,9 @@ def test_an_app_being_rolled_out_changes_only_through_its_rollout(world: World):
         ({**V2, "selector": {"fleet": "no"}}, "app.selector"),
     ],
 )
-def test_a_rollout_of_an_invalid_or_unchanged_version_is_refused(world: World, version, field):
+def test_a_rollout_that_conflicts_with_the_stored_app_is_409(world: World, version, field):
     r = start(world, version=version)
-    assert r.status_code == 422 and r.json["error"]["details"][0]["field"] == field
+    assert r.status_code == 409 and r.json["error"]["details"][0]["field"] == field
 
 
 def test_a_rollout_with_no_rings_is_refused(world: World):

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from controller.domain.onboarding import claim_serial
 from controller.store.models import AuditEvent, Image
+from tests.fixtures.browser import app_form as _form
 
 BLOB = b"an oci archive, as far as this test cares"
 SHA = hashlib.sha256(BLOB).hexdigest()
@@ -24,25 +25,6 @@ def _images(app) -> None:  # type: ignore[no-untyped-def]
     with _db(app).transaction() as s:
         s.add(Image(name="busybox", sha256=SHA, size=len(BLOB), format="oci-archive"))
         s.add(Image(name="testvm", sha256="b" * 64, size=10, format="kernel-bundle"))
-
-
-def _form(**over: str) -> dict[str, str]:
-    form = {
-        "name": "web",
-        "kind": "container",
-        "image": "busybox",
-        "vcpus": "1",
-        "memory_mib": "64",
-        "disk_mib": "0",
-        "command": 'sh -c "echo hi; sleep 600"',
-        "env": "GREETING=hello, world\nMODE=test",
-        "desired": "running",
-        "networks": "",
-        "adapters": "",
-        "start_delay_s": "0",
-        "selector": "",
-    }
-    return form | over
 
 
 def _error(html: str, field: str) -> str:
@@ -68,14 +50,14 @@ def test_errors_appear_next_to_their_fields(ui_client, ui_app):
     _images(ui_app)
     ui = ui_client("operator")
     cases = [
-        ({"name": "Web App"}, "name", "String should match pattern"),
-        ({"vcpus": "0"}, "vcpus", "greater than or equal to 1"),
-        ({"memory_mib": "lots"}, "memory_mib", "Not a valid integer"),
+        ({"name": "Web App"}, "name", "Name: lower-case letters, digits and dashes"),
+        ({"vcpus": "0"}, "vcpus", "vCPUs: a whole number from 1 to 64"),
+        ({"memory_mib": "lots"}, "memory_mib", "Memory (MiB): a whole number of MiB"),
         ({"image": "testvm"}, "image", "needs image format oci-archive"),
         ({"image": "nope"}, "image", "no image named 'nope'"),
         ({"networks": "lan 80"}, "networks", "a port is host:guest"),
         ({"networks": "lan 8080:80/tcp"}, "networks", "unknown network 'lan'"),
-        ({"env": "1BAD=x"}, "env", "String should match pattern"),
+        ({"env": "1BAD=x"}, "env", "a key is letters, digits and _"),
         ({"command": 'sh -c "unclosed'}, "command", "cannot split into words"),
         ({"selector": "site"}, "selector", "write key=value"),
         ({"adapters": "gpu 0000:01:00.0"}, "image", "adapters can only be passed through"),
@@ -163,7 +145,7 @@ def test_registering_an_external_image_uses_the_apis_rules(ui_client, ui_app):
     }
     bad = ui.post("/ui/images/register", form)
     assert bad.status_code == 422
-    assert "String should match pattern" in _error(bad.get_data(as_text=True), "reg-url")
+    assert "URL: an http:// or https:// address" in _error(bad.get_data(as_text=True), "reg-url")
     ok = ui.post("/ui/images/register", form | {"reg-url": "https://images.example/x.qcow2"})
     assert ok.status_code == 302
     page = ui.get("/ui/images").get_data(as_text=True)

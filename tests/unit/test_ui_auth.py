@@ -158,8 +158,9 @@ def _ui_post_rules(app):  # type: ignore[no-untyped-def]
             if rule.endpoint in ("ui.login", "ui.logout"):
                 continue
             values = {arg: "x" for arg in rule.arguments}
-            if "user_id" in values:
-                values["user_id"] = 1
+            for number in ("user_id", "rid"):
+                if number in values:
+                    values[number] = 1
             yield rule, rule.build(values)[1]
 
 

@@ -66,8 +66,8 @@ GOLDEN = f"""
   <on_crash>destroy</on_crash>
   <devices>
     <controller type="usb" model="none"/>
-    <serial type="file">
-      <source path="/var/lib/outpost/apps/6a1c0d52/console.log" append="on"/>
+    <serial type="pty">
+      <log file="/var/lib/outpost/apps/6a1c0d52/console.log" append="on"/>
       <target port="0"/>
     </serial>
     <memballoon model="none"/>
@@ -98,12 +98,12 @@ def test_ports_are_closed_by_default() -> None:
     assert root.findtext("on_crash") == "destroy"
 
 
-def test_serial_console_logs_to_work_dir() -> None:
+def test_serial_console_logs_to_work_dir_and_is_reached_through_libvirt_only() -> None:
     domain = build_domain(SPEC, "tcg", FILES)
-    assert [(s.type, s.source_path, s.append) for s in domain.devices.serials] == [
-        ("file", str(WORK / "console.log"), True)
+    assert [(s.type, s.log_file, s.append) for s in domain.devices.serials] == [
+        ("pty", str(WORK / "console.log"), True)
     ]
-    assert domain.devices.consoles == ()  # no pty: the console goes to the file only
+    assert domain.devices.consoles == ()  # no extra console device
 
 
 @pytest.mark.parametrize(("accel", "domain_type"), [("kvm", "kvm"), ("tcg", "qemu")])

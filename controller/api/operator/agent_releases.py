@@ -9,7 +9,8 @@ from controller.api.auth import require_role
 from controller.api.openapi import doc
 from controller.api.operator.blueprint import ops_api
 from controller.domain import agent_releases
-from controller.web.context import actor, json_body, svc
+from controller.web.body import json_body
+from controller.web.context import actor, svc
 from protocol.desired_state import MAX_AGENT_BUNDLE_BYTES
 
 

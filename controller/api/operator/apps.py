@@ -7,7 +7,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from controller.api.auth import require_role
-from controller.api.openapi import doc
+from controller.api.openapi import Link, doc
 from controller.api.operator.blueprint import ops_api
 from controller.domain import apps
 from controller.domain.bodies import AppBody
@@ -15,12 +15,22 @@ from controller.domain.status import app_status
 from controller.domain.views import app_json
 from controller.store.lookup import find_app
 from controller.store.models import App, Assignment, Image, Node
-from controller.web.context import actor, json_body, svc
+from controller.web.body import json_body
+from controller.web.context import actor, svc
 
 
 @ops_api.post("/apps")
 @require_role("operator")
-@doc("Define an app", body=AppBody, status=201)
+@doc(
+    "Define an app",
+    body=AppBody,
+    status=201,
+    links={
+        "ShowApp": Link("ops_api.show_app.get", {"name": "$response.body#/name"}),
+        "ReplaceApp": Link("ops_api.replace_app.put", {"name": "$response.body#/name"}),
+        "DeleteApp": Link("ops_api.delete_app.delete", {"name": "$response.body#/name"}),
+    },
+)
 def create_app_def() -> ResponseReturnValue:
     data = json_body()
     with svc().db.transaction() as s:

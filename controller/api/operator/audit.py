@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Annotated
+
 from flask import current_app, jsonify, request
 from flask.typing import ResponseReturnValue
-from pydantic import Field
+from pydantic import Field, StringConstraints
 from sqlalchemy import select
 
 from controller.api.auth import require_role
 from controller.api.openapi import build_openapi, doc
 from controller.api.operator.blueprint import ops_api
+from controller.domain import events
 from controller.domain.common import Body, parse
-from controller.store.models import AuditEvent, Event, Node
+from controller.store.lookup import find_app, find_node
+from controller.store.models import AuditEvent, utcnow
 from controller.web.context import svc
+from protocol.desired_state import Name
 
 
 class AuditQuery(Body):
@@ -23,7 +29,17 @@ class AuditQuery(Body):
 
 
 class EventQuery(Body):
+    node: Annotated[str, StringConstraints(max_length=128)] | None = None
+    """Serial or uuid."""
+    app: Name | None = None
+    kind: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z._]{0,63}$")] | None = None
+    """A kind or its prefix (``app``, ``app.crashloop``, ``node.offline``, ``attestation``)."""
+    since_s: float | None = Field(default=None, ge=0, le=366 * 86400)
+    """Only events of the last ``since_s`` seconds."""
     limit: int = Field(default=100, ge=1, le=1000)
+
+    def since_datetime(self) -> dt.datetime | None:
+        return None if self.since_s is None else utcnow() - dt.timedelta(seconds=self.since_s)
 
 
 @ops_api.get("/audit")
@@ -61,29 +77,24 @@ def audit_log() -> ResponseReturnValue:
 
 @ops_api.get("/events")
 @require_role("viewer")
-@doc("Recent events across the fleet (newest first)", query=EventQuery)
-def events() -> ResponseReturnValue:
+@doc(
+    "The fleet's event stream (newest first), filterable by node, app, kind and time",
+    query=EventQuery,
+)
+def fleet_events() -> ResponseReturnValue:
     q = parse(EventQuery, request.args.to_dict())
     with svc().db.transaction() as s:
-        rows = s.execute(
-            select(Event, Node.serial)
-            .outerjoin(Node, Node.id == Event.node_id)
-            .order_by(Event.id.desc())
-            .limit(q.limit)
-        ).all()
-        return jsonify(
-            {
-                "events": [
-                    {
-                        "at": e.at.isoformat() + "Z",
-                        "node": serial,
-                        "kind": e.kind,
-                        "message": e.message,
-                    }
-                    for e, serial in rows
-                ]
-            }
+        node = find_node(s, q.node) if q.node else None
+        app = find_app(s, q.app) if q.app else None
+        rows = events.query(
+            s,
+            node=node,
+            app_uuid=app.uuid if app else None,
+            kind=q.kind,
+            since=q.since_datetime(),
+            limit=q.limit,
         )
+        return jsonify({"events": [r.as_json() for r in rows]})
 
 
 @ops_api.get("/openapi.json")

@@ -13,7 +13,8 @@ from controller.errors import ApiError
 from controller.gitops import source
 from controller.gitops.source import GitSourceBody
 from controller.gitops.sync import sync
-from controller.web.context import actor, json_body, svc
+from controller.web.body import json_body
+from controller.web.context import actor, svc
 
 
 @ops_api.put("/git/source")
@@ -27,7 +28,10 @@ def set_git_source() -> ResponseReturnValue:
 
 @ops_api.get("/git/source")
 @require_role("viewer")
-@doc("The git source: revision in force, last sync, last error, each node's revision")
+@doc(
+    "The git source: revision in force, last sync, last error, each node's revision",
+    errors=(404,),
+)
 def get_git_source() -> ResponseReturnValue:
     with svc().db.transaction() as s:
         out = source.git_status(s)
@@ -47,12 +51,12 @@ def delete_git_source() -> ResponseReturnValue:
 
 @ops_api.post("/git/sync")
 @require_role("operator")
-@doc("Fetch and apply the git source now (a bad revision is refused whole: 422)")
+@doc("Fetch and apply the git source now (a revision refused whole, or not fetched: 409)")
 def git_sync() -> ResponseReturnValue:
     result = sync(svc())
     if result.errors:
-        raise ApiError(
-            422,
+        raise ApiError(  # the request is fine; the stored source's revision is not
+            409,
             "git_revision_refused",
             f"the revision was refused; {result.revision[:12] or 'nothing'} stays in force",
             [

@@ -7,13 +7,14 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from controller.api.auth import require_role
-from controller.api.openapi import doc
+from controller.api.openapi import Link, doc
 from controller.api.operator.blueprint import ops_api
 from controller.domain import images
 from controller.domain.bodies import ImageQuery, ImageRegistration
 from controller.domain.views import image_json
 from controller.store.models import App, Image
-from controller.web.context import actor, json_body, svc
+from controller.web.body import json_body
+from controller.web.context import actor, svc
 
 
 @ops_api.post("/images")
@@ -32,7 +33,12 @@ def upload_image() -> ResponseReturnValue:
 
 @ops_api.post("/images/register")
 @require_role("operator")
-@doc("Register an image held in an external datastore", body=ImageRegistration, status=201)
+@doc(
+    "Register an image held in an external datastore",
+    body=ImageRegistration,
+    status=201,
+    links={"DeleteImage": Link("ops_api.delete_image.delete", {"name": "$response.body#/name"})},
+)
 def register_image() -> ResponseReturnValue:
     data = json_body()
     with svc().db.transaction() as s:
@@ -52,7 +58,7 @@ def list_images() -> ResponseReturnValue:
         return jsonify({"images": [{**image_json(i), "apps": users.get(i.id, [])} for i in rows]})
 
 
-@ops_api.delete("/images/<name>")
+@ops_api.delete('/images/<key(reserved="register"):name>')
 @require_role("operator")
 @doc("Delete an image no app uses")
 def delete_image(name: str) -> ResponseReturnValue:

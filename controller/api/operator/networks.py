@@ -7,17 +7,25 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from controller.api.auth import require_role
-from controller.api.openapi import doc
+from controller.api.openapi import Link, doc
 from controller.api.operator.blueprint import ops_api
 from controller.domain import networks
 from controller.domain.bodies import NetworkBody
 from controller.store.models import Network
-from controller.web.context import actor, json_body, svc
+from controller.web.body import json_body
+from controller.web.context import actor, svc
 
 
 @ops_api.post("/networks")
 @require_role("operator")
-@doc("Define an app network", body=NetworkBody, status=201)
+@doc(
+    "Define an app network",
+    body=NetworkBody,
+    status=201,
+    links={
+        "DeleteNetwork": Link("ops_api.delete_network.delete", {"name": "$response.body#/name"})
+    },
+)
 def create_network() -> ResponseReturnValue:
     data = json_body()
     with svc().db.transaction() as s:

@@ -12,17 +12,21 @@ from pydantic import Field
 from sqlalchemy import select
 
 from controller.api.auth import require_role
-from controller.api.openapi import doc
+from controller.api.openapi import Link, doc
 from controller.api.operator.blueprint import ops_api
-from controller.domain import nodes, onboarding
+from controller.domain import events, nodes, onboarding
 from controller.domain.bodies import ClaimBody, CommandBody, NodePatch
 from controller.domain.common import Body, parse
 from controller.domain.labels import effective_labels
 from controller.domain.views import node_json
 from controller.store.lookup import find_node
-from controller.store.models import Event, LogBatch, Node, PendingRegistration
+from controller.store.models import LogBatch, Node, PendingRegistration
+from controller.web.body import json_body
 from controller.web.context import actor, svc
 from protocol.desired_state import Name
+
+NODE = '/nodes/<key(reserved="claim"):key>'
+"""A node by serial or uuid; ``/nodes/claim`` is the claim route, never a node."""
 
 
 class NodeQuery(Body):
@@ -41,12 +45,24 @@ class LogQuery(Body):
 
 @ops_api.post("/nodes/claim")
 @require_role("operator")
-@doc("Claim a serial so the node carrying it may onboard", body=ClaimBody, status=201)
+@doc(
+    "Claim a serial so the node carrying it may onboard (200: it was claimed already)",
+    body=ClaimBody,
+    status=201,
+    also=(200,),
+    links={
+        "ShowNode": Link("ops_api.show_node.get", {"key": "$response.body#/serial"}),
+        "PatchNode": Link("ops_api.patch_node.patch", {"key": "$response.body#/serial"}),
+        "AssignApp": Link("ops_api.assign.post", {"key": "$response.body#/serial"}),
+        "NodeEvents": Link("ops_api.node_events.get", {"key": "$response.body#/serial"}),
+        "DeleteNode": Link("ops_api.delete_node.delete", {"key": "$response.body#/serial"}),
+    },
+)
 def claim() -> ResponseReturnValue:
-    body = parse(ClaimBody, request.get_json(silent=True))
+    body = parse(ClaimBody, json_body())
     with svc().db.transaction() as s:
-        onboarding.claim(s, actor(), body.serial)
-        return jsonify(node_json(s, find_node(s, body.serial))), 201
+        new = onboarding.claim(s, actor(), body.serial)
+        return jsonify(node_json(s, find_node(s, body.serial))), 201 if new else 200
 
 
 @ops_api.get("/nodes")
@@ -62,7 +78,7 @@ def list_nodes() -> ResponseReturnValue:
         return jsonify({"nodes": [node_json(s, n, full=False) for n in nodes]})
 
 
-@ops_api.get("/nodes/<key>")
+@ops_api.get(NODE)
 @require_role("viewer")
 @doc("Show a node (by serial or uuid)")
 def show_node(key: str) -> ResponseReturnValue:
@@ -70,17 +86,17 @@ def show_node(key: str) -> ResponseReturnValue:
         return jsonify(node_json(s, find_node(s, key)))
 
 
-@ops_api.patch("/nodes/<key>")
+@ops_api.patch(NODE)
 @require_role("operator")
 @doc("Set a node's labels and/or settings", body=NodePatch)
 def patch_node(key: str) -> ResponseReturnValue:
-    body = parse(NodePatch, request.get_json(silent=True))
+    body = parse(NodePatch, json_body())
     with svc().db.transaction() as s:
         node = nodes.update_node(s, actor(), key, body.labels, body.settings)
         return jsonify(node_json(s, node))
 
 
-@ops_api.delete("/nodes/<key>")
+@ops_api.delete(NODE)
 @require_role("admin")
 @doc("Forget a claimed node that never registered")
 def delete_node(key: str) -> ResponseReturnValue:
@@ -93,7 +109,7 @@ def delete_node(key: str) -> ResponseReturnValue:
 @require_role("operator")
 @doc("Reboot a node, or restart/purge one app instance (acted on once)", body=CommandBody)
 def command(key: str) -> ResponseReturnValue:
-    body = parse(CommandBody, request.get_json(silent=True))
+    body = parse(CommandBody, json_body())
     with svc().db.transaction() as s:
         counter = nodes.command(s, actor(), key, body.command, body.app)
     return jsonify({"command": body.command, "app": body.app, "counter": counter})
@@ -101,9 +117,9 @@ def command(key: str) -> ResponseReturnValue:
 
 @ops_api.post("/nodes/<key>/apps")
 @require_role("operator")
-@doc("Run an app on a node", body=AssignBody, status=201)
+@doc("Run an app on a node (200: it already ran there)", body=AssignBody, status=201, also=(200,))
 def assign(key: str) -> ResponseReturnValue:
-    body = parse(AssignBody, request.get_json(silent=True))
+    body = parse(AssignBody, json_body())
     with svc().db.transaction() as s:
         created = nodes.assign(s, actor(), key, body.app)
         return jsonify(node_json(s, find_node(s, key))), 201 if created else 200
@@ -140,7 +156,7 @@ def pending() -> ResponseReturnValue:
         )
 
 
-@ops_api.post("/pending/<serial>/<decision>")
+@ops_api.post("/pending/<serial>/<any(approve,reject):decision>")
 @require_role("operator")
 @doc("Approve (claim) or reject a pending node")
 def decide(serial: str, decision: str) -> ResponseReturnValue:
@@ -151,21 +167,11 @@ def decide(serial: str, decision: str) -> ResponseReturnValue:
 
 @ops_api.get("/nodes/<key>/events")
 @require_role("viewer")
-@doc("Recent events of a node")
+@doc("Recent events of a node and its apps (newest first)")
 def node_events(key: str) -> ResponseReturnValue:
     with svc().db.transaction() as s:
-        node = find_node(s, key)
-        rows = s.scalars(
-            select(Event).where(Event.node_id == node.id).order_by(Event.id.desc()).limit(200)
-        ).all()
-        return jsonify(
-            {
-                "events": [
-                    {"at": e.at.isoformat() + "Z", "kind": e.kind, "message": e.message}
-                    for e in rows
-                ]
-            }
-        )
+        rows = events.query(s, node=find_node(s, key), limit=200)
+        return jsonify({"events": [r.as_json() for r in rows]})
 
 
 @ops_api.get("/nodes/<key>/logs")

@@ -9,13 +9,14 @@ from pydantic import Field
 from sqlalchemy import select
 
 from controller.api.auth import require_role
-from controller.api.openapi import doc
+from controller.api.openapi import Link, doc
 from controller.api.operator.blueprint import ops_api
 from controller.domain.common import Body, parse
 from controller.rollouts import service
 from controller.rollouts.plan import RolloutBody
 from controller.store.models import App, Rollout
-from controller.web.context import actor, json_body, svc
+from controller.web.body import json_body, optional_json_body
+from controller.web.context import actor, svc
 from protocol.desired_state import Name
 
 __all__ = ["ApproveBody", "RolloutQuery"]
@@ -32,7 +33,16 @@ class ApproveBody(Body):
 
 @ops_api.post("/rollouts")
 @require_role("operator")
-@doc("Roll a new app version out through rings with health gates", body=RolloutBody, status=201)
+@doc(
+    "Roll a new app version out through rings with health gates",
+    body=RolloutBody,
+    status=201,
+    links={
+        "ShowRollout": Link("ops_api.show_rollout.get", {"rid": "$response.body#/id"}),
+        "ApproveRollout": Link("ops_api.approve_rollout.post", {"rid": "$response.body#/id"}),
+        "PauseRollout": Link("ops_api.pause_rollout.post", {"rid": "$response.body#/id"}),
+    },
+)
 def start_rollout() -> ResponseReturnValue:
     data = json_body()
     with svc().db.transaction() as s:
@@ -53,23 +63,26 @@ def list_rollouts() -> ResponseReturnValue:
         return jsonify({"rollouts": [service.rollout_json(s, r, full=False) for r in rows]})
 
 
-@ops_api.get("/rollouts/<rid>")
+@ops_api.get("/rollouts/<id:rid>")
 @require_role("viewer")
 @doc("A rollout with its progress per ring and per node")
-def show_rollout(rid: str) -> ResponseReturnValue:
+def show_rollout(rid: int) -> ResponseReturnValue:
     with svc().db.transaction() as s:
-        return jsonify(service.rollout_json(s, service.find_rollout(s, service.rollout_id(rid))))
+        return jsonify(service.rollout_json(s, service.find_rollout(s, rid)))
 
 
-@ops_api.post("/rollouts/<rid>/approve")
+@ops_api.post("/rollouts/<id:rid>/approve")
 @require_role("operator")
-@doc("Approve the ring waiting for approval", body=ApproveBody)
-def approve_rollout(rid: str) -> ResponseReturnValue:
-    body = parse(ApproveBody, request.get_json(silent=True) or {})
+@doc(
+    "Approve the ring waiting for approval (no body: the ring waiting)",
+    body=ApproveBody,
+    body_optional=True,
+)
+def approve_rollout(rid: int) -> ResponseReturnValue:
+    data = optional_json_body()  # empty: approve the waiting ring; anything else is checked
+    body = parse(ApproveBody, {} if data is None else data)
     with svc().db.transaction() as s:
-        return jsonify(
-            service.rollout_json(s, service.approve(s, actor(), service.rollout_id(rid), body.ring))
-        )
+        return jsonify(service.rollout_json(s, service.approve(s, actor(), rid, body.ring)))
 
 
 def _action(name: str, summary: str) -> None:
@@ -77,12 +90,12 @@ def _action(name: str, summary: str) -> None:
 
     @require_role("operator")
     @doc(summary)
-    def view(rid: str) -> ResponseReturnValue:
+    def view(rid: int) -> ResponseReturnValue:
         with svc().db.transaction() as s:
-            return jsonify(service.rollout_json(s, fn(s, actor(), service.rollout_id(rid))))
+            return jsonify(service.rollout_json(s, fn(s, actor(), rid)))
 
     view.__name__ = f"{name}_rollout"
-    ops_api.add_url_rule(f"/rollouts/<rid>/{name}", view.__name__, view, methods=["POST"])
+    ops_api.add_url_rule(f"/rollouts/<id:rid>/{name}", view.__name__, view, methods=["POST"])
 
 
 _action("pause", "Pause a rollout (no ring advances; nodes keep what they run)")

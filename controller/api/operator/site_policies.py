@@ -13,7 +13,8 @@ from controller.api.operator.blueprint import ops_api
 from controller.domain import site_policies
 from controller.domain.site_policies import SitePolicyBody
 from controller.store.models import SitePolicy
-from controller.web.context import actor, json_body, svc
+from controller.web.body import json_body
+from controller.web.context import actor, svc
 
 
 @ops_api.get("/site-policies")

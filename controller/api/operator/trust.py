@@ -18,7 +18,8 @@ from controller.trust import actions
 from controller.trust.actions import PolicyPatch, RevokeBody
 from controller.trust.state import fleet_policy
 from controller.trust.views import policy_json, trust_json
-from controller.web.context import actor, json_body, svc
+from controller.web.body import json_body
+from controller.web.context import actor, svc
 
 __all__ = ["ops_trust_api"]
 

@@ -21,6 +21,12 @@ from controller.store.models.core import (
     utcnow,
 )
 from controller.store.models.gitops import GitObject, GitSource, NodeRevision
+from controller.store.models.remote import (
+    RemoteGrant,
+    RemotePolicy,
+    RemoteRecordingChunk,
+    RemoteSession,
+)
 from controller.store.models.rollouts import ACTIVE, AppPin, Rollout, RolloutNode, SitePolicy
 from controller.store.models.trust import (
     AttestNonce,
@@ -53,6 +59,10 @@ __all__ = [
     "NodeRevision",
     "NodeTrust",
     "PendingRegistration",
+    "RemoteGrant",
+    "RemotePolicy",
+    "RemoteRecordingChunk",
+    "RemoteSession",
     "Rollout",
     "RolloutNode",
     "SeenRequest",

@@ -71,6 +71,8 @@ class Node(Base):
     """Labels the node reports about itself (kept apart; selectors say ``device/<key>``)."""
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     """Overrides of protocol NodeSettings (validated when set)."""
+    presence: Mapped[str] = mapped_column(String(8), default="")
+    """online | offline | "" (never judged): what the last presence event said."""
     reboot_counter: Mapped[int] = mapped_column(Integer, default=0)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     metrics_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
@@ -157,8 +159,10 @@ class Event(Base):
     node_id: Mapped[int | None] = mapped_column(
         ForeignKey("nodes.id", ondelete="CASCADE"), index=True
     )
-    kind: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(64), index=True)
     message: Mapped[str] = mapped_column(String(1024), default="")
+    app_uuid: Mapped[str | None] = mapped_column(String(36), index=True)
+    """The app instance the event is about (None: the node itself)."""
 
 
 class MetricSample(Base):

@@ -17,7 +17,20 @@ from node_agent.runtime.domain_xml.system import (
     os_from_element,
 )
 
-__all__ = ["Domain", "OutpostMetadata"]
+__all__ = ["Domain", "DomainXmlError", "OutpostMetadata", "parse_xml"]
+
+
+class DomainXmlError(ValueError):
+    """libvirt gave XML this model cannot read (not XML, a missing attribute, a number
+    that is not one …); a ValueError, as the runtime's callers expect."""
+
+
+def parse_xml(text: str, what: str) -> ET.Element:
+    """``text`` as an element; DomainXmlError naming ``what`` when it is not XML."""
+    try:
+        return ET.fromstring(text)
+    except (ET.ParseError, TypeError) as exc:
+        raise DomainXmlError(f"{what}: not XML ({exc})") from exc
 
 
 @dataclass(frozen=True)
@@ -68,7 +81,7 @@ class OutpostMetadata:
     @classmethod
     def from_xml(cls, text: str) -> OutpostMetadata:
         """Parse the element alone or find it in a whole domain XML."""
-        root = ET.fromstring(text)
+        root = parse_xml(text, "domain metadata")
         if root.tag == cls.TAG:
             return cls.from_element(root)
         found = root.find(f"metadata/{cls.TAG}")
@@ -84,7 +97,7 @@ class OutpostMetadata:
         declaration when that sat on an ancestor (``<app …/>``), so a bare ``app`` is
         accepted here as well.
         """
-        root = ET.fromstring(text)
+        root = parse_xml(text, "domain metadata")
         if root.tag == "app":
             root.tag = cls.TAG
         return cls.from_element(root)
@@ -164,4 +177,8 @@ class Domain:
     @classmethod
     def from_xml(cls, text: str) -> Domain:
         """Read the modelled parts of a domain XML (e.g. ``virsh dumpxml``)."""
-        return cls.from_element(ET.fromstring(text))
+        root = parse_xml(text, "domain XML")
+        try:
+            return cls.from_element(root)
+        except (KeyError, AttributeError, TypeError) as exc:
+            raise DomainXmlError(f"domain XML: unexpected shape ({exc!r})") from exc

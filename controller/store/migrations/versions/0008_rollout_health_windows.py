@@ -1,7 +1,7 @@
 """rollout batches, budgets, windows; site policies; device labels
 
 Revision ID: 0008_rollout_health_windows
-Revises: 0005
+Revises: 0007_events_per_app
 Create Date: 2026-11-24 10:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_rollout_health_windows"
-down_revision = "0005"
+down_revision = "0007_events_per_app"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,48 @@
+"""schemathesis against a real controller process: every check (server errors, status codes,
+content types, response schemas, negative data refused, positive data accepted, missing
+auth, unsupported methods, use after free, resource availability), stateful links on,
+seeded objects; then the database holds only what the API allows.
+
+Bounded by time (``OUTPOST_FUZZ_SECONDS``, default 150 s) and asserted to send at least
+5,000 requests (two schemathesis processes with different seeds: generating cases is
+CPU-bound).  The HAR report of every request is kept in the test's directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from controller.cli import _settings
+from controller.consistency import check_database
+from controller.store.database import Database
+from tests.fixtures.api_fuzz import run_schemathesis, seed_controller
+from tests.fixtures.controller_server import running_controller
+
+pytestmark = pytest.mark.integration
+
+FUZZ_SECONDS = int(os.environ.get("OUTPOST_FUZZ_SECONDS", "150"))
+MIN_REQUESTS = 5000
+
+
+def test_fuzzing_the_operator_api_finds_nothing_and_leaves_a_consistent_database(
+    tmp_path: Path,
+) -> None:
+    with running_controller(tmp_path) as server:
+        seed_controller(server)
+        run = run_schemathesis(server, tmp_path / "fuzz", max_time_s=FUZZ_SECONDS)
+        with Database(_settings(server.data_dir).database_url).transaction() as s:
+            problems = check_database(s)
+    print(
+        f"\nfuzz: {run.requests} requests in {run.seconds:.0f} s"
+        f" ({run.requests / max(run.seconds, 1):.0f}/s), exit {run.exit_code},"
+        f" 5xx {len(run.server_errors)}, invalid JSON {len(run.invalid_json)},"
+        f" stored problems {len(problems)}"
+    )
+    assert run.server_errors == [], run.server_errors[:20]
+    assert run.invalid_json == [], run.invalid_json[:20]
+    assert run.exit_code == 0, run.output[-12000:]
+    assert [str(p) for p in problems] == []
+    assert run.requests >= MIN_REQUESTS, f"only {run.requests} requests in {run.seconds:.0f} s"
