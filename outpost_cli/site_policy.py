@@ -47,7 +47,6 @@ def _window(cron: str | None, args: argparse.Namespace) -> dict[str, Any] | None
 
 def cmd_set(c: Any, args: argparse.Namespace) -> None:
     body: dict[str, Any] = {
-        "name": args.name,
         "priority": args.priority,
         "selector": _selector(args.selector or ""),
         "group_by": [g for g in (args.group_by or "site").split(",") if g],
@@ -56,7 +55,11 @@ def cmd_set(c: Any, args: argparse.Namespace) -> None:
         "switch_window": _window(args.switch_window, args),
         "image_base_url": args.image_base_url,
     }
-    out = c.call("PUT", f"/site-policies/{args.name}", json=body)
+    known = {p["name"] for p in c.call("GET", "/site-policies")["policies"]}
+    if args.name in known:
+        out = c.call("PUT", f"/site-policies/{args.name}", json=body)
+    else:
+        out = c.call("POST", "/site-policies", json={"name": args.name, **body})
     if args.output != "table":
         emit(out, args.output)
         return

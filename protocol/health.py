@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from protocol.model_base import StrictModel, Timestamp
 
@@ -36,8 +36,21 @@ _Path = Annotated[str, StringConstraints(pattern=r"^/[\x21-\x7e]{0,511}$")]
 _NetName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 
 
+PROBE_RULES = (
+    "an http or tcp probe needs a port",
+    "an exec probe needs a command",
+    "only an exec probe takes a command",
+    "an exec probe takes no port or network",
+    "expect_status is [low, high] within 100…599",
+    "timeout_s must not exceed interval_s",
+)
+"""The rules JSON Schema does not state (``x-rules``), in words."""
+
+
 class HealthProbe(StrictModel):
     """How the agent checks that the app itself works (see the module docstring)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-rules": list(PROBE_RULES)})
 
     kind: ProbeKind
     port: _Port | None = None
@@ -60,16 +73,16 @@ class HealthProbe(StrictModel):
     @model_validator(mode="after")
     def _complete(self) -> HealthProbe:
         if self.kind in ("http", "tcp") and self.port is None:
-            raise ValueError(f"a {self.kind} probe needs a port")
+            raise ValueError(f"an http or tcp probe needs a port ({self.kind})")
         if self.kind == "exec" and not self.command:
             raise ValueError("an exec probe needs a command")
         if self.kind != "exec" and self.command:
-            raise ValueError(f"a {self.kind} probe takes no command")
+            raise ValueError(f"only an exec probe takes a command ({self.kind})")
         if self.kind == "exec" and (self.port is not None or self.network is not None):
             raise ValueError("an exec probe takes no port or network")
         low, high = self.expect_status
         if not 100 <= low <= high <= 599:
-            raise ValueError("expect_status must be [low, high] within 100…599")
+            raise ValueError("expect_status is [low, high] within 100…599")
         if self.timeout_s > self.interval_s:
             raise ValueError("timeout_s must not exceed interval_s")
         return self

@@ -1,7 +1,7 @@
 """Site policies: how the nodes a selector picks download images and switch versions.
 
-A policy (``PUT /api/v1/site-policies/<name>``) holds, for the nodes its ``selector``
-matches (empty: every node; keys may name device labels as ``device/<key>``):
+A policy (``POST /api/v1/site-policies``, replaced by ``PUT …/<name>``) holds, for the
+nodes its ``selector`` matches (empty: every node; device labels as ``device/<key>``):
 
     download_rate_bps   the total download rate of each group of nodes sharing the values
                         of ``group_by`` (default ``site``): every node of a group gets an
@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from controller.domain.bodies import LabelKey, LabelValue
 from controller.domain.common import Body, changed, parse
 from controller.domain.labels import effective_labels
-from controller.errors import ApiError, field_error
+from controller.errors import ApiError
 from controller.store.audit import audit
 from controller.store.models import Node, SitePolicy, utcnow
 from protocol.desired_state import Name
@@ -40,6 +40,8 @@ from protocol.windows import Window
 __all__ = [
     "NodePolicy",
     "SitePolicyBody",
+    "SitePolicySpec",
+    "create_policy",
     "delete_policy",
     "load_policies",
     "policy_json",
@@ -52,8 +54,9 @@ MIN_SHARE_BPS = 1024.0
 _FIELDS = ("download_rate_bps", "download_window", "switch_window", "image_base_url")
 
 
-class SitePolicyBody(Body):
-    name: Name
+class SitePolicySpec(Body):
+    """A site policy's settings (``PUT /site-policies/<name>``)."""
+
     priority: int = Field(default=0, ge=-1000, le=1000)
     selector: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=16)
     """The nodes it applies to (every label must match; empty: every node)."""
@@ -65,6 +68,12 @@ class SitePolicyBody(Body):
     image_base_url: (
         Annotated[str, StringConstraints(pattern=r"^https?://[^\s?#]+$", max_length=1024)] | None
     ) = None
+
+
+class SitePolicyBody(SitePolicySpec):
+    """A new site policy (``POST /site-policies``)."""
+
+    name: Name
 
 
 @dataclass(frozen=True)
@@ -148,32 +157,48 @@ def policy_json(p: SitePolicy) -> dict[str, Any]:
             "updated_at": p.updated_at.isoformat() + "Z"}  # fmt: skip
 
 
-def put_policy(s: Session, actor: str, name: str, data: Any) -> tuple[SitePolicy, bool]:
-    """Create or replace a policy; (it, created). Audited; every node's config follows."""
-    if isinstance(data, dict):
-        data = {**data, "name": data.get("name", name)}
+def create_policy(s: Session, actor: str, data: Any) -> SitePolicy:
+    """``POST /site-policies``: a new policy (409 if the name is taken). Audited; every
+    node's config follows."""
     body = parse(SitePolicyBody, data)
-    if body.name != name:
-        raise field_error("name", f"the body names {body.name!r}, the URL {name!r}")
-    row = s.scalar(select(SitePolicy).where(SitePolicy.name == name))
-    created = row is None
-    before = None if row is None else policy_json(row)
-    if row is None:
-        row = SitePolicy(name=name)
-        s.add(row)
+    if s.scalar(select(SitePolicy).where(SitePolicy.name == body.name)) is not None:
+        raise ApiError(409, "conflict", f"site policy {body.name!r} exists: PUT replaces it")
+    row = SitePolicy(name=body.name)
+    s.add(row)
+    _store(row, body)
+    s.flush()
+    audit(s, actor, "site_policy.create", row.name, after=policy_json(row))
+    changed(s)
+    return row
+
+
+def put_policy(s: Session, actor: str, name: str, data: Any) -> SitePolicy:
+    """``PUT /site-policies/<name>``: replace a policy's settings (404 if there is none)."""
+    body = parse(SitePolicySpec, data)
+    row = _find(s, name)
+    before = policy_json(row)
+    _store(row, body)
+    s.flush()
+    audit(s, actor, "site_policy.update", name, before=before, after=policy_json(row))
+    changed(s)
+    return row
+
+
+def _store(row: SitePolicy, body: SitePolicySpec) -> None:
     row.priority = body.priority
     row.spec = body.model_dump(mode="json", exclude={"name", "priority"})
     row.updated_at = utcnow()
-    s.flush()
-    audit(s, actor, "site_policy.put", name, before=before, after=policy_json(row))
-    changed(s)
-    return row, created
+
+
+def _find(s: Session, name: str) -> SitePolicy:
+    row = s.scalar(select(SitePolicy).where(SitePolicy.name == name))
+    if row is None:
+        raise ApiError(404, "not_found", f"no site policy {name[:64]!r}")
+    return row
 
 
 def delete_policy(s: Session, actor: str, name: str) -> None:
-    row = s.scalar(select(SitePolicy).where(SitePolicy.name == name))
-    if row is None:
-        raise ApiError(404, "not_found", f"no site policy {name!r}")
+    row = _find(s, name)
     audit(s, actor, "site_policy.delete", name, before=policy_json(row))
     s.delete(row)
     changed(s)

@@ -352,8 +352,8 @@ def test_two_nodes_of_a_site_download_at_the_sites_rate_cap_and_the_eta_comes_tr
     try:
         for serial in ("lab-node-19", "lab-node-20"):
             fleet.api("PATCH", f"/nodes/{serial}", json={"labels": {"site": "bw", "bw": "yes"}})
-        fleet.api("PUT", "/site-policies/bw", json={
-            "selector": {"site": "bw"}, "download_rate_bps": rate,
+        fleet.api("POST", "/site-policies", json={
+            "name": "bw", "selector": {"site": "bw"}, "download_rate_bps": rate,
             "image_base_url": f"http://{host}:{fleet.store_port}"})  # fmt: skip
         with big.open("rb") as fh:
             fleet.api("POST", "/images", params={"name": "big", "format": "oci-archive",

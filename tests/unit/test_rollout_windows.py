@@ -172,8 +172,8 @@ def site(controller_app, client, admin_headers, clock, image_server, tmp_path) -
     clock.at("2026-03-10 11:00")
     for serial in SERIALS:
         s.node_step(serial)  # v1 downloads and runs before any policy
-    s.api("PUT", "/site-policies/shop", json={
-        "selector": {"site": "shop"},
+    s.api("POST", "/site-policies", json={
+        "name": "shop", "selector": {"site": "shop"},
         "download_window": {"cron": "0 1 * * *", "time_zone": "UTC", "grace_s": 3600},
         "switch_window": {"cron": "0 3 * * *", "time_zone": "UTC", "grace_s": 3600}})  # fmt: skip
     return s

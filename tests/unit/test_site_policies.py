@@ -21,7 +21,9 @@ EARLY = {"cron": "0 3 * * *", "time_zone": "UTC", "grace_s": 3600}
 
 
 def put(f: Fleet, policy: str, **body: Any) -> Any:
-    return f.api("PUT", f"/site-policies/{policy}", json=body)
+    """Create the policy, or replace it when it exists."""
+    r = f.api("PUT", f"/site-policies/{policy}", json=body)
+    return f.api("POST", "/site-policies", json={"name": policy, **body}) if r.status_code == 404 else r
 
 
 def doc(f: Fleet, serial: str) -> Any:
@@ -79,7 +81,7 @@ def test_a_node_without_a_policy_gets_a_config_without_download_settings(fleet: 
         {"switch_window": {"cron": "0 1 * * *", "time_zone": "Nowhere/Else"}},
         {"image_base_url": "ftp://cache"},
         {"selector": {"Bad Key": "x"}},
-        {"name": "other"},
+        {"name": "Not A Name"},
     ],
 )
 def test_a_bad_policy_is_refused_and_changes_nothing(fleet: Fleet, body: dict[str, Any]):
@@ -88,12 +90,16 @@ def test_a_bad_policy_is_refused_and_changes_nothing(fleet: Fleet, body: dict[st
     assert fleet.api("GET", "/site-policies").json["policies"] == []
 
 
-def test_policies_are_audited_and_deleted(fleet: Fleet):
-    put(fleet, "p", download_rate_bps=10_000)
+def test_policies_are_created_once_replaced_audited_and_deleted(fleet: Fleet):
+    assert put(fleet, "p", download_rate_bps=10_000).status_code == 201
+    again = fleet.api("POST", "/site-policies", json={"name": "p"})
+    assert again.status_code == 409
+    assert fleet.api("PUT", "/site-policies/q", json={}).status_code == 404
+    assert put(fleet, "p", download_rate_bps=20_000).status_code == 200
     assert fleet.api("DELETE", "/site-policies/p").status_code == 200
     assert fleet.api("DELETE", "/site-policies/p").status_code == 404
     actions = [e["action"] for e in fleet.api("GET", "/audit").json["events"]]
-    assert "site_policy.put" in actions and "site_policy.delete" in actions
+    assert {"site_policy.create", "site_policy.update", "site_policy.delete"} <= set(actions)
 
 
 def test_queued_nodes_prefetch_the_new_image_and_switch_only_once_it_is_there(fleet: Fleet):

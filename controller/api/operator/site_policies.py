@@ -11,7 +11,7 @@ from controller.api.auth import require_role
 from controller.api.openapi import doc
 from controller.api.operator.blueprint import ops_api
 from controller.domain import site_policies
-from controller.domain.site_policies import SitePolicyBody
+from controller.domain.site_policies import SitePolicyBody, SitePolicySpec
 from controller.store.models import SitePolicy
 from controller.web.body import json_body
 from controller.web.context import actor, svc
@@ -27,14 +27,23 @@ def list_site_policies() -> ResponseReturnValue:
         return jsonify({"policies": [site_policies.policy_json(p) for p in ordered]})
 
 
+@ops_api.post("/site-policies")
+@require_role("operator")
+@doc("Create a site policy", body=SitePolicyBody, status=201)
+def create_site_policy() -> ResponseReturnValue:
+    data = json_body()
+    with svc().db.transaction() as s:
+        row = site_policies.create_policy(s, actor(), data)
+        return jsonify(site_policies.policy_json(row)), 201
+
+
 @ops_api.put("/site-policies/<name>")
 @require_role("operator")
-@doc("Create or replace a site policy", body=SitePolicyBody)
+@doc("Replace a site policy's settings", body=SitePolicySpec)
 def put_site_policy(name: str) -> ResponseReturnValue:
     data = json_body()
     with svc().db.transaction() as s:
-        row, created = site_policies.put_policy(s, actor(), name, data)
-        return jsonify(site_policies.policy_json(row)), 201 if created else 200
+        return jsonify(site_policies.policy_json(site_policies.put_policy(s, actor(), name, data)))
 
 
 @ops_api.delete("/site-policies/<name>")
