@@ -92,14 +92,20 @@ async def watch_usage(rig: Rig, stop: asyncio.Event, every_s: float = 1.0) -> Us
 
 @contextlib.contextmanager
 def bench_rig(
-    base: Path, replicas: int = 1, scheme: BackendScheme = "https", max_connections: int = 200
+    base: Path,
+    replicas: int = 1,
+    scheme: BackendScheme = "https",
+    max_connections: int = 200,
+    serve_args: tuple[str, ...] = (),
 ) -> Iterator[Rig]:
     """PostgreSQL + ``replicas`` controllers + HAProxy under ``base``, torn down after."""
     t0 = time.monotonic()
     with (
         private_postgres(max_connections=max_connections) as server,
         fresh_database(server) as db_url,
-        running_cluster(base, db_url, replicas=replicas, scheme=scheme) as cluster,
+        running_cluster(
+            base, db_url, replicas=replicas, scheme=scheme, serve_args=serve_args
+        ) as cluster,
     ):
         print(
             f"rig up in {time.monotonic() - t0:.1f} s: PostgreSQL, {replicas} controller"

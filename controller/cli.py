@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from pydantic import TypeAdapter
+
 from attestation.ek_cert import EkCertError
 from attestation.files import atomic_write
 from controller.domain.batches import issue_bundle
@@ -22,11 +24,14 @@ from controller.store.key_files import DOWNLOAD_KEY_FILE, ensure_key_file
 from controller.store.pki import create_pki, load_pki
 from controller.trust.state import fleet_policy
 from controller.ui.security import ensure_secret_key
+from protocol.downloads import DeviceLabelKey, DeviceLabelValue
 
 __all__ = ["main"]
 
 log = logging.getLogger("outpost.controller")
 _SETTINGS_FILE = "controller.json"
+_LABEL_KEY: TypeAdapter[str] = TypeAdapter(DeviceLabelKey)
+_LABEL_VALUE: TypeAdapter[str] = TypeAdapter(DeviceLabelValue)
 
 
 def _settings(data_dir: Path) -> ControllerSettings:
@@ -165,6 +170,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_bundle(args: argparse.Namespace) -> int:
     settings = _settings(args.data_dir)
+    labels = _bundle_labels(args.label)
     db = Database(settings.database_url)
     db.create_schema()
     with db.transaction() as session:
@@ -175,10 +181,25 @@ def cmd_bundle(args: argparse.Namespace) -> int:
             args.out,
             settings.public_url,
             args.batch,
+            labels,
         )
     print(f"onboarding bundle for batch {args.batch!r} written to {args.out}")
     print(f"onboarding certificate sha256: {row.cert_sha256} (revocable per batch)")
     return 0
+
+
+def _bundle_labels(items: list[str]) -> dict[str, str]:
+    """``--label k=v`` → labels the bundle's nodes report (checked as the agent will)."""
+    labels = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError("not k=v")
+            labels[_LABEL_KEY.validate_python(key)] = _LABEL_VALUE.validate_python(value)
+        except ValueError as exc:
+            raise SystemExit(f"--label {item!r}: not a label ({exc})") from None
+    return labels
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -302,6 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("bundle", help="issue an onboarding bundle for a batch of nodes")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--batch", default="default")
+    p.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label the bundle's nodes report about themselves (e.g. site=shop-12)",
+    )
     p.set_defaults(fn=cmd_bundle)
 
     p = sub.add_parser("token", help="create an operator API token")

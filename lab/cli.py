@@ -50,6 +50,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         vcpus=args.vcpus,
         accel=args.accel,
         image=args.image,
+        open_ports=tuple(args.open_port),
     )
     progress = _progress(args)
     state = up(req, progress)
@@ -142,6 +143,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--vcpus", type=int, default=2, help="qemu nodes: vCPUs per node")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="tcg", help="qemu nodes")
     p.add_argument("--image", type=Path, help="qemu nodes: node image (build/node/…qcow2)")
+    p.add_argument(
+        "--open-port",
+        type=int,
+        action="append",
+        default=[],
+        metavar="PORT",
+        help="process nodes may reach this lab-host port (a datastore, a site cache)",
+    )
     p.set_defaults(fn=cmd_up)
 
     p = add("status", "show the lab's processes and nodes")

@@ -131,9 +131,12 @@ def delete_bridge(name: str) -> None:
         _run([IP, "link", "del", name], check=False)
 
 
-def lockdown_ruleset(controller: IPv4Address, port: int) -> dict[str, Any]:
+def lockdown_ruleset(
+    controller: IPv4Address, port: int, open_ports: Sequence[int] = ()
+) -> dict[str, Any]:
     """nftables (JSON) for a node namespace: loopback, the node's app bridges and TCP to
-    the controller, only."""
+    the controller, only (and to ``open_ports`` on the lab host: a datastore or site cache
+    the tester runs there)."""
 
     def rule(chain: str, *expr: dict[str, Any]) -> dict[str, Any]:
         return {"add": {"rule": {"family": "inet", "table": TABLE, "chain": chain, "expr": expr}}}
@@ -164,11 +167,14 @@ def lockdown_ruleset(controller: IPv4Address, port: int) -> dict[str, Any]:
             rule("output", eq(oif, "lo"), accept),
             rule("output", established, accept),
             rule("output", eq(oif, APP_BRIDGES), accept),
-            rule(
-                "output",
-                eq({"payload": {"protocol": "ip", "field": "daddr"}}, str(controller)),
-                eq({"payload": {"protocol": "tcp", "field": "dport"}}, port),
-                accept,
+            *(
+                rule(
+                    "output",
+                    eq({"payload": {"protocol": "ip", "field": "daddr"}}, str(controller)),
+                    eq({"payload": {"protocol": "tcp", "field": "dport"}}, p),
+                    accept,
+                )
+                for p in (port, *open_ports)
             ),
         ]
     }
@@ -185,7 +191,7 @@ def create_node_netns(
     _run([IP, "link", "set", veth, "master", net.bridge, "up"])
     batch = f"link set lo up\naddr add {ip}/{net.subnet.prefixlen} dev eth0\nlink set eth0 up\n"
     _run([IP, "-n", netns, "-batch", "-"], input_text=batch)
-    ruleset = json.dumps(lockdown_ruleset(net.host_ip, controller_port))
+    ruleset = json.dumps(lockdown_ruleset(net.host_ip, controller_port, net.open_ports))
     _run(in_netns(netns, [NFT, "-j", "-f", "-"]), input_text=ruleset)
 
 

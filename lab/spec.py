@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -47,6 +47,11 @@ class UpRequest(BaseModel):
     """qemu nodes: TCG by default (nested KVM hangs on hosts like the CI's); auto probes."""
     image: Path | None = None
     """qemu nodes: the node image (default: build/node/outpost-node.qcow2)."""
+    open_ports: tuple[Annotated[int, Field(ge=1024, le=65535)], ...] = Field(
+        default=(), max_length=8
+    )
+    """process nodes: host ports the nodes may reach (a datastore or site cache the tester
+    runs on the lab host) besides the controller's."""
 
     @field_validator("dir")
     @classmethod

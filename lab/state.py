@@ -89,6 +89,8 @@ class NetworkRecord(_Model):
     bridge: IfName
     subnet: IPv4Network
     host_ip: IPv4Address
+    open_ports: list[int] = Field(default_factory=list, max_length=8)
+    """Host ports (``up --open-port``) the nodes may reach besides the controller's."""
 
 
 class PodmanRecord(_Model):

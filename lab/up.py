@@ -153,7 +153,10 @@ def _initial_state(req: UpRequest) -> LabState:
     if req.kind == "process":
         subnet = netlab.choose_subnet(lab_id)
         network = NetworkRecord(
-            bridge=netlab.bridge_name(lab_id), subnet=subnet, host_ip=subnet.network_address + 1
+            bridge=netlab.bridge_name(lab_id),
+            subnet=subnet,
+            host_ip=subnet.network_address + 1,
+            open_ports=list(req.open_ports),
         )
     qemu, public_url = None, ""
     if req.kind == "qemu":

@@ -35,7 +35,11 @@ from attestation.tpm import Tpm, TpmError, parse_tpm_setting
 from node_agent.attest import AttestationRefused, Attestor
 from node_agent.checkpoint import Checkpoint
 from node_agent.client import ControllerClient, ControllerError, Unreachable, load_bundle
+from node_agent.clock import SYSTEM_CLOCK, Clock
 from node_agent.config_verifier import ConfigRejected, ConfigVerifier
+from node_agent.device_labels import device_labels
+from node_agent.download_gate import DownloadGate
+from node_agent.health import HealthMonitor
 from node_agent.heartbeat import write_heartbeat
 from node_agent.identity import (
     NodeIdentity,
@@ -50,6 +54,7 @@ from node_agent.log_shipper import AgentLogBuffer
 from node_agent.measure import Measurements, checkpoint_digest
 from node_agent.network import NetworkError
 from node_agent.ports import NodePorts
+from node_agent.prefetch import Prefetcher
 from node_agent.reboot import RebootCounter
 from node_agent.reconciler import Reconciler
 from node_agent.reporter import Reporter
@@ -97,14 +102,18 @@ class Agent:
         settings: AgentSettings,
         runtime_factory: RuntimeFactory,
         code_roots: Iterable[Path] = CODE_ROOTS,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.settings = settings
+        self.clock = clock
+        """Time for back-offs, health probes and download windows (tests inject a fake)."""
         self._runtime_factory = runtime_factory
         self.code_roots = tuple(code_roots)
         self.tpm: Tpm | None = None
         self.measurements: Measurements | None = None
         self.attestor: Attestor | None = None
         bundle = load_bundle(settings.bundle_dir)
+        self.bundle = bundle
         self.client = ControllerClient(
             bundle["url"], settings.bundle_dir / "root-ca.pem", settings.http_timeout_s
         )
@@ -112,6 +121,7 @@ class Agent:
         self.identity: NodeIdentity | None = None
         self.desired: DesiredState | None = None
         self.reconciler: Reconciler | None = None
+        self.prefetcher: Prefetcher | None = None
         self.hypervisor = ""
         self._verifier: ConfigVerifier | None = None
         self.ports: NodePorts | None = None
@@ -206,16 +216,32 @@ class Agent:
             except NetworkError as exc:
                 log.error("ports: checkpointed config refused; all-closed ruleset: %s", exc)
         runtimes, self.hypervisor = self._runtime_factory(self.settings, self.identity.node_uuid)
+        store = ImageStore(
+            self.settings.state_dir / "images",
+            self.client,
+            self.settings.max_image_bytes,
+            gate=DownloadGate(self.clock),
+        )
+        container = runtimes.get("container")
+        health = HealthMonitor(
+            self.settings.state_dir / "app-health.json",
+            self.clock,
+            getattr(container, "exec", None),
+            on_change=self._changed.set,
+        )
         self.reconciler = Reconciler(
             self.identity.node_uuid,
-            ImageStore(
-                self.settings.state_dir / "images", self.client, self.settings.max_image_bytes
-            ),
+            store,
             runtimes,
             self.settings.state_dir / "apps",
             network=self.ports,
             sysfs_root=self.settings.pci_sysfs_root,
             on_progress=self._report_progress,
+            clock=self.clock,
+            health=health,
+        )
+        self.prefetcher = Prefetcher(
+            store, self.clock, on_change=self._report_progress, on_done=self._changed.set
         )
         for runtime in runtimes.values():  # VM lifecycle events (a crash) wake the main loop
             if (watch := getattr(runtime, "watch", None)) is not None:
@@ -339,6 +365,7 @@ class Agent:
         pass produced ``statuses``; True when the controller has the newest one."""
         assert self.reporter
         doc = self.desired if isinstance(desired, _Held) else desired
+        inventory = node_inventory(self.settings.pci_sysfs_root)
         msg = InfoMessage(
             agent_version=AGENT_VERSION,
             config_generation=doc.generation if doc else -1,
@@ -346,8 +373,10 @@ class Agent:
             hypervisor=self.hypervisor,
             apps=statuses,
             ports=self.ports.state() if self.ports else PortState.not_enforced(),
-            inventory=node_inventory(self.settings.pci_sysfs_root),
+            inventory=inventory,
             agent_update=self._agent_update_status(doc),
+            prefetch=self.prefetcher.statuses() if self.prefetcher else [],
+            device_labels=device_labels(inventory, self.bundle, self.settings.device_labels_file),
         )
         interval = doc.settings.info_interval_s if doc else 600.0
         return self.reporter.info(msg, interval, force)
@@ -391,6 +420,8 @@ class Agent:
         if desired is not None:
             self.reboot.check(desired.reboot_counter)
         statuses = self.reconciler.reconcile(desired)
+        if self.prefetcher is not None:
+            self.prefetcher.want(desired.prefetch if desired else [])
         self.report(statuses, force=force_report, desired=desired)
         if self.updater is not None:
             self._self_update(statuses, desired)
@@ -469,6 +500,9 @@ class Agent:
             target=self._fetch_loop, args=(stop,), name="config-fetch", daemon=True
         )
         fetcher.start()
+        if self.reconciler is not None and self.prefetcher is not None:
+            self.reconciler.health.start(stop)
+            self.prefetcher.start(stop)
         if self.settings.remote_access:  # consoles, exec, forwards: dialled out, on grants
             from node_agent.remote import RemoteAccess, RemoteContext
 

@@ -16,6 +16,7 @@ from node_agent.clock import Clock
 from node_agent.image_store import Progress
 from node_agent.restart_ledger import StopRecord
 from protocol.desired_state import AppSpec
+from protocol.health import AppHealth
 from protocol.messages import MAX_RATE_BPS, AppState, AppStatus
 
 __all__ = ["AppRecords", "ImageProgress"]
@@ -42,6 +43,7 @@ class _Record:
     error_time: float | None = None
     detail: str = ""
     progress: ImageProgress | None = None
+    waiting: str = ""
 
 
 @dataclass
@@ -84,6 +86,7 @@ class AppRecords:
         *,
         detail: str = "",
         progress: ImageProgress | None = None,
+        waiting: str = "",
     ) -> None:
         old = self._records.get(app.uuid)
         if old is None or old.state != state or old.error != error:
@@ -100,7 +103,7 @@ class AppRecords:
             when = old.error_time if same and old is not None else self.clock.time()
         if state not in _PROGRESS_PHASES:
             self._phases.pop(app.uuid, None)
-        self._records[app.uuid] = _Record(state, error, when, detail, progress)
+        self._records[app.uuid] = _Record(state, error, when, detail, progress, waiting[:256])
 
     def progress_callback(self, app: AppSpec, notify: Callable[[], None] | None) -> Progress:
         """The image store's progress callback for ``app``: state and progress, then notify."""
@@ -137,6 +140,7 @@ class AppRecords:
         *,
         backoff_s: float | None,
         retry_at: float | None,
+        health: AppHealth | None = None,
     ) -> AppStatus:
         rec = self._records.get(app.uuid, _Record(AppState.INITIAL))
         progress = rec.progress if rec.state in _PROGRESS_PHASES else None
@@ -156,4 +160,6 @@ class AppRecords:
             last_stop_reason=stops.last_stop_reason if stops else "",
             backoff_s=backoff_s,
             retry_at=retry_at,
+            health=health,
+            waiting=rec.waiting,
         )

@@ -12,6 +12,11 @@ The digest is computed while the bytes arrive (a resumed download first re-hashe
 already on disk), and a blob is moved into ``sha256/`` only when digest and format check
 out.  A stored blob is re-hashed the first time this process uses it (and whenever its
 size, inode or mtime changed); one that no longer matches is deleted and fetched again.
+
+With a :class:`~node_agent.download_gate.DownloadGate` every download waits for the
+node's download window (``DownloadDeferred`` before it starts; a running one stops when the
+window closes and resumes later) and holds the node's rate share (a token bucket, read in
+pieces of about an eighth of a second of the rate).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import requests
 
 from attestation.files import atomic_write
 from node_agent.client import ControllerClient, ControllerError, Unreachable
+from node_agent.download_gate import DownloadGate
 from node_agent.errors import PermanentError, TemporaryError
 from node_agent.image_formats import FormatError, check_format
 from protocol.desired_state import ImageRef
@@ -118,11 +124,13 @@ class ImageStore:
         client: ControllerClient,
         max_bytes: int,
         progress_interval_s: float = 0.5,
+        gate: DownloadGate | None = None,
     ) -> None:
         self.root = root
         self.client = client
         self.max_bytes = max_bytes
         self.progress_interval_s = progress_interval_s
+        self.gate = gate or DownloadGate()
         for sub in ("partial", "sha256", "locks"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o755)
@@ -134,6 +142,21 @@ class ImageStore:
 
     def has(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
+
+    def busy(self, sha256: str) -> bool:
+        """True while a thread of this process downloads ``sha256``."""
+        lock = _thread_lock(str(self.root / "locks" / sha256))
+        if lock.acquire(blocking=False):
+            lock.release()
+            return False
+        return True
+
+    def partial_bytes(self, sha256: str) -> int:
+        """Bytes of ``sha256`` downloaded so far (0: none)."""
+        try:
+            return (self.root / "partial" / sha256).stat().st_size
+        except OSError:
+            return 0
 
     # -- references -------------------------------------------------------------------
 
@@ -224,6 +247,7 @@ class ImageStore:
         with _locked(self.root / "locks" / ref.sha256):
             if final.is_file() and self._intact(ref.sha256):
                 return final
+            self.gate.check(f"image {ref.name}")
             self._fetch(ref, _Throttle(progress, self.progress_interval_s))
         return final
 
@@ -267,9 +291,10 @@ class ImageStore:
                 offset = 0
                 digest = hashlib.sha256()
             done = offset
+            what = f"image {ref.name}"
             try:
                 with partial.open("ab" if offset else "wb") as out:
-                    for chunk in resp.iter_content(_CHUNK):
+                    for chunk in resp.iter_content(self._chunk_size()):
                         done += len(chunk)
                         if done > ref.size:
                             out.close()
@@ -281,6 +306,7 @@ class ImageStore:
                         out.write(chunk)
                         digest.update(chunk)
                         progress("DOWNLOADING", done, ref.size)
+                        self.gate.take(len(chunk), what)
                     out.flush()
                     os.fsync(out.fileno())
             except requests.RequestException as exc:
@@ -293,6 +319,10 @@ class ImageStore:
                 f"image {ref.name}: got {done} of {ref.size} bytes (will resume)"
             )
         return digest
+
+    def _chunk_size(self) -> int:
+        rate = self.gate.rate_bps
+        return _CHUNK if rate is None else int(min(max(rate / 8, 16 * 1024), _CHUNK))
 
     # -- garbage collection -----------------------------------------------------------
 

@@ -42,6 +42,18 @@ app that left the config has its disks deleted.
 
 While an image downloads or verifies, its progress (percent, bytes, rate) is kept in the
 app's status and ``on_progress`` (the agent: a rate-limited info report) is called.
+Downloads follow the node's download policy (``settings.downloads``: window and rate
+share, enforced by the store's gate): while the window is closed the app is DOWNLOADING
+with ``waiting`` saying so.  A new version's image is fetched before the old workload is
+stopped, so the switch-over itself is only stop old, start new; an image the pre-fetcher
+is downloading is not waited for in the pass (DOWNLOADING until it is stored).  Images of
+``desired.prefetch`` stay referenced (``prefetch:<sha256>``) so GC keeps them.
+
+Apps with a health probe (``AppSpec.health``) are probed by the
+:class:`~node_agent.health.HealthMonitor` while RUNNING; its verdict is the status's
+``health``, and an app whose probe says ``on_unhealthy: restart`` is stopped and started
+again when it turns unhealthy, a restart counted like a crash (``restarts``, the
+back-off, ``last_stop_reason: unhealthy: …``).
 
 Commands act once per counter increase (``app_counters``); an app with a start delay
 is first started that long after the agent started.
@@ -57,6 +69,7 @@ for one), so tests and tools wait on an observable instead of sleeping.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -65,12 +78,15 @@ from typing import Protocol
 
 from node_agent import volumes
 from node_agent.app_counters import ActedCounters
-from node_agent.app_records import AppRecords
+from node_agent.app_records import AppRecords, ImageProgress
 from node_agent.backoff import CrashBackoff, RetryBackoff
 from node_agent.clock import SYSTEM_CLOCK, Clock
+from node_agent.download_gate import DownloadDeferred
 from node_agent.errors import is_permanent
+from node_agent.health import HealthMonitor, ProbeTarget
 from node_agent.image_store import ImageError, ImageStore
 from node_agent.network import NetworkError, WorkloadNetworks
+from node_agent.prefetch import Prefetcher
 from node_agent.restart_ledger import RestartLedger
 from node_agent.runtime.base import (
     Runtime,
@@ -79,7 +95,12 @@ from node_agent.runtime.base import (
     WorkloadState,
     same_spec,
 )
-from node_agent.spec_digest import LEGACY_SPEC_FILE, legacy_spec_digest, spec_digest
+from node_agent.spec_digest import (
+    LEGACY_SPEC_FILE,
+    legacy_spec_digest,
+    spec_digest,
+    url_spec_digest,
+)
 from node_agent.workload_spec import WorkloadPlace, build_workload_spec
 from protocol.desired_state import AppSpec, DesiredState
 from protocol.messages import AppState, AppStatus
@@ -123,6 +144,7 @@ class Reconciler:
         vols: volumes.Volumes | None = None,
         clock: Clock = SYSTEM_CLOCK,
         start_window_s: float = START_WINDOW_S,
+        health: HealthMonitor | None = None,
     ) -> None:
         self.node_uuid = node_uuid
         self.store = store
@@ -142,6 +164,13 @@ class Reconciler:
         self.retry = retry or RetryBackoff()
         self.ledger = RestartLedger(apps_dir.parent / "app-restarts.json")
         self.records = AppRecords(clock)
+        container = runtimes.get("container")
+        self.health = health or HealthMonitor(
+            apps_dir.parent / "app-health.json", clock, getattr(container, "exec", None)
+        )
+        self._nets: dict[str, WorkloadNetworks] = {}
+        self._liveness: dict[str, str] = {}
+        """Per app: why it is being restarted for its health (the stop's reason)."""
         self.start_window_s = start_window_s
         self.volumes = vols or volumes.Volumes()
         self._digest: dict[str, str] = {}
@@ -183,7 +212,14 @@ class Reconciler:
         for app in self._desired.values():
             stops = self.ledger.get(app.uuid, self._digest.get(app.uuid, ""))
             backoff, retry_at = self._waits(app)
-            out.append(self.records.status(app, stops, backoff_s=backoff, retry_at=retry_at))
+            health = (
+                self.health.health(app.uuid, self._digest.get(app.uuid, ""))
+                if app.health is not None
+                else None
+            )
+            out.append(
+                self.records.status(app, stops, backoff_s=backoff, retry_at=retry_at, health=health)
+            )
         return out
 
     def _waits(self, app: AppSpec) -> tuple[float | None, float | None]:
@@ -203,6 +239,7 @@ class Reconciler:
         for uuid in self.records.uuids() | set(self._digest) | set(self.backoff.crashes):
             if uuid not in apps:
                 self._forget(uuid)
+        self.store.gate.set_policy(desired.settings.downloads if desired else None)
         self._net_error = ""
         if self.network is not None:
             try:
@@ -211,27 +248,56 @@ class Reconciler:
                 self._net_error = f"network config not applied: {exc}"
         self.counters.keep_only(apps)
         self.ledger.keep_only(apps)
+        self.health.keep_only(apps)
         observed = {kind: rt.list() for kind, rt in self.runtimes.items()}
         for app in apps.values():
             try:
                 self._reconcile_app(app, observed[app.kind].get(app.uuid))
+            except DownloadDeferred as exc:
+                self.records.set(app, AppState.DOWNLOADING, waiting=str(exc))
             except PASS_ERRORS as exc:
                 self._failure(app, exc)
             self._check_start_window(app)
         self._remove_strays(apps, observed)
-        self.store.set_refs({a.uuid: a.image.sha256 for a in apps.values()})
+        prefetch = Prefetcher.refs(desired.prefetch) if desired else {}
+        self.store.set_refs({**prefetch, **{a.uuid: a.image.sha256 for a in apps.values()}})
         self.store.gc()
+        self.health.watch(self._probe_targets())
         statuses = self.statuses()
         with self._pass_done:
             self.passes += 1
             self._pass_done.notify_all()
         return statuses
 
+    def _probe_targets(self) -> dict[str, ProbeTarget]:
+        """The running apps with a probe, where to probe them."""
+        targets = {}
+        for app in self._desired.values():
+            if app.health is None or self.records.state(app.uuid) is not AppState.RUNNING:
+                continue
+            address = None
+            attachments = self._nets.get(app.uuid, WorkloadNetworks()).attachments
+            wanted = app.health.network or (app.networks[0].name if app.networks else None)
+            for a in attachments:
+                if a.network == wanted:
+                    address = a.ip
+            targets[app.uuid] = ProbeTarget(
+                app.uuid, app.name, self._digest.get(app.uuid, ""), app.health, address
+            )
+        return targets
+
     def _forget(self, uuid: str) -> None:
         self.records.forget(uuid)
         self.backoff.forget(uuid)
         self.retry.forget(uuid)
-        for table in (self._digest, self._failed, self._boot_since, self._next_try):
+        for table in (
+            self._digest,
+            self._failed,
+            self._boot_since,
+            self._next_try,
+            self._nets,
+            self._liveness,
+        ):
             table.pop(uuid, None)
 
     def _remove_strays(
@@ -309,13 +375,7 @@ class Reconciler:
             self.retry.forget(app.uuid)
             if workload is None:
                 return None
-            return Workload(
-                workload.app_uuid,
-                WorkloadState.STOPPED,
-                workload.runtime_id,
-                workload.image_sha256,
-                spec_digest=workload.spec_digest,
-            )
+            return dataclasses.replace(workload, state=WorkloadState.STOPPED, detail="")
         return workload
 
     def _reconcile_app(self, app: AppSpec, workload: Workload | None) -> None:
@@ -340,6 +400,7 @@ class Reconciler:
         nets = self._networks(app)
         if nets is None:
             return
+        self._nets[app.uuid] = nets
         digest = self._digest[app.uuid] = spec_digest(app, nets)
         now = self.clock.monotonic()
         if (
@@ -349,15 +410,20 @@ class Reconciler:
         ):
             self.records.set(app, AppState.INITIAL)  # its start delay has not passed yet
             return
-        if workload is not None and not self._made_from(app, workload, digest):
+        if workload is not None and not self._made_from(app, workload, digest, nets):
+            if self._image(app) is None:
+                return  # the old version runs on while the new image comes
             log.info("app %s (%s): spec changed, recreating", app.name, app.uuid[:8])
             self.records.set(app, AppState.RESTARTING)
             runtime.remove(app.uuid)
             self.backoff.forget(app.uuid)
             workload = None
         if workload is not None and workload.state is WorkloadState.RUNNING:
-            self._seen_running(app, now)
-            return
+            reason = self.health.restart_due(app.uuid) if app.health is not None else None
+            if reason is None:
+                self._seen_running(app, now)
+                return
+            workload = self._restart_unhealthy(app, workload, reason)
         if workload is not None and workload.state is WorkloadState.STARTING:
             self.records.set(app, AppState.BOOTING, detail=workload.detail)
             self._boot_since.setdefault(app.uuid, now)
@@ -368,7 +434,33 @@ class Reconciler:
             return  # a temporary failure: ERROR (with the reason) until its back-off ends
         self._start(app, nets, digest, now)
 
-    def _made_from(self, app: AppSpec, workload: Workload, digest: str) -> bool:
+    def _image(self, app: AppSpec) -> Path | None:
+        """The app's verified image, fetched now (raises DownloadDeferred while the window
+        is shut); None while the pre-fetcher is downloading it (the pass does not wait)."""
+        sha = app.image.sha256
+        if not self.store.has(sha) and self.store.busy(sha):
+            done = self.store.partial_bytes(sha)
+            progress = ImageProgress(done, app.image.size, None)
+            self.records.set(
+                app, AppState.DOWNLOADING, progress=progress, waiting="pre-fetch in progress"
+            )
+            return None
+        return self.store.ensure(
+            app.image, self.records.progress_callback(app, self.on_progress), app=app.uuid
+        )
+
+    def _restart_unhealthy(self, app: AppSpec, workload: Workload, reason: str) -> Workload:
+        """Liveness: stop the app that turned unhealthy; it is started again like one that
+        stopped on its own (counted, with its back-off)."""
+        log.warning("app %s (%s): unhealthy (%s): restarting", app.name, app.uuid[:8], reason)
+        self.health.liveness_restart(app.uuid)
+        self._liveness[app.uuid] = f"unhealthy: {reason}"[:256]
+        self.runtimes[app.kind].stop(app.uuid)
+        return dataclasses.replace(workload, state=WorkloadState.STOPPED, detail="unhealthy")
+
+    def _made_from(
+        self, app: AppSpec, workload: Workload, digest: str, nets: WorkloadNetworks
+    ) -> bool:
         """Is ``workload`` made from the app's current spec (``digest``)?
 
         A workload of an agent from before digests were stored with workloads has none; it
@@ -376,7 +468,9 @@ class Reconciler:
         the agent restarts no app (it gets its digest at its next start).
         """
         if workload.spec_digest or app.uuid in self._not_legacy:
-            return same_spec(workload.spec_digest, digest)
+            return same_spec(workload.spec_digest, digest) or same_spec(
+                workload.spec_digest, url_spec_digest(app, nets)
+            )
         legacy = self.apps_dir / app.uuid / LEGACY_SPEC_FILE
         try:
             return legacy.read_text() == legacy_spec_digest(app)
@@ -396,7 +490,7 @@ class Reconciler:
     def _stopped(self, app: AppSpec, workload: Workload, digest: str, now: float) -> bool:
         """A stopped workload: count a stop on its own; True while its restart back-off runs."""
         if self.backoff.watching(app.uuid):
-            how = workload.detail or "stopped"
+            how = self._liveness.pop(app.uuid, "") or workload.detail or "stopped"
             delay = self.backoff.stopped(app.uuid, now)
             self._next_try[app.uuid] = self.clock.time() + delay
             n = self.backoff.crashes[app.uuid]
@@ -428,9 +522,9 @@ class Reconciler:
         runtime = self.runtimes[app.kind]
         looping = self.backoff.looping(app.uuid)
         why = self.records.error(app.uuid) if looping else ""  # a crash loop keeps its reason
-        path = self.store.ensure(
-            app.image, self.records.progress_callback(app, self.on_progress), app=app.uuid
-        )
+        path = self._image(app)
+        if path is None:
+            return
         self.records.set(app, AppState.LOADING)
         spec = build_workload_spec(
             app,
@@ -442,6 +536,8 @@ class Reconciler:
         )
         self.records.set(app, AppState.CRASHLOOP if looping else AppState.BOOTING, why)
         self._boot_since.setdefault(app.uuid, now)
+        if app.health is not None:
+            self.health.started(app.uuid, digest, app.health)
         started = runtime.start(spec)
         self.backoff.started(app.uuid, now)
         if started.state is WorkloadState.RUNNING:

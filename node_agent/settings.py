@@ -60,6 +60,8 @@ class AgentSettings(BaseModel):
     """Renew the self-signed device cert when it expires within this many days."""
     revoked_check_s: float = Field(default=600.0, ge=0.2, le=86400)
     """After the controller answered 403 "revoked": ask again only this often."""
+    device_labels_file: Path | None = None
+    """A YAML/JSON mapping of labels this node reports about itself (re-read each report)."""
     remote_access: bool = True
     """Take remote sessions the controller offers under its signed grants (the agent dials
     out; nothing listens). False: never poll for them."""

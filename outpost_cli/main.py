@@ -20,6 +20,7 @@ from outpost_cli.onboarding import add_onboarding_commands
 from outpost_cli.remote import add_remote_commands
 from outpost_cli.resources import UsageError, add_resource_commands, emit
 from outpost_cli.rollout import add_rollout_commands
+from outpost_cli.site_policy import add_site_policy_commands
 
 __all__ = ["main"]
 
@@ -132,12 +133,17 @@ def cmd_node(c: Client, args: argparse.Namespace) -> None:
     node_gen = info.get("config_generation", "-")
     print(f"generation:  {n['config_generation']} (controller) / {node_gen} (node)")
     print(f"hypervisor:  {info.get('hypervisor', '-')}")
+    labels = ", ".join(f"{k}={v}" for k, v in (n.get("labels") or {}).items()) or "-"
+    own = ", ".join(f"{k}={v}" for k, v in (n.get("device_labels") or {}).items()) or "-"
+    print(f"labels:      {labels}\nreported:    {own}  (selectors: device/<key>)")
     states = _app_states(n)
-    rows = [
-        [a, states.get(a, {}).get("state", "PENDING"), states.get(a, {}).get("error", "")]
-        for a in n["assigned_apps"]
-    ]
-    print(_table(rows, ["APP", "STATE", "ERROR"]))
+    rows = []
+    for a in n["assigned_apps"]:
+        st = states.get(a, {})
+        health = (st.get("health") or {}).get("status", "-")
+        why = st.get("error") or (st.get("health") or {}).get("last_failure") or st.get("waiting")
+        rows.append([a, st.get("state", "PENDING"), health, st.get("restarts", 0), why or ""])
+    print(_table(rows, ["APP", "STATE", "HEALTH", "RESTARTS", "ERROR / WAITING"]))
 
 
 def cmd_image_add(c: Client, args: argparse.Namespace) -> None:
@@ -502,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ports_command(sub)
     add_agent_release_commands(sub)
     add_rollout_commands(sub)
+    add_site_policy_commands(sub)
     add_remote_commands(sub)
     return p
 

@@ -2,6 +2,8 @@
 
 outpost rollout start -f app.yaml --ring qa:site=qa --ring prod:site=prod,approval
         [--soak S] [--deadline S]         ring: [NAME:]k=v,…  |  N%  |  rest; ",approval"
+        [--batch N|N%] [--success P]      batches within every ring, P % healthy each
+        [--budget site:max=1] [--budget site:min=2]   per label group (k[,k]:max=N|min=N)
 outpost rollout status [ID]               a table of rollouts, or one with its rings/nodes
 outpost rollout approve|pause|resume|rollback ID
 outpost git set URL [--branch B] [--path P] [--interval S] [--allowed-signers F] | status | sync
@@ -18,7 +20,7 @@ import yaml
 
 from outpost_cli.resources import UsageError, emit
 
-__all__ = ["add_rollout_commands", "parse_ring"]
+__all__ = ["add_rollout_commands", "parse_batch", "parse_budget", "parse_ring"]
 
 
 def parse_ring(text: str, soak_s: float | None, deadline_s: float | None) -> dict[str, Any]:
@@ -49,6 +51,39 @@ def parse_ring(text: str, soak_s: float | None, deadline_s: float | None) -> dic
     return ring
 
 
+def parse_batch(text: str | None, success: int | None) -> dict[str, Any] | None:
+    """``N`` | ``N%`` (and a success threshold) → a ring's ``batches``."""
+    if text is None:
+        if success is not None:
+            raise UsageError("--success needs --batch")
+        return None
+    if m := re.fullmatch(r"(\d{1,3})%", text):
+        batch: dict[str, Any] = {"percent": int(m.group(1))}
+    elif text.isdigit():
+        batch = {"count": int(text)}
+    else:
+        raise UsageError(f"--batch {text!r}: a count (5) or a percent (25%)")
+    if success is not None:
+        batch["success_threshold_pct"] = success
+    return batch
+
+
+def parse_budget(text: str) -> dict[str, Any]:
+    """``k[,k]:max=N`` | ``k[,k]:min=N`` (both: ``k:max=1,min=2``) → a budget."""
+    keys, sep, limits = text.partition(":")
+    if not sep or not keys:
+        raise UsageError(f"--budget {text!r}: LABEL[,LABEL]:max=N|min=N")
+    budget: dict[str, Any] = {"group_by": [k.strip() for k in keys.split(",") if k.strip()]}
+    for token in filter(None, (t.strip() for t in limits.split(","))):
+        name, _, value = token.partition("=")
+        if name not in ("max", "min") or not value.isdigit():
+            raise UsageError(f"--budget {text!r}: {token!r} is not max=N or min=N")
+        budget["max_updating" if name == "max" else "min_healthy"] = int(value)
+    if len(budget) == 1:
+        raise UsageError(f"--budget {text!r}: give max=N (updating) or min=N (healthy)")
+    return budget
+
+
 def _app_spec(path: str) -> dict[str, Any]:
     try:
         doc = yaml.safe_load(Path(path).read_text())
@@ -63,7 +98,13 @@ def _app_spec(path: str) -> dict[str, Any]:
 
 def cmd_start(c: Any, args: argparse.Namespace) -> None:
     rings = [parse_ring(r, args.soak, args.deadline) for r in args.ring]
-    out = c.call("POST", "/rollouts", json={"app": _app_spec(args.file), "rings": rings})
+    batch = parse_batch(args.batch, args.success)
+    if batch is not None:
+        rings = [{**ring, "batches": batch} for ring in rings]
+    body: dict[str, Any] = {"app": _app_spec(args.file), "rings": rings}
+    if args.budget:
+        body["budgets"] = [parse_budget(b) for b in args.budget]
+    out = c.call("POST", "/rollouts", json=body)
     if args.output != "table":
         emit(out, args.output)
         return
@@ -76,6 +117,13 @@ def _show(out: dict[str, Any], output: str) -> None:
         return
     print(f"rollout {out['id']}  app {out['app']}  {out['state']}  ring {out['ring'] + 1}")
     print(f"from {out['from']['image']} → {out['to']['image']}")
+    if out.get("expected_completion_at"):
+        print(f"expected to finish: {out['expected_completion_at']}")
+    for budget in out.get("budgets") or []:
+        limits = [f"max {budget['max_updating']} updating"] if budget.get("max_updating") else []
+        if budget.get("min_healthy") is not None:
+            limits.append(f"min {budget['min_healthy']} healthy")
+        print(f"budget per {','.join(budget['group_by'])}: {', '.join(limits)}")
     if out.get("reason"):
         print(f"reason: {out['reason']}")
     rows = []
@@ -87,12 +135,17 @@ def _show(out: dict[str, Any], output: str) -> None:
                     "ring": ring.get("name") or ring["index"] + 1,
                     "status": ring["status"],
                     "approval": "yes" if ring.get("approval") else "-",
+                    "batch": n["batch"] + 1 if "batch" in n else "-",
                     "node": n["serial"],
+                    "phase": n.get("phase") or "-",
                     "state": n.get("state") or "-",
+                    "health": n.get("health") or "-",
                     "restarts": n.get("restarts", 0),
+                    "waiting": n.get("waiting") or n.get("error") or "",
                 }
             )
-    emit(rows, "table", ["ring", "status", "approval", "node", "state", "restarts"])
+    columns = ["ring", "status", "approval", "batch", "node", "phase", "state", "health"]
+    emit(rows, "table", [*columns, "restarts", "waiting"])
 
 
 def cmd_status(c: Any, args: argparse.Namespace) -> None:
@@ -167,7 +220,11 @@ def add_rollout_commands(sub: Any) -> None:
     s.add_argument("-f", "--file", required=True, help="the app's new definition (YAML)")
     s.add_argument("--ring", action="append", required=True, help="[NAME:]k=v,…|N%%|rest")
     s.add_argument("--soak", type=float, help="seconds RUNNING without restart per ring")
-    s.add_argument("--deadline", type=float, help="seconds a ring may take to get healthy")
+    s.add_argument("--deadline", type=float, help="seconds a node may take to get healthy")
+    s.add_argument("--batch", help="batches within each ring: a count (5) or a percent (25%%)")
+    s.add_argument("--success", type=int, help="percent of a batch that must be healthy")
+    s.add_argument("--budget", action="append", default=[],
+                   help="disruption budget per label group: site:max=1 | site:min=2")  # fmt: skip
     s.set_defaults(fn=cmd_start)
     s = rs.add_parser("status", help="list rollouts or show one")
     _out(s)

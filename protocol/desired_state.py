@@ -15,11 +15,20 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    model_serializer,
+    model_validator,
+)
 from pydantic.config import JsonDict
 
+from protocol.compat import omit_defaults
+from protocol.downloads import MAX_PREFETCH, DownloadPolicy
+from protocol.health import HealthProbe
 from protocol.model_base import MAX_COUNT, StrictModel, Timestamp
 
 SCHEMA_VERSION: Final = 1
@@ -197,6 +206,12 @@ class AppSpec(StrictModel):
     """Blank data disks (VMs only); purge recreates them along with the root disk."""
     vtpm: bool = False
     """Give the VM its own emulated TPM 2.0 (swtpm; VMs only)."""
+    health: HealthProbe | None = None
+    """How the agent checks the app works (protocol.health); rollout gates read it."""
+
+    @model_serializer(mode="wrap")
+    def _wire(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return omit_defaults(handler(self), {"health": None})
 
     @model_validator(mode="after")
     def _kind_matches_format(self) -> AppSpec:
@@ -207,7 +222,21 @@ class AppSpec(StrictModel):
                 f" {' or '.join(wanted)}, got {self.image.format!r}"
             )
         check_app_shape(self.name, self.kind, self.adapters, self.disks, self.vtpm, self.networks)
+        check_probe(self.name, self.kind, [n.name for n in self.networks], self.health)
         return self
+
+
+def check_probe(app: str, kind: str, networks: list[str], probe: HealthProbe | None) -> None:
+    """A probe the app can be probed with: exec in containers, HTTP/TCP on an app network."""
+    if probe is None:
+        return
+    if probe.kind == "exec" and kind != "container":
+        raise ValueError(f"app {app!r}: an exec probe runs inside a container; use http or tcp")
+    if probe.kind in ("http", "tcp"):
+        if not networks:
+            raise ValueError(f"app {app!r}: a {probe.kind} probe needs the app on an app network")
+        if probe.network is not None and probe.network not in networks:
+            raise ValueError(f"app {app!r}: the probe's network {probe.network!r} is not its own")
 
 
 AgentVersion = Annotated[
@@ -283,6 +312,12 @@ class NodeSettings(OperatorSettings):
 
     agent: AgentTarget | None = None
     """The agent release to run (self-update); None: keep the running one."""
+    downloads: DownloadPolicy | None = None
+    """This node's download rate share and window (protocol.downloads); None: no limits."""
+
+    @model_serializer(mode="wrap")
+    def _wire(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return omit_defaults(handler(self), {"downloads": None})
 
 
 class DesiredState(StrictModel):
@@ -296,6 +331,12 @@ class DesiredState(StrictModel):
     settings: NodeSettings = NodeSettings()
     networks: list[Network] = Field(default_factory=list, max_length=MAX_NETWORKS)
     apps: list[AppSpec] = Field(default_factory=list, max_length=MAX_APPS_PER_NODE)
+    prefetch: list[ImageRef] = Field(default_factory=list, max_length=MAX_PREFETCH)
+    """Images to download ahead (a rollout's next version), in the download window, not run."""
+
+    @model_serializer(mode="wrap")
+    def _wire(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return omit_defaults(handler(self), {"prefetch": []})
 
     @model_validator(mode="after")
     def _consistent(self) -> DesiredState:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, SerializerFunctionWrapHandler, StringConstraints, model_serializer
 
+from protocol.compat import omit_defaults
 from protocol.desired_state import AgentVersion, Name, Sha256Hex, Uuid
+from protocol.downloads import MAX_PREFETCH, DeviceLabels, PrefetchStatus
+from protocol.health import AppHealth
 from protocol.inventory import NodeInventory, RegistrationInventory
 from protocol.model_base import MAX_COUNT, Duration, StrictModel, Timestamp
 from protocol.ports import PortState
@@ -116,6 +119,14 @@ class AppStatus(StrictModel):
     """When (node clock, seconds since the epoch) the next start attempt is due after
     ``backoff_s`` (None: none scheduled).  A time, not a countdown, so an unchanged state
     makes an unchanged report."""
+    health: AppHealth | None = None
+    """What the app's health probe found (None: the spec has no probe)."""
+    waiting: Annotated[str, StringConstraints(max_length=256)] = ""
+    """What the app's current spec waits for (e.g. the download window), if anything."""
+
+    @model_serializer(mode="wrap")
+    def _wire(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return omit_defaults(handler(self), {"health": None, "waiting": ""})
 
 
 UpdateState = Literal["downloading", "installed", "testing", "committed", "failed"]
@@ -146,6 +157,14 @@ class InfoMessage(StrictModel):
     """The refreshed hardware inventory (PCI devices, IOMMU groups); None: unchanged/unknown."""
     agent_update: AgentUpdateStatus | None = None
     """The agent self-update in progress or last finished (None: none asked for)."""
+    prefetch: list[PrefetchStatus] = Field(default_factory=list, max_length=MAX_PREFETCH)
+    """How the images of ``DesiredState.prefetch`` are coming along."""
+    device_labels: DeviceLabels | None = None
+    """Labels the node reports about itself (None: unchanged/unknown)."""
+
+    @model_serializer(mode="wrap")
+    def _wire(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return omit_defaults(handler(self), {"prefetch": [], "device_labels": None})
 
 
 class NodeMetrics(StrictModel):

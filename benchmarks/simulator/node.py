@@ -13,7 +13,8 @@ own device key) and goes through :class:`~benchmarks.simulator.transport.Transpo
   ``hash`` mode by recomputing the content hash only;
 - ``info`` (reliable: the newest message is kept until delivered; ``agent_version``
   carries a per-node sequence number ``sim-<seq>`` so a test can tell which one the
-  controller holds), ``metrics`` (lossy).
+  controller holds), with every app of the held config RUNNING (healthy when probed) and
+  every pre-fetch done (``full`` mode); ``metrics`` (lossy).
 """
 
 from __future__ import annotations
@@ -194,8 +195,29 @@ class SimNode:
             "config_generation": self.generation,
             "config_hash": self.config_hash,
             "hypervisor": "sim",
-            "apps": [],
+            **self.workload_report(),
         }
+
+    def workload_report(self) -> dict[str, Any]:
+        """Every app of the held config RUNNING (healthy when it has a probe) and every
+        pre-fetch done, as an agent whose apps work would say (``full`` mode only: the
+        hash mode keeps no document)."""
+        if self.doc is None:
+            return {"apps": []}
+        apps = []
+        for app in self.doc.apps:
+            status: dict[str, Any] = {"uuid": app.uuid, "name": app.name, "state": "RUNNING",
+                                      "image_sha256": app.image.sha256}  # fmt: skip
+            if app.health is not None:
+                status["health"] = {"status": "healthy", "since": time.time()}
+            apps.append(status)
+        out: dict[str, Any] = {"apps": apps}
+        if self.doc.prefetch:
+            out["prefetch"] = [
+                {"sha256": r.sha256, "state": "done", "done_bytes": r.size, "total_bytes": r.size}
+                for r in self.doc.prefetch
+            ]
+        return out
 
     async def send_info(self, t: Transport) -> bool:
         """Deliver the pending info; True when nothing is left to deliver."""

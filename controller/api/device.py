@@ -26,6 +26,7 @@ from controller.api.device_cache import CachedNode, DeviceCache, RecentIds
 from controller.api.register import Refused, onboarding_cert, register_node
 from controller.api.signed_request import open_request
 from controller.domain import events
+from controller.domain.common import changed
 from controller.domain.desired import current_desired_state
 from controller.domain.onboarding import NotClaimed, PendingLimits, record_pending, record_refusal
 from controller.errors import ApiError
@@ -257,9 +258,13 @@ def info() -> ResponseReturnValue:
     svc = current_services()
     with svc.db.transaction() as session:
         node, msg = open_node_request(session, InfoMessage)
-        before, node.info = node.info, msg.model_dump(mode="json", exclude={"inventory"})
+        before = node.info
+        node.info = msg.model_dump(mode="json", exclude={"inventory", "device_labels"})
         events.app_changes(session, node, before, node.info)
         node.info_at = utcnow()
+        if msg.device_labels is not None and msg.device_labels != (node.device_labels or {}):
+            node.device_labels = dict(msg.device_labels)  # selectors may now pick it
+            changed(session, node)
         if msg.inventory is not None:
             inventory = msg.inventory.model_dump(mode="json")
             if node.inventory != inventory:  # stored (and written) only when it changed

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from controller.domain.labels import effective_labels
 from controller.errors import ApiError
 from controller.store.models import App, Assignment, Node
 from protocol.desired_state import Adapter
@@ -70,7 +71,7 @@ def apps_on(s: Session, node: Node) -> list[App]:
     selected = [
         app
         for app in s.scalars(select(App).where(App.label_selector.is_not(None)))
-        if _selector_matches(app.label_selector, node.labels or {})
+        if _selector_matches(app.label_selector, effective_labels(node))
     ]
     return sorted({app.id: app for app in [*assigned, *selected]}.values(), key=lambda a: a.name)
 
@@ -86,7 +87,7 @@ def nodes_of_app(s: Session, app: App) -> list[Node]:
         [
             n
             for n in s.scalars(select(Node))
-            if _selector_matches(app.label_selector, n.labels or {})
+            if _selector_matches(app.label_selector, effective_labels(n))
         ]
         if app.label_selector
         else []

@@ -38,6 +38,8 @@ def validated_spec(s: Any, body: AppBody, app_uuid: str) -> tuple[Image, dict[st
     spec = body.model_dump(mode="json", include=SPEC_FIELDS)
     if not spec.get("secret_env"):
         spec.pop("secret_env", None)  # stored only when used: older specs compare equal
+    if spec.get("health") is None:
+        spec.pop("health", None)  # stored apps without a probe stay as they were
     try:
         AppSpec.model_validate(
             {

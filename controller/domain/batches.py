@@ -60,12 +60,19 @@ def _record(s: Session, name: str, cert: x509.Certificate, created_by: str) -> O
 
 
 def issue_bundle(
-    s: Session, actor: str, ctl_pki: ControllerPki, out_dir: Path, url: str, batch: str
+    s: Session,
+    actor: str,
+    ctl_pki: ControllerPki,
+    out_dir: Path,
+    url: str,
+    batch: str,
+    labels: dict[str, str] | None = None,
 ) -> OnboardingBatch:
-    """Issue and write an onboarding bundle for ``batch``; record and audit it."""
+    """Issue and write an onboarding bundle for ``batch`` (``labels``: what its nodes
+    report about themselves, e.g. their site); record and audit it."""
     if not re.match(BATCH_PATTERN, batch):
         raise ApiError(422, "invalid_body", "batch: 1-63 of A-Z a-z 0-9 . _ - (letter/digit first)")
-    cert = write_onboarding_bundle(ctl_pki, out_dir, url, batch)
+    cert = write_onboarding_bundle(ctl_pki, out_dir, url, batch, labels)
     row = _record(s, batch, cert, actor)
     audit(s, actor, "onboarding.bundle", batch, cert_sha256=row.cert_sha256, controller_url=url)
     return row

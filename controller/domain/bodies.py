@@ -37,8 +37,10 @@ from protocol.desired_state import (
     Sha256Hex,
     StartDelay,
     check_app_shape,
+    check_probe,
 )
 from protocol.desired_state import Network as NetworkSpec
+from protocol.health import HealthProbe
 from protocol.messages import SERIAL_PATTERN, Serial
 
 __all__ = [
@@ -161,6 +163,8 @@ class AppBody(Body):
     disks: DataDisks = Field(default_factory=list)
     vtpm: bool = False
     start_delay_s: StartDelay = 0.0
+    health: HealthProbe | None = None
+    """How the agent checks the app works; rollout gates read the verdict."""
     selector: dict[LabelKey, LabelValue] | None = Field(default=None, max_length=16)
     """Run on every node whose labels include these (besides explicit assignments)."""
 
@@ -170,6 +174,7 @@ class AppBody(Body):
         both = sorted(set(self.env) & set(self.secret_env))
         if both:
             raise ValueError(f"env and secret_env both set {', '.join(both)}")
+        check_probe(self.name, self.kind, [n.name for n in self.networks], self.health)
         return self
 
 
@@ -184,6 +189,7 @@ SPEC_FIELDS = {
     "disks",
     "vtpm",
     "start_delay_s",
+    "health",
 }
 
 

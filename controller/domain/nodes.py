@@ -12,6 +12,7 @@ from controller.domain.adapters import apps_on as adapter_apps_on
 from controller.domain.adapters import check_assignment, check_node_adapters
 from controller.domain.bodies import CommandBody, NodePatch
 from controller.domain.common import changed, parse
+from controller.domain.labels import refuse_device_keys
 from controller.domain.ownership import refuse_if_git_owned
 from controller.errors import ApiError, field_error, invalid, validation_details
 from controller.store.audit import audit, event
@@ -119,6 +120,7 @@ def update_node(
     Changing debug access (SSH, its keys, the console login) needs ``may_debug`` (the
     caller is an admin): 403 otherwise."""
     body = parse(NodePatch, {"labels": labels, "settings": settings})
+    refuse_device_keys(body.labels)
     node = find_node(s, key)
     new_settings = None
     if body.settings is not None or agent is not KEEP_AGENT:

@@ -52,6 +52,7 @@ def node_json(session: Session, node: Node, full: bool = True) -> dict[str, Any]
         "uuid": node.uuid,
         "state": "revoked" if revoked else node.state,
         "labels": node.labels or {},
+        "device_labels": node.device_labels or {},
         "registered_at": _iso(node.registered_at),
         "last_seen": _iso(node.last_seen),
         "config_generation": node.config_generation,

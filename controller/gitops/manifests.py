@@ -11,7 +11,7 @@ body, validated by the same pydantic models), plus ``Site``:
                                                       fingerprints (unpinned only when the
                                                       controller allows unpinned claims)
     kind: Site     spec: {selector, nodes}            default selector {site: <folder>}
-    kind: Rollout  spec: {app, rings}                 a new version of the app committed
+    kind: Rollout  spec: {app, rings, budgets}        a new version of the app committed
                                                       later rolls out through these rings
 
 Every error carries the file, the line of the offending key and the reason; one bad
@@ -39,7 +39,7 @@ from controller.domain.bodies import (
 )
 from controller.domain.common import Body
 from controller.errors import ApiError
-from controller.rollouts.plan import RingBody
+from controller.rollouts.plan import BudgetBody, RingBody
 from protocol.desired_state import Name
 from protocol.messages import Serial
 
@@ -79,6 +79,7 @@ class RolloutDoc(Body):
 
     app: Name
     rings: list[RingBody] = Field(min_length=1, max_length=10)
+    budgets: list[BudgetBody] = Field(default_factory=list, max_length=8)
 
 
 class _Envelope(Body):

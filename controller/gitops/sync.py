@@ -323,7 +323,11 @@ def _roll_out(
     if last is not None and last.state == "rolled_back" and same(last):
         return [f"app/{name}: this version was rolled back (rollout {last.id}); not retried"]
     assert rollout is not None
-    body = {"app": data, "rings": [r.model_dump(mode="json") for r in rollout.spec.rings]}
+    body = {
+        "app": data,
+        "rings": [r.model_dump(mode="json") for r in rollout.spec.rings],
+        "budgets": [b.model_dump(mode="json") for b in rollout.spec.budgets],
+    }
     started = _guarded(rollout, start_rollout, s, actor, body)
     return [f"app/{name}: rollout {started.id} started"]
 

@@ -1,8 +1,13 @@
-"""Rollout requests and ring selection.
+"""Rollout requests, ring selection and batches.
 
-A ring names its nodes by labels (``selector``), by a share of the app's nodes
-(``percent``: cumulative — a 50 % ring brings the rollout to half of the nodes), or
-takes every node left (neither).  Nodes are taken in serial order, never twice.
+A ring names its nodes by labels (``selector``, also device labels as ``device/<key>``),
+by a share of the app's nodes (``percent``: cumulative — a 50 % ring brings the rollout
+to half of the nodes), or takes every node left (neither).  Nodes are taken in serial
+order, never twice.  A ring may be cut into batches (``batches``: ``count`` nodes or
+``percent`` of the ring each), each gated by ``success_threshold_pct`` (the share of the
+batch that must be healthy for its soak time); without ``batches`` the ring is one batch.
+Disruption budgets (``budgets``, for the whole rollout) bound per label group how many
+nodes are updating at once and how many must stay healthy (``controller.rollouts.budgets``).
 """
 
 from __future__ import annotations
@@ -19,16 +24,51 @@ from controller.domain.common import Body
 __all__ = [
     "DEFAULT_DEADLINE_S",
     "DEFAULT_SOAK_S",
+    "BatchBody",
+    "BudgetBody",
     "Candidate",
     "RingBody",
     "RolloutBody",
     "select_ring",
+    "split_batches",
 ]
 
 DEFAULT_SOAK_S = 300.0
 """A ring's nodes must run the new version this long without a restart (5 minutes)."""
 DEFAULT_DEADLINE_S = 1800.0
 """…and reach that within this long of the ring's start, or the rollout is rolled back."""
+
+
+class BatchBody(Body):
+    """How a ring is cut into batches (one of ``count`` or ``percent``)."""
+
+    count: int | None = Field(default=None, ge=1, le=100_000)
+    percent: int | None = Field(default=None, ge=1, le=100)
+    """Of the ring's nodes, rounded up."""
+    success_threshold_pct: int = Field(default=100, ge=1, le=100)
+    """Share of a batch that must be healthy for the soak time for the next to start."""
+
+    @model_validator(mode="after")
+    def _one_size(self) -> BatchBody:
+        if (self.count is None) == (self.percent is None):
+            raise ValueError("batches take a count or a percent (one of them)")
+        return self
+
+
+class BudgetBody(Body):
+    """A disruption budget per group of nodes sharing the values of ``group_by``."""
+
+    group_by: list[LabelKey] = Field(min_length=1, max_length=4)
+    max_updating: int | None = Field(default=None, ge=1, le=100_000)
+    """At most this many nodes of a group switched and not yet healthy at once."""
+    min_healthy: int | None = Field(default=None, ge=0, le=100_000)
+    """A node is switched only if this many others of its group stay healthy."""
+
+    @model_validator(mode="after")
+    def _bounded(self) -> BudgetBody:
+        if self.max_updating is None and self.min_healthy is None:
+            raise ValueError("a budget needs max_updating or min_healthy")
+        return self
 
 
 class RingBody(Body):
@@ -53,6 +93,8 @@ class RingBody(Body):
     """Wait for an operator's approval before this ring starts."""
     soak_s: float = Field(default=DEFAULT_SOAK_S, ge=0, le=7 * 86400)
     deadline_s: float = Field(default=DEFAULT_DEADLINE_S, gt=0, le=7 * 86400)
+    """Per node, from its switch-over."""
+    batches: BatchBody | None = None
 
     @model_validator(mode="after")
     def _one_way(self) -> RingBody:
@@ -68,6 +110,7 @@ class RolloutBody(Body):
 
     app: AppBody
     rings: list[RingBody] = Field(min_length=1, max_length=10)
+    budgets: list[BudgetBody] = Field(default_factory=list, max_length=8)
 
 
 @dataclass(frozen=True)
@@ -88,3 +131,12 @@ def select_ring(
         want = math.ceil(ring.percent * total / 100) - len(taken)
         return left[: max(want, 0)]
     return left
+
+
+def split_batches(nodes: list[Candidate], batches: BatchBody | None) -> list[list[Candidate]]:
+    """The ring's nodes (in order) cut into batches; one batch without ``batches``."""
+    if batches is None or not nodes:
+        return [list(nodes)] if nodes else []
+    size = batches.count or math.ceil((batches.percent or 100) * len(nodes) / 100)
+    size = max(size, 1)
+    return [nodes[i : i + size] for i in range(0, len(nodes), size)]

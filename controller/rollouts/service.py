@@ -22,9 +22,10 @@ from controller.domain.views import app_json, redact_spec
 from controller.errors import ApiError, conflict
 from controller.rollouts.engine import finish_rollback
 from controller.rollouts.plan import RolloutBody
+from controller.rollouts.view import rollout_view
 from controller.store.audit import audit
 from controller.store.lookup import find_app
-from controller.store.models import ACTIVE, App, Image, Node, Rollout, RolloutNode
+from controller.store.models import ACTIVE, App, Image, Rollout, RolloutNode
 
 __all__ = [
     "approve",
@@ -65,6 +66,7 @@ def start(s: Session, actor: str, data: Any) -> Rollout:
         app_id=app.id,
         state="progressing",
         rings=[ring.model_dump(mode="json") for ring in body.rings],
+        budgets=[b.model_dump(mode="json") for b in body.budgets],
         from_version=_version(old_image, dict(app.spec)),
         to_version=_version(image, spec),
         created_by=actor,
@@ -146,6 +148,8 @@ def resume(s: Session, actor: str, rid: int) -> Rollout:
             select(RolloutNode).where(RolloutNode.rollout_id == r.id, RolloutNode.ring == r.ring)
         ):
             row.running_since = None
+            if row.phase == "switched":
+                row.switched_at = r.ring_started_at
     r.history = [*r.history, {"at": _now(), "ring": r.ring, "what": f"resumed by {actor}"}]
     audit(s, actor, "rollout.resume", _app_name(s, r), rollout=rid)
     return r
@@ -168,66 +172,8 @@ def _now() -> str:
     return utcnow().isoformat() + "Z"
 
 
-def rollout_json(s: Session, r: Rollout, full: bool = True) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": r.id,
-        "app": _app_name(s, r),
-        "state": r.state,
-        "ring": r.ring,
-        "ring_phase": r.ring_phase,
-        "from": {
-            "image": r.from_version.get("image"),
-            "spec": redact_spec(r.from_version.get("spec") or {}),
-        },
-        "to": {
-            "image": r.to_version.get("image"),
-            "spec": redact_spec(r.to_version.get("spec") or {}),
-        },
-        "reason": r.reason if r.state != "paused" else "",
-        "created_by": r.created_by,
-        "created_at": r.created_at.isoformat() + "Z",
-        "updated_at": r.updated_at.isoformat() + "Z",
-    }
-    if not full:
-        return out
-    rows = s.execute(
-        select(RolloutNode, Node.serial)
-        .join(Node, Node.id == RolloutNode.node_id)
-        .where(RolloutNode.rollout_id == r.id)
-        .order_by(RolloutNode.ring, Node.serial)
-    ).all()
-    rings = []
-    for i, ring in enumerate(r.rings):
-        if i < r.ring or r.state == "succeeded":
-            status = "passed"
-        elif i > r.ring:
-            status = "waiting"
-        elif r.state == "rolled_back":
-            status = "failed" if r.ring_phase == "deploying" else "waiting"
-        elif r.state == "awaiting_approval":
-            status = "awaiting_approval"
-        else:
-            status = r.ring_phase
-        rings.append(
-            {
-                "index": i,
-                **ring,
-                "status": status,
-                "approved": i in r.approved_rings,
-                "nodes": [
-                    {
-                        "serial": serial,
-                        "state": row.state,
-                        "generation": row.generation,
-                        "running_since": row.running_since,
-                        "restarts": row.restarts,
-                        "error": row.error,
-                    }
-                    for row, serial in rows
-                    if row.ring == i
-                ],
-            }
-        )
-    out["rings"] = rings
-    out["history"] = r.history
-    return out
+def rollout_json(
+    s: Session, r: Rollout, full: bool = True, now: float | None = None
+) -> dict[str, Any]:
+    """The rollout as shown (``controller.rollouts.view``)."""
+    return rollout_view(s, r, full, now)

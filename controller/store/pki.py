@@ -161,13 +161,18 @@ def _key_matches(identity: pki.Identity) -> bool:
 
 
 def write_onboarding_bundle(
-    controller_pki: ControllerPki, out_dir: Path, controller_url: str, batch: str
+    controller_pki: ControllerPki,
+    out_dir: Path,
+    controller_url: str,
+    batch: str,
+    labels: dict[str, str] | None = None,
 ) -> x509.Certificate:
     """Issue an onboarding cert for a batch of nodes and write what a node image needs;
     returns the issued cert (record it: :func:`controller.domain.batches.issue_bundle`).
 
-    The bundle holds: ``controller.json`` (URL), ``root-ca.pem`` (to pin),
-    ``onboarding.pem`` and ``onboarding.key`` (0600).
+    The bundle holds: ``controller.json`` (URL; ``labels`` the nodes report about
+    themselves, e.g. their site), ``root-ca.pem`` (to pin), ``onboarding.pem`` and
+    ``onboarding.key`` (0600).
     """
     onboarding = pki.issue_cert(
         controller_pki.onboarding_ca,
@@ -181,6 +186,9 @@ def write_onboarding_bundle(
     atomic_write(out_dir / "root-ca.pem", controller_pki.root.cert_pem().encode())
     atomic_write(
         out_dir / "controller.json",
-        json.dumps({"url": controller_url, "batch": batch}, indent=2).encode(),
+        json.dumps(
+            {"url": controller_url, "batch": batch, **({"labels": labels} if labels else {})},
+            indent=2,
+        ).encode(),
     )
     return onboarding.cert

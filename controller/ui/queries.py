@@ -274,6 +274,9 @@ def node_apps(s: Session, node: Node) -> list[dict[str, Any]]:
                 "state": status.state if status else "—",
                 "error": status.error if status else "",
                 "progress": _progress(status, image.size),
+                "health": status.health if status else None,
+                "restarts": status.restarts if status else 0,
+                "waiting": status.waiting if status else "",
                 "assigned": True,
             }
         )
@@ -284,6 +287,9 @@ def node_apps(s: Session, node: Node) -> list[dict[str, Any]]:
                 "state": status.state,
                 "error": status.error,
                 "progress": None,
+                "health": status.health,
+                "restarts": status.restarts,
+                "waiting": status.waiting,
                 "assigned": False,
             }
         )

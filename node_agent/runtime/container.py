@@ -150,6 +150,17 @@ class PodmanRuntime:
         self.cli.run(args, app_uuid=app_uuid, timeout_s=self.cli.timeout_s + secs)
         log.info("app %s: stopped", app_uuid)
 
+    def exec(self, app_uuid: str, argv: Sequence[str], timeout_s: float) -> tuple[int, str]:
+        """Run ``argv`` inside the app's running container (``podman exec``): exit code and
+        the output's tail. Health probes use it; TemporaryError when it is not running or
+        the command outlives ``timeout_s``."""
+        found = self._find(app_uuid)
+        if found is None or found.state is not State.RUNNING:
+            raise TemporaryError(f"app {app_uuid}: no running container to exec in")
+        args = ["exec", found.runtime_id, *argv]
+        proc = self.cli.run(args, app_uuid=app_uuid, timeout_s=timeout_s, check=False)
+        return proc.returncode, (proc.stdout + proc.stderr)[-1000:]
+
     def remove(self, app_uuid: str) -> None:
         """``podman rm -f`` every container of this app; no error if missing."""
         args = ["rm", "--force", "--volumes", "--time", "10", *self._app_filter(app_uuid)]

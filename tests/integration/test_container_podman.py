@@ -255,3 +255,23 @@ def test_command_missing_in_image_shows_as_stopped(
     )
     workload = container_runtime.list()[spec.app_uuid]
     assert workload.detail.startswith("exited (code "), workload
+
+
+def test_an_exec_health_probe_runs_inside_the_container(
+    container_runtime: PodmanRuntime, busybox_image: ImageArtifact, tmp_path: Path
+) -> None:
+    from node_agent.health import run_probe
+    from node_agent.runtime.base import TemporaryError
+    from protocol.health import HealthProbe
+
+    spec = make_spec(container_runtime, busybox_image, tmp_path)
+    container_runtime.start(spec)
+    probe = HealthProbe(kind="exec", command=["sh", "-c", "test $GREETING = hi"], interval_s=5,
+                        timeout_s=5)  # fmt: skip
+    ok = run_probe(probe, spec.app_uuid, None, container_runtime.exec)
+    missing = probe.model_copy(update={"command": ["test", "-e", "/no/such/file"]})
+    failed = run_probe(missing, spec.app_uuid, None, container_runtime.exec)
+    assert ok.ok and not failed.ok and "exited 1" in failed.detail
+    container_runtime.stop(spec.app_uuid)
+    with pytest.raises(TemporaryError, match="no running container"):
+        container_runtime.exec(spec.app_uuid, ["true"], 5)

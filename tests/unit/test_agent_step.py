@@ -60,6 +60,8 @@ def _agent(tmp_path: Path) -> Agent:
     agent.hypervisor = "tcg"
     agent.ports = None
     agent.updater = None
+    agent.prefetcher = None
+    agent.bundle = {}
     agent.reporter = _Reporter()  # type: ignore[assignment]
     agent.reboot = _Reboot()  # type: ignore[assignment]
     return agent

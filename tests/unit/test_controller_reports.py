@@ -115,3 +115,26 @@ def test_metrics_with_a_negative_counter_are_refused_naming_the_field(client, no
     r = client.post("/api/v1/device/metrics", json=node.signed(sample))
     assert r.status_code == 422
     assert r.json["error"]["details"][0]["field"] == "node.cpu_seconds_total"
+
+
+def _info(**extra: object) -> dict:  # type: ignore[type-arg]
+    return {"agent_version": "0.1", "config_generation": -1, **extra}
+
+
+def test_device_labels_in_info_are_kept_apart_from_operator_labels(client, admin_headers, node):
+    r = client.post(
+        "/api/v1/device/info", json=node.signed(_info(device_labels={"gpu": "present"}))
+    )
+    assert r.status_code == 200
+    shown = client.get("/api/v1/nodes/sn-1", headers=admin_headers).json
+    assert shown["device_labels"] == {"gpu": "present"} and shown["labels"] == {}
+    assert "device_labels" not in shown["info"]
+    client.post("/api/v1/device/info", json=node.signed(_info()))  # none sent: kept
+    shown = client.get("/api/v1/nodes/sn-1", headers=admin_headers).json
+    assert shown["device_labels"] == {"gpu": "present"}
+
+
+def test_a_device_label_that_is_not_a_label_refuses_the_report(client, admin_headers, node):
+    bad = _info(device_labels={"Not A Key": "x"})
+    assert client.post("/api/v1/device/info", json=node.signed(bad)).status_code == 422
+    assert client.get("/api/v1/nodes/sn-1", headers=admin_headers).json["device_labels"] == {}

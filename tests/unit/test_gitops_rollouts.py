@@ -124,3 +124,19 @@ def test_a_finished_git_rollout_makes_the_definition_match_the_repository(
     assert api("GET", "/apps/web").json["env"] == {"V": "2"}
     repo.commit({"sites/qa/other.yaml": [app_doc("other")]})
     assert api("POST", "/git/sync").json["changes"] == ["app/other created"]
+
+
+def test_a_rollout_document_brings_its_batches_and_budgets(api, repo: Repo):
+    policy = {
+        "kind": "Rollout",
+        "spec": {
+            "app": "web",
+            "rings": [{"batches": {"percent": 25, "success_threshold_pct": 90}}],
+            "budgets": [{"group_by": ["site"], "max_updating": 1}],
+        },
+    }
+    repo.commit({"sites/qa/web.yaml": [app_doc(env={"V": "2"}), policy]})
+    assert api("POST", "/git/sync").json["changes"] == ["app/web: rollout 1 started"]
+    r = api("GET", "/rollouts/1").json
+    assert r["budgets"] == [{"group_by": ["site"], "max_updating": 1, "min_healthy": None}]
+    assert r["rings"][0]["batches"]["success_threshold_pct"] == 90

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from node_agent import workload_spec as workload_spec_module
+from node_agent.download_gate import DownloadGate
 from node_agent.image_store import ImageStore
 from node_agent.passthrough import PassthroughError
 from node_agent.reconciler import CrashBackoff, Reconciler
 from node_agent.runtime.base import WorkloadSpec
-from node_agent.spec_digest import spec_digest
+from node_agent.spec_digest import spec_digest, url_spec_digest
 from node_agent.volumes import ROOT_DISK, data_disk_path, image_info
 from protocol.desired_state import (
     Adapter,
@@ -242,6 +243,13 @@ class _ProgressStore:
 
     def __init__(self, path: Path, owner: list[Reconciler]) -> None:
         self.path, self.owner, self.seen = path, owner, []
+        self.gate = DownloadGate()
+
+    def has(self, sha256: str) -> bool:
+        return False
+
+    def busy(self, sha256: str) -> bool:
+        return False
 
     def ensure(self, ref, progress=None, app=""):  # type: ignore[no-untyped-def]
         for phase, done in (("DOWNLOADING", 25), ("DOWNLOADING", 50), ("VERIFYING", 100)):
@@ -290,5 +298,13 @@ def test_apps_without_the_new_fields_keep_their_spec_digest(blob) -> None:
     )
     body = json.dumps(old_fields, sort_keys=True, separators=(",", ":"))
     old = hashlib.sha256(body.encode()).hexdigest()
-    assert spec_digest(app) == old
-    assert spec_digest(app.model_copy(update={"vtpm": True})) != old
+    assert url_spec_digest(app) == old
+    assert url_spec_digest(app.model_copy(update={"vtpm": True})) != old
+
+
+def test_where_the_image_comes_from_is_not_part_of_the_workload(blob) -> None:
+    _, sha = blob
+    app = _vm(sha)
+    moved = app.model_copy(update={"image": app.image.model_copy(update={"url": "http://c/x"})})
+    assert spec_digest(moved) == spec_digest(app)
+    assert url_spec_digest(moved) != url_spec_digest(app)

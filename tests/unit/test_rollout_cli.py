@@ -10,7 +10,7 @@ import pytest
 
 from outpost_cli.main import build_parser
 from outpost_cli.resources import UsageError
-from outpost_cli.rollout import parse_ring
+from outpost_cli.rollout import parse_batch, parse_budget, parse_ring
 
 
 class Recorder:
@@ -77,7 +77,26 @@ def test_status_prints_each_ring_and_node(capsys):
                 "name": "qa",
                 "status": "failed",
                 "approval": False,
-                "nodes": [{"serial": "n-1", "state": "ERROR", "restarts": 0}],
+                "nodes": [
+                    {
+                        "serial": "n-1",
+                        "batch": 0,
+                        "phase": "failed",
+                        "state": "ERROR",
+                        "health": None,
+                        "restarts": 0,
+                        "error": "exit 1",
+                    },
+                    {
+                        "serial": "n-2",
+                        "batch": 1,
+                        "phase": "queued",
+                        "state": "",
+                        "health": None,
+                        "restarts": 0,
+                        "waiting": "batch 2",
+                    },
+                ],
             },
             {"index": 1, "name": "prod", "status": "waiting", "approval": True, "nodes": []},
         ],
@@ -86,8 +105,77 @@ def test_status_prints_each_ring_and_node(capsys):
     args.fn(Recorder(rollout), args)
     out = capsys.readouterr().out.splitlines()
     assert out[2] == "reason: ring qa failed its health gate: n-1: app is ERROR"
-    assert out[4].split() == ["qa", "failed", "-", "n-1", "ERROR", "0"]
-    assert out[5].split() == ["prod", "waiting", "yes", "-", "-", "0"]
+    assert out[4].split() == [
+        "qa",
+        "failed",
+        "-",
+        "1",
+        "n-1",
+        "failed",
+        "ERROR",
+        "-",
+        "0",
+        "exit",
+        "1",
+    ]
+    assert out[5].split() == [
+        "qa",
+        "failed",
+        "-",
+        "2",
+        "n-2",
+        "queued",
+        "-",
+        "-",
+        "0",
+        "batch",
+        "2",
+    ]
+    assert out[6].split() == ["prod", "waiting", "yes", "-", "-", "-", "-", "-", "0", "-"]
+
+
+def test_start_cuts_every_ring_into_batches_and_sends_the_budgets(tmp_path):
+    f = tmp_path / "app.yaml"
+    f.write_text("kind: App\nspec: {name: web, kind: container, image: bb}\n")
+    budgets = ("--budget", "site:max=1", "--budget", "site,zone:min=2")
+    args = parse("rollout", "start", "-f", str(f), "--ring", "rest", "--batch", "25%",
+                 "--success", "80", *budgets)  # fmt: skip
+    c = Recorder({"id": 7, "app": "web", "state": "progressing"})
+    args.fn(c, args)
+    ((_, _, body),) = c.calls
+    assert body["rings"] == [{"batches": {"percent": 25, "success_threshold_pct": 80}}]
+    assert body["budgets"] == [
+        {"group_by": ["site"], "max_updating": 1},
+        {"group_by": ["site", "zone"], "min_healthy": 2},
+    ]
+
+
+@pytest.mark.parametrize("bad", ["site", "site:max=x", "site:most=1", ":max=1"])
+def test_a_budget_that_says_nothing_clear_is_a_usage_error(bad):
+    with pytest.raises(UsageError):
+        parse_budget(bad)
+
+
+def test_a_batch_is_a_count_or_a_percent():
+    assert parse_batch("5", None) == {"count": 5}
+    with pytest.raises(UsageError):
+        parse_batch("five", None)
+    with pytest.raises(UsageError):
+        parse_batch(None, 80)
+
+
+def test_site_policy_set_sends_windows_in_its_time_zone_and_the_rate_in_bytes():
+    args = parse("site-policy", "set", "shops", "--selector", "site=a", "--rate", "8Mbit/s",
+                 "--switch-window", "0 3 * * *", "--time-zone", "Europe/Berlin",
+                 "--grace", "1800")  # fmt: skip
+    c = Recorder({"name": "shops"})
+    args.fn(c, args)
+    ((method, path, body),) = c.calls
+    assert (method, path) == ("PUT", "/site-policies/shops")
+    assert body["download_rate_bps"] == 1_000_000 and body["selector"] == {"site": "a"}
+    assert body["switch_window"] == {"cron": "0 3 * * *", "time_zone": "Europe/Berlin",
+                                     "grace_s": 1800.0}  # fmt: skip
+    assert body["download_window"] is None and body["group_by"] == ["site"]
 
 
 def test_approve_names_the_ring_when_given():

@@ -112,3 +112,32 @@ def test_the_git_page_shows_the_refused_revision_with_file_line_and_reason(
     assert client.post("/ui/git/sync").status_code == 302
     page = client.get("/ui/git").get_data(as_text=True)
     assert "sites/qa/a.yaml" in page and "<td>4</td>" in page and "spec.kind" in page
+
+
+def test_the_detail_page_says_what_each_node_waits_for_and_when_it_should_end(
+    ui_app, ui_client, admin_headers
+):  # type: ignore[no-untyped-def]
+    api = ui_app.test_client()
+    image = {"name": "bb", "format": "oci-archive", "sha256": "a" * 64, "size": 1,
+             "url": "https://d/x"}  # fmt: skip
+    api.post("/api/v1/images/register", json=image, headers=admin_headers)
+    api.post("/api/v1/apps", json=V1, headers=admin_headers)
+    with ui_app.extensions["outpost"].db.transaction() as s:
+        for i in (1, 2):
+            s.add(Node(serial=f"n-{i}", uuid=f"00000000-0000-4000-8000-00000000000{i}",
+                       state="registered", labels={"ring": "1", "site": "a"}))  # fmt: skip
+    body = {
+        "app": {**V1, "env": {"V": "2"}},
+        "rings": [{"selector": {"ring": "1"}, "batches": {"count": 2}}],
+        "budgets": [{"group_by": ["site"], "max_updating": 1}],
+    }
+    assert api.post("/api/v1/rollouts", json=body, headers=admin_headers).status_code == 201
+    with ui_app.app_context():
+        from controller.rollouts.engine import tick
+
+        tick(ui_app.extensions["outpost"])
+    page = ui_client("viewer").get("/ui/rollouts/1").get_data(as_text=True)
+    assert "budget site=a: 1 updating (at most 1)" in page
+    assert "Budget per site" in page and "at most 1 updating" in page
+    assert "Expected to finish" in page
+    assert "batches of 2, 100 % healthy" in page

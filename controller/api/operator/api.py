@@ -11,6 +11,7 @@ from controller.api.operator import (  # noqa: F401  (registers routes)
     networks,
     nodes,
     rollouts,
+    site_policies,
 )
 from controller.api.operator.blueprint import ops_api
 

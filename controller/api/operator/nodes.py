@@ -17,6 +17,7 @@ from controller.api.operator.blueprint import ops_api
 from controller.domain import events, nodes, onboarding
 from controller.domain.bodies import ClaimBody, CommandBody, NodePatch
 from controller.domain.common import Body, parse
+from controller.domain.labels import effective_labels
 from controller.domain.views import node_json
 from controller.store.lookup import find_node
 from controller.store.models import LogBatch, Node, PendingRegistration
@@ -83,7 +84,7 @@ def list_nodes() -> ResponseReturnValue:
         nodes = s.scalars(select(Node).order_by(Node.serial)).all()
         if query.label:
             key, _, value = query.label.partition("=")
-            nodes = [n for n in nodes if (n.labels or {}).get(key) == value]
+            nodes = [n for n in nodes if effective_labels(n).get(key) == value]
         return jsonify({"nodes": [node_json(s, n, full=False) for n in nodes]})
 
 

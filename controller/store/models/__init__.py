@@ -28,7 +28,7 @@ from controller.store.models.remote import (
     RemoteRecordingChunk,
     RemoteSession,
 )
-from controller.store.models.rollouts import ACTIVE, AppPin, Rollout, RolloutNode
+from controller.store.models.rollouts import ACTIVE, AppPin, Rollout, RolloutNode, SitePolicy
 from controller.store.models.trust import (
     AttestNonce,
     IntegrityToken,
@@ -69,6 +69,7 @@ __all__ = [
     "Rollout",
     "RolloutNode",
     "SeenRequest",
+    "SitePolicy",
     "TrustPolicy",
     "UiSession",
     "User",

@@ -72,6 +72,8 @@ class Node(Base):
     info: Mapped[dict[str, Any]] = mapped_column(default=dict)
     info_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    device_labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """Labels the node reports about itself (kept apart; selectors say ``device/<key>``)."""
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     """Overrides of protocol NodeSettings (validated when set)."""
     presence: Mapped[str] = mapped_column(String(8), default="")

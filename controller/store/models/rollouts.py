@@ -1,4 +1,5 @@
-"""Tables of staged rollouts: the rollout, each node's progress and the version pins."""
+"""Tables of staged rollouts: the rollout, each node's progress and the version pins, and
+the site policies (download caps and windows, switch-over windows, a nearer datastore)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from controller.store.models.core import Base, utcnow
 
-__all__ = ["ACTIVE", "AppPin", "Rollout", "RolloutNode"]
+__all__ = ["ACTIVE", "AppPin", "Rollout", "RolloutNode", "SitePolicy"]
 
 ACTIVE = ("progressing", "awaiting_approval", "paused")
 """States of a rollout that still holds its app."""
@@ -31,6 +32,10 @@ class Rollout(Base):
     ring_phase: Mapped[str] = mapped_column(String(16), default="pending")
     """pending | deploying | passed (of the current ring)."""
     ring_started_at: Mapped[float | None] = mapped_column(Float)
+    batch: Mapped[int] = mapped_column(Integer, default=0)
+    """Index of the current batch within the current ring."""
+    budgets: Mapped[list[Any]] = mapped_column(default=list)
+    """Disruption budgets (``plan.BudgetBody`` as JSON)."""
     approved_rings: Mapped[list[Any]] = mapped_column(default=list)
     from_version: Mapped[dict[str, Any]] = mapped_column(default=dict)
     """{image: name, image_id, spec} before the rollout."""
@@ -54,6 +59,12 @@ class RolloutNode(Base):
     )
     node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
     ring: Mapped[int] = mapped_column(Integer)
+    batch: Mapped[int] = mapped_column(Integer, default=0)
+    phase: Mapped[str] = mapped_column(String(16), default="queued")
+    """queued (pre-fetching, waiting its turn) | switched | healthy | failed"""
+    switched_at: Mapped[float | None] = mapped_column(Float)
+    waiting: Mapped[str] = mapped_column(String(256), default="")
+    """Why a queued node is not switched yet (window, budget, download, batch)."""
     generation: Mapped[int] = mapped_column(Integer, default=0)
     """The node's config generation carrying the new version."""
     state: Mapped[str] = mapped_column(String(16), default="")
@@ -74,3 +85,15 @@ class AppPin(Base):
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
     spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
     rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"))
+
+
+class SitePolicy(Base):
+    """How the nodes a selector picks download and switch over (``domain.site_policies``)."""
+
+    __tablename__ = "site_policies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """The validated body (selector, group_by, caps, windows, datastore URL)."""
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
