@@ -168,14 +168,22 @@ def test_site_policy_set_sends_windows_in_its_time_zone_and_the_rate_in_bytes():
     args = parse("site-policy", "set", "shops", "--selector", "site=a", "--rate", "8Mbit/s",
                  "--switch-window", "0 3 * * *", "--time-zone", "Europe/Berlin",
                  "--grace", "1800")  # fmt: skip
-    c = Recorder({"name": "shops"})
+    c = Recorder({"name": "shops", "policies": [{"name": "shops"}]})
     args.fn(c, args)
-    ((method, path, body),) = c.calls
-    assert (method, path) == ("PUT", "/site-policies/shops")
+    (_, (method, path, body)) = c.calls  # the list, then the change
+    assert (method, path) == ("PUT", "/site-policies/shops")  # it exists: replaced
     assert body["download_rate_bps"] == 1_000_000 and body["selector"] == {"site": "a"}
     assert body["switch_window"] == {"cron": "0 3 * * *", "time_zone": "Europe/Berlin",
                                      "grace_s": 1800.0}  # fmt: skip
     assert body["download_window"] is None and body["group_by"] == ["site"]
+
+
+def test_site_policy_set_creates_a_policy_that_does_not_exist():
+    args = parse("site-policy", "set", "new", "--selector", "site=b")
+    c = Recorder({"name": "new", "policies": []})
+    args.fn(c, args)
+    (_, (method, path, body)) = c.calls
+    assert (method, path) == ("POST", "/site-policies") and body["name"] == "new"
 
 
 def test_approve_names_the_ring_when_given():
