@@ -7,7 +7,8 @@ field.  Shape (docs/architecture.md):
     generation, settings, networks[{name, subnet, nat}],
     apps[{uuid, name, kind, image{name, sha256, size, url, format}, resources,
           networks[{name, ports[{host, guest, proto}]}], adapters[{kind, match}],
-          env, command, desired, restart_counter, purge_counter, start_delay_s}]
+          env, command, desired, restart_counter, purge_counter, start_delay_s,
+          user_data, user_data_secret}]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Annotated, Final, Literal
 from pydantic import Field, StringConstraints, model_validator
 from pydantic.config import JsonDict
 
+from protocol.app_config import UserData
 from protocol.model_base import MAX_COUNT, StrictModel, Timestamp
 
 SCHEMA_VERSION: Final = 1
@@ -197,6 +199,12 @@ class AppSpec(StrictModel):
     """Blank data disks (VMs only); purge recreates them along with the root disk."""
     vtpm: bool = False
     """Give the VM its own emulated TPM 2.0 (swtpm; VMs only)."""
+    user_data: UserData | None = None
+    """Text for the app (cloud-config, a script, JSON): a VM gets it on its NoCloud seed
+    disk and from the metadata service, a container as a file and env (protocol.app_config)."""
+    user_data_secret: bool = False
+    """The operator marked ``user_data`` secret: the controller never shows it to anyone
+    (only its digest) and nothing logs it."""
 
     @model_validator(mode="after")
     def _kind_matches_format(self) -> AppSpec:

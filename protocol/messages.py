@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
+from protocol.app_config import AppReport
 from protocol.desired_state import AgentVersion, Name, Sha256Hex, Uuid
 from protocol.inventory import NodeInventory, RegistrationInventory
 from protocol.model_base import MAX_COUNT, Duration, StrictModel, Timestamp
@@ -168,6 +169,8 @@ class AppMetrics(StrictModel):
     disk_used_bytes: int = Field(default=0, ge=0, le=MAX_COUNT)
     net_rx_bytes_total: int = Field(default=0, ge=0, le=MAX_COUNT)
     net_tx_bytes_total: int = Field(default=0, ge=0, le=MAX_COUNT)
+    reported: AppReport | None = None
+    """The latest metrics the app itself posted to its metadata service (fps, latency, …)."""
 
 
 class MetricsMessage(StrictModel):

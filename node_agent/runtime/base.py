@@ -121,6 +121,11 @@ class WorkloadSpec:
     root_disk: DiskAttachment | None = None
     data_disks: tuple[DiskAttachment, ...] = ()
     vtpm: bool = False
+    meta_data: str = ""
+    """The app's instance metadata document (JSON, :mod:`node_agent.metadata.content`)."""
+    user_data: str | None = None
+    """The app's user-data (None: it has none). With ``meta_data`` it becomes a VM's NoCloud
+    seed disk and a container's ``/run/outpost`` files and env."""
     spec_digest: str = ""
     """The digest of the app's spec this workload is made from
     (:func:`node_agent.spec_digest.spec_digest`, set by the reconciler); see :attr:`digest`."""
