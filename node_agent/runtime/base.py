@@ -138,6 +138,9 @@ class WorkloadSpec:
         if self.spec_digest:
             return self.spec_digest
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "spec_digest"}
+        for name, default in (("meta_data", ""), ("user_data", None)):  # added later
+            if fields[name] == default:
+                del fields[name]
         body = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(body.encode()).hexdigest()
 
