@@ -83,6 +83,7 @@ AGENT_REQUIREMENTS = (
     "pydantic",
     "tpm2-pytss",
     "libvirt-python",
+    "websockets",  # remote access sessions (node_agent.remote)
 )
 # the Vagrant lab's controller machine runs outpost-controller from the synced working tree
 CONTROLLER_REQUIREMENTS = (

@@ -15,7 +15,7 @@ from controller.domain.bodies import SPEC_FIELDS, AppBody
 from controller.domain.common import changed, parse
 from controller.domain.ownership import refuse_if_git_owned
 from controller.domain.rollout_guard import refuse_if_rolling
-from controller.domain.views import app_json, image_json
+from controller.domain.views import app_json, image_json, keep_secret_user_data
 from controller.errors import ApiError, conflict, validation_details
 from controller.store.audit import audit
 from controller.store.lookup import find_app
@@ -36,6 +36,9 @@ def validated_spec(s: Any, body: AppBody, app_uuid: str) -> tuple[Image, dict[st
         message = f"unknown network {missing[0]!r}"
         raise ApiError(409, "conflict", message, [{"field": "networks", "error": message}])
     spec = body.model_dump(mode="json", include=SPEC_FIELDS)
+    for name, default in (("user_data", None), ("user_data_secret", False)):
+        if spec[name] == default:  # stored only when set: older apps look the same
+            del spec[name]
     try:
         AppSpec.model_validate(
             {
@@ -83,7 +86,9 @@ def create_app(s: Session, actor: str, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def replace_app(s: Session, actor: str, name: str, data: dict[str, Any]) -> dict[str, Any]:
-    """``PUT /apps/<name>``: replace a definition (name and kind stay)."""
+    """``PUT /apps/<name>``: replace a definition (name and kind stay).
+
+    A secret ``user_data`` sent back as shown (its placeholder) keeps the stored text."""
     body = parse(AppBody, data)
     if body.name != name:
         raise conflict("name", f"must be {name!r} (rename is not supported)")
@@ -93,12 +98,14 @@ def replace_app(s: Session, actor: str, name: str, data: dict[str, Any]) -> dict
     if body.kind != app.kind:
         raise conflict("kind", f"cannot change kind of {name!r}")
     before = app_json(app, s.get(Image, app.image_id))  # type: ignore[arg-type]
+    stored = (app.image_id, dict(app.spec), app.label_selector)
+    body = keep_secret_user_data(body, app.spec)
     image, spec = validated_spec(s, body, app.uuid)
     app.image_id, app.spec, app.label_selector = image.id, spec, body.selector
     app.updated_at = utcnow()
     check_app_adapters(s, app)  # still fits on every node it runs on
     after = app_json(app, image)
-    if after != before:
+    if (image.id, spec, body.selector) != stored:  # a secret's change shows only here
         audit(s, actor, "app.update", name, before=before, after=after)
         changed(s)
     return after

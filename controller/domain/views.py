@@ -3,6 +3,7 @@ them (nodes, images, app definitions)."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from sqlalchemy import select
@@ -10,7 +11,14 @@ from sqlalchemy.orm import Session
 
 from controller.store.models import App, Assignment, Image, Node
 
-__all__ = ["app_json", "image_json", "node_json"]
+__all__ = [
+    "app_json",
+    "image_json",
+    "keep_secret_user_data",
+    "node_json",
+    "redact_user_data",
+    "secret_placeholder",
+]
 
 
 def _iso(value: Any) -> str | None:
@@ -66,11 +74,37 @@ def image_json(image: Image) -> dict[str, Any]:
 
 
 def app_json(app: App, image: Image) -> dict[str, Any]:
+    """An app as the API, the UI and the audit log show it (secret user-data redacted)."""
     return {
         "uuid": app.uuid,
         "name": app.name,
         "kind": app.kind,
         "image": image.name,
         "selector": app.label_selector,
-        **app.spec,
+        **redact_user_data(app.spec),
     }
+
+
+def secret_placeholder(text: str) -> str:
+    """What is shown instead of a secret user-data: its size and a digest prefix (so an
+    operator sees that it changed, never what it is)."""
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return f"<secret: {len(text.encode('utf-8'))} bytes, sha256 {digest}…>"
+
+
+def redact_user_data(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` with a secret ``user_data`` replaced by :func:`secret_placeholder` (the one
+    place where app user-data is redacted for answers, pages and the audit log)."""
+    if spec.get("user_data_secret") and isinstance(spec.get("user_data"), str):
+        return {**spec, "user_data": secret_placeholder(spec["user_data"])}
+    return spec
+
+
+def keep_secret_user_data(body: Any, stored: dict[str, Any]) -> Any:
+    """An app body whose ``user_data`` is the placeholder of the stored secret keeps the
+    stored text (a definition read, edited elsewhere and sent back)."""
+    old = stored.get("user_data")
+    secret = stored.get("user_data_secret") and isinstance(old, str)
+    if secret and body.user_data == secret_placeholder(str(old)):
+        return body.model_copy(update={"user_data": old})
+    return body
