@@ -89,6 +89,9 @@ class Metrics:
                     "p95_ms": round(float(np.percentile(values, 95)) * 1000, 3)
                     if values.size
                     else None,
+                    "p99_ms": round(float(np.percentile(values, 99)) * 1000, 3)
+                    if values.size
+                    else None,
                     "sum_s": round(entry.total, 6),
                 }
             data = {
