@@ -57,9 +57,9 @@ __all__ = [
     "GUEST_CONTROLLER_IP",
     "GUEST_CONTROLLER_PORT",
     "GUEST_CONTROLLER_URL",
+    "SHARED_GROUP_ADDRESSES",
     "QemuNode",
     "QemuNodeConfig",
-    "SHARED_GROUP_ADDRESSES",
 ]
 
 log = logging.getLogger(__name__)

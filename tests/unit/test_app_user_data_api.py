@@ -144,7 +144,8 @@ def test_what_an_app_reports_is_served_per_node_latest_and_over_time(client, api
     app_uuid = api("POST", "/apps", json=_app()).json["uuid"]
     api("POST", "/nodes/sn-1/apps", json={"app": "web"})
     for at, fps in ((100.0, 4.0), (105.0, 5.5)):
-        assert client.post("/api/v1/device/metrics", json=node.signed(_sample(app_uuid, at, fps))).status_code == 200  # fmt: skip
+        signed = node.signed(_sample(app_uuid, at, fps))
+        assert client.post("/api/v1/device/metrics", json=signed).status_code == 200
     services = client.application.extensions["outpost"]
     services.writes.flush(services.db)
     got = client.get("/api/v1/apps/web/metrics", headers=viewer).json
