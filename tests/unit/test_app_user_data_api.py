@@ -78,9 +78,7 @@ def test_a_secret_user_data_is_shown_to_nobody_but_reaches_the_node(client, api,
     assert app["user_data"] == SECRET
 
 
-def test_a_secret_sent_back_as_its_placeholder_is_kept_and_a_new_one_is_audited(
-    client, api, node
-):
+def test_a_secret_sent_back_as_its_placeholder_is_kept_and_a_new_one_is_audited(client, api, node):
     shown = api("POST", "/apps", json=_app(user_data=SECRET, user_data_secret=True)).json
     api("POST", "/nodes/sn-1/apps", json={"app": "web"})
     body = {k: v for k, v in shown.items() if k not in ("uuid",)}
