@@ -188,6 +188,12 @@ def cmd_app_create(c: Client, args: argparse.Namespace) -> None:
         body["command"] = args.command
     if args.env:
         body["env"] = dict(e.split("=", 1) for e in args.env)
+    if args.user_data_file is not None:
+        try:
+            body["user_data"] = Path(args.user_data_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"--user-data-file {args.user_data_file}: {exc}", 2) from exc
+        body["user_data_secret"] = args.user_data_secret
     app = c.call("POST", "/apps", json=body)
     if _structured(args, app):
         return
@@ -443,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vcpus", type=int, default=1)
     s.add_argument("--memory", type=int, default=128, help="MiB")
     s.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--user-data-file", metavar="FILE", help="the app's user-data (≤ 64 KiB)")
+    s.add_argument("--user-data-secret", action="store_true", help="never show the user-data again")
     s.add_argument("command", nargs="*")
     s.set_defaults(fn=cmd_app_create)
     sub.add_parser("apps", help="list apps").set_defaults(fn=cmd_apps)
