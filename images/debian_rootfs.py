@@ -47,16 +47,24 @@ EXCLUDES = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/info/*", "/usr/s
 BASE_STAMP = ".outpost-base.json"
 
 
-def _sources() -> list[str]:
+def _sources(components: tuple[str, ...] = ("main",)) -> list[str]:
+    parts = " ".join(components)
     return [
-        f"deb {MIRROR} {SUITE} main",
-        f"deb {MIRROR} {SUITE}-updates main",
-        f"deb {SECURITY} {SUITE}-security main",
+        f"deb {MIRROR} {SUITE} {parts}",
+        f"deb {MIRROR} {SUITE}-updates {parts}",
+        f"deb {SECURITY} {SUITE}-security {parts}",
     ]
 
 
-def debootstrap(target: Path, packages: tuple[str, ...], cache: Path, key: str) -> Path:
-    """``target`` as a fresh minbase Debian with ``packages`` (reused when ``key`` matches)."""
+def debootstrap(
+    target: Path,
+    packages: tuple[str, ...],
+    cache: Path,
+    key: str,
+    components: tuple[str, ...] = ("main",),
+) -> Path:
+    """``target`` as a fresh minbase Debian with ``packages`` (reused when ``key`` matches);
+    ``components``: the archive areas (``non-free-firmware`` for GPU firmware)."""
     stamp = target / BASE_STAMP
     if stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
         log.info("rootfs %s: up to date", target)
@@ -84,7 +92,7 @@ def debootstrap(target: Path, packages: tuple[str, ...], cache: Path, key: str) 
         f"--customize-hook=sync-out /var/cache/apt/archives {debs}",
         SUITE,
         str(target),
-        *_sources(),
+        *_sources(components),
     ]
     started = time.monotonic()
     log.info("mmdebstrap %s: %s", target.name, " ".join(packages))

@@ -1,6 +1,9 @@
 """Build the inference images (opt-in, slow): ``inference-vm.qcow2`` and ``inference-oci.tar``.
 
-    python -m images.inference_build [--out build/inference] [--only vm|oci] [--force] [-v]
+    python -m images.inference_build [--out build/inference] [--only vm|oci|vm-gpu] [--force] [-v]
+
+``vm-gpu`` (``inference-vm-gpu.qcow2``: the generic kernel, GPU firmware, intel-opencl-icd) is
+built only when asked for (``--only vm-gpu``).
 
 Writes ``manifest.json`` (same format as images.build's) and ``stamp.json`` in the output
 directory. An image is rebuilt only when its inputs change: the recipe modules, the app's
@@ -37,6 +40,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OUT_DIR = debian_rootfs.REPO_ROOT / "build" / "inference"
 VM_FILE, OCI_FILE = "inference-vm.qcow2", "inference-oci.tar"
+GPU_VM_FILE = "inference-vm-gpu.qcow2"
+ONLY = ("vm", "oci", "vm-gpu")
 __all__ = ["DEFAULT_OUT_DIR", "build_inference", "main"]
 
 
@@ -72,13 +77,17 @@ def build_inference(
     """Build (or reuse) the inference images in ``out_dir``; returns the manifest written."""
     out_dir = Path(out_dir).absolute()
     cache, work = out_dir / "cache", out_dir / "work"
-    wanted = [w for w in ("vm", "oci") if only in (None, w)]
+    wanted = [w for w in ONLY if only == w or (only is None and w != "vm-gpu")]
     with build_lock(out_dir):
         records = stamp.load(out_dir)
         for name in wanted:
             if name == "vm":
                 inputs = _inputs(name, inference_vm_image.PACKAGES, inference_vm_image.SOURCES)
                 path = out_dir / VM_FILE
+            elif name == "vm-gpu":
+                packages = (*inference_vm_image.GPU_PACKAGES, *inference_vm_image.GPU_COMPONENTS)
+                inputs = _inputs(name, packages, inference_vm_image.SOURCES)
+                path = out_dir / GPU_VM_FILE
             else:
                 inputs = _inputs(name, inference_oci.PACKAGES, inference_oci.SOURCES)
                 path = out_dir / OCI_FILE
@@ -87,8 +96,9 @@ def build_inference(
                 continue
             started = time.monotonic()
             inference_rootfs.fetch_wheels(cache)
-            if name == "vm":
-                inference_vm_image.build_qcow2(work, cache, path, inputs["base"])
+            if name in ("vm", "vm-gpu"):
+                variant = "gpu" if name == "vm-gpu" else "cpu"
+                inference_vm_image.build_qcow2(work, cache, path, inputs["base"], variant=variant)
                 digest = sha256_file(path)
             else:
                 data = inference_oci.build_archive(work, cache, inputs["base"])
@@ -103,6 +113,12 @@ def build_inference(
         if "vm" in records and (out_dir / VM_FILE).is_file():
             artifacts.append(
                 _artifact(out_dir, "inference-vm", VM_FILE, "qcow2", "vm", records["vm"])
+            )
+        if "vm-gpu" in records and (out_dir / GPU_VM_FILE).is_file():
+            artifacts.append(
+                _artifact(
+                    out_dir, "inference-vm-gpu", GPU_VM_FILE, "qcow2", "vm", records["vm-gpu"]
+                )
             )
         if "oci" in records and (out_dir / OCI_FILE).is_file():
             artifacts.append(
@@ -122,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR)
-    parser.add_argument("--only", choices=("vm", "oci"))
+    parser.add_argument("--only", choices=ONLY)
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)

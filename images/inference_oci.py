@@ -3,7 +3,8 @@
 Root file system: minbase Debian with python3 only (no kernel, no systemd), the app and
 its wheels (:mod:`images.inference_rootfs`), the default config in ``/etc/outpost``. One
 layer; entrypoint ``python3 -m inference_vm run``, default command ``--config
-/etc/outpost/inference.yaml``. ``podman load`` names it ``localhost/outpost/inference:1``.
+/etc/outpost/inference.yaml --user-data /run/outpost/user-data`` (an Outpost container
+app's user-data, when it has one). ``podman load`` names it ``localhost/outpost/inference:1``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ SOURCES = (
 )
 CONFIG = oci.ImageConfig(
     entrypoint=("/usr/bin/python3", "-m", "inference_vm", "run"),
-    cmd=("--config", f"/etc/outpost/{CONFIG_NAME}"),
+    cmd=("--config", f"/etc/outpost/{CONFIG_NAME}", "--user-data", "/run/outpost/user-data"),
     env=(
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         f"PYTHONPATH={inference_rootfs.PYTHONPATH}",

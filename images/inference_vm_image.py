@@ -2,12 +2,21 @@
 
 Root file system (:mod:`images.inference_rootfs`): minbase, systemd, udev, the Debian cloud
 kernel with its initramfs, python3, the app and its wheels. The guest starts
-``outpost-config.service`` (copies ``inference.yaml`` from a config disk labelled
-:data:`CONFIG_LABEL` — FAT or ISO — to ``/run/outpost/``, else the image default) and then
-``outpost-inference.service`` (``python3 -m inference_vm run``, a dynamic user in group
+``outpost-config.service`` (copies ``user-data``/``meta-data`` from an Outpost NoCloud seed
+labelled ``cidata`` to ``/run/outpost/``, and ``inference.yaml`` from a config disk labelled
+:data:`CONFIG_LABEL` — FAT or ISO — else the image default) and then
+``outpost-inference.service`` (the user-data merged over ``inference.yaml``; metrics
+reported to the metadata service, 169.254.169.254, when the VM is on an app network;
+``python3 -m inference_vm run``, a dynamic user in group
 ``video``, restarted on failure, output on the serial console). Networking: systemd-networkd,
 DHCP on every wired NIC. Ports off: no getty on any console, no SSH server in the image.
 Disk: MBR + FAT ``/boot`` with SYSLINUX + ext4 root (:mod:`images.disk`), zstd-compressed qcow2.
+
+Variant ``gpu`` (``inference-vm-gpu.qcow2``): Debian's generic kernel (``linux-image-amd64``:
+the i915 driver, which the cloud kernel lacks), the GPU firmware (``firmware-misc-nonfree``,
+from ``non-free-firmware``), ``intel-opencl-icd`` + the OpenCL loader, so OpenVINO's ``GPU``
+device works when an Intel GPU is passed through; without one the app falls back to the CPU
+and logs why (:mod:`inference_vm.devices`).
 """
 
 from __future__ import annotations
@@ -22,6 +31,18 @@ from images.common import ImageBuildError
 log = logging.getLogger(__name__)
 
 PACKAGES = ("systemd-sysv", "udev", "linux-image-cloud-amd64", "python3", "iproute2", "kmod")
+GPU_PACKAGES = (
+    *(p for p in PACKAGES if p != "linux-image-cloud-amd64"),
+    "linux-image-amd64",
+    "firmware-misc-nonfree",
+    "intel-opencl-icd",
+    "ocl-icd-libopencl1",
+)
+GPU_COMPONENTS = ("main", "non-free-firmware")
+VARIANTS = ("cpu", "gpu")
+SEED_LABEL = "cidata"
+USER_DATA = "/run/outpost/user-data"
+METADATA_REPORT_URL = "http://169.254.169.254/report"
 CONFIG_LABEL = "OUTPOSTCFG"
 CONFIG_NAME = "inference.yaml"
 APP_PORT = 8080
@@ -40,12 +61,25 @@ DEFAULT_CONFIG = f"""# Outpost inference app: default configuration of the VM im
 source: {{url: /dev/video0}}
 detector: {{kind: openvino, mode: face, device: AUTO}}
 server: {{host: 0.0.0.0, port: {APP_PORT}}}
+report: {{url: "{METADATA_REPORT_URL}", interval_s: 5}}
 """
 
 CONFIG_SCRIPT = f"""#!/bin/sh
-# Install the app's configuration: from the config disk ({CONFIG_LABEL}) or the image default.
+# Install the app's configuration: the Outpost NoCloud seed's user-data ({SEED_LABEL}), and
+# inference.yaml from the config disk ({CONFIG_LABEL}) or the image default.
 set -u
 mkdir -p /run/outpost
+seed=$(blkid -L {SEED_LABEL} 2>/dev/null || true)
+if [ -n "$seed" ]; then
+    mkdir -p /run/outpost/seed
+    if mount -o ro "$seed" /run/outpost/seed; then
+        for f in user-data meta-data; do
+            [ -f /run/outpost/seed/$f ] && install -m 0644 /run/outpost/seed/$f /run/outpost/$f
+        done
+        umount /run/outpost/seed
+        echo "outpost-config: user-data from the NoCloud seed $seed"
+    fi
+fi
 dev=$(blkid -L {CONFIG_LABEL} 2>/dev/null || true)
 if [ -n "$dev" ]; then
     mkdir -p /run/outpost/config-disk
@@ -85,7 +119,8 @@ Requires=outpost-config.service
 Environment=PYTHONPATH={inference_rootfs.PYTHONPATH} PYTHONDONTWRITEBYTECODE=1
 Environment=HOME=/run/outpost-inference
 RuntimeDirectory=outpost-inference
-ExecStart=/usr/bin/python3 -m inference_vm run --config /run/outpost/{CONFIG_NAME}
+ExecStart=/usr/bin/python3 -m inference_vm run --config /run/outpost/{CONFIG_NAME} \
+    --user-data {USER_DATA}
 DynamicUser=yes
 SupplementaryGroups=@GROUPS@
 Restart=always
@@ -153,13 +188,30 @@ def boot_files(root: Path) -> disk.BootFiles:
     return disk.BootFiles(kernels[0], initrds[0], CMDLINE)
 
 
-def build_qcow2(work: Path, cache: Path, out: Path, base_key: str, compress: bool = True) -> Path:
+def build_qcow2(
+    work: Path,
+    cache: Path,
+    out: Path,
+    base_key: str,
+    compress: bool = True,
+    variant: str = "cpu",
+) -> Path:
     """Build ``out`` (qcow2); the Debian stage is reused while ``base_key`` is unchanged."""
-    root = debian_rootfs.debootstrap(work / "vm-rootfs", PACKAGES, cache, base_key)
+    if variant not in VARIANTS:
+        raise ImageBuildError(f"unknown inference VM variant {variant!r} (one of {VARIANTS})")
+    gpu = variant == "gpu"
+    root = debian_rootfs.debootstrap(
+        work / ("vm-gpu-rootfs" if gpu else "vm-rootfs"),
+        GPU_PACKAGES if gpu else PACKAGES,
+        cache,
+        base_key,
+        GPU_COMPONENTS if gpu else ("main",),
+    )
     inference_rootfs.install_python(root, cache)
     inference_rootfs.install_app(root)
     configure(root)
-    raw = disk.bootable_disk(root, boot_files(root), work / "inference-vm.raw", work / "vm-disk")
+    name = f"inference-vm-{variant}"
+    raw = disk.bootable_disk(root, boot_files(root), work / f"{name}.raw", work / f"{name}-disk")
     try:
         return disk.to_qcow2(raw, out, compress=compress)
     finally:

@@ -51,6 +51,8 @@ PACKAGES = (
     "iproute2",
     "nftables",
     "dnsmasq-base",
+    "dosfstools",  # the agent's NoCloud seed disks (mkfs.fat + mtools, no mount)
+    "mtools",
     "ca-certificates",
     "python3",
     "libvirt-daemon-system",
@@ -109,7 +111,13 @@ VAGRANT_KEY = Path(__file__).resolve().parent / "assets" / "vagrant-insecure.pub
 VARIANTS = ("node", "vagrant")
 SSH_UNIT = "ssh.service"
 IDENTITY_MARKER = "outpost-agent identity"
-CMDLINE = "root=LABEL=outpost-root ro console=ttyS0 net.ifnames=0 quiet systemd.show_status=1"
+CMDLINE = (
+    "root=LABEL=outpost-root ro console=ttyS0 net.ifnames=0 quiet systemd.show_status=1"
+    " intel_iommu=on iommu=pt"  # IOMMU groups for passthrough where the machine has one
+)
+VFIO_MODULES = "vfio\nvfio_iommu_type1\nvfio-pci\n"
+"""Loaded at boot (``/etc/modules-load.d/outpost-vfio.conf``): libvirt binds passed-through
+PCI functions to vfio-pci (``managed='yes'``)."""
 
 CONFIG_SCRIPT = f"""#!/bin/sh
 # Outpost node: install the agent settings and onboarding bundle in /run/outpost, from the
@@ -358,4 +366,5 @@ def configure(root: Path, variant: str = "node") -> None:
         key.unlink()  # regenerated per node on first boot (SSH_DROPIN)
     _write(root / "etc/systemd/system/ssh.service.d/10-hostkeys.conf", SSH_DROPIN)
     _write(root / "etc/default/libvirt-guests", LIBVIRT_GUESTS)
+    _write(root / "etc/modules-load.d/outpost-vfio.conf", VFIO_MODULES)
     (root / "etc/machine-id").write_text("")  # a fresh id on every node's first boot

@@ -1,7 +1,9 @@
 """Recipe of ``testvm``: a Debian cloud kernel plus a busybox initramfs that announces itself.
 
 The guest's /init mounts proc/sys/devtmpfs, installs the busybox applets, prints
-:data:`MARKER` on the console, then powers off at once when the kernel command line has
+:data:`MARKER` and one :data:`PCI_MARKER` line per PCI function it sees (``address
+vendor:device class``: how a test learns from the guest itself that a passed-through device
+arrived) on the console, then powers off at once when the kernel command line has
 :data:`POWEROFF_ARG`; otherwise it loads the ACPI button + evdev modules, runs busybox ``acpid``
 (the power button powers the guest off), keeps an interactive shell on the serial line
 (``ttyS0``: what a remote console reaches) and prints a heartbeat every 30 s forever.
@@ -26,6 +28,7 @@ KERNEL_PACKAGE_PREFIX = "linux-image-6.1.0-"
 CMDLINE = "console=ttyS0 panic=-1 quiet"
 MARKER = "OUTPOST-TESTVM-UP"
 HEARTBEAT = "OUTPOST-TESTVM-HEARTBEAT"
+PCI_MARKER = "OUTPOST-TESTVM-PCI"
 POWEROFF_ARG = "outpost.poweroff"
 MODULES = ("drivers/acpi/button.ko", "drivers/input/evdev.ko")
 SOURCES = (
@@ -48,6 +51,11 @@ exec </dev/console >/dev/console 2>&1
 export PATH=/sbin:/usr/sbin:/bin:/usr/bin
 hostname outpost-testvm
 echo "{MARKER}"
+for d in /sys/bus/pci/devices/*; do
+    [ -e "$d/vendor" ] || continue
+    v=$(cat $d/vendor); p=$(cat $d/device); c=$(cat $d/class)
+    echo "{PCI_MARKER} ${{d##*/}} ${{v#0x}}:${{p#0x}} class=${{c#0x}}"
+done
 case " $(cat /proc/cmdline) " in
 *" {POWEROFF_ARG} "*)
     echo "outpost-testvm: {POWEROFF_ARG} given, powering off"

@@ -12,6 +12,7 @@ from typing import Any
 from inference_vm.config import AppConfig, DetectorConfig
 from inference_vm.detection import Detector
 from inference_vm.events import EventPoster
+from inference_vm.fleet_report import FleetReporter
 from inference_vm.metrics import Metrics
 from inference_vm.pipeline import Pipeline
 from inference_vm.sources import FrameSource
@@ -60,6 +61,8 @@ class InferenceApp:
             on_result=self.events.offer,
         )
         self.web = WebServer(self, config.server.host, config.server.port)
+        reason = str(getattr(self.detector, "device_reason", f"{self.detector.device}"))
+        self.reporter = FleetReporter(config.report, self.metrics_json, reason)
         self._stopping = threading.Event()
 
     def _info(self) -> dict[str, Any]:
@@ -106,6 +109,7 @@ class InferenceApp:
         self.source.start()
         self.pipeline.start()
         self.web.start()
+        self.reporter.start()
         log.info(
             "serving on http://%s:%d/ (%s on %s, mode %s, source %s)",
             self.config.server.host,
@@ -119,6 +123,7 @@ class InferenceApp:
 
     def stop(self) -> None:
         self._stopping.set()
+        self.reporter.close()
         self.web.stop()
         self.pipeline.stop()
         self.source.stop()

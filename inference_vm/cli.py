@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int)
     run.add_argument("--sync", action="store_true", help="no pipelining (one request at a time)")
     run.add_argument("--events-url", help="POST detection events here")
+    run.add_argument(
+        "--user-data",
+        type=Path,
+        help="an Outpost app's user-data file, merged over --config when it exists",
+    )
     return parser
 
 
@@ -72,8 +77,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _run(args: argparse.Namespace) -> int:
     from inference_vm.app import InferenceApp
 
-    config = load_config(args.config, _overrides(args))
+    config = load_config(args.config, _overrides(args), args.user_data)
     logging.getLogger().setLevel("DEBUG" if args.verbose else config.log_level)
+    if args.user_data is not None:
+        found = "found" if args.user_data.is_file() else "absent"
+        log.info("user-data %s: %s", args.user_data, found)
     app = InferenceApp(config).start()
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

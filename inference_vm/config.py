@@ -6,6 +6,12 @@ Example (``/etc/outpost/inference.yaml`` in the VM image, from its config disk):
     detector: {kind: openvino, mode: face, device: AUTO}
     server: {host: 0.0.0.0, port: 8080}
     events: {url: "http://collector.local/events"}
+    report: {url: "http://169.254.169.254/report", interval_s: 5}
+
+As an Outpost fleet app the VM's user-data (its NoCloud seed, :func:`load_config`'s
+``user_data``) overrides that file: the same keys, at the top or under ``inference:`` (so a
+``#cloud-config`` document can carry it beside other keys), e.g.
+``{source: {url: rtsp://…}, detector: {kind: openvino, mode: eyes, device: GPU}}``.
 """
 
 from __future__ import annotations
@@ -103,6 +109,14 @@ class EventsConfig(_Model):
     """Events waiting to be sent; older ones are dropped when full."""
 
 
+class ReportConfig(_Model):
+    """Metrics posted to the Outpost metadata service (the agent forwards them)."""
+
+    url: str | None = Field(default=None, pattern=r"^https?://", max_length=2048)
+    interval_s: float = Field(default=10.0, ge=0.5, le=3600)
+    timeout_s: float = Field(default=2.0, gt=0, le=60)
+
+
 class AppConfig(_Model):
     """Everything the inference app reads at start."""
 
@@ -110,11 +124,43 @@ class AppConfig(_Model):
     detector: DetectorConfig = DetectorConfig()
     server: ServerConfig = ServerConfig()
     events: EventsConfig = EventsConfig()
+    report: ReportConfig = ReportConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
-def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> AppConfig:
-    """Read ``path`` (YAML or JSON; None = defaults) and apply dotted ``overrides``.
+def user_data_config(text: str) -> dict[str, Any]:
+    """The app's settings in a user-data document (YAML/JSON; ``inference:`` or top level)."""
+    loaded = yaml.safe_load(text) if text.strip() else None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ValueError("user-data: the configuration must be a mapping")
+    if "inference" in loaded:  # its own section: every key must be the app's
+        section = loaded["inference"]
+        if not isinstance(section, dict):
+            raise ValueError("user-data: 'inference' must be a mapping")
+        return section
+    known = set(AppConfig.model_fields)  # top level: other keys are for other readers
+    return {k: v for k, v in loaded.items() if k in known}
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    user_data: Path | None = None,
+) -> AppConfig:
+    """Read ``path`` (YAML or JSON; None = defaults), merge ``user_data`` (an Outpost app's
+    user-data file, when it exists) over it, then apply dotted ``overrides``.
 
     ``overrides`` maps e.g. ``"detector.mode"`` to ``"eyes"``; None values are ignored.
     """
@@ -125,6 +171,8 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         if loaded is not None and not isinstance(loaded, dict):
             raise ValueError(f"{path}: the configuration must be a mapping")
         data = loaded or {}
+    if user_data is not None and Path(user_data).is_file():
+        data = _merge(data, user_data_config(Path(user_data).read_text()))
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue

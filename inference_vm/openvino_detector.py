@@ -22,6 +22,7 @@ from openvino.preprocess import ColorFormat, PrePostProcessor
 from inference_vm import blazeface
 from inference_vm.config import Mode
 from inference_vm.detection import Detection
+from inference_vm.devices import DeviceChoice, choose_device
 from inference_vm.models import blazeface_model
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,19 @@ class OpenVINODetector:
         steps.mean(127.5).scale(127.5)
         network = ppp.build()
         hint = "THROUGHPUT" if throughput else "LATENCY"
-        self._compiled = core.compile_model(network, device, {"PERFORMANCE_HINT": hint})
+        self.choice = choose_device(device, list(core.available_devices))
+        try:
+            self._compiled = core.compile_model(
+                network, self.choice.device, {"PERFORMANCE_HINT": hint}
+            )
+        except RuntimeError as exc:  # a GPU listed but unusable (driver, firmware, OpenCL)
+            if self.choice.device == "CPU":
+                raise
+            reason = f"{self.choice.device} failed ({str(exc).splitlines()[0][:120]}): CPU"
+            self.choice = DeviceChoice("CPU", reason, True)
+            self._compiled = core.compile_model(network, "CPU", {"PERFORMANCE_HINT": hint})
+        (log.warning if self.choice.fallback else log.info)("device: %s", self.choice.reason)
+        device = self.choice.device
         self._outputs = self._output_indices(self._compiled)
         self._request = self._compiled.create_infer_request()
         self._queue = ov.AsyncInferQueue(self._compiled, requests)
@@ -91,6 +104,11 @@ class OpenVINODetector:
     @property
     def device(self) -> str:
         return self._device
+
+    @property
+    def device_reason(self) -> str:
+        """Why this device (the preference, what OpenVINO sees, a fallback)."""
+        return self.choice.reason
 
     def preprocess(self, frame: np.ndarray, mode: Mode = "face") -> Prepared:
         canvas, box = blazeface.letterbox(frame)

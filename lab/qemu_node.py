@@ -16,6 +16,14 @@ per connection, :data:`RELAY`) to the controller's host:port.  The node therefor
 init --tls-host 10.0.2.100 --public-url https://10.0.2.100:8443``; the public URL is also
 where nodes download images).  The bundle's URL is rewritten to :data:`GUEST_CONTROLLER_URL`.
 
+Passthrough test bench (``passthrough_devices``, on by default): the machine has an emulated
+IOMMU (``intel-iommu`` with interrupt remapping and caching mode; the node image boots with
+``intel_iommu=on iommu=pt``) and PCI devices to pass through: a stand-in GPU
+(``virtio-gpu-pci`` at :data:`GPU_ADDRESS`, class 0x0380, alone in its IOMMU group, bound to
+``virtio-pci`` on the node), QEMU's ``edu`` device (:data:`EDU_ADDRESS`, no host driver) and
+two ``pci-testdev`` functions behind a PCIe-to-PCI bridge (:data:`SHARED_GROUP_ADDRESSES`:
+one IOMMU group with the bridge, so neither can be assigned alone).
+
 Processes are started detached (they outlive the caller, like the lab's other nodes) and
 found again through pid files in ``work_dir``, so a second ``QemuNode`` on the same
 ``work_dir`` can stop a node another process started.
@@ -42,9 +50,14 @@ from lab.errors import LabError
 from lab.swtpm_ek import EkCaError, LocalEkCa
 
 __all__ = [
+    "EDU_ADDRESS",
+    "GPU_ADDRESS",
+    "GPU_HOST_DRIVER",
+    "GPU_VENDOR_DEVICE",
     "GUEST_CONTROLLER_IP",
     "GUEST_CONTROLLER_PORT",
     "GUEST_CONTROLLER_URL",
+    "SHARED_GROUP_ADDRESSES",
     "QemuNode",
     "QemuNodeConfig",
 ]
@@ -55,6 +68,21 @@ GUEST_CONTROLLER_IP = "10.0.2.100"
 GUEST_CONTROLLER_PORT = 8443
 GUEST_CONTROLLER_URL = f"https://{GUEST_CONTROLLER_IP}:{GUEST_CONTROLLER_PORT}"
 QEMU = "qemu-system-x86_64"
+GPU_ADDRESS = "0000:00:10.0"
+GPU_VENDOR_DEVICE = "1af4:1050"
+"""virtio-gpu-pci (modern virtio, device id 0x1050)."""
+GPU_HOST_DRIVER = "virtio-pci"
+EDU_ADDRESS = "0000:00:11.0"
+SHARED_GROUP_ADDRESSES = ("0000:02:01.0", "0000:02:02.0")
+"""Behind pcie-root-port 00:12.0 (bus 1) and its pcie-pci-bridge (bus 2)."""
+PASSTHROUGH_DEVICES = (
+    "virtio-gpu-pci,id=gpu0,bus=pcie.0,addr=0x10",
+    "edu,id=edu0,bus=pcie.0,addr=0x11",
+    "pcie-root-port,id=rp1,bus=pcie.0,addr=0x12,chassis=1",
+    "pcie-pci-bridge,id=br1,bus=rp1",
+    "pci-testdev,id=td1,bus=br1,addr=0x1",
+    "pci-testdev,id=td2,bus=br1,addr=0x2",
+)
 BUNDLE_FILES = ("controller.json", "root-ca.pem", "onboarding.pem", "onboarding.key")
 RELAY = '''"""guestfwd relay: stdin/stdout (the guest's connection) <-> TCP host:port."""
 import os, selectors, socket, sys
@@ -114,6 +142,8 @@ class QemuNodeConfig:
     probe_ports: tuple[tuple[int, int], ...] = ()
     """(host port, guest port) pairs forwarded from 127.0.0.1 to the guest, so a test can
     scan the node from outside (nothing else reaches the guest)."""
+    passthrough_devices: bool = True
+    """An emulated IOMMU and the devices of the passthrough bench (module docstring)."""
 
 
 class QemuNode:
@@ -297,12 +327,17 @@ class QemuNode:
             + "".join(f",hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in cfg.probe_ports)
             + f",guestfwd=tcp:{GUEST_CONTROLLER_IP}:{GUEST_CONTROLLER_PORT}-{relay}"
         )  # fmt: skip
+        iommu: list[str] = []
+        if cfg.passthrough_devices:  # the IOMMU before every other PCI device
+            iommu = ["-device", "intel-iommu,intremap=on,caching-mode=on"]
+        devices = [a for d in PASSTHROUGH_DEVICES for a in ("-device", d)]
         return [
             shutil.which(QEMU) or QEMU,
             "-name",
             f"outpost-lab-{cfg.name}",
             "-machine",
-            "q35",
+            "q35,kernel-irqchip=split" if cfg.passthrough_devices else "q35",
+            *iommu,
             "-accel",
             "kvm" if accel == "kvm" else "tcg,thread=multi",
             *(["-cpu", "host"] if accel == "kvm" else []),
@@ -332,6 +367,7 @@ class QemuNode:
             f"file,id=ser0,path={self.console_log},append=on",
             "-serial",
             "chardev:ser0",
+            *(devices if cfg.passthrough_devices else []),
             "-qmp",
             f"unix:{self.qmp_socket},server=on,wait=off",
             "-pidfile",

@@ -427,7 +427,8 @@ class Agent:
             self._self_update(statuses, desired)
         self.reporter.logs(force=force_report)
         interval = desired.settings.metrics_interval_s if desired else 60.0
-        self.reporter.metrics(self.reconciler.runtimes, interval)
+        reports = self.ports.network.metadata.reports() if self.ports else {}
+        self.reporter.metrics(self.reconciler.runtimes, interval, reports)
         return statuses
 
     def _heartbeat(self) -> None:

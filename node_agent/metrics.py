@@ -62,8 +62,7 @@ def libvirt_stats(uri: str, workloads: Iterable[Workload]) -> list[AppMetrics]:
                 continue
             try:
                 dom = conn.lookupByName(w.runtime_id)
-                cpu = dom.getCPUStats(True)[0].get("cpu_time", 0) / 1e9
-                mem = dom.memoryStats().get("rss", 0) * 1024
+                cpu, mem = _domain_cpu_memory(dom)
             except libvirt.libvirtError as exc:
                 log.debug("no stats for %s: %s", w.runtime_id, exc)
                 continue
@@ -79,6 +78,20 @@ def libvirt_stats(uri: str, workloads: Iterable[Workload]) -> list[AppMetrics]:
     finally:
         conn.close()
     return out
+
+
+def _domain_cpu_memory(dom: Any) -> tuple[float, int]:
+    """CPU seconds and resident bytes of a running domain. The CPU time is ``info()``'s
+    (libvirt reads the cgroup or, without the cpuacct controller, e.g. a libvirtd in a
+    private mount namespace, the QEMU process), never ``getCPUStats``, which then fails."""
+    import libvirt
+
+    cpu = dom.info()[4] / 1e9
+    try:
+        mem = dom.memoryStats().get("rss", 0) * 1024
+    except libvirt.libvirtError:
+        mem = 0
+    return float(cpu), int(mem)
 
 
 def podman_stats(

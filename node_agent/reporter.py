@@ -26,6 +26,7 @@ from node_agent.outbox import Outbox
 from node_agent.revocation import Revocation
 from node_agent.runtime.base import Runtime
 from node_agent.settings import AgentSettings
+from protocol.app_config import AppReport
 from protocol.messages import AppMetrics, InfoMessage
 
 __all__ = ["SEND_ERRORS", "Reporter"]
@@ -95,7 +96,14 @@ class Reporter:
                 )
             return 0
 
-    def metrics(self, runtimes: Mapping[str, Runtime], interval_s: float) -> bool:
+    def metrics(
+        self,
+        runtimes: Mapping[str, Runtime],
+        interval_s: float,
+        reports: Mapping[str, AppReport] | None = None,
+    ) -> bool:
+        """Send a metrics sample when due; ``reports``: the apps' own latest reports (from
+        the metadata service), attached to their runtime counters."""
         now = time.monotonic()
         if now < self._next_metrics or self.revocation.revoked:
             return False
@@ -113,6 +121,11 @@ class Reporter:
                     runtimes["container"].list().values(),
                 )
             )
+        if reports:
+            apps = [
+                a.model_copy(update={"reported": reports[a.uuid]}) if a.uuid in reports else a
+                for a in apps
+            ]
         try:
             self.send(
                 "metrics", collect_metrics(self.settings.state_dir, apps).model_dump(mode="json")

@@ -27,7 +27,12 @@ LEGACY_SPEC_FILE = "spec.sha256"
 """Where agents before the stored digest kept it (``<apps>/<uuid>/spec.sha256``)."""
 
 _NOT_SPEC = {"restart_counter", "purge_counter", "desired", "start_delay_s", "name", "health"}
-_NEW_DEFAULTS: dict[str, object] = {"disks": [], "vtpm": False}
+_NEW_DEFAULTS: dict[str, object] = {
+    "disks": [],
+    "vtpm": False,
+    "user_data": None,
+    "user_data_secret": False,
+}
 """Fields added later: left out of the digest at their defaults, so a workload made
 before they existed is not taken for changed; a field added in future goes here too."""
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node_agent import volumes
+from node_agent.metadata import instance_metadata, meta_data_json
 from node_agent.network import WorkloadNetworks
 from node_agent.passthrough import resolve_adapters
 from node_agent.runtime.base import DiskAttachment, WorkloadSpec
@@ -69,5 +70,7 @@ def build_workload_spec(
         root_disk=root,
         data_disks=data,
         vtpm=app.vtpm,
+        meta_data=meta_data_json(instance_metadata(app, place.node_uuid, nets.attachments)),
+        user_data=app.user_data,
         spec_digest=digest,
     )

@@ -190,6 +190,12 @@ def cmd_app_create(c: Client, args: argparse.Namespace) -> None:
         body["env"] = dict(e.split("=", 1) for e in args.env)
     if args.secret_env:
         body["secret_env"] = dict(e.split("=", 1) for e in args.secret_env)
+    if args.user_data_file is not None:
+        try:
+            body["user_data"] = Path(args.user_data_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"--user-data-file {args.user_data_file}: {exc}", 2) from exc
+        body["user_data_secret"] = args.user_data_secret
     app = c.call("POST", "/apps", json=body)
     if _structured(args, app):
         return
@@ -479,6 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="environment hidden from viewers and from the audit log",
     )
+    s.add_argument("--user-data-file", metavar="FILE", help="the app's user-data (≤ 64 KiB)")
+    s.add_argument("--user-data-secret", action="store_true", help="never show the user-data again")
     s.add_argument("command", nargs="*")
     s.set_defaults(fn=cmd_app_create)
     sub.add_parser("apps", help="list apps").set_defaults(fn=cmd_apps)

@@ -209,6 +209,30 @@ def cmd_adapters(c: Any, args: argparse.Namespace) -> None:
         emit(data["adapters"], args.output, ADAPTER_COLUMNS)
 
 
+def cmd_app_metrics(c: Any, args: argparse.Namespace) -> None:
+    """What an app reports about itself, per node: latest values and labels."""
+    data = c.call("GET", f"/apps/{args.app}/metrics", params={"since_s": args.since})
+    if args.output != "table":
+        emit(data, args.output)
+        return
+    rows = []
+    for node in data["nodes"]:
+        reported = node.get("reported") or {}
+        rows.append(
+            {
+                "node": node["node"],
+                **{k: v for k, v in sorted((reported.get("labels") or {}).items())},
+                **{k: v for k, v in sorted((reported.get("values") or {}).items())},
+                "points": len(node.get("series") or []),
+            }
+        )
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    if rows:
+        emit(rows, args.output, columns)
+    else:
+        print(f"{data['app']}: runs on no node")
+
+
 def _output_option(parser: argparse.ArgumentParser) -> None:
     """-o after the subcommand too (kubectl's habit); the global one stays the default."""
     parser.add_argument(
@@ -252,6 +276,11 @@ def add_resource_commands(sub: Any) -> None:
     _output_option(s)
     s.add_argument("node")
     s.set_defaults(fn=cmd_adapters)
+    s = sub.add_parser("app-metrics", help="what an app reports about itself (fps, …)")
+    _output_option(s)
+    s.add_argument("app")
+    s.add_argument("--since", type=int, default=3600, help="seconds of series (JSON/YAML)")
+    s.set_defaults(fn=cmd_app_metrics)
     s = sub.add_parser("label", help="set (k=v) or remove (k-) node labels")
     s.add_argument("node")
     s.add_argument("labels", nargs="+")

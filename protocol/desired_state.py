@@ -7,7 +7,8 @@ field.  Shape (docs/architecture.md):
     generation, settings, networks[{name, subnet, nat}],
     apps[{uuid, name, kind, image{name, sha256, size, url, format}, resources,
           networks[{name, ports[{host, guest, proto}]}], adapters[{kind, match}],
-          env, command, desired, restart_counter, purge_counter, start_delay_s}]
+          env, command, desired, restart_counter, purge_counter, start_delay_s,
+          user_data, user_data_secret}]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
+from protocol.app_config import UserData
 from protocol.compat import omit_defaults
 from protocol.downloads import MAX_PREFETCH, DownloadPolicy
 from protocol.health import HealthProbe
@@ -206,12 +208,21 @@ class AppSpec(StrictModel):
     """Blank data disks (VMs only); purge recreates them along with the root disk."""
     vtpm: bool = False
     """Give the VM its own emulated TPM 2.0 (swtpm; VMs only)."""
+    user_data: UserData | None = None
+    """Text for the app (cloud-config, a script, JSON): a VM gets it on its NoCloud seed
+    disk and from the metadata service, a container as a file and env (protocol.app_config)."""
+    user_data_secret: bool = False
+    """The operator marked ``user_data`` secret: the controller never shows it to anyone
+    (only its digest) and nothing logs it."""
+
     health: HealthProbe | None = None
     """How the agent checks the app works (protocol.health); rollout gates read it."""
 
     @model_serializer(mode="wrap")
     def _wire(self, handler: SerializerFunctionWrapHandler) -> Any:
-        return omit_defaults(handler(self), {"health": None})
+        return omit_defaults(
+            handler(self), {"health": None, "user_data": None, "user_data_secret": False}
+        )
 
     @model_validator(mode="after")
     def _kind_matches_format(self) -> AppSpec:

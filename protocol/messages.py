@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, SerializerFunctionWrapHandler, StringConstraints, model_serializer
 
+from protocol.app_config import AppReport
 from protocol.compat import omit_defaults
 from protocol.desired_state import AgentVersion, Name, Sha256Hex, Uuid
 from protocol.downloads import MAX_PREFETCH, DeviceLabels, PrefetchStatus
@@ -187,6 +188,8 @@ class AppMetrics(StrictModel):
     disk_used_bytes: int = Field(default=0, ge=0, le=MAX_COUNT)
     net_rx_bytes_total: int = Field(default=0, ge=0, le=MAX_COUNT)
     net_tx_bytes_total: int = Field(default=0, ge=0, le=MAX_COUNT)
+    reported: AppReport | None = None
+    """The latest metrics the app itself posted to its metadata service (fps, latency, …)."""
 
 
 class MetricsMessage(StrictModel):

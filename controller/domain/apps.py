@@ -15,7 +15,7 @@ from controller.domain.bodies import SPEC_FIELDS, AppBody
 from controller.domain.common import changed, parse
 from controller.domain.ownership import refuse_if_git_owned
 from controller.domain.rollout_guard import refuse_if_rolling
-from controller.domain.views import app_json, image_json, wire_spec
+from controller.domain.views import app_json, image_json, keep_secret_user_data, wire_spec
 from controller.errors import ApiError, conflict, validation_details
 from controller.store.audit import audit
 from controller.store.lookup import find_app
@@ -40,6 +40,9 @@ def validated_spec(s: Any, body: AppBody, app_uuid: str) -> tuple[Image, dict[st
         spec.pop("secret_env", None)  # stored only when used: older specs compare equal
     if spec.get("health") is None:
         spec.pop("health", None)  # stored apps without a probe stay as they were
+    for name, default in (("user_data", None), ("user_data_secret", False)):
+        if spec.get(name, default) == default:  # stored only when set: older apps look the same
+            del spec[name]
     try:
         AppSpec.model_validate(
             {
@@ -87,7 +90,9 @@ def create_app(s: Session, actor: str, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def replace_app(s: Session, actor: str, name: str, data: dict[str, Any]) -> dict[str, Any]:
-    """``PUT /apps/<name>``: replace a definition (name and kind stay)."""
+    """``PUT /apps/<name>``: replace a definition (name and kind stay).
+
+    A secret ``user_data`` sent back as shown (its placeholder) keeps the stored text."""
     body = parse(AppBody, data)
     if body.name != name:
         raise conflict("name", f"must be {name!r} (rename is not supported)")
@@ -99,6 +104,7 @@ def replace_app(s: Session, actor: str, name: str, data: dict[str, Any]) -> dict
     old_image = s.get(Image, app.image_id)
     assert old_image is not None
     before, before_all = app_json(app, old_image), app_json(app, old_image, reveal=True)
+    body = keep_secret_user_data(body, app.spec)
     image, spec = validated_spec(s, body, app.uuid)
     app.image_id, app.spec, app.label_selector = image.id, spec, body.selector
     app.updated_at = utcnow()

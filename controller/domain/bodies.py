@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from controller.domain.common import Body
+from protocol.app_config import UserData
 from protocol.desired_state import (
     MAX_IMAGE_BYTES,
     NAME_PATTERN,
@@ -165,6 +166,11 @@ class AppBody(Body):
     start_delay_s: StartDelay = 0.0
     health: HealthProbe | None = None
     """How the agent checks the app works; rollout gates read the verdict."""
+    user_data: UserData | None = None
+    """Text for the app (≤ 64 KiB UTF-8): a VM's NoCloud seed and metadata service, a
+    container's /run/outpost/user-data."""
+    user_data_secret: bool = False
+    """Never show ``user_data`` (answers and the audit log carry its digest only)."""
     selector: dict[LabelKey, LabelValue] | None = Field(default=None, max_length=16)
     """Run on every node whose labels include these (besides explicit assignments)."""
 
@@ -190,6 +196,8 @@ SPEC_FIELDS = {
     "vtpm",
     "start_delay_s",
     "health",
+    "user_data",
+    "user_data_secret",
 }
 
 

@@ -3,6 +3,7 @@ them (nodes, images, app definitions)."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from sqlalchemy import select
@@ -10,18 +11,31 @@ from sqlalchemy.orm import Session
 
 from controller.store.models import App, Assignment, Image, Node, NodeTrust
 
-__all__ = ["REDACTED", "app_json", "image_json", "node_json", "redact_spec", "wire_spec"]
+__all__ = [
+    "REDACTED",
+    "app_json",
+    "image_json",
+    "keep_secret_user_data",
+    "node_json",
+    "redact_spec",
+    "redact_user_data",
+    "secret_placeholder",
+    "wire_spec",
+]
 
 REDACTED = "<secret>"
 """What a secret env value shows as to viewers and in the audit log."""
 
 
-def redact_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """An app spec with its ``secret_env`` values replaced by :data:`REDACTED`."""
-    secret = spec.get("secret_env")
-    if not secret:
-        return spec
-    return {**spec, "secret_env": dict.fromkeys(secret, REDACTED)}
+def redact_spec(spec: dict[str, Any], reveal: bool = False) -> dict[str, Any]:
+    """An app spec as shown: a secret ``user_data`` always as its placeholder, the
+    ``secret_env`` values as :data:`REDACTED` unless ``reveal`` (an operator or admin
+    caller; never for the audit log)."""
+    out = redact_user_data(spec)
+    secret = out.get("secret_env")
+    if secret and not reveal:
+        out = {**out, "secret_env": dict.fromkeys(secret, REDACTED)}
+    return out
 
 
 def wire_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -90,9 +104,9 @@ def image_json(image: Image) -> dict[str, Any]:
 
 
 def app_json(app: App, image: Image, reveal: bool = False) -> dict[str, Any]:
-    """An app definition; secret env values redacted unless ``reveal`` (an operator or
-    admin caller; never for the audit log)."""
-    spec = app.spec if reveal else redact_spec(app.spec)
+    """An app as the API, the UI and the audit log show it: secret user-data redacted,
+    secret env values too unless ``reveal`` (see :func:`redact_spec`)."""
+    spec = redact_spec(app.spec, reveal)
     return {
         "uuid": app.uuid,
         "name": app.name,
@@ -101,3 +115,28 @@ def app_json(app: App, image: Image, reveal: bool = False) -> dict[str, Any]:
         "selector": app.label_selector,
         **spec,
     }
+
+
+def secret_placeholder(text: str) -> str:
+    """What is shown instead of a secret user-data: its size and a digest prefix (so an
+    operator sees that it changed, never what it is)."""
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return f"<secret: {len(text.encode('utf-8'))} bytes, sha256 {digest}…>"
+
+
+def redact_user_data(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` with a secret ``user_data`` replaced by :func:`secret_placeholder` (the one
+    place where app user-data is redacted for answers, pages and the audit log)."""
+    if spec.get("user_data_secret") and isinstance(spec.get("user_data"), str):
+        return {**spec, "user_data": secret_placeholder(spec["user_data"])}
+    return spec
+
+
+def keep_secret_user_data(body: Any, stored: dict[str, Any]) -> Any:
+    """An app body whose ``user_data`` is the placeholder of the stored secret keeps the
+    stored text (a definition read, edited elsewhere and sent back)."""
+    old = stored.get("user_data")
+    secret = stored.get("user_data_secret") and isinstance(old, str)
+    if secret and body.user_data == secret_placeholder(str(old)):
+        return body.model_copy(update={"user_data": old})
+    return body

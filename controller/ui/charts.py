@@ -17,7 +17,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-__all__ = ["Chart", "Series", "downsample", "node_charts", "render_svg"]
+__all__ = ["Chart", "Series", "app_charts", "downsample", "node_charts", "render_svg"]
 
 WIDTH, HEIGHT = 420, 190
 PAD_L, PAD_R, PAD_T, PAD_B = 44, 10, 10, 24
@@ -96,6 +96,37 @@ def node_charts(samples: list[dict[str, Any]], cpus: int) -> list[Chart]:
             ],
         ),
     ]
+
+
+MAX_APP_CHARTS = 6
+_UNITS = {"fps": "frames/s", "latency_p50_ms": "ms", "latency_p99_ms": "ms"}
+
+
+def app_charts(metrics: dict[str, Any]) -> list[Chart]:
+    """One chart per value an app reports (``fps``, ``latency_p99_ms``, …; at most
+    :data:`MAX_APP_CHARTS`), one series per node, from ``domain.app_metrics.app_metrics``."""
+    names: list[str] = []
+    for node in metrics.get("nodes", []):
+        for point in node.get("series") or []:
+            names += [k for k in point["values"] if k not in names]
+    charts = []
+    for name in sorted(names)[:MAX_APP_CHARTS]:
+        series = [
+            Series(
+                node["node"],
+                downsample(
+                    [
+                        (float(p["at"]), float(p["values"][name]))
+                        for p in node.get("series") or []
+                        if name in p["values"]
+                    ]
+                ),
+                f"s{i % 2}",
+            )
+            for i, node in enumerate(metrics.get("nodes", []))
+        ]
+        charts.append(Chart(f"app-{name}", name.replace("_", " "), _UNITS.get(name, ""), series))
+    return charts
 
 
 def downsample(points: list[Point], limit: int = MAX_POINTS) -> list[Point]:

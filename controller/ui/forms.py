@@ -15,6 +15,7 @@ from typing import Any
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import (
+    BooleanField,
     HiddenField,
     PasswordField,
     SelectField,
@@ -191,6 +192,8 @@ class AppForm(FlaskForm):
     start_delay_s = SecondsField(
         "Start delay (s)", "start_delay_s", default=0, validators=[Optional()]
     )
+    user_data = TextAreaField("User-data (cloud-config, script or JSON; at most 64 KiB)")
+    user_data_secret = BooleanField("User-data is secret (never shown again, only its digest)")
     selector = TextAreaField(
         "Run on nodes labelled (key=value, one per line)", description=rule("selector")
     )
@@ -217,6 +220,8 @@ class AppForm(FlaskForm):
             "networks": _networks(self.networks.data),
             "adapters": _adapters(self.adapters.data),
             "start_delay_s": float(self.start_delay_s.data or 0),
+            "user_data": self.user_data.data or None,
+            "user_data_secret": bool(self.user_data_secret.data),
             "selector": parse_pairs(self.selector.data, "selector", commas=True) or None,
         }
 
@@ -244,6 +249,8 @@ class AppForm(FlaskForm):
             f"{a['kind']} {a['match']}" for a in app.get("adapters") or []
         )
         self.start_delay_s.data = app.get("start_delay_s", 0)
+        self.user_data.data = app.get("user_data") or ""  # a secret's placeholder keeps it
+        self.user_data_secret.data = bool(app.get("user_data_secret"))
         self.selector.data = "\n".join(f"{k}={v}" for k, v in (app.get("selector") or {}).items())
 
 

@@ -3,6 +3,7 @@ URL or upload into the controller's datastore)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from typing import Any
 
@@ -13,11 +14,13 @@ from werkzeug.wrappers import Response
 from controller.domain import apps as apps_actions
 from controller.domain import images as images_actions
 from controller.domain import nodes as nodes_actions
+from controller.domain.app_metrics import app_metrics
 from controller.domain.views import app_json
 from controller.errors import ApiError
 from controller.store.lookup import find_app
 from controller.store.models import Image
 from controller.ui.blueprint import apply_errors, services, ui, unassign_and_flash
+from controller.ui.charts import app_charts
 from controller.ui.forms import (
     AppForm,
     ImageRegisterForm,
@@ -113,7 +116,16 @@ def _app_page(name: str, assign: NodeAssignForm | None = None, status: int = 200
         app = find_app(s, name)
         out = app_json(app, s.get(Image, app.image_id))  # type: ignore[arg-type]
         page = app_instances(s, app, max(request.args.get("page", 1, type=int) or 1, 1))
-    html = render_template("app.html", app=out, page=page, assign_form=assign or NodeAssignForm())
+        since = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(hours=1)
+        metrics = app_metrics(s, app, since)
+    html = render_template(
+        "app.html",
+        app=out,
+        page=page,
+        assign_form=assign or NodeAssignForm(),
+        metrics=metrics,
+        charts=app_charts(metrics),
+    )
     return html, status
 
 

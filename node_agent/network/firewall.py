@@ -4,7 +4,8 @@ Closed by default (EVE's "ports off"). The table ``inet <name>`` has four base c
 
 ``input`` (policy drop)
     loopback; established/related; IPv6 neighbour discovery; from each app bridge only
-    DHCP, DNS and ping to that network's gateway; debug SSH from the uplinks only when the
+    DHCP, DNS and ping to that network's gateway and HTTP to the metadata service
+    (169.254.169.254:80) from that network's own subnet; debug SSH from the uplinks only when the
     config enables it. Nothing else reaches the node.
 ``forward`` (policy drop)
     established/related; traffic within one app network; egress of NAT networks to the
@@ -22,9 +23,11 @@ bridge (``ob-*``).
 from __future__ import annotations
 
 import hashlib
+from ipaddress import IPv4Address
 
 from node_agent.network.nftables import Chain, Match, Rule, Table, Verdict
 from node_agent.network.plan import BRIDGE_PREFIX, NodePlan
+from protocol.app_config import METADATA_ADDRESS, METADATA_PORT
 
 __all__ = ["build_ruleset"]
 
@@ -42,6 +45,7 @@ def _input(plan: NodePlan, outside: Match) -> Chain:
         Rule((Match.ct_state("invalid"),), Verdict.drop()),
         Rule((Match.ipv6_nd(),), Verdict.accept(), "ipv6 neighbour discovery"),
     ]
+    metadata = Match.daddr(IPv4Address(METADATA_ADDRESS))
     for net in plan.networks:
         br, gw = Match.iif(net.bridge), Match.daddr(net.gateway)
         rules += [
@@ -49,6 +53,11 @@ def _input(plan: NodePlan, outside: Match) -> Chain:
             Rule((br, gw, Match.dport("udp", 53)), Verdict.accept(), f"dns {net.name}"),
             Rule((br, gw, Match.dport("tcp", 53)), Verdict.accept(), f"dns {net.name}"),
             Rule((br, gw, Match.icmp("echo-request")), Verdict.accept(), f"ping {net.name}"),
+            Rule(
+                (br, Match.saddr(net.subnet), metadata, Match.dport("tcp", METADATA_PORT)),
+                Verdict.accept(),
+                f"metadata {net.name}",
+            ),
         ]
     if plan.debug_ssh:
         rules.append(

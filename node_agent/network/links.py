@@ -1,7 +1,9 @@
 """Bridges and container interfaces: the link layer of a :class:`NodePlan`.
 
 - One Linux bridge per app network (``ob-*``) in the node namespace, carrying the node's
-  gateway address; VM taps (made by libvirt) and container veths are its ports.
+  gateway address and the metadata service's link-local address (169.254.169.254/32, the
+  same on every bridge; :mod:`node_agent.metadata` answers on each bridge apart); VM taps
+  (made by libvirt) and container veths are its ports.
 - Per container app a named network namespace (``outpost-<node8>-<app8>``, the container
   joins it with ``podman run --network ns:/run/netns/<name>``) holding ``eth<i>`` with the
   app's static IP and MAC, the host end ``oc-<app8>-<i>`` on the bridge, and a default
@@ -31,6 +33,7 @@ from node_agent.network.plan import (
     app_netns,
     parse_subnets,
 )
+from protocol.app_config import METADATA_ADDRESS
 
 __all__ = ["NETNS_DIR", "Links"]
 
@@ -40,7 +43,7 @@ NETNS_DIR = Path("/run/netns")
 
 
 def _bridge_alias(net: NetPlan) -> str:
-    return f"outpost-net {net.name} {net.gateway}/{net.subnet.prefixlen}"
+    return f"outpost-net {net.name} {net.gateway}/{net.subnet.prefixlen} md"
 
 
 def _endpoint_alias(ep: Endpoint, net: NetPlan) -> str:
@@ -83,6 +86,7 @@ class Links:
                 self.host.ip("link", "add", net.bridge, "type", "bridge", "stp_state", "0")
             self.host.ip("addr", "flush", "dev", net.bridge)
             self.host.ip("addr", "add", f"{net.gateway}/{net.subnet.prefixlen}", "dev", net.bridge)
+            self.host.ip("addr", "add", f"{METADATA_ADDRESS}/32", "dev", net.bridge)
             self.host.ip("link", "set", "dev", net.bridge, "alias", alias)
             self.host.ip("link", "set", "dev", net.bridge, "up")
 

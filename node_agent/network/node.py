@@ -11,7 +11,9 @@ order:
    comment carries a digest, so an unchanged pass costs one ``nft list``);
 3. turns IPv4 forwarding on when there is an app network (the forward policy is drop);
 4. makes bridges, container namespaces/veths and dnsmasq match, then removes what the plan
-   no longer names; saves the IP allocations.
+   no longer names; saves the IP allocations;
+5. gives the metadata service (:mod:`node_agent.metadata`) every app's metadata and
+   user-data and its bridges (a failure there is logged, never fails the network).
 
 The reconciler calls it at the start of every pass (level-triggered: a deleted bridge or a
 flushed table comes back) and asks :meth:`workload_networks` for what to put in each app's
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attestation.files import atomic_write
+from node_agent.metadata.service import MetadataService
 from node_agent.network.dnsmasq import Dnsmasq
 from node_agent.network.errors import ConfigRefused, NetworkError
 from node_agent.network.firewall import build_ruleset
@@ -76,6 +79,7 @@ class NodeNetwork:
         self.dnsmasq = Dnsmasq(
             self.host, settings.state_dir, settings.dnsmasq_bin, settings.lease_time
         )
+        self.metadata = MetadataService(self.host, Path(settings.state_dir) / "metadata")
         self.plan: NodePlan | None = None
         """The plan in force (None until the first successful apply)."""
         self.record = ApplyRecord()
@@ -107,6 +111,10 @@ class NodeNetwork:
             self._fail_closed()
             raise
         self.plan = plan
+        try:
+            self.metadata.apply(plan, desired, _attachments)
+        except (OSError, NetworkError) as exc:
+            log.error("metadata service not updated: %s", exc)
         self.record = ApplyRecord(
             generation=plan.generation,
             ok=True,
@@ -163,26 +171,15 @@ class NodeNetwork:
         if self.plan is None:
             return WorkloadNetworks()
         endpoints = self.plan.endpoints_of(app_uuid)
-        attachments = tuple(
-            NetAttachment(
-                network=ep.network,
-                bridge=self.plan.network(ep.network).bridge,
-                mac=ep.mac,
-                ip=str(ep.ip),
-                prefix=self.plan.network(ep.network).subnet.prefixlen,
-                gateway=str(self.plan.network(ep.network).gateway),
-                host_ifname=ep.host_ifname,
-            )
-            for ep in endpoints
-        )
         containers = [ep for ep in endpoints if ep.kind == "container"]
         netns = str(NETNS_DIR / app_netns(self.node_uuid, app_uuid)) if containers else ""
-        return WorkloadNetworks(attachments, netns)
+        return WorkloadNetworks(_attachments(self.plan, app_uuid), netns)
 
     def teardown(self) -> None:
         """Remove the table, dnsmasq, bridges, veths and app namespaces (uninstall)."""
         self.nft.delete(self.table_ref)
         self.dnsmasq.stop()
+        self.metadata.stop()
         self.links.remove_stale(NodePlan(node_uuid=self.node_uuid))
         self._alloc_file.unlink(missing_ok=True)
         self.plan = None
@@ -206,3 +203,19 @@ class NodeNetwork:
     def _save_allocations(self, plan: NodePlan) -> None:
         doc = {"node_uuid": self.node_uuid, "allocations": plan.allocations()}
         atomic_write(self._alloc_file, json.dumps(doc, sort_keys=True, indent=1).encode(), 0o644)
+
+
+def _attachments(plan: NodePlan, app_uuid: str) -> tuple[NetAttachment, ...]:
+    """The interfaces ``plan`` gives ``app_uuid``."""
+    return tuple(
+        NetAttachment(
+            network=ep.network,
+            bridge=plan.network(ep.network).bridge,
+            mac=ep.mac,
+            ip=str(ep.ip),
+            prefix=plan.network(ep.network).subnet.prefixlen,
+            gateway=str(plan.network(ep.network).gateway),
+            host_ifname=ep.host_ifname,
+        )
+        for ep in plan.endpoints_of(app_uuid)
+    )

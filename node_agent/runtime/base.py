@@ -121,6 +121,11 @@ class WorkloadSpec:
     root_disk: DiskAttachment | None = None
     data_disks: tuple[DiskAttachment, ...] = ()
     vtpm: bool = False
+    meta_data: str = ""
+    """The app's instance metadata document (JSON, :mod:`node_agent.metadata.content`)."""
+    user_data: str | None = None
+    """The app's user-data (None: it has none). With ``meta_data`` it becomes a VM's NoCloud
+    seed disk and a container's ``/run/outpost`` files and env."""
     spec_digest: str = ""
     """The digest of the app's spec this workload is made from
     (:func:`node_agent.spec_digest.spec_digest`, set by the reconciler); see :attr:`digest`."""
@@ -133,6 +138,9 @@ class WorkloadSpec:
         if self.spec_digest:
             return self.spec_digest
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "spec_digest"}
+        for name, default in (("meta_data", ""), ("user_data", None)):  # added later
+            if fields[name] == default:
+                del fields[name]
         body = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(body.encode()).hexdigest()
 

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from node_agent.metadata.content import write_config_dir
 from node_agent.runtime.base import (
     PermanentError,
     TemporaryError,
@@ -30,6 +31,7 @@ from node_agent.runtime.base import (
 )
 from node_agent.runtime.base import WorkloadState as State
 from node_agent.runtime.podman_args import (
+    CONFIG_DIR,
     DEFAULT_ULIMITS,
     IMAGE_FORMAT,
     LABEL_APP,
@@ -133,6 +135,7 @@ class PodmanRuntime:
         if existing is not None:
             self.remove(app)
         Path(spec.work_dir).mkdir(parents=True, exist_ok=True)
+        write_config_dir(spec.work_dir / CONFIG_DIR, spec.meta_data, spec.user_data)
         proc = self.cli.run(argv, app_uuid=app, check=False)
         if proc.returncode != 0:
             error = failure(argv, proc, app)

@@ -6,17 +6,26 @@ always run with an init process, explicit ulimits and ``--restart no``.  An app 
 networks gets ``--network none``; one on app networks joins the network namespace the
 node network prepared for it (``--network ns:<path>``, interfaces with static IPs already
 inside) and uses its first network's gateway as DNS server.
+
+An app with user-data gets its instance metadata and user-data as files in ``/run/outpost``
+(read-only bind of ``<work_dir>/outpost-config``: ``meta-data.json``, ``user-data``) and as
+env: ``OUTPOST_INSTANCE_ID``, ``OUTPOST_HOSTNAME``, ``OUTPOST_META_DATA_FILE``,
+``OUTPOST_USER_DATA_FILE`` and ``OUTPOST_METADATA_URL`` (the user-data itself stays out of
+the argv and env: they are logged and inspectable).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
 from node_agent.runtime.base import PermanentError, WorkloadSpec
 
 __all__ = [
+    "CONFIG_DIR",
     "DEFAULT_ULIMITS",
+    "GUEST_CONFIG_DIR",
     "IMAGE_FORMAT",
     "IMAGE_REPO",
     "LABEL_APP",
@@ -40,6 +49,10 @@ LABEL_APP = "outpost.app"
 LABEL_IMAGE = "outpost.image-sha256"
 LABEL_NAME = "outpost.name"
 LABEL_SPEC = "outpost.spec-sha256"  # WorkloadSpec.digest: what the container is made from
+
+CONFIG_DIR = "outpost-config"
+"""Sub-directory of the work dir holding a container's ``meta-data.json`` and ``user-data``."""
+GUEST_CONFIG_DIR = "/run/outpost"
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -83,6 +96,30 @@ def _env_args(spec: WorkloadSpec) -> list[str]:
     for key, value in spec.env:
         if not _ENV_KEY.match(key):
             raise PermanentError(f"app {spec.app_uuid}: invalid environment variable name {key!r}")
+        args += ["--env", f"{key}={value}"]
+    return args
+
+
+def _config_args(spec: WorkloadSpec) -> list[str]:
+    """The bind of the app's config files and the env naming them (apps with user-data)."""
+    if spec.user_data is None:
+        return []
+    try:
+        meta = json.loads(spec.meta_data)
+    except ValueError as exc:
+        raise PermanentError(f"app {spec.app_uuid}: instance metadata is not JSON: {exc}") from exc
+    source = spec.work_dir / CONFIG_DIR
+    if "," in str(source) or ":" in str(source):
+        raise PermanentError(f"app {spec.app_uuid}: work dir {spec.work_dir} cannot be bound")
+    env = {
+        "OUTPOST_INSTANCE_ID": str(meta.get("instance-id", "")),
+        "OUTPOST_HOSTNAME": str(meta.get("hostname", "")),
+        "OUTPOST_META_DATA_FILE": f"{GUEST_CONFIG_DIR}/meta-data.json",
+        "OUTPOST_USER_DATA_FILE": f"{GUEST_CONFIG_DIR}/user-data",
+        "OUTPOST_METADATA_URL": str(meta.get("metadata_url", "")),
+    }
+    args = ["--volume", f"{source}:{GUEST_CONFIG_DIR}:ro"]
+    for key, value in env.items():
         args += ["--env", f"{key}={value}"]
     return args
 
@@ -134,6 +171,7 @@ def run_argv(spec: WorkloadSpec, node_uuid: str, options: RunOptions = RunOption
         args += ["--cpus", str(spec.vcpus)]
     if options.console_log:
         args += ["--log-driver", "k8s-file", "--log-opt", f"path={console_log_path(spec)}"]
+    args += _config_args(spec)
     args += _env_args(spec)
     for key, value in (
         (LABEL_NODE, node_uuid),

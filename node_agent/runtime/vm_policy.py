@@ -10,6 +10,10 @@ xHCI controller and one ``<hostdev>`` per vendor:product), no graphics, so no vi
 sound, no channels, no balloon; ACPI on so the guest can be shut down gracefully (and
 find a TPM); power-off and crash destroy the domain (it stays defined, shut off).
 
+User-data: an app with ``user_data`` gets its NoCloud seed (:mod:`node_agent.metadata.seed`:
+FAT labelled ``cidata`` with ``meta-data`` and ``user-data``, built and verified in the
+work dir at every start) as a read-only raw virtio disk after all others.
+
 On request: a vTPM (``<tpm model='tpm-crb'>`` with libvirt's swtpm ``emulator`` backend),
 PCI functions passed through (``<hostdev type='pci' managed='yes'>``, one per function; the
 caller has checked that they are every function of their IOMMU groups), blank data disks
@@ -43,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from node_agent.metadata.seed import SEED_FILE, SEED_LABEL, build_seed
 from node_agent.runtime.base import DiskAttachment, PermanentError, TemporaryError, WorkloadSpec
 from node_agent.runtime.domain_xml import (
     BackingStore,
@@ -78,6 +83,7 @@ __all__ = [
     "domain_type",
     "extract_kernel_bundle",
     "prepare_domain",
+    "prepare_seed",
     "remove_kernel_bundle",
 ]
 
@@ -252,8 +258,8 @@ def _target_dev(index: int) -> str:
     return f"vd{chr(ord('a') + index)}"
 
 
-def _disks(spec: WorkloadSpec, boots_from_disk: bool) -> tuple[Disk, ...]:
-    """The root overlay (vda, disk images only) and the data disks after it."""
+def _disks(spec: WorkloadSpec, boots_from_disk: bool, seed: Path | None) -> tuple[Disk, ...]:
+    """The root overlay (vda, disk images only), the data disks, then the NoCloud seed."""
     disks: list[Disk] = []
     if boots_from_disk:
         root = spec.root_disk
@@ -275,6 +281,16 @@ def _disks(spec: WorkloadSpec, boots_from_disk: bool) -> tuple[Disk, ...]:
         raise PermanentError(f"app {spec.app_uuid}: more than {_MAX_DATA_DISKS} data disks")
     for data in spec.data_disks:
         disks.append(_data_disk(data, _target_dev(len(disks))))
+    if seed is not None:
+        disks.append(
+            Disk(
+                source=str(seed),
+                target_dev=_target_dev(len(disks)),
+                driver_type="raw",
+                readonly=True,
+                serial=SEED_LABEL,
+            )
+        )
     return tuple(disks)
 
 
@@ -294,10 +310,12 @@ def build_domain(
     *,
     uuid: str = "",
     machine: str = "pc",
+    seed: Path | None = None,
 ) -> Domain:
     """The domain definition for ``spec`` (pure: touches no files).
 
     ``files``: the unpacked kernel-bundle to boot directly; None boots ``spec.root_disk``.
+    ``seed``: the app's NoCloud seed disk (made by :func:`prepare_domain`), if it has one.
     """
     if spec.vcpus < 1 or spec.memory_mib < 1:
         raise PermanentError(
@@ -333,7 +351,7 @@ def build_domain(
         on_reboot="restart",
         on_crash="destroy",
         devices=Devices(
-            disks=_disks(spec, boots_from_disk=files is None),
+            disks=_disks(spec, boots_from_disk=files is None, seed=seed),
             controllers=(usb_bus,),
             interfaces=interfaces,
             serials=(Serial(type="pty", log_file=log_file, append=True),),
@@ -351,10 +369,20 @@ def build_domain(
     )
 
 
+def prepare_seed(spec: WorkloadSpec) -> Path | None:
+    """Build (and verify) the app's NoCloud seed in its work dir; None without user-data."""
+    path = Path(spec.work_dir) / SEED_FILE
+    if spec.user_data is None:
+        path.unlink(missing_ok=True)
+        return None
+    return build_seed(path, spec.meta_data.encode(), spec.user_data.encode("utf-8"))
+
+
 def prepare_domain(spec: WorkloadSpec, accel: str, *, uuid: str = "") -> Domain:
-    """Check the image format, unpack a kernel-bundle into the work dir, build the domain."""
+    """Check the image format, unpack a kernel-bundle into the work dir, build the NoCloud
+    seed (apps with user-data), build the domain."""
     if spec.image_format in DISK_FORMATS:
-        return build_domain(spec, accel, None, uuid=uuid)
+        return build_domain(spec, accel, None, uuid=uuid, seed=prepare_seed(spec))
     if spec.image_format != KERNEL_BUNDLE:
         supported = ", ".join((KERNEL_BUNDLE, *DISK_FORMATS))
         raise PermanentError(
@@ -362,4 +390,4 @@ def prepare_domain(spec: WorkloadSpec, accel: str, *, uuid: str = "") -> Domain:
             f"VM runtime (supported: {supported})"
         )
     files = extract_kernel_bundle(spec.image_path, spec.work_dir)
-    return build_domain(spec, accel, files, uuid=uuid)
+    return build_domain(spec, accel, files, uuid=uuid, seed=prepare_seed(spec))

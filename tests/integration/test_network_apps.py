@@ -7,13 +7,19 @@ namespace; the reconciler with ``NodePorts`` as its network hook runs:
 - ``web-a`` (busybox httpd container) on ``site-a``, port 8080 → 80;
 - ``web-b`` (busybox httpd container) on ``site-b``, no port.
 
+``vm-a`` and ``web-a`` have user-data (the VM gets a NoCloud seed disk, the container
+``/run/outpost`` files); every app reaches the metadata service (169.254.169.254) of its
+own network only.
+
 Built once for the module (a VM boot under TCG takes seconds); the tests then look at it,
 the last one changes the config.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -24,11 +30,13 @@ import pytest
 
 from images.testvm_net import HTTP_MARKER, NET_MARKER
 from node_agent.image_store import ImageStore
+from node_agent.metadata.seed import SEED_FILE, read_seed
 from node_agent.network import NetworkSettings
 from node_agent.ports import NodePorts, PortsSettings
 from node_agent.reconciler import Reconciler
 from node_agent.runtime.podman_args import container_name
 from node_agent.runtime.vm import LibvirtRuntime
+from node_agent.runtime.vm_policy import domain_name
 from protocol.desired_state import DesiredState
 from protocol.messages import AppState
 from tests.fixtures.netns import (
@@ -44,6 +52,8 @@ from tests.fixtures.netns import (
 )
 from tests.fixtures.podman_engine import PodmanEngine
 
+USER_DATA = {"vm-a": "#cloud-config\ngreeting: hello-vm-a\n", "web-a": "mode: face\n"}
+MD = "http://169.254.169.254"
 HTTPD = "mkdir -p /www && echo {text} >/www/index.html && exec httpd -f -p 80 -h /www"
 
 
@@ -59,6 +69,7 @@ class Site:
     box_sha: str
     box_size: int
     vm_size: int
+    libvirt_uri: str
 
     def doc(self, generation: int, ports: bool = True) -> DesiredState:
         def mapped(host: int) -> list[dict[str, int]]:
@@ -75,11 +86,19 @@ class Site:
                     {"name": "site-b", "subnet": "10.72.0.0/24"},
                 ],
                 apps=[
-                    app_doc("vm-a", "vm", [{"name": "site-a", "ports": mapped(8081)}], **vm),
+                    app_doc(
+                        "vm-a",
+                        "vm",
+                        [{"name": "site-a", "ports": mapped(8081)}],
+                        user_data=USER_DATA["vm-a"],
+                        **vm,
+                    ),
                     app_doc(
                         "web-a",
                         networks=[{"name": "site-a", "ports": mapped(8080)}],
                         command=["sh", "-c", HTTPD.format(text="CONTAINER-A")],
+                        user_data=USER_DATA["web-a"],
+                        user_data_secret=True,
                         **box,
                     ),
                     app_doc(
@@ -154,6 +173,7 @@ def site(
                 box_image.sha256,
                 box_image.size,
                 vm_image.size,
+                daemon.uri,
             )
             try:
                 statuses = rec.reconcile(s.doc(1))
@@ -234,6 +254,81 @@ def test_the_port_state_lists_the_open_ports_and_networks(site):
         "site-a": ["vm-a", "web-a"],
         "site-b": ["web-b"],
     }
+
+
+def test_the_vm_boots_with_its_nocloud_seed_disk(site):
+    seed = site.work / "apps" / site.app("vm-a") / SEED_FILE
+    label, files = read_seed(seed)
+    assert label == "cidata"
+    assert files["user-data"] == USER_DATA["vm-a"].encode()
+    meta = json.loads(files["meta-data"])
+    assert (meta["instance-id"], meta["local-hostname"]) == (site.app("vm-a"), "vm-a")
+    assert meta["interfaces"][0]["ip"] == site.ip("vm-a")
+    assert meta["ports"] == [{"network": "site-a", "host": 8081, "guest": 80, "proto": "tcp"}]
+    xml = subprocess.run(
+        ["virsh", "-c", site.libvirt_uri, "dumpxml", domain_name(site.node_uuid, site.app("vm-a"))],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert str(seed) in xml and "<serial>cidata</serial>" in xml and "<readonly/>" in xml
+
+
+def test_a_container_gets_its_user_data_and_metadata_as_files_and_env(site):
+    assert site.in_container("web-a", "cat", "/run/outpost/user-data") == USER_DATA["web-a"]
+    env = site.in_container("web-a", "env")
+    assert f"OUTPOST_INSTANCE_ID={site.app('web-a')}" in env
+    assert "OUTPOST_HOSTNAME=web-a" in env and f"OUTPOST_METADATA_URL={MD}" in env
+    meta = json.loads(site.in_container("web-a", "cat", "/run/outpost/meta-data.json"))
+    assert meta["instance-id"] == site.app("web-a")
+
+
+def test_an_app_reads_its_own_metadata_and_user_data_from_the_metadata_service(site):
+    meta = json.loads(site.in_container("web-a", "wget", "-q", "-O", "-", f"{MD}/meta-data"))
+    assert (meta["instance-id"], meta["hostname"]) == (site.app("web-a"), "web-a")
+    got = site.in_container("web-a", "wget", "-q", "-O", "-", f"{MD}/latest/user-data")
+    assert got == USER_DATA["web-a"]
+    name = site.in_container("web-a", "wget", "-q", "-O", "-", f"{MD}/latest/meta-data/hostname")
+    assert name == "web-a"
+
+
+def test_the_metadata_service_of_another_network_answers_only_for_its_own_apps(site):
+    meta = json.loads(site.in_container("web-b", "wget", "-q", "-O", "-", f"{MD}/meta-data"))
+    assert meta["instance-id"] == site.app("web-b")  # its own network's listener, its own data
+    assert "404" in site.in_container("web-b", "wget", "-q", "-O", "-", f"{MD}/user-data")
+    # site-a's listener is not reachable from site-b, not even through site-a's gateway
+    gateway_a = site.ports.workload_networks(site.app("web-a")).attachments[0].gateway
+    out = site.in_container("web-b", "wget", "-q", "-O", "-", f"http://{gateway_a}/")
+    assert "meta-data" not in out
+
+
+def test_the_vm_reaches_the_metadata_service_of_its_network(site):
+    url = f"http://{site.ip('vm-a')}/cgi-bin/fetch?169.254.169.254:80"
+    assert "meta-data\nuser-data\nreport" in http_get(site.ns.node, url, 20)
+
+
+def test_the_metadata_service_is_refused_from_outside(site):
+    subprocess.run(
+        ["ip", "-n", site.ns.outside, "route", "replace", "169.254.169.254/32", "via",
+         site.ns.node_ip],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    assert tcp_scan(site.ns.outside, "169.254.169.254", [80]) == {80: "filtered"}
+    assert http_get(site.ns.outside, f"{MD}/meta-data", 3).startswith("ERROR")
+
+
+def test_an_app_report_posted_to_the_metadata_service_reaches_the_agent(site):
+    body = '{"values": {"fps": 12.5, "detections": 3}, "labels": {"device": "CPU"}}'
+    out = site.in_container(
+        "web-a", "wget", "-q", "-O", "-", "--header", "Content-Type: application/json",
+        "--post-data", body, f"{MD}/report",
+    )  # fmt: skip
+    assert "error" not in out.lower(), out
+    report = site.ports.network.metadata.reports()[site.app("web-a")]
+    assert report.values == {"fps": 12.5, "detections": 3.0}
+    assert report.labels == {"device": "CPU"} and report.at is not None
+    bad = '{"values": {"fps": "x"}}'
+    out = site.in_container("web-a", "wget", "-q", "-O", "-", "--post-data", bad, f"{MD}/report")
+    assert "422" in out
+    assert site.ports.network.metadata.reports()[site.app("web-a")].values["fps"] == 12.5
 
 
 def test_removing_the_port_maps_closes_them(site):

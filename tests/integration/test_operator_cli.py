@@ -134,3 +134,23 @@ def test_get_nodes_as_json_loads_nothing_of_the_server(controller_server):  # ty
     )
     assert "requests" in _top(loaded)  # it did talk to the controller
     assert not _top(loaded) & {*HEAVY, *OURS}
+
+
+def test_app_create_takes_user_data_from_a_file_and_a_secret_is_never_shown(
+    outpost, site, tmp_path
+):
+    assert outpost("apply", "-f", site(IMAGE))[0] == 0
+    (tmp_path / "ud.yaml").write_text("detector: {mode: eyes}\npassword: not-for-eyes\n")
+    code, out, err = outpost(
+        "-o", "json", "app-create", "--name", "cam", "--kind", "container", "--image", "ext",
+        "--user-data-file", str(tmp_path / "ud.yaml"), "--user-data-secret",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "not-for-eyes" not in out and json.loads(out)["user_data"].startswith("<secret: ")
+    code, out, _ = outpost("-o", "json", "get", "apps", "cam")
+    assert code == 0 and "not-for-eyes" not in out and json.loads(out)["user_data_secret"]
+    code, out, _ = outpost("app-metrics", "cam")
+    assert code == 0 and out.strip() == "cam: runs on no node"
+    code, _, err = outpost("app-create", "--name", "x", "--kind", "container", "--image", "ext",
+                           "--user-data-file", str(tmp_path / "absent"))  # fmt: skip
+    assert code == 2 and "absent" in err

@@ -4,8 +4,11 @@ One node (``lab.qemu_node.QemuNode``: TCG unless KVM really works, its own swtpm
 EK certificates from a local CA, a network that reaches only the controller) boots the
 cached node image, prints its identity on the console, onboards and attests over its vTPM,
 shows nothing to a port scan from outside (the image's defaults: sshd off, the agent's
-lockdown on), runs a container app (busybox) and a VM app (testvm, nested under TCG), and
-after a power cycle with the controller away brings both back from its checkpoint.
+lockdown on), runs a container app (busybox) and a VM app (testvm, nested under TCG), passes
+its stand-in GPU (an emulated IOMMU and ``virtio-gpu-pci``: lab.qemu_node) through to a
+second VM app whose guest reports the device on its console, refuses a second app for it,
+gives it back to its host driver when the app goes, and after a power cycle with the
+controller away brings the first two apps back from its checkpoint.
 
 The tests share one controller and one node and run in file order (one boot, one reboot).
 Guest time under TCG on a 2-core host: ~2-3 min to an attested agent, ~2 min more until
@@ -30,7 +33,18 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from controller.cli import main as controller_main
 from images.manifest import Manifest
-from lab.qemu_node import GUEST_CONTROLLER_IP, GUEST_CONTROLLER_URL, QemuNode, QemuNodeConfig
+from images.testvm import PCI_MARKER
+from lab.qemu_node import (
+    EDU_ADDRESS,
+    GPU_ADDRESS,
+    GPU_HOST_DRIVER,
+    GPU_VENDOR_DEVICE,
+    GUEST_CONTROLLER_IP,
+    GUEST_CONTROLLER_URL,
+    SHARED_GROUP_ADDRESSES,
+    QemuNode,
+    QemuNodeConfig,
+)
 from lab.swtpm_ek import LocalEkCa
 from tests.fixtures.controller_server import ControllerServer, free_port, start_controller
 
@@ -249,6 +263,85 @@ def test_the_node_runs_a_container_app_and_a_vm_app(lab: Lab):
 
     seconds = lab.wait_for(f"apps {APPS}", lambda: lab.states() == APPS)
     print(f"\nassigned to both RUNNING: {seconds:.0f} s")
+
+
+def _adapters(lab: Lab) -> dict[str, dict]:  # type: ignore[type-arg]
+    found = lab.api("GET", f"/nodes/{SERIAL}/adapters").json()
+    return {a["address"]: a for a in found.get("adapters", [])}
+
+
+def _gpu_app(name: str, match: str = GPU_ADDRESS) -> dict:  # type: ignore[type-arg]
+    return {
+        "name": name,
+        "kind": "vm",
+        "image": "testvm",
+        "resources": {"memory_mib": 96},
+        "adapters": [{"kind": "gpu", "match": match}],
+    }
+
+
+def test_the_node_reports_its_stand_in_gpu_and_edu_device_with_their_iommu_groups(lab: Lab):
+    lab.wait_for("the PCI inventory", lambda: GPU_ADDRESS in _adapters(lab))
+    found = lab.api("GET", f"/nodes/{SERIAL}/adapters").json()
+    adapters = _adapters(lab)
+    gpu, edu = adapters[GPU_ADDRESS], adapters[EDU_ADDRESS]
+    assert found["iommu"] is True
+    assert (gpu["kind"], f"{gpu['vendor']}:{gpu['device']}") == ("gpu", GPU_VENDOR_DEVICE)
+    assert gpu["class_code"].startswith("03") and gpu["driver"] == GPU_HOST_DRIVER
+    assert gpu["assignable"] and gpu["functions"] == [GPU_ADDRESS]
+    assert (edu["kind"], edu["vendor"], edu["device"], edu["assignable"]) == (
+        "pci", "1234", "11e8", True,
+    )  # fmt: skip
+    assert edu["iommu_group"] != gpu["iommu_group"]
+    for address in SHARED_GROUP_ADDRESSES:  # two devices behind one PCI bridge: one group
+        assert not adapters[address]["assignable"], adapters[address]
+
+
+def test_a_vm_app_is_given_the_gpu_and_its_guest_sees_it(lab: Lab):
+    lab.api("PATCH", f"/nodes/{SERIAL}", json={"settings": {"info_interval_s": 10}})
+    assert lab.api("POST", "/apps", json=_gpu_app("g1")).status_code == 201
+    started = time.monotonic()
+    assert lab.api("POST", f"/nodes/{SERIAL}/apps", json={"app": "g1"}).status_code == 201
+    app_uuid = lab.api("GET", "/apps/g1").json()["uuid"]
+    wanted = f"{PCI_MARKER} "
+    vendor_device = f" {GPU_VENDOR_DEVICE} "
+
+    def guest_saw_it() -> bool:
+        params = {"source": f"app:{app_uuid}", "limit": 500}
+        lines = lab.api("GET", f"/nodes/{SERIAL}/logs", params=params).json()["lines"]
+        return any(wanted in ln["msg"] and vendor_device in ln["msg"] for ln in lines)
+
+    lab.wait_for("the nested guest's report of the GPU", guest_saw_it)
+    print(f"\nassign -> the nested guest reports the GPU: {time.monotonic() - started:.0f} s")
+    assert lab.states()["g1"] == "RUNNING"
+    lab.wait_for(
+        "the GPU bound to vfio-pci on the node",
+        lambda: _adapters(lab)[GPU_ADDRESS]["driver"] == "vfio-pci",
+    )
+    assert _adapters(lab)[GPU_ADDRESS]["used_by"]
+
+
+def test_a_second_app_asking_for_the_gpu_and_unassignable_devices_are_refused(lab: Lab):
+    for name, match in (
+        ("g2", GPU_ADDRESS),  # in use by g1
+        ("g3", SHARED_GROUP_ADDRESSES[0]),  # its IOMMU group is not whole
+        ("g4", "0000:00:1e.0"),  # not present on the node
+    ):
+        assert lab.api("POST", "/apps", json=_gpu_app(name, match)).status_code == 201
+        answer = lab.api("POST", f"/nodes/{SERIAL}/apps", json={"app": name})
+        assert answer.status_code == 409, answer.text
+        assert answer.json()["error"]["details"][0]["field"] == "adapters"
+        assert lab.api("DELETE", f"/apps/{name}").status_code in (200, 204)
+    assert "g2" not in lab.states()
+
+
+def test_removing_the_app_gives_the_gpu_back_to_its_host_driver(lab: Lab):
+    assert lab.api("DELETE", "/apps/g1").status_code in (200, 204)
+    lab.wait_for(
+        "the GPU back on its host driver",
+        lambda: _adapters(lab)[GPU_ADDRESS]["driver"] == GPU_HOST_DRIVER,
+    )
+    assert "g1" not in lab.states() and not _adapters(lab)[GPU_ADDRESS]["used_by"]
 
 
 def test_after_a_power_cycle_without_controller_the_apps_come_back_from_the_checkpoint(

@@ -27,7 +27,7 @@ class _Reporter:
     def logs(self, force: bool = False) -> int:
         return 0
 
-    def metrics(self, runtimes: Any, interval_s: float) -> bool:
+    def metrics(self, runtimes: Any, interval_s: float, reports: Any = None) -> bool:
         return False
 
 

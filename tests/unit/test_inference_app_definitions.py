@@ -22,7 +22,9 @@ def test_gpu_variant_asks_for_a_gpu_adapter_and_the_cpu_variant_for_none() -> No
     gpu = AppBody.model_validate(yaml.safe_load((APPS / "inference-vm-gpu.yaml").read_text()))
     cpu = AppBody.model_validate(yaml.safe_load((APPS / "inference-vm-cpu.yaml").read_text()))
     assert [a.kind for a in gpu.adapters] == ["gpu"] and cpu.adapters == []
-    assert gpu.image == cpu.image and gpu.kind == cpu.kind == "vm"
+    assert (gpu.image, cpu.image) == ("inference-vm-gpu", "inference-vm")
+    assert gpu.kind == cpu.kind == "vm"
+    assert gpu.user_data is not None and "device: GPU" in gpu.user_data
 
 
 def test_the_gpu_variant_falls_back_to_cpu_on_nodes_without_that_gpu() -> None:

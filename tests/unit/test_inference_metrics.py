@@ -33,6 +33,15 @@ def test_prometheus_text_has_info_stage_summary_and_detection_counts() -> None:
     assert "# TYPE outpost_inference_stage_seconds summary" in text
 
 
+def test_a_slow_device_still_shows_its_fps_and_it_decays_when_frames_stop() -> None:
+    metrics = Metrics()
+    for i in range(5):
+        metrics.frame_done([], now=100.0 + i * 8.0)  # one frame every 8 s (TCG)
+    assert metrics.fps(now=132.0) == pytest.approx(4 / 32.0)
+    assert metrics.fps(now=164.0) < metrics.fps(now=140.0)
+    assert metrics.fps(now=200.0) == 0.0
+
+
 def test_fps_counts_frames_finished_in_the_window() -> None:
     metrics = Metrics()
     for i in range(11):

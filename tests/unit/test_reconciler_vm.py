@@ -294,12 +294,13 @@ def test_apps_without_the_new_fields_keep_their_spec_digest(blob) -> None:
     old_fields = app.model_dump(
         mode="json",
         exclude={"restart_counter", "purge_counter", "desired", "start_delay_s", "name"}
-        | {"disks", "vtpm"},
+        | {"disks", "vtpm", "user_data", "user_data_secret"},
     )
     body = json.dumps(old_fields, sort_keys=True, separators=(",", ":"))
     old = hashlib.sha256(body.encode()).hexdigest()
     assert url_spec_digest(app) == old
     assert url_spec_digest(app.model_copy(update={"vtpm": True})) != old
+    assert url_spec_digest(app.model_copy(update={"user_data": "mode: eyes"})) != old
 
 
 def test_where_the_image_comes_from_is_not_part_of_the_workload(blob) -> None:

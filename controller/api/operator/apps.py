@@ -5,15 +5,20 @@ a viewer token sees ``<secret>``."""
 
 from __future__ import annotations
 
-from flask import jsonify
+import datetime as dt
+
+from flask import jsonify, request
 from flask.typing import ResponseReturnValue
+from pydantic import Field
 from sqlalchemy import select
 
 from controller.api.auth import caller_has, require_role
 from controller.api.openapi import Link, doc
 from controller.api.operator.blueprint import ops_api
 from controller.domain import apps
+from controller.domain.app_metrics import app_metrics
 from controller.domain.bodies import AppBody
+from controller.domain.common import Body, parse
 from controller.domain.status import app_status
 from controller.domain.views import app_json
 from controller.store.lookup import find_app
@@ -100,3 +105,21 @@ def delete_app(name: str) -> ResponseReturnValue:
     with svc().db.transaction() as s:
         apps.delete_app(s, actor(), name)
     return jsonify({"deleted": name})
+
+
+class AppMetricsQuery(Body):
+    since_s: int = Field(default=3600, ge=0, le=7 * 86400)
+    """How far back the series goes (seconds)."""
+
+
+@ops_api.get("/apps/<name>/metrics")
+@require_role("viewer")
+@doc(
+    "What the app reports about itself (fps, latency, …) on each node, latest and over time",
+    query=AppMetricsQuery,
+)
+def show_app_metrics(name: str) -> ResponseReturnValue:
+    query = parse(AppMetricsQuery, request.args.to_dict())
+    since = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(seconds=query.since_s)
+    with svc().db.transaction() as s:
+        return jsonify(app_metrics(s, find_app(s, name), since))
