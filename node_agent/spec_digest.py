@@ -42,8 +42,8 @@ def _fields(app: AppSpec, with_url: bool = True) -> dict[str, Any]:
     if not with_url:
         fields["image"].pop("url", None)
     for name, default in _NEW_DEFAULTS.items():
-        if fields.get(name) == default:
-            fields.pop(name)
+        if fields.get(name, default) == default:  # the wire may leave a default out
+            fields.pop(name, None)
     for adapter in fields.get("adapters", []):
         if adapter.get("optional") is False:
             adapter.pop("optional")
