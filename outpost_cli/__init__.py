@@ -1,3 +1,3 @@
 """``outpost``: the operator CLI.  A light package: it talks to the operator API only and
-needs ``requests``, ``pyyaml`` and ``protocol`` — never the controller, Flask, SQLAlchemy,
-libvirt or the TPM libraries."""
+needs ``pyyaml``, ``pydantic``, ``websockets`` and ``protocol`` (HTTP is the standard
+library's) — never the controller, Flask, SQLAlchemy, libvirt or the TPM libraries."""

@@ -21,6 +21,7 @@ from outpost_cli.remote import add_remote_commands
 from outpost_cli.resources import UsageError, add_resource_commands, emit
 from outpost_cli.rollout import add_rollout_commands
 from outpost_cli.site_policy import add_site_policy_commands
+from outpost_cli.transport import HttpClient, Response, Unreachable
 
 __all__ = ["main"]
 
@@ -35,29 +36,26 @@ class CliError(Exception):
 
 class Client:
     def __init__(self, url: str, token: str, ca: str | None) -> None:
-        import requests  # here, not at import: `outpost --help` stays fast
-
         self.url = url.rstrip("/")
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {token}"
-        self.verify: str | bool = ca if ca else True  # per call: env CA bundles win otherwise
+        self.verify: str | bool = ca if ca else True  # the remote sessions' WebSocket TLS
+        self.http = HttpClient(self.url, token, ca)
+
+    def raw(self, method: str, path: str, **kwargs: Any) -> Response:
+        """The answer to ``/api/v1<path>`` as it came (status, bytes)."""
+        try:
+            return self.http.request(method, f"/api/v1{path}", **kwargs)
+        except Unreachable as exc:
+            raise CliError(f"cannot reach the controller at {self.url}: {exc}", 3) from exc
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        import requests
-
-        try:
-            resp = self.session.request(
-                method, f"{self.url}/api/v1{path}", timeout=60, verify=self.verify, **kwargs
-            )
-        except requests.RequestException as exc:
-            raise CliError(f"cannot reach the controller at {self.url}: {exc}", 3) from exc
+        resp = self.raw(method, path, **kwargs)
         try:
             data = resp.json()
         except ValueError:
             data = {"error": {"message": resp.text[:300]}}
-        if resp.status_code >= 400:
-            err = data.get("error", {})
-            lines = [f"{resp.status_code} {err.get('code', '')}: {err.get('message', '')}"]
+        if resp.status >= 400:
+            err = data.get("error", {}) if isinstance(data, dict) else {}
+            lines = [f"{resp.status} {err.get('code', '')}: {err.get('message', '')}"]
             for d in err.get("details") or []:
                 lines.append(f"  {d.get('field')}: {d.get('error')}")
             raise CliError("\n".join(lines))

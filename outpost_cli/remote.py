@@ -249,15 +249,13 @@ def cmd_sessions(c: Any, args: argparse.Namespace) -> None:
     if not args.id:
         raise UsageError(f"sessions {action} needs the session id")
     if action in ("replay", "download"):
-        resp = c.session.get(
-            f"{c.url}/api/v1/remote/sessions/{args.id}/recording", verify=c.verify, timeout=60
-        )
-        if resp.status_code >= 400:
-            raise UsageError(f"{resp.status_code}: {resp.text[:300]}")
+        resp = c.raw("GET", f"/remote/sessions/{args.id}/recording")
+        if resp.status >= 400:
+            raise UsageError(f"{resp.status}: {resp.text[:300]}")
         if action == "download":
             target = Path(args.out or f"session-{args.id}.cast")
-            target.write_bytes(resp.content)
-            print(f"saved {target} ({len(resp.content)} bytes, asciicast v2)")
+            target.write_bytes(resp.body)
+            print(f"saved {target} ({len(resp.body)} bytes, asciicast v2)")
         else:
             _replay(resp.text, args.speed, sys.stdout)
         return

@@ -53,5 +53,5 @@ def test_the_base_install_is_only_what_the_cli_needs() -> None:
         dep.split(">")[0].split("<")[0].split("[")[0].strip() for dep in project["dependencies"]
     }
     # websockets: the remote sessions' client (console, exec, port-forward); pure Python
-    assert names == {"requests", "pyyaml", "pydantic", "websockets"}
+    assert names == {"pyyaml", "pydantic", "websockets"}  # HTTP: the standard library
     assert project["scripts"]["outpost"] == "outpost_cli.main:main"
