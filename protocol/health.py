@@ -33,6 +33,7 @@ HealthStatus = Literal["starting", "healthy", "unhealthy"]
 _Port = Annotated[int, Field(ge=1, le=65535)]
 _Arg = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 _Path = Annotated[str, StringConstraints(pattern=r"^/[\x21-\x7e]{0,511}$")]
+_Status = Annotated[int, Field(ge=100, le=599)]
 _NetName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 
 
@@ -57,7 +58,7 @@ class HealthProbe(StrictModel):
     """http/tcp: the app's port (on its app network address)."""
     path: _Path = "/"
     """http: the path requested (printable ASCII, no spaces)."""
-    expect_status: tuple[int, int] = (200, 399)
+    expect_status: tuple[_Status, _Status] = (200, 399)
     """http: the lowest and highest status that count as healthy."""
     network: _NetName | None = None
     """http/tcp: the app network whose address is probed (default: the app's first)."""

@@ -8,11 +8,13 @@ below give each kind of number its explicit range.
 
 from __future__ import annotations
 
-from typing import Annotated
+import types
+import typing
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["MAX_COUNT", "Duration", "StrictModel", "Timestamp"]
+__all__ = ["MAX_COUNT", "Duration", "NoBoolNumbers", "StrictModel", "Timestamp"]
 
 MAX_TIMESTAMP = 2.0**33
 """Seconds since the epoch up to the year 2242: far enough, and finite."""
@@ -21,8 +23,36 @@ MAX_COUNT = 2**53
 """The largest counter or byte count on the wire (exact in a JSON double)."""
 
 
-class StrictModel(BaseModel):
-    """Closed (``extra="forbid"``), immutable, finite numbers only."""
+def _takes_bool(annotation: Any) -> bool:
+    """Whether a field of this type may hold ``true``/``false`` (bool, Any, or a union or
+    container whose members may)."""
+    if annotation is bool or annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _takes_bool(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_takes_bool(a) for a in typing.get_args(annotation))
+    return origin is not None and origin is not tuple and origin is not typing.Literal
+
+
+class NoBoolNumbers(BaseModel):
+    """Refuses ``true``/``false`` given for a number (pydantic's lax mode reads them as 1
+    and 0): a field takes a boolean only where its type says bool."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                value = data.get(field.alias or name)
+                if isinstance(value, bool) and not _takes_bool(field.annotation):
+                    raise ValueError(f"{name}: {str(value).lower()} where a number is expected")
+        return data
+
+
+class StrictModel(NoBoolNumbers):
+    """Closed (``extra="forbid"``), immutable, finite numbers only, no boolean for a number."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 

@@ -20,7 +20,7 @@ import zoneinfo
 from dataclasses import dataclass
 from typing import Annotated
 
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from protocol.model_base import StrictModel
 
@@ -122,7 +122,19 @@ class WindowState:
 class Window(StrictModel):
     """A recurring window (see the module docstring)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-rules": [
+                "cron syntax: five fields (minute hour day month weekday), each a number,"
+                " range, list or step within its bounds",
+                "time_zone is an IANA time zone name",
+                "cron fires at least once (within five years)",
+            ]
+        }
+    )
+
     cron: Annotated[str, StringConstraints(min_length=1, max_length=120)]
+    """Five fields: minute hour day month weekday."""
     time_zone: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "UTC"
     grace_s: float = Field(default=3600.0, ge=60.0, le=MAX_GRACE_S)
     """How long the window stays open after each firing of ``cron``."""
@@ -130,7 +142,10 @@ class Window(StrictModel):
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str) -> str:
-        parse_cron(value)
+        try:
+            parse_cron(value)
+        except CronError as exc:
+            raise ValueError(f"cron syntax: {exc}") from exc
         return value
 
     @field_validator("time_zone")

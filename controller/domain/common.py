@@ -16,11 +16,12 @@ from sqlalchemy.orm import Session
 from controller.errors import ApiError, invalid, validation_details
 from controller.store import notify
 from controller.store.models import Node
+from protocol.model_base import NoBoolNumbers
 
 __all__ = ["Body", "changed", "parse"]
 
 
-class Body(BaseModel):
+class Body(NoBoolNumbers):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 

@@ -42,6 +42,8 @@ DEFAULT_DEADLINE_S = 1800.0
 class BatchBody(Body):
     """How a ring is cut into batches (one of ``count`` or ``percent``)."""
 
+    model_config = ConfigDict(json_schema_extra={"x-rules": ["exactly one of count, percent"]})
+
     count: int | None = Field(default=None, ge=1, le=100_000)
     percent: int | None = Field(default=None, ge=1, le=100)
     """Of the ring's nodes, rounded up."""
@@ -57,6 +59,10 @@ class BatchBody(Body):
 
 class BudgetBody(Body):
     """A disruption budget per group of nodes sharing the values of ``group_by``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-rules": ["at least one of max_updating, min_healthy"]}
+    )
 
     group_by: list[LabelKey] = Field(min_length=1, max_length=4)
     max_updating: int | None = Field(default=None, ge=1, le=100_000)
