@@ -113,6 +113,7 @@ def _controller(base: Path) -> Iterator[tuple[str, str, str, subprocess.Popen[by
     url = f"https://{CTL_HOST}:{port}"
     init = ["--data-dir", str(data), "init", "--public-url", url, "--tls-host", CTL_HOST]
     init += ["--token-file", str(token_file), "--node-config-interval", "5"]
+    init += ["--allow-unpinned-claims", "--tpm-less", "allow"]  # a simulated TPM-less node
     assert controller_main(init) == 0
     assert controller_main(["--data-dir", str(data), "bundle", "--out", str(base / "b")]) == 0
     log = (base / "controller.log").open("ab")
