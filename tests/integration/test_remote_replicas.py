@@ -97,7 +97,9 @@ def replicas(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
         port, a, b = free_port(), free_port(), free_port()
         assert controller_main(["--data-dir", str(data), "init", "--db-url", db_url,
                                 "--public-url", f"https://127.0.0.1:{port}",
-                                "--token-file", str(token_file)]) == 0  # fmt: skip
+                                "--token-file", str(token_file),
+                                # the simulated node is TPM-less and claimed by serial
+                                "--allow-unpinned-claims", "--tpm-less", "allow"]) == 0  # fmt: skip
         pem = base / "haproxy.pem"
         pem.write_text((data / "pki/tls.pem").read_text() + (data / "pki/tls.key").read_text())
         (base / "haproxy.cfg").write_text(HAPROXY_CFG.format(port=port, pem=pem, a=a, b=b))
