@@ -34,6 +34,7 @@ from controller.remote import policy as policy_rules
 from controller.remote.recording import cast_file
 from controller.store.lookup import find_node
 from controller.store.models import ApiToken, Node
+from controller.web.body import json_body
 from controller.web.context import actor, svc
 
 __all__ = ["actor_role", "remote_api"]
@@ -74,7 +75,7 @@ class ListQuery(Body):
 def create_grant() -> ResponseReturnValue:
     role = actor_role()
     with svc().db.transaction() as s:
-        grant = grants.create(s, actor(), role, request.get_json(silent=True))
+        grant = grants.create(s, actor(), role, json_body())
         return jsonify(grants.grant_view(grant, s.get(Node, grant.node_id))), 201
 
 
@@ -117,7 +118,7 @@ def revoke_grant(grant_id: str) -> ResponseReturnValue:
 def open_session() -> ResponseReturnValue:
     role = actor_role()
     with svc().db.transaction() as s:
-        row, ticket = sessions.open_session(s, actor(), role, request.get_json(silent=True))
+        row, ticket = sessions.open_session(s, actor(), role, json_body())
         view = sessions.session_view(row, s.get(Node, row.node_id))
     return jsonify({**view, "ticket": ticket}), 201
 
@@ -184,5 +185,5 @@ def get_policy() -> ResponseReturnValue:
 @doc("Change the remote-access policy", body=policy_rules.PolicyBody)
 def put_policy() -> ResponseReturnValue:
     with svc().db.transaction() as s:
-        found = policy_rules.update(s, actor(), request.get_json(silent=True))
+        found = policy_rules.update(s, actor(), json_body())
         return jsonify(policy_rules.policy_view(found))

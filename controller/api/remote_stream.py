@@ -32,6 +32,7 @@ from controller.remote.websocket import HandshakeRefused, ServerWebSocket
 from controller.store.models import Node
 from controller.store.notify import WaitersFull
 from controller.store.replay import remember_request
+from controller.web.body import json_body
 from controller.web.context import current_services
 from protocol.bounded_json import JsonRefused, load_json
 from protocol.remote import AgentAttach, RemotePoll, SessionEnded
@@ -151,7 +152,7 @@ def device_poll() -> ResponseReturnValue:
     """Sessions waiting for this node; held up to ``wait_s`` until one is offered."""
     svc = current_services()
     with svc.db.transaction() as s:
-        node_id, body = _open(s, request.get_json(silent=True), RemotePoll, idle=True)
+        node_id, body = _open(s, json_body(), RemotePoll, idle=True)
     key = wakeups.remote_key(node_id)
     deadline = time.monotonic() + body.wait_s
     while True:
@@ -177,6 +178,6 @@ def device_poll() -> ResponseReturnValue:
 def device_ended() -> ResponseReturnValue:
     svc = current_services()
     with svc.db.transaction() as s:
-        node_id, body = _open(s, request.get_json(silent=True), SessionEnded, idle=False)
+        node_id, body = _open(s, json_body(), SessionEnded, idle=False)
         ended = sessions.agent_ended(s, node_id, body)
     return jsonify({"ended": ended})

@@ -3,13 +3,14 @@ registers nothing any more)."""
 
 from __future__ import annotations
 
-from flask import jsonify, request
+from flask import jsonify
 from flask.typing import ResponseReturnValue
 
 from controller.api.auth import require_role
 from controller.api.openapi import doc
 from controller.api.operator.blueprint import ops_api
 from controller.domain import batches
+from controller.web.body import json_body
 from controller.web.context import actor, svc
 
 
@@ -29,6 +30,6 @@ def list_batches() -> ResponseReturnValue:
     body=batches.RevokeBatchBody,
 )
 def revoke_batch(name: str) -> ResponseReturnValue:
-    data = request.get_json(silent=True)
+    data = json_body()
     with svc().db.transaction() as s:
         return jsonify({"batches": batches.revoke_batch(s, actor(), name, data)})
