@@ -201,6 +201,15 @@ SPEC_FIELDS = {
 }
 
 
+HTTP_HOST = r"^https?://[A-Za-z0-9._-]+(:[0-9]{1,5})?"
+"""Scheme and host (a DNS name or IPv4 address, no user info, no IPv6 literal) and port."""
+HttpUrl = Annotated[
+    str, StringConstraints(pattern=HTTP_HOST + r"([/?#][^\s\[\]]*)?$", max_length=2048)
+]
+"""An http(s) URL every URL parser splits the same way (brackets only ever open an IPv6
+host, so they are refused anywhere)."""
+
+
 class ImageQuery(Body):
     name: ImageName
     format: ImageFormat
@@ -214,7 +223,7 @@ class ImageRegistration(Body):
     format: ImageFormat
     sha256: Sha256Hex
     size: int = Field(gt=0, le=MAX_IMAGE_BYTES)
-    url: str = Field(pattern=r"^https?://", max_length=2048)
+    url: HttpUrl
 
 
 class NetworkBody(Body):

@@ -27,7 +27,7 @@ from pydantic import Field, StringConstraints
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.domain.bodies import LabelKey, LabelValue
+from controller.domain.bodies import HTTP_HOST, LabelKey, LabelValue
 from controller.domain.common import Body, changed, parse
 from controller.domain.labels import effective_labels
 from controller.errors import ApiError
@@ -66,7 +66,8 @@ class SitePolicySpec(Body):
     download_window: Window | None = None
     switch_window: Window | None = None
     image_base_url: (
-        Annotated[str, StringConstraints(pattern=r"^https?://[^\s?#]+$", max_length=1024)] | None
+        Annotated[str, StringConstraints(pattern=HTTP_HOST + r"(/[^\s?#\[\]]*)?$", max_length=1024)]
+        | None
     ) = None
 
 

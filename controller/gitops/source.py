@@ -46,9 +46,12 @@ __all__ = [
 
 GitUrl = Annotated[
     str,
-    StringConstraints(pattern=r"^(/|https://|ssh://|file://|[A-Za-z0-9._-]+@[^/:\s]+:)[^\s]+$"),
+    StringConstraints(
+        pattern=r"^(/|https://|ssh://|file://|[A-Za-z0-9._-]+@[^/:\s\[\]]+:)[^\s\[\]]+$"
+    ),
 ]
-"""https, ssh, scp-like ssh, file, or an absolute local path (taken as file:)."""
+"""https, ssh, scp-like ssh, file, or an absolute local path (taken as file:); no brackets
+(an IPv6 literal host is not supported: name the host)."""
 MAX_SIGNERS_BYTES = 64 * 1024
 
 
