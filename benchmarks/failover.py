@@ -71,6 +71,18 @@ def _diagnosis(fleet: Fleet, cluster: Cluster, since: float) -> Callable[[], str
     return text
 
 
+def _unreached(fleet: Fleet) -> str:
+    """The nodes still short of an acknowledged command, as the node saw them."""
+    now = time.monotonic()
+    short = [
+        f"{n.serial}: holds {n.reboot_counter}, expects {[c for c, _ in n.expected]},"
+        f" last config answer {now - n.last_config_ok:.0f} s ago"
+        for n in fleet.enrolled
+        if any(c > n.reboot_counter for c, _ in n.expected)
+    ]
+    return f"{len(short)} nodes: {short[:5]}; {fleet.parked} long-polls in flight"
+
+
 @dataclass
 class Commands:
     """An operator sending reboot commands to random nodes through HAProxy."""
@@ -94,6 +106,9 @@ class Commands:
             else:
                 self.acked[node.serial] += 1
                 node.expected.append((counter, sent))
+                # the node's long-poll may have brought the counter before this answer came
+                for delay in node.reached():
+                    self.fleet.stats.change_reached(delay)
             await asyncio.sleep(every_s)
 
 
@@ -151,6 +166,7 @@ async def run_failover(cluster: Cluster, bundle: Path, nodes: int) -> FailoverRe
             "every acknowledged command reaches its node",
             lambda: fleet.unreached() == 0,
             SETTINGS.long_poll_s + 30,
+            lambda: _unreached(fleet),
         )
         await fleet.stop()
         assert await fleet.drain_info(60) == 0, "info still undelivered after 60 s"

@@ -40,7 +40,12 @@ LONG_POLL_PATH = "/api/v1/device/config"
 REMOTE_POLL_PATH = "/api/v1/remote/device/poll"
 REMOTE_STREAM_PREFIX = "/api/v1/remote/s/"
 """Remote-access WebSockets: a session lasts as long as its grant allows (no deadline)."""
-UPLOAD_PATHS = ("/api/v1/images", "/api/v1/agent-releases", "/ui/images/upload")
+UPLOAD_PATHS = (
+    "/api/v1/images",
+    "/api/v1/agent-releases",
+    "/ui/images/upload",
+    "/api/v1/nodes/import",  # a manufacturing manifest: 100,000 rows take tens of seconds
+)
 MAX_LONG_POLL_S = 120.0
 """protocol.messages.ConfigRequest.wait_s's upper bound."""
 

@@ -1,5 +1,6 @@
-"""``outpost claim`` (pinned to the node's fingerprints) and ``outpost batches`` /
-``outpost revoke-batch`` (onboarding batches).
+"""``outpost claim`` (pinned to the node's fingerprints), ``outpost import-nodes`` (bulk
+enrolment from a manufacturing manifest) and ``outpost batches`` / ``outpost
+revoke-batch`` (onboarding batches).
 
 A claim names the node's serial and the fingerprints ``outpost-agent identity`` prints
 on the node (``--device-cert``, and ``--ek`` for its TPM): only that identity may
@@ -10,9 +11,10 @@ register.  ``outpost get pending`` shows the fingerprints of nodes waiting for a
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
-from outpost_cli.resources import emit
+from outpost_cli.resources import UsageError, emit
 
 __all__ = ["add_onboarding_commands"]
 
@@ -32,6 +34,22 @@ def cmd_claim(c: Any, args: argparse.Namespace) -> None:
         return
     pinned = "pinned to its fingerprints" if args.device_cert or args.ek else "unpinned"
     print(f"claimed {n['serial']} ({n['state']}, {pinned})")
+
+
+def cmd_import_nodes(c: Any, args: argparse.Namespace) -> None:
+    path = Path(args.manifest)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    with path.open("rb") as fh:
+        out = c.call("POST", "/nodes/import", data=fh, headers={"Content-Type": "text/csv"})
+    if args.output != "table":
+        emit(out, args.output)
+        return
+    print(
+        f"imported {path.name}: {out['created']} nodes registered,"
+        f" {out['registered_claims']} claimed serials registered,"
+        f" {out['unchanged']} already registered as listed"
+    )
 
 
 def cmd_batches(c: Any, args: argparse.Namespace) -> None:
@@ -58,6 +76,13 @@ def add_onboarding_commands(sub: Any) -> None:
     )
     s.add_argument("--ek", metavar="SHA256", help="the node's ek-cert-sha256 (its TPM)")
     s.set_defaults(fn=cmd_claim)
+    s = sub.add_parser(
+        "import-nodes",
+        help="bulk enrolment: register every node of a CSV manifest"
+        " (serial,device_cert[,ek_cert]), all rows or none",
+    )
+    s.add_argument("manifest", help="CSV file; certificates as base64 DER or quoted PEM")
+    s.set_defaults(fn=cmd_import_nodes)
     sub.add_parser("batches", help="onboarding batches issued and whether revoked").set_defaults(
         fn=cmd_batches
     )

@@ -268,4 +268,4 @@ class Fleet:
 
     def unreached(self) -> int:
         """Operator changes no node has seen yet."""
-        return sum(len(n.expected) for n in self.enrolled)
+        return sum(1 for n in self.enrolled for c, _ in n.expected if c > n.reboot_counter)

@@ -96,9 +96,12 @@ def enrol(session: Session, node: Node, identity: TpmIdentity) -> CredentialChal
 
 def re_enrol(session: Session, node: Node, identity: TpmIdentity) -> CredentialChallenge | None:
     """An identical repeat of a registration: the same TPM identity is required (409
-    otherwise); a new challenge while the AK is not activated yet."""
+    otherwise); a new challenge while the AK is not activated yet.  A node imported in
+    bulk (its EK certificate known, no AK yet) enrols the AK it shows now."""
     trust = trust_of(session, node)
     made = identity.enrolment
+    if made is not None and trust.ak_name is None and made.ek.fingerprint == trust.ek_sha256:
+        return enrol(session, node, identity)  # bulk-imported: its EK was certified, its AK new
     if (made.ek.fingerprint if made else None) != trust.ek_sha256 or (
         made.ak.name_hex if made else None
     ) != trust.ak_name:

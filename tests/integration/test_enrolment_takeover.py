@@ -21,13 +21,19 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from attestation import pki
 from attestation.ek_cert import ek_fingerprint
 from attestation.measurement import QUOTED_PCRS
 from attestation.tpm import AK_ATTRS, Tpm, parse_tpm_setting
 from node_agent.client import ControllerClient, ControllerError
-from node_agent.identity import OnboardingRefused, fingerprints, onboard
+from node_agent.identity import (
+    OnboardingRefused,
+    fingerprints,
+    load_or_create_device,
+    onboard,
+)
 from node_agent.measure import Measurements
 from node_agent.tpm_enrolment import tpm_registration
 from protocol.attest import MeasurementType
@@ -222,3 +228,30 @@ def test_a_tpm_without_an_ek_certificate_from_the_bundle_cannot_enrol(
     expected = {"none": "no_ek_cert", "foreign": "ek_untrusted"}[maker]
     assert refused is not None and (refused.status, refused.code) == (403, expected)
     assert ctl.api("GET", f"/nodes/{SERIAL}").json()["state"] == "claimed"
+
+
+def test_a_bulk_imported_node_enrols_its_tpm_at_first_register_and_attests(
+    ctl, bundle, swtpm_factory, ek_ca, tmp_path
+):
+    """Manufacturing: the maker's manifest names the serial, the device certificate and the
+    TPM's EK certificate; the node never claimed registers (200: it is known), enrols the
+    AK of that TPM and attests."""
+    genuine = swtpm_factory("genuine", ek_ca)
+    state = tmp_path / "genuine"
+    with Tpm(parse_tpm_setting(genuine.tcti)) as tpm:
+        tpm.ensure_keys()
+        device = load_or_create_device(state, SERIAL, tpm)
+        ek_der = tpm.ek_certificate()
+    assert ek_der is not None
+    b64 = base64.b64encode
+    manifest = (
+        f"serial,device_cert,ek_cert\n{SERIAL},"
+        f"{b64(device.cert.public_bytes(Encoding.DER)).decode()},{b64(ek_der).decode()}\n"
+    )
+    r = ctl.api("POST", "/nodes/import", data=manifest, headers={"Content-Type": "text/csv"})
+    assert r.status_code == 200, r.text
+    assert r.json()["created"] == 1
+
+    _genuine_onboards(ctl, bundle, genuine, state)
+    node = ctl.api("GET", f"/nodes/{SERIAL}").json()
+    assert node["uuid"] == r.json()["nodes"][0]["uuid"]

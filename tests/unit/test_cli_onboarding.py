@@ -46,6 +46,9 @@ class Recorder:
             return {"pending": [PENDING]}
         if path == "/apps":
             return {"name": "db", "kind": "container", "uuid": "u"}
+        if path == "/nodes/import":
+            self.calls[-1] = (method, path, (kwargs["headers"], kwargs["data"].read()))
+            return {"created": 2, "registered_claims": 0, "unchanged": 1, "nodes": []}
         raise AssertionError(path)
 
 
@@ -87,3 +90,23 @@ def test_app_create_sends_secret_env_apart(api: Recorder) -> None:
     assert cli.main([*argv, "--env", "A=1", "--secret-env", "PW=x"]) == 0
     body = api.calls[-1][2]
     assert body["env"] == {"A": "1"} and body["secret_env"] == {"PW": "x"}
+
+
+def test_import_nodes_sends_the_manifest_as_csv_and_prints_the_counts(
+    api: Recorder, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    manifest = tmp_path / "maker.csv"
+    manifest.write_text("serial,device_cert\nsn-1,AAAA\n")
+    assert cli.main(["import-nodes", str(manifest)]) == 0
+    ((method, path, (headers, data)),) = api.calls
+    assert (method, path, headers["Content-Type"]) == ("POST", "/nodes/import", "text/csv")
+    assert data == manifest.read_bytes()
+    assert "2 nodes registered" in capsys.readouterr().out
+
+
+def test_import_nodes_of_a_missing_file_is_a_usage_error(
+    api: Recorder, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    assert cli.main(["import-nodes", str(tmp_path / "none.csv")]) != 0
+    assert "no such file" in capsys.readouterr().err
+    assert api.calls == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from typing import Any
 
@@ -14,19 +15,22 @@ from sqlalchemy import select
 from controller.api.auth import caller_has, require_role
 from controller.api.openapi import Link, doc
 from controller.api.operator.blueprint import ops_api
-from controller.domain import events, nodes, onboarding
+from controller.domain import bulk_enrolment, events, nodes, onboarding
 from controller.domain.bodies import ClaimBody, CommandBody, NodePatch
 from controller.domain.common import Body, parse
 from controller.domain.labels import effective_labels
 from controller.domain.views import node_json
+from controller.errors import ApiError
 from controller.store.lookup import find_node
 from controller.store.models import LogBatch, Node, PendingRegistration
+from controller.trust.state import fleet_policy
 from controller.web.body import json_body
 from controller.web.context import actor, svc
 from protocol.desired_state import Name
 
-NODE = '/nodes/<key(reserved="claim"):key>'
-"""A node by serial or uuid; ``/nodes/claim`` is the claim route, never a node."""
+NODE = '/nodes/<key(reserved="claim,import"):key>'
+"""A node by serial or uuid; ``/nodes/claim`` and ``/nodes/import`` are routes, never a
+node."""
 
 
 class NodeQuery(Body):
@@ -73,6 +77,29 @@ def claim() -> ResponseReturnValue:
             allow_unpinned=services.settings.allow_unpinned_claims,
         )
         return jsonify(node_json(s, node)), 201 if new else 200
+
+
+@ops_api.post("/nodes/import")
+@require_role("admin")
+@doc(
+    "Bulk enrolment (manufacturing): a CSV manifest 'serial,device_cert[,ek_cert]' (base64"
+    " DER or PEM certificates); every row becomes a registered node, or none does (422 lists"
+    " the refused lines, 409 rows that contradict stored nodes); rows already registered"
+    " with the same identity are left as they are",
+    raw_body="text/csv",
+)
+def import_nodes() -> ResponseReturnValue:
+    request.max_content_length = bulk_enrolment.MAX_MANIFEST_BYTES  # before reading the body
+    if request.mimetype != "text/csv":
+        raise ApiError(415, "unsupported_media_type", "send the manifest as text/csv")
+    data = request.get_data(cache=False)
+    services = svc()
+    with services.db.transaction() as s:
+        tpm_less = fleet_policy(s).tpm_less
+    rows = bulk_enrolment.parse_manifest(data, services.ek_bundle, tpm_less)
+    with services.db.transaction() as s:
+        outcome = bulk_enrolment.import_manifest(s, actor(), rows, hashlib.sha256(data).hexdigest())
+    return jsonify(outcome)
 
 
 @ops_api.get("/nodes")
