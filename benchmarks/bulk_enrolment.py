@@ -14,7 +14,6 @@ Identities come from the simulator's cache (``benchmarks.simulator``; made once)
 from __future__ import annotations
 
 import argparse
-import base64
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -28,20 +27,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from attestation import pki
 from benchmarks.rig import bench_rig
+from benchmarks.simulator.fleet import manifest_csv
 from benchmarks.simulator.identities import SimIdentity
 from benchmarks.simulator.runner import load_identities
 from tests.device_sim import SimDevice
 from tests.fixtures.controller_server import running_controller
 
 Api = Callable[..., requests.Response]
-
-
-def manifest(identities: list[SimIdentity]) -> bytes:
-    lines = ["serial,device_cert"]
-    for ident in identities:
-        der = ident.device.cert.public_bytes(Encoding.DER)
-        lines.append(f"{ident.serial},{base64.b64encode(der).decode()}")
-    return ("\n".join(lines) + "\n").encode()
 
 
 def floor_s(identities: list[SimIdentity]) -> float:
@@ -67,7 +59,7 @@ def controller(backend: str, base: Path) -> Iterator[tuple[Api, str, str]]:
 
 
 def run(backend: str, identities: list[SimIdentity], base: Path) -> dict[str, Any]:
-    body = manifest(identities)
+    body = manifest_csv(identities)
     with controller(backend, base) as (api, url, ca):
         api("PATCH", "/trust/policy", json={"tpm_less": "allow"}).raise_for_status()
         t0 = time.perf_counter()

@@ -134,7 +134,7 @@ async def run_failover(cluster: Cluster, bundle: Path, nodes: int) -> FailoverRe
     async with open_fleet(spec) as fleet:
         assert fleet.operator is not None and cluster.lb is not None
         await fleet.operator.allow_tpm_less()
-        await fleet.enrol(onboarding_identity(bundle), claim=True)
+        await fleet.enrol(onboarding_identity(bundle), claim=True, bulk=True)
         assert len(fleet.enrolled) == nodes, fleet.stats.error_table()
         fleet.new_phase()
         fleet.start()

@@ -75,7 +75,7 @@ async def _measure(args: argparse.Namespace, rig: Rig, bundle: Path, identities)
         assert fleet.operator is not None
         await fleet.operator.allow_tpm_less()
         t0 = time.monotonic()
-        await fleet.enrol(onboarding_identity(bundle), claim=True)
+        await fleet.enrol(onboarding_identity(bundle), claim=True, bulk=True)
         enrol_s = time.monotonic() - t0
         fleet.new_phase()
         await asyncio.sleep(2.0)

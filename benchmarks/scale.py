@@ -61,6 +61,12 @@ def _args() -> argparse.Namespace:
     p.add_argument("--keep", type=Path, help="run in this dir and keep it (logs, config)")
     p.add_argument("--backend-scheme", choices=("https", "http"), default="https")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    p.add_argument(
+        "--enrol",
+        choices=("bulk", "register"),
+        default="bulk",
+        help="bulk: one manifest import per simulator process; register: claim + register each",
+    )
     return p.parse_args()
 
 
@@ -86,7 +92,9 @@ def _shard(
                 go["policy"].set()
             else:
                 await asyncio.to_thread(go["policy"].wait)
-            enrolled = await fleet.enrol(onboarding_identity(bundle), claim=True)
+            enrolled = await fleet.enrol(
+                onboarding_identity(bundle), claim=True, bulk=args.enrol == "bulk"
+            )
             results.put(("enrolled", shard, len(enrolled), fleet.new_phase().plain()))
             await asyncio.to_thread(go["steady"].wait)
             every = args.change_every if shard == 0 else 0.0  # one operator

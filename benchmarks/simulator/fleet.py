@@ -16,6 +16,7 @@ task for one request and the task arms the next timer.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import random
@@ -24,6 +25,8 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from attestation import pki
 from benchmarks.simulator.identities import SimIdentity
 from benchmarks.simulator.node import ConfigCheck, SimNode
@@ -31,9 +34,18 @@ from benchmarks.simulator.operator import Operator
 from benchmarks.simulator.stats import Stats
 from benchmarks.simulator.transport import RequestFailed, Transport
 
-__all__ = ["Fleet", "FleetSettings"]
+__all__ = ["Fleet", "FleetSettings", "manifest_csv"]
 
 log = logging.getLogger(__name__)
+
+
+def manifest_csv(identities: Sequence[SimIdentity]) -> bytes:
+    """A bulk-enrolment manifest of these identities (serial, base64 DER device cert)."""
+    lines = ["serial,device_cert"]
+    for ident in identities:
+        der = ident.device.cert.public_bytes(Encoding.DER)
+        lines.append(f"{ident.serial},{base64.b64encode(der).decode()}")
+    return ("\n".join(lines) + "\n").encode()
 
 
 @dataclass(frozen=True)
@@ -91,18 +103,29 @@ class Fleet:
         return old
 
     # -- enrolment ---------------------------------------------------------------
-    async def enrol(self, onboarding: pki.Identity, claim: bool) -> list[SimNode]:
-        """Claim (optional), register, attest and fetch the first config, for every node;
-        returns the nodes that made it (the others are counted as errors)."""
+    async def enrol(
+        self, onboarding: pki.Identity, claim: bool, bulk: bool = False
+    ) -> list[SimNode]:
+        """Claim (optional) and register, or import every node in one manifest (``bulk``);
+        then attest and fetch the first config, for every node; returns the nodes that
+        made it (the others are counted as errors)."""
         gate = asyncio.Semaphore(self.settings.enrol_concurrency)
+        if bulk:
+            assert self.operator is not None, "a bulk import needs an operator token"
+            uuids = await self.operator.import_manifest(
+                manifest_csv([n.identity for n in self.nodes])
+            )
+            for node in self.nodes:
+                node.node_uuid = uuids[node.serial]
 
         async def one(node: SimNode) -> SimNode | None:
             async with gate:
                 try:
-                    if claim:
+                    if claim and not bulk:
                         assert self.operator is not None, "claiming needs an operator token"
                         await self.operator.claim(node.serial, node.identity.device.sha256)
-                    await node.register(self.t, onboarding)
+                    if not bulk:
+                        await node.register(self.t, onboarding)
                     await node.poll_config(self.t, self.check)
                     await node.send_info(self.t)
                     return node

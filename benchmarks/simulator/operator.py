@@ -1,6 +1,6 @@
 """The operator's side of a simulation, through the operator API with a bearer token:
-claim serials, set the trust policy, send a change (a reboot command) to a node, and
-read back what the controller holds for the fleet."""
+claim serials (or import them in bulk), set the trust policy, send a change (a reboot
+command) to a node, and read back what the controller holds for the fleet."""
 
 from __future__ import annotations
 
@@ -25,6 +25,18 @@ class Operator:
         """A claim pinned to the node's device certificate (as an operator pastes it)."""
         body = {"serial": serial, "device_cert_sha256": device_cert_sha256}
         await self.call("op-claim", "POST", "/nodes/claim", body)
+
+    async def import_manifest(self, csv: bytes) -> dict[str, str]:
+        """Bulk enrolment (``outpost import-nodes``); returns serial → node uuid."""
+        _, answer = await self.t.request(
+            "op-import",
+            "POST",
+            "/api/v1/nodes/import",
+            headers=self.auth,
+            timeout_s=600.0,
+            raw=(csv, "text/csv"),
+        )
+        return {n["serial"]: n["uuid"] for n in answer["nodes"]}
 
     async def allow_tpm_less(self) -> dict[str, Any]:
         """What ``outpost trust-policy --tpm-less allow`` does: simulated nodes have no TPM."""

@@ -115,10 +115,14 @@ class Transport:
         headers: dict[str, str] | None = None,
         timeout_s: float | None = None,
         record: bool = True,
+        raw: tuple[bytes, str] | None = None,
     ) -> tuple[int, Any]:
-        """One request to ``<url><path>``; recorded in the stats under ``kind``."""
+        """One request to ``<url><path>`` (a JSON ``body``, or ``raw`` = (bytes, content
+        type)); recorded in the stats under ``kind``."""
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         hdrs = {"Content-Type": "application/json"} if data is not None else {}
+        if raw is not None:
+            data, hdrs = raw[0], {"Content-Type": raw[1]}
         if headers:
             hdrs.update(headers)
         # the session's timeout unless this request needs another (a long-poll)

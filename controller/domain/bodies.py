@@ -80,7 +80,7 @@ def _not_one_of(pattern: str, *words: str) -> Any:
     return [AfterValidator(check), Field(json_schema_extra={"pattern": schema_pattern})]
 
 
-ClaimSerial = Annotated[Serial, *_not_one_of(SERIAL_PATTERN, "claim")]
+ClaimSerial = Annotated[Serial, *_not_one_of(SERIAL_PATTERN, "claim", "import")]
 ImageName = Annotated[Name, *_not_one_of(NAME_PATTERN, "register")]
 
 
@@ -145,7 +145,11 @@ class AppBody(Body):
     model_config = ConfigDict(
         json_schema_extra={
             **VM_ONLY_SCHEMA,
-            "x-rules": ["each network is listed once", "each data disk name is listed once"],
+            "x-rules": [
+                "each network is listed once",
+                "each data disk name is listed once",
+                "a variable is in env or in secret_env, not both",
+            ],
         }
     )
 

@@ -67,6 +67,8 @@ _YIELD_EVERY = 256
 """Rows checked between yields to other requests of this worker (gevent)."""
 _CHUNK = 5_000
 _SERIAL = re.compile(SERIAL_PATTERN)
+RESERVED_SERIALS = ("claim", "import")
+"""Path words beside ``/nodes/<key>`` (as a claim refuses them)."""
 """Rows per IN-list query and per bulk insert."""
 
 
@@ -207,6 +209,8 @@ def _row(
         return error(f"{len(fields)} fields, the header has {width}")
     if not _SERIAL.fullmatch(serial):
         return error("serial: letters, digits, '.', '_', ':', '-' (1 to 128, first alphanumeric)")
+    if serial in RESERVED_SERIALS:
+        return error(f"serial {serial!r} is reserved (a path word)")
     if serial in serials:
         return error(f"serial is also on line {serials[serial]}")
     serials[serial] = line
