@@ -10,7 +10,9 @@ through ``controller.ui.queries``; accounts live in ``controller.domain.users``.
 
 from __future__ import annotations
 
-from flask import Flask, redirect, url_for
+from pathlib import Path
+
+from flask import Flask, redirect, send_from_directory, url_for
 from werkzeug.wrappers import Response
 
 from controller.ui import (
@@ -26,6 +28,7 @@ from controller.ui.blueprint import ui
 from controller.ui.security import configure
 
 __all__ = ["init_ui", "ui"]
+STATIC = Path(__file__).with_name("static")
 _VIEWS = (  # registers routes
     views_apps,
     views_audit,
@@ -46,3 +49,10 @@ def init_ui(app: Flask) -> None:
         return redirect(url_for("ui.overview"))
 
     app.add_url_rule("/", "ui_root", root)
+
+    def favicon() -> Response:
+        """Browsers ask for /favicon.ico on every page: the UI's icon (SVG), cached."""
+        resp = send_from_directory(STATIC, "favicon.svg", mimetype="image/svg+xml", max_age=86400)
+        return resp
+
+    app.add_url_rule("/favicon.ico", "favicon", favicon)

@@ -405,10 +405,21 @@ def images_catalog(s: Session) -> list[dict[str, Any]]:
 
 
 def audit_page(
-    s: Session, actor: str = "", action: str = "", target: str = "", page: int = 1
+    s: Session,
+    actor: str = "",
+    action: str = "",
+    target: str = "",
+    page: int = 1,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
 ) -> tuple[Page, list[str]]:
-    """Audit events, newest first; actor/target match substrings, action exactly."""
+    """Audit events, newest first; actor/target match substrings, action exactly, and
+    the time ``since`` ≤ at < ``until`` (naive UTC) when given."""
     where: list[ColumnElement[bool]] = []
+    if since is not None:
+        where.append(AuditEvent.at >= since)
+    if until is not None:
+        where.append(AuditEvent.at < until)
     for column, value in ((AuditEvent.actor, actor), (AuditEvent.target, target)):
         if value:
             like = "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

@@ -1,6 +1,9 @@
-"""UI view: the audit log (who did what to which object), filterable and paginated."""
+"""UI view: the audit log (who did what to which object), filterable by actor, action,
+target and day range (UTC), and paginated."""
 
 from __future__ import annotations
+
+import datetime as dt
 
 from flask import render_template, request
 
@@ -9,15 +12,45 @@ from controller.ui.queries import audit_page
 from controller.ui.security import requires
 
 
+def _day(name: str, errors: list[str]) -> dt.date | None:
+    """The ``YYYY-MM-DD`` query argument ``name`` (an error for anything else)."""
+    raw = request.args.get(name, "").strip()[:32]
+    if not raw:
+        return None
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        errors.append(f"{name.capitalize()}: a date as YYYY-MM-DD (UTC), not {raw!r}.")
+        return None
+
+
+def _start(day: dt.date | None, days: int = 0) -> dt.datetime | None:
+    return None if day is None else dt.datetime.combine(day, dt.time()) + dt.timedelta(days=days)
+
+
 @ui.get("/audit")
 @requires("viewer")
-def audit() -> str:
+def audit() -> tuple[str, int]:
     actor = request.args.get("actor", "").strip()[:64]
     action = request.args.get("action", "").strip()[:64]
     target = request.args.get("target", "").strip()[:128]
     page_no = max(request.args.get("page", 1, type=int) or 1, 1)
+    errors: list[str] = []
+    since, until = _day("since", errors), _day("until", errors)
+    if since and until and until < since:
+        errors.append("Until is before since: no day is in that range.")
     with services().db.transaction() as s:
-        page, actions = audit_page(s, actor, action, target, page_no)
+        page, actions = audit_page(
+            s, actor, action, target, page_no, _start(since), _start(until, days=1)
+        )
     return render_template(
-        "audit.html", page=page, actions=actions, actor=actor, action=action, target=target
-    )
+        "audit.html",
+        page=page,
+        actions=actions,
+        actor=actor,
+        action=action,
+        target=target,
+        since=since.isoformat() if since else "",
+        until=until.isoformat() if until else "",
+        errors=errors,
+    ), 422 if errors else 200

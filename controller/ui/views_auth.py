@@ -6,6 +6,7 @@ import logging
 
 from flask import flash, g, redirect, render_template, request, session, url_for
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from controller.domain.users import (
@@ -44,6 +45,8 @@ def login() -> str | Response | tuple[str, int]:
                 user = result.user
                 if user is not None:
                     audit(s, f"user:{user.username}", "ui.login", user.username)
+                else:
+                    _audit_failed_login(s, form.username.data or "", ip, result.retry_after_s)
             if token and user is not None:
                 session.clear()  # a fresh session (and CSRF secret) after login
                 session.permanent = True
@@ -64,6 +67,20 @@ def login() -> str | Response | tuple[str, int]:
     elif request.method == "POST":
         status = 422
     return render_template("login.html", form=form), status
+
+
+def _audit_failed_login(s: Session, username: str, ip: str, throttled_s: float) -> None:
+    """A refused login, audited: the account when it exists (an unknown name is not
+    written: it may be a password typed in the wrong field), the client address, and
+    whether the account was throttled (no password checked)."""
+    known = s.scalar(select(User.username).where(User.username == username[:64]))
+    audit(
+        s,
+        f"ip:{ip}",
+        "ui.login_failed",
+        known or "(unknown user)",
+        reason="throttled" if throttled_s else "wrong password" if known else "unknown user",
+    )
 
 
 @ui.post("/logout")

@@ -39,6 +39,12 @@ def test_every_page_needs_a_login(ui_app):
     assert client.get("/").headers["Location"] == "/ui/"
 
 
+def test_the_favicon_is_served_to_anyone(ui_app):
+    resp = UiClient(ui_app).get("/favicon.ico")
+    assert resp.status_code == 200 and resp.mimetype == "image/svg+xml"
+    assert b"<svg" in resp.get_data()
+
+
 def test_login_sets_a_secure_httponly_samesite_session_cookie(ui_app):
     client = UiClient(ui_app)
     client.get("/ui/login")
@@ -64,6 +70,19 @@ def test_wrong_password_and_unknown_user_get_the_same_answer(ui_app):
     for resp in (bad, unknown):
         assert "Unknown username or wrong password." in resp.get_data(as_text=True)
     assert client.get("/ui/").status_code == 302
+
+
+def test_failed_logins_are_audited_without_the_typed_text_of_unknown_names(ui_app):
+    client = UiClient(ui_app)
+    client.get("/ui/login")
+    client.post("/ui/login", {"username": "admin1", "password": "not-the-password"})
+    client.post("/ui/login", {"username": "hunter2-typed-here", "password": "x"})
+    with _db(ui_app).transaction() as s:
+        rows = s.scalars(
+            select(AuditEvent).where(AuditEvent.action == "ui.login_failed").order_by(AuditEvent.id)
+        ).all()
+        seen = [(r.target, r.detail["reason"], r.actor.startswith("ip:")) for r in rows]
+    assert seen == [("admin1", "wrong password", True), ("(unknown user)", "unknown user", True)]
 
 
 def test_a_login_after_the_next_parameter_stays_inside_the_ui(ui_app):

@@ -235,6 +235,22 @@ def test_the_audit_log_filters_and_pages(ui_client, ui_app):
     assert "No entry matches" in ui.get("/ui/audit?actor=user:nobody").get_data(as_text=True)
 
 
+def test_the_audit_log_filters_by_day(ui_client, ui_app):
+    ui = ui_client("operator")
+    ui.post("/ui/onboarding/claim", {"serial": "sn-old"})
+    ui.post("/ui/onboarding/claim", {"serial": "sn-new"})
+    ui.get("/ui/onboarding")  # shows (and so clears) the flashed messages
+    with _db(ui_app).transaction() as s:
+        old = s.scalar(select(AuditEvent).where(AuditEvent.target == "sn-old"))
+        old.at = dt.datetime(2026, 1, 2, 12, 0)
+    day = ui.get("/ui/audit?since=2026-01-02&until=2026-01-02").get_data(as_text=True)
+    assert "sn-old" in day and "sn-new" not in day
+    later = ui.get("/ui/audit?action=node.claim&since=2026-01-03").get_data(as_text=True)
+    assert "sn-new" in later and "sn-old" not in later
+    bad = ui.get("/ui/audit?since=yesterday")
+    assert bad.status_code == 422 and "YYYY-MM-DD" in bad.get_data(as_text=True)
+
+
 def test_a_crash_looping_app_is_on_the_overview_with_its_restarts_and_exit_code(ui_client, ui_app):  # type: ignore[no-untyped-def]
     looping = {
         "uuid": APP_UUID,

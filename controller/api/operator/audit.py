@@ -25,6 +25,8 @@ class AuditQuery(Body):
     actor: str | None = None
     action: str | None = None
     target: str | None = None
+    since_s: float | None = Field(default=None, ge=0, le=366 * 86400)
+    """Only entries of the last ``since_s`` seconds."""
     limit: int = Field(default=100, ge=1, le=1000)
 
 
@@ -55,6 +57,8 @@ def audit_log() -> ResponseReturnValue:
     ):
         if value:
             stmt = stmt.where(column == value)
+    if q.since_s is not None:
+        stmt = stmt.where(AuditEvent.at >= utcnow() - dt.timedelta(seconds=q.since_s))
     with svc().db.transaction() as s:
         rows = s.scalars(stmt.order_by(AuditEvent.id.desc()).limit(q.limit)).all()
         return jsonify(
