@@ -19,10 +19,13 @@ from controller.ui import (
     views_apps,
     views_audit,
     views_auth,
+    views_delete,
     views_fleet,
+    views_networks,
     views_onboarding,
     views_remote,
     views_rollouts,
+    views_trust,
 )
 from controller.ui.blueprint import ui
 from controller.ui.security import configure
@@ -33,10 +36,13 @@ _VIEWS = (  # registers routes
     views_apps,
     views_audit,
     views_auth,
+    views_delete,
     views_fleet,
+    views_networks,
     views_onboarding,
     views_remote,
     views_rollouts,
+    views_trust,
 )
 
 

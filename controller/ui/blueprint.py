@@ -40,6 +40,7 @@ NAV = (
     ("ui.onboarding", "Onboarding"),
     ("ui.apps", "Apps"),
     ("ui.images", "Images"),
+    ("ui.networks", "Networks"),
     ("ui.rollouts", "Rollouts"),
     ("ui.git", "Git"),
     ("ui.audit", "Audit log"),

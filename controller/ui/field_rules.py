@@ -55,6 +55,12 @@ FIELD_RULES: dict[str, str] = {
     "url": "an http:// or https:// address, up to 2048 characters",
     "format": "oci-archive, kernel-bundle, qcow2 or raw",
     "app": "an app of the catalog",
+    "subnet": (
+        "an IPv4 network written a.b.c.d/len, len from 16 to 29 (host bits are cleared:"
+        " 10.1.0.5/24 is 10.1.0.0/24); it may not overlap another network"
+    ),
+    "nat": "on: apps on the network reach the outside through the node's uplink (masquerade)",
+    "reason": "1 to 512 characters; kept in the audit log",
 }
 
 # pydantic error types whose message is the model's own sentence (already plain words)

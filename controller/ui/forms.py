@@ -49,13 +49,16 @@ __all__ = [
     "BundleForm",
     "ClaimForm",
     "CommandForm",
+    "ConfirmForm",
     "CsvClaimForm",
     "ImageRegisterForm",
     "ImageUploadForm",
     "LabelsForm",
     "LoginForm",
+    "NetworkForm",
     "NodeAssignForm",
     "RevokeBatchForm",
+    "RevokeNodeForm",
     "SyntaxProblem",
     "UserForm",
     "choices",
@@ -127,6 +130,32 @@ class ClaimForm(FlaskForm):
 
 class RevokeBatchForm(FlaskForm):
     reason = StringField("Reason", validators=[DataRequired(), Length(max=512)])
+
+
+class ConfirmForm(FlaskForm):
+    """A confirmation page's form: the action happens only when ``confirmed`` is "yes"."""
+
+    confirmed = HiddenField()
+
+
+class RevokeNodeForm(ConfirmForm):
+    reason = StringField(
+        "Reason", validators=[DataRequired(), Length(max=512)], description=rule("reason")
+    )
+
+
+class NetworkForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired()], description=rule("name"))
+    subnet = StringField("Subnet", validators=[DataRequired()], description=rule("subnet"))
+    nat = BooleanField("NAT to the node's uplink", description=rule("nat"))
+
+    def to_body(self) -> dict[str, Any]:
+        """The API's JSON body (``NetworkBody``)."""
+        return {
+            "name": (self.name.data or "").strip(),
+            "subnet": (self.subnet.data or "").strip(),
+            "nat": bool(self.nat.data),
+        }
 
 
 class CsvClaimForm(FlaskForm):

@@ -5,10 +5,8 @@ error with file:line:reason, each node's revision, sync now)."""
 from __future__ import annotations
 
 from flask import flash, redirect, render_template, url_for
-from flask_wtf import FlaskForm
 from sqlalchemy import select
 from werkzeug.wrappers import Response
-from wtforms import HiddenField
 
 from controller.errors import ApiError
 from controller.gitops.source import git_status
@@ -16,6 +14,7 @@ from controller.gitops.sync import sync
 from controller.rollouts import service
 from controller.store.models import Rollout
 from controller.ui.blueprint import services, ui
+from controller.ui.forms import ConfirmForm
 from controller.ui.security import requires
 from controller.web.context import actor
 
@@ -25,10 +24,6 @@ ACTIONS = {
     "resume": ("Resume the rollout", "The current ring's health window starts over."),
     "rollback": ("Roll back", "Every node returns to the previous version."),
 }
-
-
-class ConfirmForm(FlaskForm):
-    confirmed = HiddenField()
 
 
 @ui.get("/rollouts")

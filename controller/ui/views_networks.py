@@ -1,0 +1,96 @@
+"""UI views: app networks — list them (subnet, NAT, the apps attached), create one, delete
+one no app uses (after a confirmation) — through the operator API's domain actions
+(``controller.domain.networks``: they check, refuse and audit).
+
+    GET  /ui/networks                  viewer     GET /api/v1/networks
+    POST /ui/networks/new              operator   POST /api/v1/networks
+    /ui/networks/<name>/delete         operator   DELETE /api/v1/networks/<name>
+"""
+
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, url_for
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response
+
+from controller.domain import networks as networks_actions
+from controller.errors import ApiError
+from controller.store.models import Network
+from controller.ui.blueprint import apply_errors, services, ui
+from controller.ui.confirm import Ask, ask_then_act
+from controller.ui.forms import ConfirmForm, NetworkForm
+from controller.ui.security import requires
+from controller.web.context import actor
+
+
+def _page(form: NetworkForm | None = None, status: int = 200) -> tuple[str, int]:
+    with services().db.transaction() as s:
+        rows = [
+            {
+                **networks_actions.network_json(net),
+                "apps": networks_actions.network_users(s, net.name),
+            }
+            for net in s.scalars(select(Network).order_by(Network.name))
+        ]
+    return render_template("networks.html", networks=rows, form=form or NetworkForm()), status
+
+
+@ui.get("/networks")
+@requires("viewer")
+def networks() -> tuple[str, int]:
+    return _page()
+
+
+@ui.post("/networks/new")
+@requires("operator")
+def network_new() -> Response | tuple[str, int]:
+    form = NetworkForm()
+    if form.validate_on_submit():
+        try:
+            with services().db.transaction() as s:
+                out = networks_actions.create_network(s, actor(), form.to_body())
+        except ApiError as exc:
+            apply_errors(form, exc)
+        else:
+            nat = ", NAT to the uplink" if out["nat"] else ""
+            flash(f"Network {out['name']} created ({out['subnet']}{nat}).", "info")
+            return redirect(url_for("ui.networks"))
+    return _page(form, 422)
+
+
+@ui.route("/networks/<name>/delete", methods=["GET", "POST"])
+@requires("operator")
+def network_delete(name: str) -> Response | tuple[str, int]:
+    def ask(s: Session) -> Ask:
+        net = s.scalar(select(Network).where(Network.name == name))
+        if net is None:
+            raise ApiError(404, "not_found", f"no network named {name!r}")
+        users = networks_actions.network_users(s, name)
+        warning = (
+            f"Network {name}: refused while an app uses it, and {', '.join(users)}"
+            f" {'uses' if len(users) == 1 else 'use'} it now. Take it out of"
+            f" {'that app' if len(users) == 1 else 'those apps'} first."
+            if users
+            else ""
+        )
+        return Ask(
+            f"Delete network {name}",
+            f"Yes, delete network {name}",
+            [
+                f"Network {name} ({net.subnet}{', NAT' if net.nat else ''}) is deleted.",
+                "A node has a network only while one of its apps attaches to it, so no node"
+                " loses anything.",
+            ],
+            warning,
+        )
+
+    return ask_then_act(
+        ConfirmForm(),
+        ask,
+        lambda s: networks_actions.delete_network(s, actor(), name),
+        done=f"Network {name} deleted.",
+        refused=f"Network {name} was not deleted",
+        back=url_for("ui.networks"),
+        after=url_for("ui.networks"),
+    )
