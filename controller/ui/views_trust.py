@@ -85,7 +85,8 @@ def node_revoke(serial: str) -> Response | tuple[str, int]:
                 f"Node {serial} gets no config any more: every request it makes (config,"
                 " reports, downloads, registering again) is refused and its tokens are"
                 " dropped.",
-                "There is no undo: to use this machine again it must be onboarded again.",
+                "There is no undo: the serial stays revoked; to use this machine again,"
+                " give it a new serial and claim that.",
             ],
             warning,
         )

@@ -93,7 +93,7 @@ def test_a_viewer_cannot_accept_a_baseline(ui_client, ui_app, client, node):
     assert not _audited(ui_app, "trust.accept_baseline")
 
 
-def test_revoking_asks_first_saying_the_node_gets_no_config_and_must_be_onboarded_again(
+def test_revoking_asks_first_saying_the_node_gets_no_config_and_the_serial_stays_revoked(
     ui_client, ui_app, node
 ):
     admin = ui_client("admin")
@@ -101,7 +101,7 @@ def test_revoking_asks_first_saying_the_node_gets_no_config_and_must_be_onboarde
         page = _text(resp)
         assert resp.status_code == 200 and "Revoke node sn-1?" in page
         assert "Node sn-1 gets no config any more" in page
-        assert "it must be onboarded again" in page and 'id="reason-error"' not in page
+        assert "give it a new serial" in page and 'id="reason-error"' not in page
     assert _trust(ui_app).revoked_at is None
 
 
