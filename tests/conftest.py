@@ -1,8 +1,10 @@
 """Shared pytest configuration: fixtures live in tests/fixtures/, one module per daemon;
-under ``CI=true`` a skip is a failure (tests/ci_skips.py)."""
+under ``CI=true`` a skip is a failure (tests/ci_skips.py); what integration tests print
+is repeated in the terminal summary (tests/figures.py)."""
 
 pytest_plugins = [
     "tests.ci_skips",
+    "tests.figures",
     "tests.fixtures.images",
     "tests.fixtures.libvirt_daemon",
     "tests.fixtures.private_libvirt",
