@@ -17,9 +17,11 @@ with gevent, SQLite calls are short and local).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -125,13 +127,51 @@ class RequestDeadline:
 
 class OutpostWorker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type information
     """gunicorn's gevent worker; on SIGTERM it also releases the parked long-polls, so a
-    graceful stop does not wait for them (they answer "unchanged" and nodes poll again)."""
+    graceful stop does not wait for them (they answer "unchanged" and nodes poll again),
+    and closes the keep-alive connections that sit between two requests, at once and
+    after the answer of each request in flight (gunicorn would wait for each to time out,
+    so every stop took the whole graceful timeout while a balancer or an agent held a
+    connection open). Requests in flight still finish.
+
+    Which connections are idle is known without a race: gevent is cooperative, and a
+    request is marked busy before its handler yields for the first time."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._connections: dict[Any, bool] = {}
+        """Open client sockets → busy with a request."""
+
+    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        self._connections[client] = False
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self._connections.pop(client, None)
+
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
+        self._connections[sock] = True
+        try:
+            return super().handle_request(listener_name, req, sock, addr)
+        finally:
+            if sock in self._connections:
+                self._connections[sock] = False
+            if not self.alive:  # stopping: this answer (sent whole) was the last on it
+                _close_idle(sock)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)
         flask_app = getattr(self.app, "flask_app", None)
         if flask_app is not None:
             flask_app.extensions["outpost"].notifier.release_waiters()
+        for sock, busy in list(self._connections.items()):
+            if not busy:
+                _close_idle(sock)
+
+
+def _close_idle(sock: Any) -> None:
+    """End a keep-alive connection that waits for its next request."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _flush_on_exit(server: Any, worker: Any) -> None:

@@ -4,7 +4,10 @@ leadership across processes."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import socket
+import ssl
 import threading
 from pathlib import Path
 
@@ -120,6 +123,38 @@ def test_the_server_answers_over_keep_alive(tmp_path: Path) -> None:
     with running_controller(tmp_path) as ctl, requests.Session() as session:
         for _ in range(5):
             assert session.get(f"{ctl.url}/healthz", verify=str(ctl.root_ca)).ok
+
+
+def test_sigterm_closes_an_idle_keep_alive_connection_and_finishes_a_request_in_flight(
+    tmp_path: Path,
+) -> None:
+    """A graceful stop does not wait for a balancer's idle connection to time out (75 s
+    keep-alive, 15 s graceful timeout): the server closes it, and a long-poll in flight on
+    another connection is still answered."""
+    with running_controller(tmp_path) as ctl:
+        node = Node(ctl, tmp_path)
+        idle = socket.create_connection(("127.0.0.1", int(ctl.url.rsplit(":", 1)[1])))
+        tls = ssl.create_default_context(cafile=str(ctl.root_ca)).wrap_socket(
+            idle, server_hostname="127.0.0.1"
+        )
+        tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        first = tls.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200")
+        answers: list[requests.Response] = []
+        have = node.current_hash()
+        parked = threading.Thread(target=lambda: answers.append(node.config(have, wait_s=110)))
+        parked.start()
+        while node.parked() < 1:
+            parked.join(0.05)
+        ctl.process.send_signal(signal.SIGTERM)
+        tls.settimeout(60)
+        with contextlib.suppress(ssl.SSLError, ConnectionError):
+            while tls.recv(65536):  # the rest of the first answer, then the server's close
+                pass
+        parked.join(60)
+        assert answers and answers[0].status_code == 200
+        assert ctl.process.wait(60) == 0
+        tls.close()
 
 
 def test_metrics_are_prometheus_text_with_the_fleet_and_request_series(tmp_path: Path) -> None:
