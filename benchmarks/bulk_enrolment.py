@@ -63,7 +63,9 @@ def run(backend: str, identities: list[SimIdentity], base: Path) -> dict[str, An
     with controller(backend, base) as (api, url, ca):
         api("PATCH", "/trust/policy", json={"tpm_less": "allow"}).raise_for_status()
         t0 = time.perf_counter()
-        r = api("POST", "/nodes/import", data=body, headers={"Content-Type": "text/csv"})
+        r = api(
+            "POST", "/nodes/import", data=body, headers={"Content-Type": "text/csv"}, timeout=600
+        )
         took = time.perf_counter() - t0
         r.raise_for_status()
         out = r.json()
