@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,6 +78,12 @@ def test_an_agent_started_by_hand_is_found_as_its_nodes_agent(
         return {p.ref.pid: (p.role, p.node, p.recorded) for p in find_processes(state)}
 
     seen = found()
+    for _ in range(100):  # a process just started may not show its final argv yet
+        if agent.pid in seen and controller.pid in seen:
+            break
+        controller.poll()
+        time.sleep(0.05)
+        seen = found()
     assert seen.get(agent.pid) == ("agent", node.name, True)
     assert seen.get(controller.pid) == ("controller", "", False)
     assert viewer.pid not in seen  # a log viewer is not the lab's
