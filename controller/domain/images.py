@@ -15,6 +15,7 @@ from controller.errors import ApiError
 from controller.services import Services
 from controller.store.audit import audit
 from controller.store.blobs import blob_path, store_upload
+from controller.store.lookup import find_image
 from controller.store.models import App, Image
 
 __all__ = ["delete_image", "register_image", "upload_image"]
@@ -62,9 +63,7 @@ def upload_image(
 
 def delete_image(s: Session, services: Services, actor: str, name: str) -> None:
     """``DELETE /images/<name>``: an image no app uses; its blob goes when no image needs it."""
-    image = s.scalar(select(Image).where(Image.name == name))
-    if image is None:
-        raise ApiError(404, "not_found", f"no image named {name!r}")
+    image = find_image(s, name)
     if s.scalar(select(func.count()).select_from(App).where(App.image_id == image.id)):
         raise ApiError(409, "conflict", f"image {name!r} is used by apps")
     audit(s, actor, "image.delete", name, before=image_json(image))

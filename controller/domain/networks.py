@@ -14,6 +14,7 @@ from controller.domain.common import changed, parse
 from controller.domain.ownership import refuse_if_git_owned
 from controller.errors import ApiError
 from controller.store.audit import audit
+from controller.store.lookup import find_network
 from controller.store.models import App, Network
 
 __all__ = ["create_network", "delete_network", "network_json", "network_users", "put_network"]
@@ -78,9 +79,7 @@ def _insert(s: Session, actor: str, body: NetworkBody) -> Network:
 
 def delete_network(s: Session, actor: str, name: str) -> None:
     """``DELETE /networks/<name>``: only when no app attaches to it."""
-    net = s.scalar(select(Network).where(Network.name == name))
-    if net is None:
-        raise ApiError(404, "not_found", f"no network named {name!r}")
+    net = find_network(s, name)
     refuse_if_git_owned(s, actor, "Network", name)
     users = network_users(s, name)
     if users:

@@ -6,9 +6,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.errors import ApiError
-from controller.store.models import App, Node
+from controller.store.models import App, Image, Network, Node
 
-__all__ = ["find_app", "find_node"]
+__all__ = ["find_app", "find_image", "find_network", "find_node"]
 
 
 def find_node(session: Session, key: str) -> Node:
@@ -23,3 +23,17 @@ def find_app(session: Session, name: str) -> App:
     if app is None:
         raise ApiError(404, "not_found", f"no app named {name!r}")
     return app
+
+
+def find_image(session: Session, name: str) -> Image:
+    image = session.scalar(select(Image).where(Image.name == name))
+    if image is None:
+        raise ApiError(404, "not_found", f"no image named {name!r}")
+    return image
+
+
+def find_network(session: Session, name: str) -> Network:
+    net = session.scalar(select(Network).where(Network.name == name))
+    if net is None:
+        raise ApiError(404, "not_found", f"no network named {name!r}")
+    return net

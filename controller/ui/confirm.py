@@ -21,7 +21,7 @@ from controller.errors import ApiError
 from controller.ui.blueprint import services
 from controller.ui.forms import ConfirmForm
 
-__all__ = ["Ask", "ask_then_act"]
+__all__ = ["Ask", "ask_then_act", "in_use_warning"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,19 @@ class Ask:
     warning: str = ""
     """Why the controller will refuse, when that is known already."""
     danger: bool = True
+
+
+def in_use_warning(what: str, users: list[str], fix: str) -> str:
+    """Why a delete of ``what`` will be refused while the apps ``users`` use it ("" when
+    none does); ``fix`` names them as ``{them}``."""
+    if not users:
+        return ""
+    one = len(users) == 1
+    return (
+        f"{what}: refused while an app uses it, and {', '.join(users)}"
+        f" {'uses' if one else 'use'} it now. "
+        + fix.format(them="that app" if one else "those apps")
+    )
 
 
 def ask_then_act(

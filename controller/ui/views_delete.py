@@ -17,11 +17,10 @@ from werkzeug.wrappers import Response
 from controller.domain import apps as apps_actions
 from controller.domain import images as images_actions
 from controller.domain import nodes as nodes_actions
-from controller.errors import ApiError
-from controller.store.lookup import find_app, find_node
-from controller.store.models import App, Assignment, Image
+from controller.store.lookup import find_app, find_image, find_node
+from controller.store.models import App, Assignment
 from controller.ui.blueprint import services, ui
-from controller.ui.confirm import Ask, ask_then_act
+from controller.ui.confirm import Ask, ask_then_act, in_use_warning
 from controller.ui.forms import ConfirmForm
 from controller.ui.security import requires
 from controller.web.context import actor
@@ -71,9 +70,7 @@ def app_delete(name: str) -> Response | tuple[str, int]:
 @requires("operator")
 def image_delete(name: str) -> Response | tuple[str, int]:
     def ask(s: Session) -> Ask:
-        image = s.scalar(select(Image).where(Image.name == name))
-        if image is None:
-            raise ApiError(404, "not_found", f"no image named {name!r}")
+        image = find_image(s, name)
         users = list(s.scalars(select(App.name).where(App.image_id == image.id).order_by(App.name)))
         stored = (
             "The file at its URL is not touched."
@@ -81,13 +78,7 @@ def image_delete(name: str) -> Response | tuple[str, int]:
             else "Its file in the controller's datastore is deleted too, unless another image"
             " has the same contents."
         )
-        warning = (
-            f"Image {name}: refused while an app uses it, and {', '.join(users)}"
-            f" {'uses' if len(users) == 1 else 'use'} it now. Point"
-            f" {'that app' if len(users) == 1 else 'those apps'} at another image first."
-            if users
-            else ""
-        )
+        warning = in_use_warning(f"Image {name}", users, "Point {them} at another image first.")
         return Ask(
             f"Delete image {name}",
             f"Yes, delete image {name}",

@@ -16,9 +16,10 @@ from werkzeug.wrappers import Response
 
 from controller.domain import networks as networks_actions
 from controller.errors import ApiError
+from controller.store.lookup import find_network
 from controller.store.models import Network
 from controller.ui.blueprint import apply_errors, services, ui
-from controller.ui.confirm import Ask, ask_then_act
+from controller.ui.confirm import Ask, ask_then_act, in_use_warning
 from controller.ui.forms import ConfirmForm, NetworkForm
 from controller.ui.security import requires
 from controller.web.context import actor
@@ -63,17 +64,9 @@ def network_new() -> Response | tuple[str, int]:
 @requires("operator")
 def network_delete(name: str) -> Response | tuple[str, int]:
     def ask(s: Session) -> Ask:
-        net = s.scalar(select(Network).where(Network.name == name))
-        if net is None:
-            raise ApiError(404, "not_found", f"no network named {name!r}")
+        net = find_network(s, name)
         users = networks_actions.network_users(s, name)
-        warning = (
-            f"Network {name}: refused while an app uses it, and {', '.join(users)}"
-            f" {'uses' if len(users) == 1 else 'use'} it now. Take it out of"
-            f" {'that app' if len(users) == 1 else 'those apps'} first."
-            if users
-            else ""
-        )
+        warning = in_use_warning(f"Network {name}", users, "Take it out of {them} first.")
         return Ask(
             f"Delete network {name}",
             f"Yes, delete network {name}",
