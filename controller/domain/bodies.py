@@ -80,7 +80,9 @@ def _not_one_of(pattern: str, *words: str) -> Any:
     return [AfterValidator(check), Field(json_schema_extra={"pattern": schema_pattern})]
 
 
-ClaimSerial = Annotated[Serial, *_not_one_of(SERIAL_PATTERN, "claim", "import")]
+RESERVED_SERIALS = ("claim", "import")
+"""Path words beside ``/nodes/<key>``: no node may be named so."""
+ClaimSerial = Annotated[Serial, *_not_one_of(SERIAL_PATTERN, *RESERVED_SERIALS)]
 ImageName = Annotated[Name, *_not_one_of(NAME_PATTERN, "register")]
 
 

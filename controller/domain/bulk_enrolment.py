@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 
 from attestation import pki
 from attestation.ek_cert import EkCaBundle, EkCertError, verify_ek_certificate
+from controller.domain.bodies import RESERVED_SERIALS
 from controller.errors import ApiError
 from controller.store import notify
 from controller.store.audit import audit
@@ -67,8 +68,6 @@ _YIELD_EVERY = 256
 """Rows checked between yields to other requests of this worker (gevent)."""
 _CHUNK = 5_000
 _SERIAL = re.compile(SERIAL_PATTERN)
-RESERVED_SERIALS = ("claim", "import")
-"""Path words beside ``/nodes/<key>`` (as a claim refuses them)."""
 """Rows per IN-list query and per bulk insert."""
 
 
