@@ -64,6 +64,8 @@ def _git(
         )
     except FileNotFoundError as exc:
         raise GitError("the git command is not installed") from exc
+    except ValueError as exc:  # a NUL byte or an unencodable character in an argument
+        raise GitError(f"the arguments of git {args[0]} could not be passed to git: {exc}") from exc
     except subprocess.TimeoutExpired as exc:
         raise GitError(f"git {args[0]} timed out after {timeout:.0f} s") from exc
     if out.returncode != 0:

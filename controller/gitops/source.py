@@ -47,11 +47,11 @@ __all__ = [
 GitUrl = Annotated[
     str,
     StringConstraints(
-        pattern=r"^(/|https://|ssh://|file://|[A-Za-z0-9._-]+@[^/:\s\[\]]+:)[^\s\[\]]+$"
+        pattern=r"^(/|https://|ssh://|file://|[A-Za-z0-9._-]+@[^/:\s\[\]]+:)[^\s\[\]\x00-\x1f\x7f]+$"
     ),
 ]
 """https, ssh, scp-like ssh, file, or an absolute local path (taken as file:); no brackets
-(an IPv6 literal host is not supported: name the host)."""
+(an IPv6 literal host is not supported: name the host), no control characters."""
 MAX_SIGNERS_BYTES = 64 * 1024
 
 

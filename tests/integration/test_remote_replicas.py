@@ -187,11 +187,16 @@ def test_a_session_ends_cleanly_when_its_replica_dies_and_keeps_its_recording(
         receive(ws, io.BytesIO(), io.BytesIO(), Outcome())
     assert str(lost.value) == LOST
 
-    deadline = time.monotonic() + 20  # the node reports; the other replica records it
+    # Either the node reports its broken connection, or the surviving replica finds the
+    # relaying process gone first: both end the session with a reason naming the lost relay.
+    deadline = time.monotonic() + 20
     while (ended := ctl.api("GET", f"/remote/sessions/{view['id']}").json())["state"] != "ended":
         assert time.monotonic() < deadline, ended
         time.sleep(0.2)
-    assert "connection to the controller broke" in ended["end_reason"]
+    reason = ended["end_reason"]
+    assert "connection to the controller broke" in reason or (
+        f"the controller process relaying it ({relay}) stopped" in reason
+    ), reason
     cast = ctl.api("GET", f"/remote/sessions/{view['id']}/recording")
     assert cast.status_code == 200
     assert "shown-before-the-kill" in cast.text

@@ -107,6 +107,23 @@ def test_https_ssh_file_and_local_paths_are_accepted(api, url):
     assert api("PUT", "/git/source", json={"url": url, "interval_s": 0}).status_code == 200
 
 
+@pytest.mark.parametrize("url", ["/srv/a\x00b.git", "https://git.example/\ud800.git", "/srv/\x07"])
+def test_a_url_git_could_not_be_given_is_refused_and_a_sync_never_fails_with_500(api, url):
+    r = api("PUT", "/git/source", data=json.dumps({"url": url}), content_type="application/json")
+    assert r.status_code == 422, r.json
+    assert api("POST", "/git/sync").status_code == 409  # no source was set
+
+
+def test_a_sync_whose_git_arguments_cannot_be_passed_is_a_refused_revision(api, client):
+    api("PUT", "/git/source", json={"url": "/srv/none.git", "interval_s": 0})
+    with client.application.extensions["outpost"].db.transaction() as s:
+        source = s.get(GitSource, 1)
+        source.url = "/srv/a\x00b.git"  # stored by an older release without the check
+    r = api("POST", "/git/sync")
+    assert r.status_code == 409, r.json
+    assert "could not be passed to git" in json.dumps(r.json)
+
+
 def test_credentials_in_a_url_are_never_shown_nor_audited(api, client):
     url = "https://deploy:ghp_T0kenValue@git.example/org/sites.git"
     r = api("PUT", "/git/source", json={"url": url, "interval_s": 0})

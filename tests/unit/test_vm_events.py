@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
@@ -46,14 +47,25 @@ def test_a_domain_stopping_behind_the_runtimes_back_wakes_the_listener(tmp_path,
     runtime.watch(woken.set)
     spec = _spec(tmp_path, nodes[0])
     runtime.start(spec)
-    woken.wait(5.0)  # the "started" event
-    woken.clear()
-    libvirt.open(URI).lookupByName(domain_name(nodes[0], spec.app_uuid)).destroy()
-    assert woken.wait(5.0)
-    last = runtime.events[-1]
-    assert last.domain == domain_name(nodes[0], spec.app_uuid)
-    assert last.stopped and last.name == "stopped/destroyed"
+    name = domain_name(nodes[0], spec.app_uuid)
+    _wait_for(
+        woken,
+        lambda: any(e.domain == name and e.name.startswith("started") for e in runtime.events),
+    )
+    seen = len(runtime.events)
+    libvirt.open(URI).lookupByName(name).destroy()
+    _wait_for(woken, lambda: any(e.stopped for e in runtime.events[seen:]))
+    stopped = next(e for e in runtime.events[seen:] if e.stopped)
+    assert stopped.domain == name
+    assert stopped.name == "stopped/destroyed"
     runtime.close()
+
+
+def _wait_for(woken: threading.Event, seen: Callable[[], bool]) -> None:
+    """Wait on the listener's wake-ups (not on a clock) until `seen()` holds."""
+    while not seen():
+        assert woken.wait(5.0), "no libvirt event within 5 s"
+        woken.clear()
 
 
 def test_other_nodes_domains_are_not_reported(tmp_path, nodes):
