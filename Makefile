@@ -26,11 +26,16 @@ lab: images
 lab-down:
 	$(VENV)/outpost-lab down $(LAB_ARGS)
 
+# two workers: the VM-booting tests on one, the other integration tests on the other, unit
+# tests wherever there is room (tests/parallel.py); PYTEST_WORKERS=0 runs in one process
+PYTEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
+
 test: images
-	$(VENV)/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: setup
-	$(VENV)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(VENV)/python -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/ruff check .

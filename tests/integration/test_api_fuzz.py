@@ -23,7 +23,7 @@ from tests.fixtures.controller_server import running_controller
 
 pytestmark = pytest.mark.integration
 
-FUZZ_SECONDS = int(os.environ.get("OUTPOST_FUZZ_SECONDS", "150"))
+FUZZ_SECONDS = int(os.environ.get("OUTPOST_FUZZ_SECONDS", "100"))
 MIN_REQUESTS = 5000
 
 

@@ -343,7 +343,7 @@ def test_two_nodes_of_a_site_download_at_the_sites_rate_cap_and_the_eta_comes_tr
 ) -> None:
     rate = 800_000.0  # the site's total, bytes/s: 400 kB/s per node
     busybox = built_images.get("busybox").path
-    big = padded_oci(busybox, tmp_path / "big.tar", 24_000_000)
+    big = padded_oci(busybox, tmp_path / "big.tar", 12_000_000)
     blobs = {sha256_of(busybox): busybox, sha256_of(big): big}
     state = load_state(fleet.lab.dir)
     assert state is not None and state.network is not None

@@ -4,11 +4,12 @@ One node (``lab.qemu_node.QemuNode``: TCG unless KVM really works, its own swtpm
 EK certificates from a local CA, a network that reaches only the controller) boots the
 cached node image, prints its identity on the console, onboards and attests over its vTPM,
 shows nothing to a port scan from outside (the image's defaults: sshd off, the agent's
-lockdown on), runs a container app (busybox) and a VM app (testvm, nested under TCG), passes
-its stand-in GPU (an emulated IOMMU and ``virtio-gpu-pci``: lab.qemu_node) through to a
-second VM app whose guest reports the device on its console, refuses a second app for it,
-gives it back to its host driver when the app goes, and after a power cycle with the
-controller away brings the first two apps back from its checkpoint.
+lockdown on), passes its stand-in GPU (an emulated IOMMU and ``virtio-gpu-pci``:
+lab.qemu_node) through to a VM app whose guest reports the device on its console, refuses a
+second app for it, gives it back to its host driver when the app goes, runs a container app
+(busybox) and a VM app (testvm, nested under TCG), and after a power cycle with the
+controller away brings those two apps back from its checkpoint. (The GPU guest boots before
+the other VM app so that the two nested TCG guests do not share the node's CPU.)
 
 The tests share one controller and one node and run in file order (one boot, one reboot).
 Guest time under TCG on a 2-core host: ~2-3 min to an attested agent, ~2 min more until
@@ -56,7 +57,7 @@ CONTAINER_CMD = ["sh", "-c", "echo hello-qemu-node; while true; do sleep 5; done
 SCANNED = (22, 53, 80, 111, 443, 2375, 5900, 8080, 9090, 16509, 16514)
 """Guest TCP ports forwarded from the host for the scan: SSH, DNS, web, rpcbind, container
 and VM management daemons, libvirt."""
-SCAN_WAIT_S = 20.0
+SCAN_WAIT_S = 10.0
 
 
 class Lab:
@@ -253,18 +254,6 @@ def test_a_scan_from_outside_finds_no_open_port(lab: Lab):
     assert _scan(lab) == []
 
 
-def test_the_node_runs_a_container_app_and_a_vm_app(lab: Lab):
-    app = {"name": "c1", "kind": "container", "image": "busybox", "command": CONTAINER_CMD}
-    assert lab.api("POST", "/apps", json=app).status_code == 201
-    vm = {"name": "v1", "kind": "vm", "image": "testvm", "resources": {"memory_mib": 96}}
-    assert lab.api("POST", "/apps", json=vm).status_code == 201
-    for name in APPS:
-        assert lab.api("POST", f"/nodes/{SERIAL}/apps", json={"app": name}).status_code == 201
-
-    seconds = lab.wait_for(f"apps {APPS}", lambda: lab.states() == APPS)
-    print(f"\nassigned to both RUNNING: {seconds:.0f} s")
-
-
 def _adapters(lab: Lab) -> dict[str, dict]:  # type: ignore[type-arg]
     found = lab.api("GET", f"/nodes/{SERIAL}/adapters").json()
     return {a["address"]: a for a in found.get("adapters", [])}
@@ -344,6 +333,18 @@ def test_removing_the_app_gives_the_gpu_back_to_its_host_driver(lab: Lab):
     assert "g1" not in lab.states() and not _adapters(lab)[GPU_ADDRESS]["used_by"]
 
 
+def test_the_node_runs_a_container_app_and_a_vm_app(lab: Lab):
+    app = {"name": "c1", "kind": "container", "image": "busybox", "command": CONTAINER_CMD}
+    assert lab.api("POST", "/apps", json=app).status_code == 201
+    vm = {"name": "v1", "kind": "vm", "image": "testvm", "resources": {"memory_mib": 96}}
+    assert lab.api("POST", "/apps", json=vm).status_code == 201
+    for name in APPS:
+        assert lab.api("POST", f"/nodes/{SERIAL}/apps", json={"app": name}).status_code == 201
+
+    seconds = lab.wait_for(f"apps {APPS}", lambda: lab.states() == APPS)
+    print(f"\nassigned to both RUNNING: {seconds:.0f} s")
+
+
 def test_after_a_power_cycle_without_controller_the_apps_come_back_from_the_checkpoint(
     lab: Lab,
 ):
@@ -368,7 +369,7 @@ def test_stopping_the_node_leaves_no_process(lab: Lab):
     pids = lab.node.pids()
     assert set(pids) == {"qemu", "swtpm"}
 
-    lab.node.stop()
+    lab.node.stop(timeout_s=10)  # ACPI first; what is left after 10 s is killed
 
     assert not lab.node.is_running()
     assert lab.node.pids() == {}

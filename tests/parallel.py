@@ -1,0 +1,57 @@
+"""How ``make test`` spreads the suite over two pytest-xdist workers (``-n 2 --dist loadgroup``).
+
+CI has two cores. The tests that boot guests under TCG (a whole node, the inference VM)
+keep one core busy and are almost all waiting on their guest; the other integration tests
+start daemons of their own and some of them read timings. So the scheduler here makes:
+
+- one unit of the VM-booting modules (:data:`VM_MODULES`), run in file order on one worker;
+- one unit of every other integration and browser test, run in file order on one worker,
+  never beside another test of its own unit;
+- one unit per unit-test or contract module: each worker takes them when it has room.
+
+It is xdist's "loadscope" scheduler with these scopes (pytest 9 keeps the nodeid that
+xdist's own ``xdist_group`` marks rewrite, so grouping by mark does not work there).
+Without ``-n`` nothing changes: one process runs everything in order.
+Loaded by ``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+__all__ = ["VM_MODULES", "scope_of"]
+
+VM_MODULES = frozenset(
+    {
+        "test_qemu_node.py",
+        "test_lab_qemu.py",
+        "test_inference_fleet.py",
+        "test_inference_vm_image.py",
+        "test_inference_oci_podman.py",
+    }
+)
+"""Modules whose tests boot a guest under TCG (or build the image it boots)."""
+
+
+def scope_of(nodeid: str) -> str:
+    """The unit of work ``nodeid`` belongs to: "vm", "integration" or its own module."""
+    path = nodeid.split("::", 1)[0]
+    folder, _, module = path.rpartition("/")
+    if folder.endswith(("tests/integration", "tests/browser")):
+        return "vm" if module in VM_MODULES else "integration"
+    return path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class _Units(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    return _Units(config, log)
