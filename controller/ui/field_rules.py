@@ -61,6 +61,24 @@ FIELD_RULES: dict[str, str] = {
     ),
     "nat": "on: apps on the network reach the outside through the node's uplink (masquerade)",
     "reason": "1 to 512 characters; kept in the audit log",
+    # rollouts (controller.rollouts.plan)
+    "ring_name": "letters, digits and . _ -, 1 to 63 characters; empty: the ring is not used",
+    "ring_selector": LABEL_RULE + "; at most 16; its nodes (device labels as device/<key>)",
+    "ring_percent": (
+        "a whole number from 1 to 100: the share of the app's nodes updated once this ring"
+        " is done (not with labels); neither: every node left"
+    ),
+    "soak_s": "a number of seconds from 0 to 604800 (7 days) each node must run healthy",
+    "deadline_s": (
+        "a number of seconds above 0, at most 604800 (7 days), and at least the soak time"
+    ),
+    "batch_count": "a whole number of nodes per batch from 1 to 100000; empty: one batch",
+    "success_threshold_pct": (
+        "a whole number from 1 to 100: the share of a batch that must be healthy"
+    ),
+    "group_by": "label keys separated by commas, 1 to 4; empty: no budget",
+    "max_updating": "a whole number from 1 to 100000; empty: no limit",
+    "min_healthy": "a whole number from 0 to 100000; empty: no limit",
 }
 
 # pydantic error types whose message is the model's own sentence (already plain words)

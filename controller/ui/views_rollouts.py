@@ -1,10 +1,12 @@
-"""UI views: staged rollouts (list, per-ring and per-node progress, approve / pause /
-resume / roll back after a confirmation) and the git source (revision in force, last
-error with file:line:reason, each node's revision, sync now)."""
+"""UI views: staged rollouts (list, start one with its rings, per-ring and per-node
+progress, approve / pause / resume / roll back after a confirmation) and the git source
+(revision in force, last error with file:line:reason, each node's revision, sync now)."""
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, url_for
+from typing import Any
+
+from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
@@ -12,9 +14,11 @@ from controller.errors import ApiError
 from controller.gitops.source import git_status
 from controller.gitops.sync import sync
 from controller.rollouts import service
-from controller.store.models import Rollout
+from controller.store.lookup import find_app
+from controller.store.models import App, Image, Rollout
 from controller.ui.blueprint import services, ui
-from controller.ui.forms import ConfirmForm
+from controller.ui.forms import ConfirmForm, SyntaxProblem, choices
+from controller.ui.forms_rollout import RolloutForm, place_errors
 from controller.ui.security import requires
 from controller.web.context import actor
 
@@ -32,7 +36,70 @@ def rollouts() -> str:
     with services().db.transaction() as s:
         rows = s.scalars(select(Rollout).order_by(Rollout.id.desc()).limit(100)).all()
         items = [service.rollout_json(s, r, full=False) for r in rows]
-    return render_template("rollouts.html", rollouts=items)
+        apps = list(s.scalars(select(App.name).order_by(App.name)))
+    return render_template("rollouts.html", rollouts=items, apps=apps)
+
+
+def _current(name: str) -> dict[str, Any]:
+    """The app's stored definition (secrets as stored: the form never shows them)."""
+    with services().db.transaction() as s:
+        app = find_app(s, name)
+        image = s.get(Image, app.image_id)
+        assert image is not None
+        images = [
+            (i.name, f"{i.name} ({i.format})")
+            for i in s.scalars(select(Image).order_by(Image.name))
+        ]
+        return {
+            "name": app.name,
+            "kind": app.kind,
+            "image": image.name,
+            "selector": app.label_selector,
+            "spec": dict(app.spec),
+            "images": images,
+        }
+
+
+def _field_named(form: RolloutForm, field_id: str) -> Any:
+    for f in form:
+        if f.id == field_id:
+            return f
+        for entry in getattr(f, "entries", []):
+            for sub in entry.form:
+                if sub.id == field_id:
+                    return sub
+    return None
+
+
+@ui.route("/rollouts/new", methods=["GET", "POST"])
+@requires("operator")
+def rollouts_new() -> str | Response | tuple[str, int]:
+    """Start a rollout: the app's new version and its rings (``service.start``, as the
+    API's POST /rollouts); a refusal shows the form again with the problem by its field."""
+    name = request.args.get("app", "")
+    current = _current(name)
+    form = RolloutForm()
+    form.image.choices = choices(*current["images"])
+    if request.method == "GET":
+        form.fill({**current["spec"], "image": current["image"]})
+    elif form.validate_on_submit():
+        try:
+            body = form.to_body(current)
+            with services().db.transaction() as s:
+                rid = service.start(s, actor(), body).id
+        except SyntaxProblem as exc:
+            field = _field_named(form, exc.field)
+            if field is None:
+                form.form_errors.append(str(exc))
+            else:
+                field.errors = [*list(field.errors), str(exc)]
+        except ApiError as exc:
+            place_errors(form, exc)
+        else:
+            flash(f"Rollout {rid} of {name} started.", "info")
+            return redirect(url_for("ui.rollouts_detail", rid=rid))
+    status = 422 if request.method == "POST" else 200
+    return render_template("rollout_form.html", form=form, app=current), status
 
 
 @ui.get("/rollouts/<id:rid>")
