@@ -61,6 +61,20 @@ FIELD_RULES: dict[str, str] = {
     ),
     "nat": "on: apps on the network reach the outside through the node's uplink (masquerade)",
     "reason": "1 to 512 characters; kept in the audit log",
+    # the git source (controller.gitops.source)
+    "git_url": (
+        "https://, ssh://, file://, user@host:path or an absolute path, up to 2048 characters,"
+        " no spaces, brackets or control characters; user:token@ in an https URL is kept"
+        " apart and never shown"
+    ),
+    "branch": "a branch name: letters, digits and . _ / -, up to 255 characters, no ..",
+    "subpath": "a folder of the repository holding sites/ (letters, digits, . _ / -; no ..);"
+    " empty: the top",
+    "interval_s": "a whole number of seconds from 0 to 86400; 0: only on demand",
+    "allowed_signers": (
+        "an ssh allowed-signers file: one '<principal> <key type> <key>' per line, at most"
+        " 64 KiB; needed when signatures are verified"
+    ),
     # rollouts (controller.rollouts.plan)
     "ring_name": "letters, digits and . _ -, 1 to 63 characters; empty: the ring is not used",
     "ring_selector": LABEL_RULE + "; at most 16; its nodes (device labels as device/<key>)",

@@ -51,6 +51,7 @@ __all__ = [
     "CommandForm",
     "ConfirmForm",
     "CsvClaimForm",
+    "GitSourceForm",
     "ImageRegisterForm",
     "ImageUploadForm",
     "LabelsForm",
@@ -292,6 +293,35 @@ class ImageUploadForm(FlaskForm):
     format = SelectField("Format", choices=choices(*FORMAT_NAMES))
     sha256 = StringField("SHA-256 (optional: the upload must match it)")
     file = FileField("Image file", validators=[FileRequired()])
+
+
+class GitSourceForm(FlaskForm):
+    """The git source (PUT /git/source); the URL is shown without its credentials."""
+
+    git_url = StringField(
+        "Repository URL", validators=[DataRequired()], description=rule("git_url")
+    )
+    keep_credentials = BooleanField("Keep the stored credentials", default=True)
+    branch = StringField("Branch", default="main", description=rule("branch"))
+    subpath = StringField("Folder", description=rule("subpath"))
+    interval_s = WholeNumberField("Sync every (s)", "interval_s", default=60)
+    verify_signatures = BooleanField("Apply only commits signed by an allowed signer")
+    allowed_signers = TextAreaField("Allowed signers", description=rule("allowed_signers"))
+
+    def to_body(self, stored_url: str = "", with_credentials: str = "") -> dict[str, Any]:
+        """The API's ``GitSourceBody``; the stored URL typed back unchanged keeps its
+        credentials (``with_credentials``: that URL with them) unless told not to."""
+        url = (self.git_url.data or "").strip()
+        if with_credentials and url == stored_url and self.keep_credentials.data:
+            url = with_credentials
+        return {
+            "url": url,
+            "branch": (self.branch.data or "").strip() or "main",
+            "path": (self.subpath.data or "").strip(),
+            "interval_s": 60 if self.interval_s.data is None else self.interval_s.data,
+            "verify_signatures": bool(self.verify_signatures.data),
+            "allowed_signers": self.allowed_signers.data or "",
+        }
 
 
 class UserForm(FlaskForm):

@@ -1,6 +1,6 @@
 """UI views: staged rollouts (list, start one with its rings, per-ring and per-node
-progress, approve / pause / resume / roll back after a confirmation) and the git source
-(revision in force, last error with file:line:reason, each node's revision, sync now)."""
+progress, approve / pause / resume / roll back after a confirmation). The git source is
+in ``views_git``."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from controller.errors import ApiError
-from controller.gitops.source import git_status
-from controller.gitops.sync import sync
 from controller.rollouts import service
 from controller.store.lookup import find_app
 from controller.store.models import App, Image, Rollout
@@ -133,32 +131,3 @@ def rollouts_action(rid: int, action: str) -> str | Response:
     else:
         flash(f"Rollout {number} of {out['app']}: {out['state'].replace('_', ' ')}.", "info")
     return redirect(url_for("ui.rollouts_detail", rid=number))
-
-
-@ui.get("/git")
-@requires("viewer")
-def git() -> str:
-    with services().db.transaction() as s:
-        status = git_status(s)
-    return render_template("git.html", git=status, form=ConfirmForm())
-
-
-@ui.post("/git/sync")
-@requires("operator")
-def git_sync() -> Response:
-    form = ConfirmForm()
-    if not form.validate_on_submit():
-        flash("The form was not accepted; reload the page and try again.", "error")
-        return redirect(url_for("ui.git"))
-    try:
-        result = sync(services())
-    except ApiError as exc:
-        flash(exc.message, "error")
-        return redirect(url_for("ui.git"))
-    if result.errors:
-        flash(f"The revision was refused ({len(result.errors)} errors); see below.", "error")
-    elif result.applied:
-        flash(f"Revision {result.revision[:12]} applied ({len(result.changes)} changes).", "info")
-    else:
-        flash(f"Up to date at {result.revision[:12]}.", "info")
-    return redirect(url_for("ui.git"))

@@ -111,7 +111,7 @@ def test_the_git_page_shows_the_refused_revision_with_file_line_and_reason(
     client.get("/ui/git")
     assert client.post("/ui/git/sync").status_code == 302
     page = client.get("/ui/git").get_data(as_text=True)
-    assert "sites/qa/a.yaml" in page and "<td>4</td>" in page and "spec.kind" in page
+    assert "<code>sites/qa/a.yaml:4</code>" in page and "spec.kind" in page
 
 
 def test_the_detail_page_says_what_each_node_waits_for_and_when_it_should_end(
