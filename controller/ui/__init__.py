@@ -27,6 +27,7 @@ from controller.ui import (
     views_remote,
     views_rollouts,
     views_trust,
+    views_users,
 )
 from controller.ui.blueprint import ui
 from controller.ui.security import configure
@@ -45,6 +46,7 @@ _VIEWS = (  # registers routes
     views_remote,
     views_rollouts,
     views_trust,
+    views_users,
 )
 
 

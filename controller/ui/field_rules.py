@@ -61,6 +61,7 @@ FIELD_RULES: dict[str, str] = {
     ),
     "nat": "on: apps on the network reach the outside through the node's uplink (masquerade)",
     "reason": "1 to 512 characters; kept in the audit log",
+    "password": "12 to 1024 characters; a long phrase is best",
     # the git source (controller.gitops.source)
     "git_url": (
         "https://, ssh://, file://, user@host:path or an absolute path, up to 2048 characters,"

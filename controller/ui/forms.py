@@ -23,7 +23,7 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
-from wtforms.validators import DataRequired, InputRequired, Length, Optional
+from wtforms.validators import DataRequired, EqualTo, InputRequired, Length, Optional
 
 from controller.domain.tokens import ROLES
 from controller.ui.field_rules import FIELD_RULES
@@ -54,10 +54,12 @@ __all__ = [
     "GitSourceForm",
     "ImageRegisterForm",
     "ImageUploadForm",
+    "InviteForm",
     "LabelsForm",
     "LoginForm",
     "NetworkForm",
     "NodeAssignForm",
+    "PasswordForm",
     "RevokeBatchForm",
     "RevokeNodeForm",
     "SyntaxProblem",
@@ -327,6 +329,25 @@ class GitSourceForm(FlaskForm):
 class UserForm(FlaskForm):
     username = StringField("Username", validators=[DataRequired(), Length(max=64)])
     role = SelectField("Role", choices=choices(*ROLES), default="viewer")
+
+
+class InviteForm(FlaskForm):
+    """A user without a password, who sets it through a one-time link."""
+
+    invitee = StringField("Username", validators=[DataRequired(), Length(max=64)])
+    invite_role = SelectField("Role", choices=choices(*ROLES), default="viewer")
+
+
+class PasswordForm(FlaskForm):
+    """A new password, typed twice (the rules are ``controller.domain.users``')."""
+
+    password = PasswordField(
+        "New password", validators=[DataRequired()], description=rule("password")
+    )
+    again = PasswordField(
+        "The same password again",
+        validators=[DataRequired(), EqualTo("password", message="The two passwords differ.")],
+    )
 
 
 def parse_pairs(text: str | None, field: str, commas: bool = False) -> dict[str, str]:

@@ -53,7 +53,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 KEY_FILE = "ui-session.key"
-PUBLIC_ENDPOINTS = {"ui.login", "ui.static"}
+PUBLIC_ENDPOINTS = {"ui.login", "ui.static", "ui.invite_accept"}
 F = TypeVar("F", bound=Callable[..., Any])
 csrf = CSRFProtect()
 CSP = (

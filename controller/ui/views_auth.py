@@ -1,4 +1,4 @@
-"""UI views: log in, log out, and user management (admin)."""
+"""UI views: log in and log out (user management is in ``views_users``)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from controller.domain.users import (
-    UserError,
-    authenticate,
-    create_user,
-    end_session,
-    start_session,
-)
+from controller.domain.users import authenticate, end_session, start_session
 from controller.store.audit import audit
 from controller.store.models import User
 from controller.ui.blueprint import services, ui
-from controller.ui.forms import LoginForm, UserForm
-from controller.ui.security import ip_limiter, requires, safe_next
-from controller.web.context import actor
+from controller.ui.forms import LoginForm
+from controller.ui.security import ip_limiter, safe_next
 
 log = logging.getLogger(__name__)
 
@@ -92,50 +85,3 @@ def logout() -> Response:
     session.clear()
     flash("You are logged out.", "info")
     return redirect(url_for("ui.login"))
-
-
-@ui.route("/users", methods=["GET", "POST"])
-@requires("admin")
-def users() -> str | Response:
-    form = UserForm()
-    password = None
-    if form.validate_on_submit():
-        try:
-            with services().db.transaction() as s:
-                password = create_user(s, form.username.data or "", form.role.data or "viewer")
-                audit(
-                    s,
-                    actor(),
-                    "user.create",
-                    form.username.data or "",
-                    after={"role": form.role.data},
-                )
-        except UserError as exc:
-            form.username.errors = [*form.username.errors, str(exc)]
-        else:
-            flash(f"User {form.username.data} created.", "info")
-    with services().db.transaction() as s:
-        rows = list(s.scalars(select(User).order_by(User.username)))
-    return render_template(
-        "users.html",
-        form=form,
-        users=rows,
-        password=password,
-        created=form.username.data if password else None,
-    )
-
-
-@ui.post("/users/<id:user_id>/delete")
-@requires("admin")
-def delete_user(user_id: int) -> Response:
-    with services().db.transaction() as s:
-        user = s.get(User, user_id)
-        if user is None:
-            flash("No such user.", "error")
-        elif user.id == g.ui_user.id:
-            flash("You cannot delete yourself.", "error")
-        else:
-            audit(s, actor(), "user.delete", user.username, before={"role": user.role})
-            s.delete(user)
-            flash(f"User {user.username} deleted.", "info")
-    return redirect(url_for("ui.users"))

@@ -36,7 +36,7 @@ from controller.store.models.trust import (
     NodeTrust,
     TrustPolicy,
 )
-from controller.store.models.users import UiSession, User
+from controller.store.models.users import UiSession, User, UserInvite
 
 __all__ = [
     "ACTIVE",
@@ -73,5 +73,6 @@ __all__ = [
     "TrustPolicy",
     "UiSession",
     "User",
+    "UserInvite",
     "utcnow",
 ]

@@ -1,4 +1,5 @@
-"""Tables of the web UI: users (argon2id hashes, roles) and server-side sessions."""
+"""Tables of the web UI: users (argon2id hashes, roles), server-side sessions and
+invitations (one-time links to set a first password)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from controller.store.models.core import Base, utcnow
 
-__all__ = ["UiSession", "User"]
+__all__ = ["UiSession", "User", "UserInvite"]
 
 
 class User(Base):
@@ -35,4 +36,16 @@ class UiSession(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("ui_users.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     last_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+
+
+class UserInvite(Base):
+    """A one-time link for a new user to set their password; only the token's sha256 is
+    kept, and the row is deleted when the link is used."""
+
+    __tablename__ = "ui_invites"
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("ui_users.id", ondelete="CASCADE"), unique=True)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
