@@ -109,8 +109,14 @@ class RolloutForm(FlaskForm):
             for index, entry in enumerate(self.rings)
             if (ring := entry.form.to_body(index)) is not None
         ]
+        if not rings:
+            raise SyntaxProblem(
+                "rings-0-name", "name at least one ring (an unnamed ring is unused)"
+            )
         budgets: list[dict[str, Any]] = []
         keys = [k.strip() for k in (self.group_by.data or "").split(",") if k.strip()]
+        if not keys and (self.max_updating.data is not None or self.min_healthy.data is not None):
+            raise SyntaxProblem("group_by", "name the label keys whose groups the budget limits")
         if keys:
             budget: dict[str, Any] = {"group_by": keys}
             if self.max_updating.data is not None:

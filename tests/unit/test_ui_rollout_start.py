@@ -88,6 +88,10 @@ def test_the_form_starts_a_rollout_like_the_api_and_it_is_audited(ui_client, ui_
         ({"rings-0-selector": "ring"}, "rings-0-selector", "key=value"),
         ({"rings-0-percent": "150", "rings-0-selector": ""}, "rings-0-percent", "1 to 100"),
         ({"rings-1-batch_count": "0"}, "rings-1-batch_count", "100000"),
+        ({"rings-0-name": "", "rings-1-name": ""}, "rings-0-name", "at least one ring"),
+        ({"rings-1-name": "bad name!"}, "rings-1-name", "letters, digits"),
+        ({"group_by": "", "max_updating": "1"}, "group_by", "label keys"),
+        ({"group_by": "site", "max_updating": ""}, "group_by", "max_updating"),
     ],
 )
 def test_a_bad_ring_value_is_refused_next_to_its_field_and_nothing_starts(
