@@ -39,6 +39,7 @@ __all__ = [
     "retry_delay_s",
     "session_user",
     "set_password",
+    "set_role",
     "start_session",
 ]
 
@@ -100,6 +101,17 @@ def set_password(session: Session, user: User, password: str) -> None:
     user.password_hash = _hasher.hash(password)
     user.failed_logins = 0
     session.execute(delete(UiSession).where(UiSession.user_id == user.id))
+
+
+def set_role(session: Session, user: User, role: str) -> None:
+    """Change a user's role; the last admin stays an admin (someone must manage users)."""
+    if role not in ROLES:
+        raise UserError(f"role must be one of {', '.join(ROLES)}")
+    if user.role == "admin" and role != "admin":
+        admins = session.scalars(select(User.id).where(User.role == "admin")).all()
+        if list(admins) == [user.id]:
+            raise UserError(f"{user.username} is the last admin")
+    user.role = role
 
 
 def retry_delay_s(failures: int) -> float:

@@ -1,9 +1,10 @@
 """UI views: users (admin) — add one with a generated password, invite one (a one-time
-link, valid 24 h, where they set their own password), set a user's password, delete one;
-and the public invitation page that link opens.
+link, valid 24 h, where they set their own password), set a user's password or role,
+delete one; and the public invitation page that link opens.
 
 Passwords and invitation tokens are never logged nor audited: the audit log says
-``user.create``, ``user.invited``, ``user.password_set`` and ``user.delete`` with the
+``user.create``, ``user.invited``, ``user.password_set``, ``user.role`` and
+``user.delete`` with the
 user name and role only."""
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from sqlalchemy import delete, select
 from werkzeug.wrappers import Response
 
 from controller.domain.invites import NO_PASSWORD, accept_invite, invite_for, invite_user
-from controller.domain.users import UserError, create_user, set_password
+from controller.domain.tokens import ROLES
+from controller.domain.users import UserError, create_user, set_password, set_role
 from controller.store.audit import audit
 from controller.store.models import User, UserInvite
 from controller.ui.blueprint import services, ui
@@ -40,6 +42,7 @@ def _users_page(
         users=rows,
         pending=pending,
         no_password=NO_PASSWORD,
+        roles=ROLES,
         **shown,
     )
     return html, status
@@ -141,6 +144,31 @@ def invite_accept(token: str) -> Response | tuple[str, int]:
             return redirect(url_for("ui.login"))
     status = 422 if request.method == "POST" else 200
     return render_template("invite.html", form=form, username=username, busy=False), status
+
+
+@ui.post("/users/<id:user_id>/role")
+@requires("admin")
+def user_role(user_id: int) -> Response:
+    """Change a user's role (not one's own: another admin does that)."""
+    role = request.form.get("role", "")
+    try:
+        with services().db.transaction() as s:
+            user = s.get(User, user_id)
+            if user is None:
+                abort(404)
+            if user.id == g.ui_user.id:
+                raise UserError("you cannot change your own role")
+            before = user.role
+            set_role(s, user, role[:32])
+            if before != role:
+                audit(s, actor(), "user.role", user.username, before={"role": before},
+                      after={"role": role})  # fmt: skip
+            name = user.username
+    except UserError as exc:
+        flash(f"Role not changed: {exc}.", "error")
+    else:
+        flash(f"{name} is now {role}; it applies to their next page.", "info")
+    return redirect(url_for("ui.users"))
 
 
 @ui.post("/users/<id:user_id>/delete")

@@ -135,3 +135,39 @@ def test_an_invite_is_refused_for_a_taken_name_and_a_logged_in_user_cannot_use_a
     assert viewer.post(path, {"password": NEW, "again": NEW}).status_code == 403
     with db(ui_app).transaction() as s:
         assert s.scalar(select(UserInvite)) is not None
+
+
+def test_an_admin_changes_a_role_but_not_their_own_and_a_non_admin_cannot(ui_client, ui_app):
+    admin = ui_client("admin")
+    viewer = ui_client("viewer")
+    uid, own = user_id(ui_app, "viewer1"), user_id(ui_app, "admin1")
+    assert viewer.post(f"/ui/users/{uid}/role", {"role": "admin"}).status_code == 403
+    assert ui_client("operator").post(f"/ui/users/{uid}/role", {"role": "admin"}).status_code == 403
+    assert admin.post(f"/ui/users/{uid}/role", {"role": "operator"}).status_code == 302
+    assert viewer.get("/ui/apps/new").status_code == 200  # an operator now
+    admin.post(f"/ui/users/{own}/role", {"role": "viewer"})
+    assert "cannot change your own role" in admin.get("/ui/users").get_data(as_text=True)
+    admin.post(f"/ui/users/{uid}/role", {"role": "root"})
+    assert "role must be one of" in admin.get("/ui/users").get_data(as_text=True)
+    with db(ui_app).transaction() as s:
+        roles = dict(s.execute(select(User.username, User.role)).tuples().all())
+    assert roles["viewer1"] == "operator" and roles["admin1"] == "admin"
+    [event] = [e for e in audit_rows(ui_app) if e.action == "user.role"]
+    assert event.actor == "user:admin1" and event.after == {"role": "operator"}
+
+
+def test_the_last_admin_keeps_the_admin_role(ui_app):
+    from controller.domain.users import UserError, set_role
+
+    with db(ui_app).transaction() as s:
+        for user in s.scalars(select(User).where(User.role == "admin")):
+            if user.username != "admin1":
+                set_role(s, user, "viewer")
+        last = s.scalar(select(User).where(User.username == "admin1"))
+        assert last is not None
+        try:
+            set_role(s, last, "viewer")
+        except UserError as exc:
+            assert "last admin" in str(exc)
+        else:
+            raise AssertionError("the last admin was demoted")
