@@ -102,6 +102,7 @@ def test_a_bad_ring_value_is_refused_next_to_its_field_and_nothing_starts(
     assert resp.status_code == 422
     error = page.split(f'id="{field}-error"', 1)[1].split("</div>", 1)[0]
     assert words in error and "Traceback" not in page
+    assert f'href="#{field}"' in page  # listed above the form
     assert rollouts(ui_app) == []
 
 
