@@ -10,8 +10,6 @@ counts and "needs attention" are one pass over a narrow row per node.
 from __future__ import annotations
 
 import datetime as dt
-import gzip
-import json
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +24,6 @@ from controller.store.models import (
     AuditEvent,
     Event,
     Image,
-    LogBatch,
     MetricSample,
     Node,
     NodeTrust,
@@ -48,7 +45,6 @@ __all__ = [
     "node_list",
     "node_status",
     "recent_events",
-    "recent_logs",
 ]
 
 PAGE_SIZE = 50
@@ -316,20 +312,6 @@ def recent_events(s: Session, node: Node | None = None, limit: int = 20) -> list
     return [
         {"at": e.at, "node": serial, "kind": e.kind, "message": e.message} for e, serial in rows
     ]
-
-
-def recent_logs(s: Session, node: Node, source: str = "", limit: int = 200) -> list[dict[str, Any]]:
-    """The newest ``limit`` log lines (oldest first), as ``GET /nodes/<key>/logs``."""
-    stmt = select(LogBatch).where(LogBatch.node_id == node.id)
-    if source:
-        stmt = stmt.where(LogBatch.source == source)
-    lines: list[dict[str, Any]] = []
-    for batch in s.scalars(stmt.order_by(LogBatch.id.desc()).limit(100)):
-        for raw in reversed(gzip.decompress(batch.data_gz).splitlines()):
-            lines.append({"source": batch.source, **json.loads(raw)})
-            if len(lines) >= limit:
-                return list(reversed(lines))
-    return list(reversed(lines))
 
 
 def metric_samples(s: Session, node: Node, since: dt.datetime) -> list[dict[str, Any]]:

@@ -29,8 +29,10 @@ from controller.ui.forms import (
     SyntaxProblem,
     choices,
 )
+from controller.ui.log_lines import app_logs
 from controller.ui.queries import app_instances, apps_catalog, images_catalog
 from controller.ui.security import requires
+from controller.ui.views_fleet import LOG_LINES, REFRESH_S
 from controller.web.context import actor
 
 # API field paths → form fields (resources.* are flattened in the form)
@@ -118,6 +120,7 @@ def _app_page(name: str, assign: NodeAssignForm | None = None, status: int = 200
         page = app_instances(s, app, max(request.args.get("page", 1, type=int) or 1, 1))
         since = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(hours=1)
         metrics = app_metrics(s, app, since)
+        logs = app_logs(s, app, limit=LOG_LINES)
     html = render_template(
         "app.html",
         app=out,
@@ -125,6 +128,9 @@ def _app_page(name: str, assign: NodeAssignForm | None = None, status: int = 200
         assign_form=assign or NodeAssignForm(),
         metrics=metrics,
         charts=app_charts(metrics),
+        logs=logs,
+        log_lines=LOG_LINES,
+        refresh=REFRESH_S,
     )
     return html, status
 

@@ -26,6 +26,7 @@ from controller.ui.forms import (
     choices,
     parse_pairs,
 )
+from controller.ui.log_lines import LEVELS, level_filter, recent_logs
 from controller.ui.queries import (
     FILTERS,
     fleet_summary,
@@ -34,13 +35,14 @@ from controller.ui.queries import (
     node_list,
     node_status,
     recent_events,
-    recent_logs,
 )
 from controller.ui.security import requires
 from controller.web.context import actor
 from protocol.desired_state import NodeSettings
 
 REFRESH_S = 10
+LOG_LINES = 200
+"""Lines in a log panel (the newest; the download has them all)."""
 WINDOWS = {"1h": 1, "6h": 6, "24h": 24}
 COMMANDS = {
     "reboot": "Reboot the node",
@@ -96,6 +98,7 @@ def _node_context(s: Any, serial: str) -> dict[str, Any]:
     since = utcnow() - dt.timedelta(hours=WINDOWS[window])
     cpus = int((node.inventory or {}).get("cpus") or 1)
     source = request.args.get("source", "")
+    level = level_filter(request.args.get("level", ""))
     apps = node_apps(s, node)
     app_names = {a.uuid: a.name for a in s.scalars(select(App))}
     defaults = NodeSettings(config_interval_s=services().settings.node_config_interval_s)
@@ -109,8 +112,11 @@ def _node_context(s: Any, serial: str) -> dict[str, Any]:
         "window": window,
         "windows": list(WINDOWS),
         "events": recent_events(s, node, limit=30),
-        "logs": recent_logs(s, node, source, limit=200),
+        "logs": recent_logs(s, node, source, level, limit=LOG_LINES),
         "source": source,
+        "level": level,
+        "levels": LEVELS[1:],
+        "log_lines": LOG_LINES,
         "sources": sorted({*(node.log_seq or {}).keys()}),
         "app_names": app_names,
         "settings": {**defaults.model_dump(), **(node.settings or {})},

@@ -1,26 +1,44 @@
 // Outpost web UI: progressive enhancement only — every page works without this file.
-// Auto-refresh: a [data-refresh] region is re-fetched every N seconds (from the
-// [data-refresh-control] bar) and swapped in, unless the tab is hidden, the user paused
-// it, or keyboard focus / a text selection is inside the region.  A session that ended
-// stops the refresh and says so.
+// Auto-refresh: the page is re-fetched every N seconds (from the [data-refresh-control]
+// bar) and each [data-refresh] region (by its id; a page may have several) is swapped in,
+// unless the tab is hidden, the user paused it, or keyboard focus / a text selection is
+// inside that region.  A session that ended stops the refresh and says so.
+// Log panels ([data-follow]) follow the tail: scrolled to the bottom on load and kept
+// there after an update; one the user scrolled up in is left alone until they return
+// to the bottom.
 (function () {
   "use strict";
 
+  function atBottom(el) {
+    return el.scrollHeight - el.scrollTop - el.clientHeight < 4;
+  }
+
+  function follows(region) {
+    var inside = Array.prototype.slice.call(region.querySelectorAll("[data-follow]"));
+    return region.hasAttribute("data-follow") ? [region].concat(inside) : inside;
+  }
+
+  function busyInside(region) {
+    var focus = document.activeElement;
+    if (region.contains(focus) && focus !== region && !focus.hasAttribute("data-follow")) return true;
+    var sel = window.getSelection && window.getSelection();
+    if (sel && !sel.isCollapsed && region.contains(sel.anchorNode)) return true;
+    return follows(region).some(function (el) { return !atBottom(el); });
+  }
+
+  function toBottom(region) {
+    follows(region).forEach(function (el) { el.scrollTop = el.scrollHeight; });
+  }
+
   function start(control) {
-    var region = document.querySelector("[data-refresh]");
-    if (!region || !region.id) return;
+    var regions = Array.prototype.slice.call(document.querySelectorAll("[data-refresh][id]"));
+    if (!regions.length) return;
     var seconds = Math.max(parseInt(control.getAttribute("data-seconds"), 10) || 10, 2);
     var pause = control.querySelector("[data-pause]");
     var stamp = control.querySelector("[data-updated]");
     var paused = false;
     var busy = false;
     var timer = null;
-
-    function busyInside() {
-      if (region.contains(document.activeElement) && document.activeElement !== region) return true;
-      var sel = window.getSelection && window.getSelection();
-      return !!(sel && !sel.isCollapsed && region.contains(sel.anchorNode));
-    }
 
     function stop(message) {
       window.clearInterval(timer);
@@ -30,7 +48,7 @@
     }
 
     function tick() {
-      if (paused || busy || document.hidden || busyInside()) return;
+      if (paused || busy || document.hidden || regions.every(busyInside)) return;
       busy = true;
       fetch(window.location.href, { credentials: "same-origin", headers: { "X-Outpost-Refresh": "1" } })
         .then(function (resp) {
@@ -44,14 +62,18 @@
         .then(function (html) {
           if (!html) return;
           var doc = new DOMParser().parseFromString(html, "text/html");
-          var fresh = doc.getElementById(region.id);
-          if (fresh && !busyInside()) {
+          var swapped = false;
+          regions.forEach(function (region) {
+            var fresh = doc.getElementById(region.id);
+            if (!fresh || busyInside(region)) return;
             region.innerHTML = fresh.innerHTML;
-            if (stamp) {
-              var now = new Date();
-              stamp.textContent = now.toISOString().substring(11, 19);
-              stamp.setAttribute("datetime", now.toISOString());
-            }
+            toBottom(region);
+            swapped = true;
+          });
+          if (swapped && stamp) {
+            var now = new Date();
+            stamp.textContent = now.toISOString().substring(11, 19);
+            stamp.setAttribute("datetime", now.toISOString());
           }
         })
         .catch(function () { /* the next tick tries again */ })
@@ -71,6 +93,7 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    toBottom(document.body);
     var control = document.querySelector("[data-refresh-control]");
     if (control) start(control);
     // after a refused form, take keyboard and screen-reader users to the list of problems
