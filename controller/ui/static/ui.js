@@ -2,7 +2,8 @@
 // Auto-refresh: a [data-refresh] region is re-fetched every N seconds (from the
 // [data-refresh-control] bar) and swapped in, unless the tab is hidden, the user paused
 // it, or keyboard focus / a text selection is inside the region.  A session that ended
-// stops the refresh and says so.
+// stops the refresh and says so.  Ticked row checkboxes (bulk actions) stay ticked across
+// a refresh; a [data-select-all] box ticks every box of its name on the page.
 (function () {
   "use strict";
 
@@ -46,7 +47,15 @@
           var doc = new DOMParser().parseFromString(html, "text/html");
           var fresh = doc.getElementById(region.id);
           if (fresh && !busyInside()) {
+            var ticked = {};
+            region.querySelectorAll("input[type=checkbox][name]:checked").forEach(function (box) {
+              ticked[box.name + "\n" + box.value] = true;
+            });
             region.innerHTML = fresh.innerHTML;
+            region.querySelectorAll("input[type=checkbox][name]").forEach(function (box) {
+              if (ticked[box.name + "\n" + box.value]) box.checked = true;
+            });
+            showSelectAll();
             if (stamp) {
               var now = new Date();
               stamp.textContent = now.toISOString().substring(11, 19);
@@ -70,7 +79,30 @@
     timer = window.setInterval(tick, seconds * 1000);
   }
 
+  // "select all on this page": shown only with this script; kept in step with the rows
+  function boxes(name) {
+    return document.querySelectorAll("input[type=checkbox][name='" + name + "']");
+  }
+
+  function showSelectAll() {
+    document.querySelectorAll("[data-select-all]").forEach(function (all) {
+      var rows = Array.prototype.slice.call(boxes(all.getAttribute("data-select-all")));
+      all.hidden = false;
+      all.checked = rows.length > 0 && rows.every(function (b) { return b.checked; });
+      all.indeterminate = !all.checked && rows.some(function (b) { return b.checked; });
+    });
+  }
+
+  document.addEventListener("change", function (ev) {
+    var target = ev.target;
+    if (!target || target.type !== "checkbox") return;
+    var name = target.getAttribute("data-select-all");
+    if (name) boxes(name).forEach(function (b) { b.checked = target.checked; });
+    showSelectAll();
+  });
+
   document.addEventListener("DOMContentLoaded", function () {
+    showSelectAll();
     var control = document.querySelector("[data-refresh-control]");
     if (control) start(control);
     // after a refused form, take keyboard and screen-reader users to the list of problems
