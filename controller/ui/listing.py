@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 
 from flask import request, url_for
 from sqlalchemy import ColumnElement, Select, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import QueryableAttribute, Session
 
 from controller.ui.blueprint import ui
 
@@ -28,6 +28,8 @@ __all__ = [
     "PER_CHOICES",
     "ListArgs",
     "Listing",
+    "SortColumn",
+    "Sorts",
     "like",
     "list_args",
     "list_url",
@@ -37,6 +39,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+SortColumn = ColumnElement[Any] | QueryableAttribute[Any]
+Sorts = Mapping[str, Sequence[SortColumn]]
+"""A list's sortable columns: the ``sort`` value → the columns it orders by, in turn."""
 PER_CHOICES = (25, 50, 100)
 DEFAULT_PER = 50
 MAX_Q = 128
@@ -110,7 +115,7 @@ def _clamp(page: int, total: int, per: int) -> tuple[int, int]:
     return min(max(page, 1), pages), pages
 
 
-def _ordered(column: ColumnElement[Any], desc: bool) -> Any:
+def _ordered(column: SortColumn, desc: bool) -> Any:
     """Never-set values (NULL) count as the smallest, the same on SQLite and PostgreSQL."""
     return column.desc().nulls_last() if desc else column.asc().nulls_first()
 
@@ -118,8 +123,8 @@ def _ordered(column: ColumnElement[Any], desc: bool) -> Any:
 def sorted_by(
     stmt: Select[Any],
     args: ListArgs,
-    columns: Mapping[str, Sequence[ColumnElement[Any]]],
-    tiebreak: ColumnElement[Any],
+    columns: Sorts,
+    tiebreak: SortColumn,
 ) -> Select[Any]:
     """``stmt`` ordered by ``columns[args.sort]`` then ``tiebreak``, in ``args``' direction."""
     return stmt.order_by(*(_ordered(c, args.desc) for c in (*columns[args.sort], tiebreak)))
@@ -129,8 +134,8 @@ def paginate(
     s: Session,
     stmt: Select[Any],
     args: ListArgs,
-    columns: Mapping[str, Sequence[ColumnElement[Any]]],
-    tiebreak: ColumnElement[Any],
+    columns: Sorts,
+    tiebreak: SortColumn,
 ) -> Listing[Any]:
     """One page of ``stmt``'s rows, sorted by ``columns[args.sort]`` then ``tiebreak``."""
     total = s.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0

@@ -33,7 +33,15 @@ from controller.store.models import (
     NodeTrust,
     PendingRegistration,
 )
-from controller.ui.listing import ListArgs, Listing, like, page_of, paginate, sorted_by
+from controller.ui.listing import (
+    ListArgs,
+    Listing,
+    SortColumn,
+    like,
+    page_of,
+    paginate,
+    sorted_by,
+)
 from protocol.messages import AppStatus
 
 __all__ = [
@@ -203,7 +211,7 @@ def _filter_clause(name: str, cutoff: dt.datetime) -> ColumnElement[bool] | None
     }.get(name)
 
 
-NODE_SORTS: dict[str, tuple[ColumnElement[Any], ...]] = {
+NODE_SORTS: dict[str, tuple[SortColumn, ...]] = {
     "serial": (Node.serial,),
     "connection": (Node.state, Node.last_seen),  # claimed, then the longest unseen first
     "attestation": (
@@ -358,7 +366,7 @@ APP_INSTANCES = (
     .scalar_subquery()
     .label("instances")
 )
-APP_SORTS: dict[str, tuple[ColumnElement[Any], ...]] = {
+APP_SORTS: dict[str, tuple[SortColumn, ...]] = {
     "name": (App.name,),
     "kind": (App.kind,),
     "image": (Image.name,),
@@ -427,7 +435,7 @@ def app_instances(s: Session, app: App, page: int = 1) -> Page:
     return Page(items, page, pages, total)
 
 
-IMAGE_SORTS: dict[str, tuple[ColumnElement[Any], ...]] = {
+IMAGE_SORTS: dict[str, tuple[SortColumn, ...]] = {
     "name": (Image.name,),
     "format": (Image.format,),
     "size": (Image.size,),
@@ -457,7 +465,7 @@ def images_catalog(s: Session, args: ListArgs) -> Listing[dict[str, Any]]:
     return replace(page, items=[{"image": i, "apps": users.get(i.id, [])} for i in images])
 
 
-AUDIT_SORTS: dict[str, tuple[ColumnElement[Any], ...]] = {
+AUDIT_SORTS: dict[str, tuple[SortColumn, ...]] = {
     "at": (AuditEvent.at,),
     "actor": (AuditEvent.actor,),
     "action": (AuditEvent.action,),

@@ -10,10 +10,9 @@ one no app uses (after a confirmation) — through the operator API's domain act
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from flask import flash, redirect, render_template, request, url_for
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
@@ -24,11 +23,11 @@ from controller.store.models import Network
 from controller.ui.blueprint import apply_errors, services, ui
 from controller.ui.confirm import Ask, ask_then_act, in_use_warning
 from controller.ui.forms import ConfirmForm, NetworkForm
-from controller.ui.listing import like, list_args, paginate
+from controller.ui.listing import SortColumn, like, list_args, paginate
 from controller.ui.security import requires
 from controller.web.context import actor
 
-SORTS: dict[str, tuple[ColumnElement[Any], ...]] = {
+SORTS: dict[str, tuple[SortColumn, ...]] = {
     "name": (Network.name,),
     "subnet": (Network.subnet,),
     "nat": (Network.nat,),
