@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 def _in_all(html: str) -> int:
-    found = re.search(r"[\d,]+\u2013[\d,]+ of ([\d,]+)", html)  # the pager: first (en dash) last of total
+    found = re.search(r"[\d,]+\u2013[\d,]+ of ([\d,]+)", html)  # the pager
     assert found, "no count on the page"
     return int(found.group(1).replace(",", ""))
 
