@@ -6,6 +6,8 @@
 // Log panels ([data-follow]) follow the tail: scrolled to the bottom on load and kept
 // there after an update; one the user scrolled up in is left alone until they return
 // to the bottom.
+// Ticked row checkboxes (bulk actions) stay ticked across a refresh; a [data-select-all]
+// box ticks every box of its name on the page.
 (function () {
   "use strict";
 
@@ -66,10 +68,18 @@
           regions.forEach(function (region) {
             var fresh = doc.getElementById(region.id);
             if (!fresh || busyInside(region)) return;
+            var ticked = {};
+            region.querySelectorAll("input[type=checkbox][name]:checked").forEach(function (box) {
+              ticked[box.name + "\n" + box.value] = true;
+            });
             region.innerHTML = fresh.innerHTML;
+            region.querySelectorAll("input[type=checkbox][name]").forEach(function (box) {
+              if (ticked[box.name + "\n" + box.value]) box.checked = true;
+            });
             toBottom(region);
             swapped = true;
           });
+          if (swapped) showSelectAll();
           if (swapped && stamp) {
             var now = new Date();
             stamp.textContent = now.toISOString().substring(11, 19);
@@ -92,8 +102,31 @@
     timer = window.setInterval(tick, seconds * 1000);
   }
 
+  // "select all on this page": shown only with this script; kept in step with the rows
+  function boxes(name) {
+    return document.querySelectorAll("input[type=checkbox][name='" + name + "']");
+  }
+
+  function showSelectAll() {
+    document.querySelectorAll("[data-select-all]").forEach(function (all) {
+      var rows = Array.prototype.slice.call(boxes(all.getAttribute("data-select-all")));
+      all.hidden = false;
+      all.checked = rows.length > 0 && rows.every(function (b) { return b.checked; });
+      all.indeterminate = !all.checked && rows.some(function (b) { return b.checked; });
+    });
+  }
+
+  document.addEventListener("change", function (ev) {
+    var target = ev.target;
+    if (!target || target.type !== "checkbox") return;
+    var name = target.getAttribute("data-select-all");
+    if (name) boxes(name).forEach(function (b) { b.checked = target.checked; });
+    showSelectAll();
+  });
+
   document.addEventListener("DOMContentLoaded", function () {
     toBottom(document.body);
+    showSelectAll();
     var control = document.querySelector("[data-refresh-control]");
     if (control) start(control);
     // after a refused form, take keyboard and screen-reader users to the list of problems
