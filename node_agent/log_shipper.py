@@ -3,6 +3,8 @@
 * agent: a ``logging.Handler`` keeps the newest records in memory (bounded).
 * apps: each app's ``console.log`` in its work dir is tailed from a saved offset
   (``log-offsets.json``, atomic); a rotated or truncated file is read from the start.
+  A container's lines lose podman's CRI prefix (time, stream, full/partial tag): the
+  text is shipped, at the time podman wrote it, a long line's parts joined again.
 
 ``collect()`` turns what is new into gzip'd batches (``LogBatchMessage`` bodies,
 each within the protocol's caps) and puts them in the outbox with increasing
@@ -24,9 +26,10 @@ from typing import Any
 
 from attestation.files import atomic_write
 from node_agent.outbox import Outbox
+from protocol.console_lines import parse_console_line
 from protocol.messages import MAX_LOG_BATCH_GZ, MAX_LOG_BATCH_LINES
 
-__all__ = ["AgentLogBuffer", "LogShipper"]
+__all__ = ["AgentLogBuffer", "LogShipper", "console_lines"]
 
 MAX_READ_PER_FILE = 1 << 20  # per collection pass
 MAX_LINE = 8192
@@ -83,12 +86,9 @@ class LogShipper:
             data = fh.read(MAX_READ_PER_FILE)
         complete = data.rfind(b"\n") + 1  # ship whole lines only
         self._offsets[str(path)] = [st.st_ino, offset + complete]
-        now = time.time()
-        return [
-            {"ts": now, "level": "INFO", "msg": raw.decode("utf-8", "replace")[:MAX_LINE]}
-            for raw in data[:complete].splitlines()
-            if raw.strip()
-        ]
+        return console_lines(
+            [raw.decode("utf-8", "replace") for raw in data[:complete].splitlines()], time.time()
+        )
 
     def collect(self) -> int:
         """Queue every new line as batches; returns the number of batches queued."""
@@ -111,6 +111,34 @@ class LogShipper:
         self._offsets = {k: v for k, v in self._offsets.items() if k in live}
         atomic_write(self.offsets_path, json.dumps(self._offsets).encode(), mode=0o600)
         return queued
+
+
+def console_lines(raws: list[str], now: float) -> list[dict[str, Any]]:
+    """Log lines of a console's raw lines: CRI prefixes off, each stream's partial lines
+    joined to the line that ends them (a run still open at the end is shipped as it is),
+    text longer than a log line split over several; blank lines left out."""
+    out: list[dict[str, Any]] = []
+    open_parts: dict[str | None, list[tuple[str, float | None]]] = {}
+
+    def emit(parts: list[tuple[str, float | None]]) -> None:
+        text = "".join(t for t, _ in parts)
+        ts = next((t for _, t in parts if t is not None), now)
+        if text.strip():
+            out.extend(
+                {"ts": ts, "level": "INFO", "msg": text[i : i + MAX_LINE]}
+                for i in range(0, len(text), MAX_LINE)
+            )
+
+    for raw in raws:
+        line = parse_console_line(raw)
+        parts = [*open_parts.pop(line.stream, []), (line.text, line.ts)]
+        if line.partial:
+            open_parts[line.stream] = parts
+        else:
+            emit(parts)
+    for parts in open_parts.values():
+        emit(parts)
+    return out
 
 
 def _chunks(lines: list[dict[str, Any]]) -> list[str]:

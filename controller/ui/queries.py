@@ -1,5 +1,6 @@
 """Read side of the web UI: fleet summary, node lists (search, filters, pages), node detail,
-apps, images, audit.  Queries only, inside the caller's session; plain dicts out.
+apps, images, audit.  Queries only, inside the caller's session; plain dicts out.  Lists
+are sorted and paged in SQL through ``controller.ui.listing``.
 
 A node is *online* when it made a device request within three config intervals
 (plus a grace period); its attestation state comes from ``NodeTrust`` (no row:
@@ -10,13 +11,11 @@ counts and "needs attention" are one pass over a narrow row per node.
 from __future__ import annotations
 
 import datetime as dt
-import gzip
-import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, not_, or_, select
+from sqlalchemy import ColumnElement, and_, case, func, not_, or_, select
 from sqlalchemy.orm import Session
 
 from controller.domain.status import AppState, app_statuses
@@ -26,11 +25,19 @@ from controller.store.models import (
     AuditEvent,
     Event,
     Image,
-    LogBatch,
     MetricSample,
     Node,
     NodeTrust,
     PendingRegistration,
+)
+from controller.ui.listing import (
+    ListArgs,
+    Listing,
+    SortColumn,
+    like,
+    page_of,
+    paginate,
+    sorted_by,
 )
 from protocol.messages import AppStatus
 
@@ -48,7 +55,6 @@ __all__ = [
     "node_list",
     "node_status",
     "recent_events",
-    "recent_logs",
 ]
 
 PAGE_SIZE = 50
@@ -142,13 +148,14 @@ def _status_rows(s: Session, where: Any = None) -> list[Any]:
 
 
 def _row_json(row: Any, cutoff: dt.datetime) -> dict[str, Any]:
-    serial, uuid, state, last_seen, info, labels, trust_state, revoked_at = row
+    serial, uuid, state, last_seen, info, labels, trust_state, revoked_at = row[:8]
     status = node_status(state, last_seen, trust_state, revoked_at is not None, info, cutoff)
     return {
         "serial": serial,
         "uuid": uuid,
         "state": state,
         "last_seen": last_seen,
+        "claimed_at": row[8] if len(row) > 8 else None,
         "labels": labels or {},
         **status,
     }
@@ -200,53 +207,60 @@ def _filter_clause(name: str, cutoff: dt.datetime) -> ColumnElement[bool] | None
     }.get(name)
 
 
-def node_list(
-    s: Session, cutoff: dt.datetime, q: str = "", status: str = "", page: int = 1
-) -> Page:
-    """One page of nodes: ``q`` matches serial/uuid (substring) or ``key=value`` labels."""
-    q = q.strip()[:128]
+NODE_SORTS: dict[str, tuple[SortColumn, ...]] = {
+    "serial": (Node.serial,),
+    "connection": (Node.state, Node.last_seen),  # claimed, then the longest unseen first
+    "attestation": (
+        case(
+            (NodeTrust.revoked_at.is_not(None), "revoked"),
+            else_=func.coalesce(NodeTrust.state, "unattested"),
+        ),
+    ),
+    "last_seen": (Node.last_seen,),
+    "claimed": (Node.claimed_at,),
+}
+
+
+def node_list(s: Session, cutoff: dt.datetime, args: ListArgs, status: str = "") -> Listing[Any]:
+    """One page of nodes: ``args.q`` matches serial/uuid (substring) or ``key=value``
+    labels; sorted by ``NODE_SORTS[args.sort]`` (then the serial) in SQL."""
+    q = args.q
     where: list[Any] = []
     label: tuple[str, str] | None = None
     if q and "=" in q:
         key, _, value = q.partition("=")
         label = (key.strip(), value.strip())
     elif q:
-        like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        where.append(or_(Node.serial.ilike(like, escape="\\"), Node.uuid.ilike(like, escape="\\")))
+        where.append(
+            or_(Node.serial.ilike(like(q), escape="\\"), Node.uuid.ilike(like(q), escape="\\"))
+        )
     clause = _filter_clause(status, cutoff)
     if clause is not None:
         where.append(clause)
+    stmt = select(
+        Node.serial,
+        Node.uuid,
+        Node.state,
+        Node.last_seen,
+        Node.info,
+        Node.labels,
+        NodeTrust.state,
+        NodeTrust.revoked_at,
+        Node.claimed_at,
+    ).outerjoin(NodeTrust, NodeTrust.node_id == Node.id)
+    if where:
+        stmt = stmt.where(and_(*where))
     if label is None and status != "attention":
-        cond = and_(*where) if where else None
-        count_stmt = select(func.count()).select_from(Node)
-        count_stmt = count_stmt.outerjoin(NodeTrust, NodeTrust.node_id == Node.id)
-        total = s.scalar(count_stmt.where(cond) if cond is not None else count_stmt) or 0
-        page, pages = Page.clamp(page, total)
-        stmt = select(
-            Node.serial,
-            Node.uuid,
-            Node.state,
-            Node.last_seen,
-            Node.info,
-            Node.labels,
-            NodeTrust.state,
-            NodeTrust.revoked_at,
-        ).outerjoin(NodeTrust, NodeTrust.node_id == Node.id)
-        if cond is not None:
-            stmt = stmt.where(cond)
-        rows = s.execute(
-            stmt.order_by(Node.serial).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
-        ).all()
-        return Page([_row_json(r, cutoff) for r in rows], page, pages, total)
-    # label search and "needs attention" look inside JSON: one pass in Python
-    nodes = [_row_json(r, cutoff) for r in _status_rows(s, and_(*where) if where else None)]
+        page = paginate(s, stmt, args, NODE_SORTS, Node.serial)
+        return replace(page, items=[_row_json(r, cutoff) for r in page.items])
+    # label search and "needs attention" look inside JSON: sorted in SQL, filtered here
+    rows = s.execute(sorted_by(stmt, args, NODE_SORTS, Node.serial)).all()
+    nodes = [_row_json(r, cutoff) for r in rows]
     if label is not None:
         nodes = [n for n in nodes if str(n["labels"].get(label[0], "\0")) == label[1]]
     if status == "attention":
         nodes = [n for n in nodes if n["attention"]]
-    page, pages = Page.clamp(page, len(nodes))
-    start = (page - 1) * PAGE_SIZE
-    return Page(nodes[start : start + PAGE_SIZE], page, pages, len(nodes))
+    return page_of(nodes, args)
 
 
 def node_apps(s: Session, node: Node) -> list[dict[str, Any]]:
@@ -318,20 +332,6 @@ def recent_events(s: Session, node: Node | None = None, limit: int = 20) -> list
     ]
 
 
-def recent_logs(s: Session, node: Node, source: str = "", limit: int = 200) -> list[dict[str, Any]]:
-    """The newest ``limit`` log lines (oldest first), as ``GET /nodes/<key>/logs``."""
-    stmt = select(LogBatch).where(LogBatch.node_id == node.id)
-    if source:
-        stmt = stmt.where(LogBatch.source == source)
-    lines: list[dict[str, Any]] = []
-    for batch in s.scalars(stmt.order_by(LogBatch.id.desc()).limit(100)):
-        for raw in reversed(gzip.decompress(batch.data_gz).splitlines()):
-            lines.append({"source": batch.source, **json.loads(raw)})
-            if len(lines) >= limit:
-                return list(reversed(lines))
-    return list(reversed(lines))
-
-
 def metric_samples(s: Session, node: Node, since: dt.datetime) -> list[dict[str, Any]]:
     rows = s.scalars(
         select(MetricSample.data)
@@ -341,27 +341,51 @@ def metric_samples(s: Session, node: Node, since: dt.datetime) -> list[dict[str,
     return [r for r in rows if isinstance(r, dict)]
 
 
-def apps_catalog(s: Session) -> list[dict[str, Any]]:
-    """Every app with its image and how many instances are in which state."""
-    apps = s.execute(select(App, Image).join(Image, Image.id == App.image_id).order_by(App.name))
+APP_INSTANCES = (
+    select(func.count())
+    .where(Assignment.app_id == App.id)
+    .correlate(App)
+    .scalar_subquery()
+    .label("instances")
+)
+APP_SORTS: dict[str, tuple[SortColumn, ...]] = {
+    "name": (App.name,),
+    "kind": (App.kind,),
+    "image": (Image.name,),
+    "instances": (APP_INSTANCES,),
+    "created": (App.created_at,),
+}
+
+
+def apps_catalog(s: Session, args: ListArgs) -> Listing[dict[str, Any]]:
+    """One page of apps (``args.q`` matches the app's or its image's name) with its image
+    and how many instances are in which state (read for this page's apps only)."""
+    stmt = select(App, Image, APP_INSTANCES).join(Image, Image.id == App.image_id)
+    if args.q:
+        stmt = stmt.where(
+            or_(
+                App.name.ilike(like(args.q), escape="\\"),
+                Image.name.ilike(like(args.q), escape="\\"),
+            )
+        )
+    page = paginate(s, stmt, args, APP_SORTS, App.id)
     catalog = {
-        app.id: {"app": app, "image": image, "instances": 0, "states": Counter()}
-        for app, image in apps
+        app.id: {"app": app, "image": image, "instances": count, "states": Counter()}
+        for app, image, count in page.items
     }
     by_uuid = {row["app"].uuid: app_id for app_id, row in catalog.items()}
+    on_page = select(Assignment.node_id).where(Assignment.app_id.in_(catalog))
     reported: dict[tuple[int, int], str] = {}  # (node id, app id) → state; each info read once
-    for node_id, info in s.execute(
-        select(Node.id, Node.info).where(Node.id.in_(select(Assignment.node_id)))
-    ):
+    for node_id, info in s.execute(select(Node.id, Node.info).where(Node.id.in_(on_page))):
         for uuid, status in app_statuses(info).items():
             app_id = by_uuid.get(uuid)
             if app_id is not None:
                 reported[(node_id, app_id)] = status.state.value
-    for node_id, app_id in s.execute(select(Assignment.node_id, Assignment.app_id)):
-        entry = catalog[app_id]
-        entry["instances"] += 1
-        entry["states"][reported.get((node_id, app_id), "not reported")] += 1
-    return list(catalog.values())
+    for node_id, app_id in s.execute(
+        select(Assignment.node_id, Assignment.app_id).where(Assignment.app_id.in_(catalog))
+    ):
+        catalog[app_id]["states"][reported.get((node_id, app_id), "not reported")] += 1
+    return replace(page, items=list(catalog.values()))
 
 
 def app_instances(s: Session, app: App, page: int = 1) -> Page:
@@ -393,28 +417,55 @@ def app_instances(s: Session, app: App, page: int = 1) -> Page:
     return Page(items, page, pages, total)
 
 
-def images_catalog(s: Session) -> list[dict[str, Any]]:
-    """Images with the apps that use them (``GET /images``)."""
+IMAGE_SORTS: dict[str, tuple[SortColumn, ...]] = {
+    "name": (Image.name,),
+    "format": (Image.format,),
+    "size": (Image.size,),
+    "created": (Image.created_at,),
+}
+
+
+def images_catalog(s: Session, args: ListArgs) -> Listing[dict[str, Any]]:
+    """One page of images (``args.q`` matches name or format) with the apps using them."""
+    stmt = select(Image)
+    if args.q:
+        stmt = stmt.where(
+            or_(
+                Image.name.ilike(like(args.q), escape="\\"),
+                Image.format.ilike(like(args.q), escape="\\"),
+            )
+        )
+    page = paginate(s, stmt, args, IMAGE_SORTS, Image.id)
+    images = [image for (image,) in page.items]
     users: dict[int, list[str]] = {}
-    for image_id, name in s.execute(select(App.image_id, App.name).order_by(App.name)):
+    for image_id, name in s.execute(
+        select(App.image_id, App.name)
+        .where(App.image_id.in_([i.id for i in images]))
+        .order_by(App.name)
+    ):
         users.setdefault(image_id, []).append(name)
-    return [
-        {"image": image, "apps": users.get(image.id, [])}
-        for image in s.scalars(select(Image).order_by(Image.name))
-    ]
+    return replace(page, items=[{"image": i, "apps": users.get(i.id, [])} for i in images])
+
+
+AUDIT_SORTS: dict[str, tuple[SortColumn, ...]] = {
+    "at": (AuditEvent.at,),
+    "actor": (AuditEvent.actor,),
+    "action": (AuditEvent.action,),
+    "target": (AuditEvent.target,),
+}
 
 
 def audit_page(
     s: Session,
+    args: ListArgs,
     actor: str = "",
     action: str = "",
     target: str = "",
-    page: int = 1,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
-) -> tuple[Page, list[str]]:
-    """Audit events, newest first; actor/target match substrings, action exactly, and
-    the time ``since`` ≤ at < ``until`` (naive UTC) when given."""
+) -> tuple[Listing[AuditEvent], list[str]]:
+    """Audit events (newest first unless sorted otherwise); actor/target match substrings,
+    action exactly, and the time ``since`` ≤ at < ``until`` (naive UTC) when given."""
     where: list[ColumnElement[bool]] = []
     if since is not None:
         where.append(AuditEvent.at >= since)
@@ -422,19 +473,12 @@ def audit_page(
         where.append(AuditEvent.at < until)
     for column, value in ((AuditEvent.actor, actor), (AuditEvent.target, target)):
         if value:
-            like = "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            where.append(column.ilike(like, escape="\\"))
+            where.append(column.ilike(like(value), escape="\\"))
     if action:
         where.append(AuditEvent.action == action)
-    cond = and_(*where) if where else None
-    count = select(func.count()).select_from(AuditEvent)
-    total = s.scalar(count.where(cond) if cond is not None else count) or 0
-    page, pages = Page.clamp(page, total)
     stmt = select(AuditEvent)
-    if cond is not None:
-        stmt = stmt.where(cond)
-    rows = s.scalars(
-        stmt.order_by(AuditEvent.id.desc()).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
-    ).all()
+    if where:
+        stmt = stmt.where(and_(*where))
+    page = paginate(s, stmt, args, AUDIT_SORTS, AuditEvent.id)
     actions = list(s.scalars(select(AuditEvent.action).distinct().order_by(AuditEvent.action)))
-    return Page(list(rows), page, pages, total), actions
+    return replace(page, items=[e for (e,) in page.items]), actions

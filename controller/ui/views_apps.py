@@ -29,8 +29,17 @@ from controller.ui.forms import (
     SyntaxProblem,
     choices,
 )
-from controller.ui.queries import app_instances, apps_catalog, images_catalog
+from controller.ui.listing import list_args
+from controller.ui.log_lines import app_logs
+from controller.ui.queries import (
+    APP_SORTS,
+    IMAGE_SORTS,
+    app_instances,
+    apps_catalog,
+    images_catalog,
+)
 from controller.ui.security import requires
+from controller.ui.views_fleet import LOG_LINES, REFRESH_S
 from controller.web.context import actor
 
 # API field paths → form fields (resources.* are flattened in the form)
@@ -73,9 +82,10 @@ def _save_app(form: AppForm, name: str | None) -> bool:
 @ui.get("/apps")
 @requires("viewer")
 def apps() -> str:
+    args = list_args(request.args, APP_SORTS, "name")
     with services().db.transaction() as s:
-        catalog = apps_catalog(s)
-    return render_template("apps.html", catalog=catalog)
+        page = apps_catalog(s, args)
+    return render_template("apps.html", page=page, q=args.q)
 
 
 @ui.route("/apps/new", methods=["GET", "POST"])
@@ -118,6 +128,7 @@ def _app_page(name: str, assign: NodeAssignForm | None = None, status: int = 200
         page = app_instances(s, app, max(request.args.get("page", 1, type=int) or 1, 1))
         since = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(hours=1)
         metrics = app_metrics(s, app, since)
+        logs = app_logs(s, app, limit=LOG_LINES)
     html = render_template(
         "app.html",
         app=out,
@@ -125,6 +136,9 @@ def _app_page(name: str, assign: NodeAssignForm | None = None, status: int = 200
         assign_form=assign or NodeAssignForm(),
         metrics=metrics,
         charts=app_charts(metrics),
+        logs=logs,
+        log_lines=LOG_LINES,
+        refresh=REFRESH_S,
     )
     return html, status
 
@@ -167,11 +181,13 @@ def _images_page(
     upload: ImageUploadForm | None = None,
     status: int = 200,
 ) -> tuple[str, int]:
+    args = list_args(request.args, IMAGE_SORTS, "name")
     with services().db.transaction() as s:
-        rows = images_catalog(s)
+        page = images_catalog(s, args)
     html = render_template(
         "images.html",
-        images=rows,
+        page=page,
+        q=args.q,
         register_form=register or ImageRegisterForm(prefix="reg"),
         upload_form=upload or ImageUploadForm(prefix="up"),
         max_bytes=services().settings.max_image_bytes,

@@ -1,5 +1,5 @@
 """UI view: the audit log (who did what to which object), filterable by actor, action,
-target and day range (UTC), and paginated."""
+target and day range (UTC), sortable and paginated."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import datetime as dt
 from flask import render_template, request
 
 from controller.ui.blueprint import services, ui
-from controller.ui.queries import audit_page
+from controller.ui.listing import list_args
+from controller.ui.queries import AUDIT_SORTS, audit_page
 from controller.ui.security import requires
 
 
@@ -34,14 +35,14 @@ def audit() -> tuple[str, int]:
     actor = request.args.get("actor", "").strip()[:64]
     action = request.args.get("action", "").strip()[:64]
     target = request.args.get("target", "").strip()[:128]
-    page_no = max(request.args.get("page", 1, type=int) or 1, 1)
+    args = list_args(request.args, AUDIT_SORTS, "at", default_desc=True)
     errors: list[str] = []
     since, until = _day("since", errors), _day("until", errors)
     if since and until and until < since:
         errors.append("Until is before since: no day is in that range.")
     with services().db.transaction() as s:
         page, actions = audit_page(
-            s, actor, action, target, page_no, _start(since), _start(until, days=1)
+            s, args, actor, action, target, _start(since), _start(until, days=1)
         )
     return render_template(
         "audit.html",

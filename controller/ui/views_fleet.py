@@ -26,21 +26,27 @@ from controller.ui.forms import (
     choices,
     parse_pairs,
 )
+from controller.ui.listing import list_args
+from controller.ui.log_lines import LEVELS, level_filter, recent_logs
 from controller.ui.queries import (
     FILTERS,
+    NODE_SORTS,
     fleet_summary,
     metric_samples,
     node_apps,
     node_list,
     node_status,
     recent_events,
-    recent_logs,
 )
 from controller.ui.security import requires
 from controller.web.context import actor
 from protocol.desired_state import NodeSettings
 
 REFRESH_S = 10
+LOG_LINES = 200
+"""Lines in a log panel (the newest; the download has them all)."""
+BULK_MAX = 500
+"""The most nodes one bulk action takes."""
 WINDOWS = {"1h": 1, "6h": 6, "24h": 24}
 COMMANDS = {
     "reboot": "Reboot the node",
@@ -51,13 +57,6 @@ COMMANDS = {
 
 def _cutoff() -> dt.datetime:
     return online_cutoff(services().settings.node_config_interval_s)
-
-
-def _int(value: str | None, default: int = 1) -> int:
-    try:
-        return max(int(value or default), 1)
-    except ValueError:
-        return default
 
 
 @ui.get("/")
@@ -72,12 +71,22 @@ def overview() -> str:
 @ui.get("/nodes")
 @requires("viewer")
 def nodes() -> str:
-    q = request.args.get("q", "")
+    args = list_args(request.args, NODE_SORTS, "serial")
     status = request.args.get("status", "")
     status = status if status in FILTERS else ""
     with services().db.transaction() as s:
-        page = node_list(s, _cutoff(), q, status, _int(request.args.get("page")))
-    return render_template("nodes.html", page=page, q=q, status=status, filters=FILTERS)
+        page = node_list(s, _cutoff(), args, status)
+        apps = list(s.scalars(select(App.name).order_by(App.name)))
+    return render_template(
+        "nodes.html",
+        page=page,
+        q=args.q,
+        status=status,
+        filters=FILTERS,
+        apps=apps,
+        bulk_max=BULK_MAX,
+        refresh=REFRESH_S,
+    )
 
 
 def _node_context(s: Any, serial: str) -> dict[str, Any]:
@@ -96,6 +105,7 @@ def _node_context(s: Any, serial: str) -> dict[str, Any]:
     since = utcnow() - dt.timedelta(hours=WINDOWS[window])
     cpus = int((node.inventory or {}).get("cpus") or 1)
     source = request.args.get("source", "")
+    level = level_filter(request.args.get("level", ""))
     apps = node_apps(s, node)
     app_names = {a.uuid: a.name for a in s.scalars(select(App))}
     defaults = NodeSettings(config_interval_s=services().settings.node_config_interval_s)
@@ -109,8 +119,11 @@ def _node_context(s: Any, serial: str) -> dict[str, Any]:
         "window": window,
         "windows": list(WINDOWS),
         "events": recent_events(s, node, limit=30),
-        "logs": recent_logs(s, node, source, limit=200),
+        "logs": recent_logs(s, node, source, level, limit=LOG_LINES),
         "source": source,
+        "level": level,
+        "levels": LEVELS[1:],
+        "log_lines": LOG_LINES,
         "sources": sorted({*(node.log_seq or {}).keys()}),
         "app_names": app_names,
         "settings": {**defaults.model_dump(), **(node.settings or {})},

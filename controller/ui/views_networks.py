@@ -2,15 +2,17 @@
 one no app uses (after a confirmation) — through the operator API's domain actions
 (``controller.domain.networks``: they check, refuse and audit).
 
-    GET  /ui/networks                  viewer     GET /api/v1/networks
+    GET  /ui/networks                  viewer     GET /api/v1/networks (sorted, paged, searched)
     POST /ui/networks/new              operator   POST /api/v1/networks
     /ui/networks/<name>/delete         operator   DELETE /api/v1/networks/<name>
 """
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, url_for
-from sqlalchemy import select
+from dataclasses import replace
+
+from flask import flash, redirect, render_template, request, url_for
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
@@ -21,20 +23,40 @@ from controller.store.models import Network
 from controller.ui.blueprint import apply_errors, services, ui
 from controller.ui.confirm import Ask, ask_then_act, in_use_warning
 from controller.ui.forms import ConfirmForm, NetworkForm
+from controller.ui.listing import SortColumn, like, list_args, paginate
 from controller.ui.security import requires
 from controller.web.context import actor
 
+SORTS: dict[str, tuple[SortColumn, ...]] = {
+    "name": (Network.name,),
+    "subnet": (Network.subnet,),
+    "nat": (Network.nat,),
+}
+
 
 def _page(form: NetworkForm | None = None, status: int = 200) -> tuple[str, int]:
+    """One page of networks (``q`` matches name or subnet) with the apps attached."""
+    args = list_args(request.args, SORTS, "name")
+    stmt = select(Network)
+    if args.q:
+        pattern = like(args.q)
+        stmt = stmt.where(
+            or_(
+                Network.name.ilike(pattern, escape="\\"), Network.subnet.ilike(pattern, escape="\\")
+            )
+        )
     with services().db.transaction() as s:
+        page = paginate(s, stmt, args, SORTS, Network.id)
         rows = [
             {
                 **networks_actions.network_json(net),
                 "apps": networks_actions.network_users(s, net.name),
             }
-            for net in s.scalars(select(Network).order_by(Network.name))
+            for (net,) in page.items
         ]
-    return render_template("networks.html", networks=rows, form=form or NetworkForm()), status
+    page = replace(page, items=rows)
+    html = render_template("networks.html", page=page, q=args.q, form=form or NetworkForm())
+    return html, status
 
 
 @ui.get("/networks")

@@ -110,3 +110,20 @@ def test_a_truncated_console_log_is_read_from_the_start(tmp_path):
     batches: list[dict] = []  # type: ignore[type-arg]
     box.deliver_logs(batches.append)
     assert [x["msg"] for x in _lines(batches[-1])] == ["new"]
+
+
+def test_a_containers_console_lines_are_shipped_without_the_runtime_prefix(tmp_path):
+    console = tmp_path / "apps" / "00000000-0000-4000-8000-000000000001" / "console.log"
+    console.parent.mkdir(parents=True)
+    console.write_text(
+        "2026-12-03T10:00:00.123456789Z stdout F hello\n"
+        "2026-12-03T10:00:01.000000000+00:00 stderr P part \n"
+        "2026-12-03T10:00:01.500000000+00:00 stderr F one\n"
+    )
+    box = Outbox(tmp_path)
+    LogShipper(tmp_path, box, AgentLogBuffer()).collect()
+    batches: list[dict] = []  # type: ignore[type-arg]
+    box.deliver_logs(batches.append)
+    (app,) = [b for b in batches if b["source"].startswith("app:")]
+    LogBatchMessage.model_validate(app)
+    assert [x["msg"] for x in _lines(app)] == ["hello", "part one"]
