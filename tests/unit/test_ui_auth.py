@@ -21,7 +21,7 @@ from controller.domain.users import (
     session_user,
     start_session,
 )
-from controller.store.models import AuditEvent, Node, UiSession, User
+from controller.store.models import AuditEvent, Node, UiSession, User, utcnow
 from controller.ui.security import KEY_FILE, IpLimiter
 from tests.fixtures.browser import PASSWORDS, UiClient
 
@@ -97,7 +97,10 @@ def test_a_login_after_the_next_parameter_stays_inside_the_ui(ui_app):
     assert resp.headers["Location"] == "/ui/audit?action=node.claim"
 
 
-def test_an_account_is_throttled_after_repeated_failures(ui_app):
+def test_an_account_is_throttled_after_repeated_failures(ui_app, monkeypatch):
+    # the login's clock stands still: a slow machine must not let the delay pass mid-test
+    frozen = utcnow()
+    monkeypatch.setattr("controller.domain.users.utcnow", lambda: frozen)
     client = UiClient(ui_app)
     client.get("/ui/login")
     for _ in range(FREE_FAILURES + 1):
