@@ -31,8 +31,13 @@ lab-down:
 PYTEST_WORKERS ?= 2
 XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
 
+# then the tests that must run with nothing beside them, in one process (exit 5, "nothing
+# selected", is not a failure: PYTEST_ARGS may select tests of one pass only)
 test: images
-	$(VENV)/python -m pytest $(XDIST) $(PYTEST_ARGS)
+	rc=0; \
+	$(VENV)/python -m pytest --phase shared $(XDIST) $(PYTEST_ARGS) || { r=$$?; [ $$r = 5 ] || rc=$$r; }; \
+	$(VENV)/python -m pytest --phase alone $(PYTEST_ARGS) || { r=$$?; [ $$r = 5 ] || rc=$$r; }; \
+	exit $$rc
 
 test-fast: setup
 	$(VENV)/python -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)

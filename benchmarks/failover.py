@@ -138,7 +138,7 @@ async def run_failover(cluster: Cluster, bundle: Path, nodes: int) -> FailoverRe
         assert len(fleet.enrolled) == nodes, fleet.stats.error_table()
         fleet.new_phase()
         fleet.start()
-        await _until("every node parks a long-poll", lambda: fleet.parked >= nodes, 120)
+        await _until("every node parks a long-poll", lambda: fleet.parked >= nodes, 300)
         commands = Commands(fleet)
         sender = asyncio.create_task(commands.run(0.5))
         await asyncio.sleep(5)  # commands and info flow through all three replicas

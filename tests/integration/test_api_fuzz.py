@@ -24,7 +24,7 @@ from tests.fixtures.controller_server import running_controller
 pytestmark = pytest.mark.integration
 
 FUZZ_SECONDS = int(os.environ.get("OUTPOST_FUZZ_SECONDS", "100"))
-MIN_REQUESTS = 5000
+MIN_REQUESTS = 3000  # ~6,000 in 100 s on a quiet 2-core machine
 
 
 def test_fuzzing_the_operator_api_finds_nothing_and_leaves_a_consistent_database(
