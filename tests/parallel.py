@@ -97,6 +97,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         return None
     from xdist.scheduler import LoadScopeScheduling
 
+    # Units in collection order: the integration unit (browser tests come first) and the VM
+    # unit (from test_inference_*) are handed out before the unit-test modules, so the
+    # longest chain, the VM unit, starts at once rather than after the large unit modules.
+    config.option.loadscopereorder = False
+
     class _Units(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
             return scope_of(nodeid)
