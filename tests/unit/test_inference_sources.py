@@ -49,7 +49,13 @@ def test_source_kind_is_told_from_the_url() -> None:
 
 def test_unread_frames_are_dropped_and_the_newest_is_handed_out() -> None:
     gate = threading.Event()
-    source = FrameSource(stream_config(), opener=lambda _c: FakeCapture(5, gate)).start()
+    opened: list[FakeCapture] = []
+
+    def opener(_config: SourceConfig) -> FakeCapture:  # 5 frames, then the stream stays away
+        opened.append(FakeCapture(5 if not opened else None, gate))
+        return opened[-1]
+
+    source = FrameSource(stream_config(), opener=opener).start()
     gate.set()
     while source.stats.frames_read < 5:
         threading.Event().wait(0.01)
