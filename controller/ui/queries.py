@@ -131,8 +131,9 @@ def node_status(
     }
 
 
-def _status_rows(s: Session, where: Any = None) -> list[Any]:
-    stmt = select(
+def _node_rows() -> Any:
+    """The columns a node's list row and status are made from (``_row_json`` reads them)."""
+    return select(
         Node.serial,
         Node.uuid,
         Node.state,
@@ -141,21 +142,26 @@ def _status_rows(s: Session, where: Any = None) -> list[Any]:
         Node.labels,
         NodeTrust.state,
         NodeTrust.revoked_at,
+        Node.claimed_at,
     ).outerjoin(NodeTrust, NodeTrust.node_id == Node.id)
+
+
+def _status_rows(s: Session, where: Any = None) -> list[Any]:
+    stmt = _node_rows()
     if where is not None:
         stmt = stmt.where(where)
     return list(s.execute(stmt.order_by(Node.serial)).all())
 
 
 def _row_json(row: Any, cutoff: dt.datetime) -> dict[str, Any]:
-    serial, uuid, state, last_seen, info, labels, trust_state, revoked_at = row[:8]
+    serial, uuid, state, last_seen, info, labels, trust_state, revoked_at, claimed_at = row
     status = node_status(state, last_seen, trust_state, revoked_at is not None, info, cutoff)
     return {
         "serial": serial,
         "uuid": uuid,
         "state": state,
         "last_seen": last_seen,
-        "claimed_at": row[8] if len(row) > 8 else None,
+        "claimed_at": claimed_at,
         "labels": labels or {},
         **status,
     }
@@ -237,17 +243,7 @@ def node_list(s: Session, cutoff: dt.datetime, args: ListArgs, status: str = "")
     clause = _filter_clause(status, cutoff)
     if clause is not None:
         where.append(clause)
-    stmt = select(
-        Node.serial,
-        Node.uuid,
-        Node.state,
-        Node.last_seen,
-        Node.info,
-        Node.labels,
-        NodeTrust.state,
-        NodeTrust.revoked_at,
-        Node.claimed_at,
-    ).outerjoin(NodeTrust, NodeTrust.node_id == Node.id)
+    stmt = _node_rows()
     if where:
         stmt = stmt.where(and_(*where))
     if label is None and status != "attention":
