@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import urlencode
 
 from flask import request, url_for
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import QueryableAttribute, Session
 
 from controller.ui.blueprint import ui
@@ -30,7 +30,7 @@ __all__ = [
     "Listing",
     "SortColumn",
     "Sorts",
-    "like",
+    "contains",
     "list_args",
     "list_url",
     "page_of",
@@ -105,9 +105,11 @@ def list_args(
     )
 
 
-def like(text: str) -> str:
-    """An ILIKE pattern (escape ``\\``) matching ``text`` anywhere, taken literally."""
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+def contains(text: str, *columns: Any) -> ColumnElement[bool]:
+    """True where any of ``columns`` holds ``text`` (case-insensitive, ``%`` and ``_`` taken
+    literally: an ILIKE pattern escaped with ``\\``)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return or_(*(column.ilike(f"%{escaped}%", escape="\\") for column in columns))
 
 
 def _clamp(page: int, total: int, per: int) -> tuple[int, int]:

@@ -34,7 +34,7 @@ from controller.ui.listing import (
     ListArgs,
     Listing,
     SortColumn,
-    like,
+    contains,
     page_of,
     paginate,
     sorted_by,
@@ -237,9 +237,7 @@ def node_list(s: Session, cutoff: dt.datetime, args: ListArgs, status: str = "")
         key, _, value = q.partition("=")
         label = (key.strip(), value.strip())
     elif q:
-        where.append(
-            or_(Node.serial.ilike(like(q), escape="\\"), Node.uuid.ilike(like(q), escape="\\"))
-        )
+        where.append(contains(q, Node.serial, Node.uuid))
     clause = _filter_clause(status, cutoff)
     if clause is not None:
         where.append(clause)
@@ -358,12 +356,7 @@ def apps_catalog(s: Session, args: ListArgs) -> Listing[dict[str, Any]]:
     and how many instances are in which state (read for this page's apps only)."""
     stmt = select(App, Image, APP_INSTANCES).join(Image, Image.id == App.image_id)
     if args.q:
-        stmt = stmt.where(
-            or_(
-                App.name.ilike(like(args.q), escape="\\"),
-                Image.name.ilike(like(args.q), escape="\\"),
-            )
-        )
+        stmt = stmt.where(contains(args.q, App.name, Image.name))
     page = paginate(s, stmt, args, APP_SORTS, App.id)
     catalog = {
         app.id: {"app": app, "image": image, "instances": count, "states": Counter()}
@@ -425,12 +418,7 @@ def images_catalog(s: Session, args: ListArgs) -> Listing[dict[str, Any]]:
     """One page of images (``args.q`` matches name or format) with the apps using them."""
     stmt = select(Image)
     if args.q:
-        stmt = stmt.where(
-            or_(
-                Image.name.ilike(like(args.q), escape="\\"),
-                Image.format.ilike(like(args.q), escape="\\"),
-            )
-        )
+        stmt = stmt.where(contains(args.q, Image.name, Image.format))
     page = paginate(s, stmt, args, IMAGE_SORTS, Image.id)
     images = [image for (image,) in page.items]
     users: dict[int, list[str]] = {}
@@ -469,7 +457,7 @@ def audit_page(
         where.append(AuditEvent.at < until)
     for column, value in ((AuditEvent.actor, actor), (AuditEvent.target, target)):
         if value:
-            where.append(column.ilike(like(value), escape="\\"))
+            where.append(contains(value, column))
     if action:
         where.append(AuditEvent.action == action)
     stmt = select(AuditEvent)

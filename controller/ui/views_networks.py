@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from flask import flash, redirect, render_template, request, url_for
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
@@ -23,7 +23,7 @@ from controller.store.models import Network
 from controller.ui.blueprint import apply_errors, services, ui
 from controller.ui.confirm import Ask, ask_then_act, in_use_warning
 from controller.ui.forms import ConfirmForm, NetworkForm
-from controller.ui.listing import SortColumn, like, list_args, paginate
+from controller.ui.listing import SortColumn, contains, list_args, paginate
 from controller.ui.security import requires
 from controller.web.context import actor
 
@@ -39,12 +39,7 @@ def _page(form: NetworkForm | None = None, status: int = 200) -> tuple[str, int]
     args = list_args(request.args, SORTS, "name")
     stmt = select(Network)
     if args.q:
-        pattern = like(args.q)
-        stmt = stmt.where(
-            or_(
-                Network.name.ilike(pattern, escape="\\"), Network.subnet.ilike(pattern, escape="\\")
-            )
-        )
+        stmt = stmt.where(contains(args.q, Network.name, Network.subnet))
     with services().db.transaction() as s:
         page = paginate(s, stmt, args, SORTS, Network.id)
         rows = [
