@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import socket
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +77,10 @@ def worker_count(settings: ControllerSettings, options: ServeOptions) -> int:
     if not settings.database_url.startswith("postgresql"):
         return 1  # SQLite: one process, whose commits wake its own long-polls
     return options.workers or (os.cpu_count() or 1)
+
+
+MAX_BLOCKING_S = 2.0
+"""An event loop blocked this long is reported (with the blocking greenlet's stack)."""
 
 
 class RequestDeadline:
@@ -253,5 +258,10 @@ def serve(settings: ControllerSettings, options: ServeOptions) -> None:
         flush=True,
     )
     os.environ.setdefault(REPLICA_ENV, replica_id())  # every worker: the same replica
+    # gevent's monitor thread: a worker whose event loop is blocked (a long computation or
+    # a call that does not yield) prints which greenlet and where to the error log
+    os.environ.setdefault("GEVENT_MONITOR_THREAD_ENABLE", "true")
+    os.environ.setdefault("GEVENT_MAX_BLOCKING_TIME", str(MAX_BLOCKING_S))
+    warnings.filterwarnings("ignore", "Unable to monitor memory usage")  # no psutil: fine
     _metrics_dir(settings)
     _Application(settings, options).run()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import types
 import typing
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -36,9 +36,27 @@ def _takes_bool(annotation: Any) -> bool:
     return origin is not None and origin is not tuple and origin is not typing.Literal
 
 
+def _only_bool(annotation: Any) -> bool:
+    """Whether a field of this type holds a boolean and nothing else (``None`` aside)."""
+    if annotation is bool:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _only_bool(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return bool(members) and all(_only_bool(a) for a in members)
+    return False
+
+
 class NoBoolNumbers(BaseModel):
-    """Refuses ``true``/``false`` given for a number (pydantic's lax mode reads them as 1
-    and 0): a field takes a boolean only where its type says bool."""
+    """Booleans and numbers kept apart, both ways.  pydantic's lax mode reads ``true`` and
+    ``false`` as 1 and 0, and ``0``, ``1``, ``"yes"`` or ``"off"`` as booleans: here a field
+    takes a boolean only where its type says bool, and a bool field takes only a boolean
+    (a query string's ``true``/``1`` too where the model says ``text_booleans``)."""
+
+    text_booleans: ClassVar[bool] = False
+    """A query string's model: every value is text, so ``"true"``/``"0"`` are booleans."""
 
     @model_validator(mode="before")
     @classmethod
@@ -46,8 +64,15 @@ class NoBoolNumbers(BaseModel):
         if isinstance(data, dict):
             for name, field in cls.model_fields.items():
                 value = data.get(field.alias or name)
-                if isinstance(value, bool) and not _takes_bool(field.annotation):
-                    raise ValueError(f"{name}: {str(value).lower()} where a number is expected")
+                if isinstance(value, bool):
+                    if not _takes_bool(field.annotation):
+                        raise ValueError(f"{name}: {str(value).lower()} where a number is expected")
+                elif (
+                    value is not None
+                    and not (cls.text_booleans and isinstance(value, str))
+                    and _only_bool(field.annotation)
+                ):
+                    raise ValueError(f"{name}: {value!r} where true or false is expected")
         return data
 
 

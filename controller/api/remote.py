@@ -60,6 +60,7 @@ def _nodes(s: Any, ids: set[int]) -> dict[int, Node]:
 
 
 class ListQuery(Body):
+    text_booleans = True  # ?live=true
     live: bool = False
     node: str | None = Field(default=None, max_length=128)
     limit: int = Field(default=200, ge=1, le=1000)

@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -86,16 +87,39 @@ ClaimSerial = Annotated[Serial, *_not_one_of(SERIAL_PATTERN, *RESERVED_SERIALS)]
 ImageName = Annotated[Name, *_not_one_of(NAME_PATTERN, "register")]
 
 
+MAX_FINGERPRINT_CHARS = 256
+FINGERPRINT_PATTERN = r"^\s*(?:[Ss][Hh][Aa]256:)?:*(?:(?:[0-9A-Fa-f]:*){64})?\s*$"
+"""What :func:`_fingerprint` takes, as the document states it: 64 hex digits in any case,
+``:`` anywhere, an optional ``sha256:`` prefix, blanks around; or no digits (none)."""
+
+
 def _fingerprint(value: Any) -> Any:
     """A sha256 fingerprint as operators paste it: any case, ``:`` separated, or with a
     ``sha256:`` prefix, becomes 64 lower-case hex digits."""
     if isinstance(value, str):
+        if len(value) > MAX_FINGERPRINT_CHARS:
+            raise ValueError(f"at most {MAX_FINGERPRINT_CHARS} characters")
         value = value.strip().lower().removeprefix("sha256:").replace(":", "")
         return value or None
     return value
 
 
-Fingerprint = Annotated[Sha256Hex | None, BeforeValidator(_fingerprint)]
+Fingerprint = Annotated[
+    Sha256Hex | None,
+    BeforeValidator(_fingerprint),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {
+                    "type": "string",
+                    "pattern": FINGERPRINT_PATTERN,
+                    "maxLength": MAX_FINGERPRINT_CHARS,
+                },
+                {"type": "null"},
+            ]
+        }
+    ),
+]
 """An optional sha256 fingerprint ('' and None: none)."""
 
 

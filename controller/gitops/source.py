@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AfterValidator, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -72,6 +72,20 @@ SubPath = Annotated[
 
 
 class GitSourceBody(Body):
+    model_config = ConfigDict(
+        json_schema_extra={  # verify_signatures: true needs allowed_signers
+            "if": {
+                "properties": {"verify_signatures": {"const": True}},
+                "required": ["verify_signatures"],
+            },
+            "then": {
+                "properties": {"allowed_signers": {"pattern": r"\S"}},
+                "required": ["allowed_signers"],
+            },
+            "x-rules": ["verify_signatures needs allowed_signers"],
+        }
+    )
+
     url: GitUrl = Field(max_length=2048)
     """A URL the controller can fetch (https, ssh, file) or an absolute local path."""
     branch: GitRef = "main"

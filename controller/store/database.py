@@ -11,7 +11,9 @@ holding any process-wide state.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,8 +28,15 @@ from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 
 from controller.errors import ApiError
 from controller.store.notify import NOTIFIER_KEY, ConfigNotifier
+from controller.store.slow import TransactionWatch
 
 __all__ = ["Database", "alembic_config", "load_all_models"]
+
+log = logging.getLogger(__name__)
+SLOW_TRANSACTION_S = 5.0
+"""A transaction held this long is logged with where it is (while it still runs), one
+that waited this long for its turn (SQLite) when it ends: every other transaction of the
+process waits behind it."""
 
 
 class Database:
@@ -43,6 +52,7 @@ class Database:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._watch = TransactionWatch(SLOW_TRANSACTION_S)
         self._serial: threading.RLock | None = threading.RLock() if is_sqlite(url) else None
         """SQLite: one transaction at a time in this process.  SQLite has one writer, and
         its busy wait blocks in C: under gevent a transaction waiting for the write lock
@@ -63,12 +73,18 @@ class Database:
         both past their "does it exist?" check — is the 409 it means, never a 500: the
         database's constraint is the lock, and the loser changed nothing.  So is a row that
         a concurrent request deleted under this one (an update that matched no row)."""
+        asked = time.monotonic()
+        token = None
         try:
             with (
                 self._serial or contextlib.nullcontext(),
                 self._sessions() as session,
                 session.begin(),
             ):
+                token = self._watch.enter()
+                waited = time.monotonic() - asked
+                if waited >= SLOW_TRANSACTION_S:
+                    log.warning("a transaction waited %.1f s for its turn", waited)
                 if self.notifier is not None:
                     session.info[NOTIFIER_KEY] = self.notifier
                 yield session
@@ -80,6 +96,9 @@ class Database:
             raise ApiError(
                 409, "conflict", "the object was changed or deleted meanwhile; try again"
             ) from exc
+        finally:
+            if token is not None:
+                self._watch.leave(token)
 
 
 def is_sqlite(url: str) -> bool:

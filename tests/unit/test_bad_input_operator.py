@@ -5,13 +5,18 @@ the agent release target is only set by its own route, answers are strict JSON."
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 from flask import Flask
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from controller.app import create_app
 from controller.cli import _settings
+from controller.domain.bodies import FINGERPRINT_PATTERN, ClaimBody
 from controller.web.json_provider import StrictJSONProvider
 from tests.fixtures.controller_server import free_port, init_controller
 
@@ -184,3 +189,26 @@ def test_the_json_provider_never_writes_nan_or_infinity():
     for bad in (float("nan"), float("inf")):
         with pytest.raises(ValueError):
             provider.dumps({"x": bad})
+
+
+@pytest.mark.parametrize("value", [0, 1, "true", "yes", 0.0])
+def test_a_boolean_field_takes_only_true_or_false(api, value):
+    r = api("PUT", "/nodes/sn-1/agent-release", json={"accept_baseline": value, "version": None})
+    assert r.status_code == 422, r.data[:300]
+    assert "where true or false is expected" in r.json["error"]["details"][0]["error"]
+
+
+def test_a_query_string_boolean_is_text(api):
+    assert api("GET", "/remote/sessions?live=true").status_code == 200
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(st.from_regex(FINGERPRINT_PATTERN), st.text(max_size=80)))
+def test_a_fingerprint_is_taken_exactly_when_the_document_says(value):
+    stated = re.search(FINGERPRINT_PATTERN, value) is not None and len(value) <= 256
+    try:
+        ClaimBody.model_validate({"serial": "sn-9", "ek_sha256": value})
+        taken = True
+    except ValidationError:
+        taken = False
+    assert taken == stated, value
