@@ -40,8 +40,21 @@ _ENV = {
     "GIT_CONFIG_NOSYSTEM": "1",
     "GIT_ASKPASS": "/bin/false",
     "LC_ALL": "C",
-    "GIT_ALLOW_PROTOCOL": "file:https:ssh",  # no ext::, git:// or http:// from a URL
 }
+PROTOCOLS = ("file", "https", "ssh")
+"""What a source may use (no ext::, git:// or http:// from a URL)."""
+PROTOCOLS_ENV = "OUTPOST_GIT_PROTOCOLS"
+"""Fewer of them, ``:``-separated (``file``: a controller that never fetches over the
+network, as the API fuzz test runs it)."""
+
+
+def allowed_protocols() -> str:
+    """``GIT_ALLOW_PROTOCOL`` for git: :data:`PROTOCOLS`, or those of them the environment's
+    ``OUTPOST_GIT_PROTOCOLS`` names (never another)."""
+    asked = os.environ.get(PROTOCOLS_ENV)
+    if asked is None:
+        return ":".join(PROTOCOLS)
+    return ":".join(p for p in PROTOCOLS if p in asked.split(":"))
 
 
 class GitError(Exception):
@@ -51,7 +64,7 @@ class GitError(Exception):
 def _git(
     *args: str, cwd: Path | None = None, timeout: float = TIMEOUT_S, stderr_too: bool = False
 ) -> str:
-    env = {**os.environ, **_ENV}
+    env = {**os.environ, **_ENV, "GIT_ALLOW_PROTOCOL": allowed_protocols()}
     try:
         out = subprocess.run(
             ["git", *args],

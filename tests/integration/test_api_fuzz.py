@@ -17,6 +17,7 @@ import pytest
 
 from controller.cli import _settings
 from controller.consistency import check_database
+from controller.gitops.repo import PROTOCOLS_ENV
 from controller.store.database import Database
 from tests.fixtures.api_fuzz import run_schemathesis, seed_controller
 from tests.fixtures.controller_server import running_controller
@@ -47,7 +48,10 @@ def _server_warnings(log: Path, limit: int = 8000) -> str:
 def test_fuzzing_the_operator_api_finds_nothing_and_leaves_a_consistent_database(
     tmp_path: Path,
 ) -> None:
-    with running_controller(tmp_path) as server:
+    # git may fetch only local repositories: a fuzzed https:// or ssh:// source never
+    # leaves the machine (no DNS query, no connection)
+    env = {**os.environ, PROTOCOLS_ENV: "file"}
+    with running_controller(tmp_path, env=env) as server:
         seed_controller(server)
         run = run_schemathesis(server, tmp_path / "fuzz", max_time_s=FUZZ_SECONDS)
         with Database(_settings(server.data_dir).database_url).transaction() as s:

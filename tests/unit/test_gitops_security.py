@@ -17,6 +17,7 @@ import pytest
 from controller.app import create_app
 from controller.cli import _settings
 from controller.domain.tokens import create_token
+from controller.gitops import repo
 from controller.gitops.source import fetch_url
 from controller.store.models import GitSource
 from tests.unit.test_gitops_sync import Repo, app_doc
@@ -238,3 +239,25 @@ def test_node_documents_claim_pinned_and_a_bare_serial_is_refused(controller_dir
     assert r.status_code == 409 and "pin the node's identity" in json.dumps(r.json)
     assert api("GET", "/git/source").json["error_revision"] == bare
     assert api("GET", "/nodes/sn-8").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("asked", "allowed"),
+    [(None, "file:https:ssh"), ("file", "file"), ("https:ext:git:http", "https"), ("", "")],
+)
+def test_the_environment_narrows_the_git_protocols_and_never_widens_them(
+    monkeypatch, asked, allowed
+):
+    if asked is None:
+        monkeypatch.delenv(repo.PROTOCOLS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(repo.PROTOCOLS_ENV, asked)
+    assert repo.allowed_protocols() == allowed
+
+
+def test_a_controller_limited_to_file_refuses_an_https_source_before_any_connection(
+    monkeypatch, tmp_path: Path
+):
+    monkeypatch.setenv(repo.PROTOCOLS_ENV, "file")
+    with pytest.raises(repo.GitError, match="transport 'https' not allowed"):
+        repo.fetch("https://git.invalid/fleet.git", "main", tmp_path / "mirror")
