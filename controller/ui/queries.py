@@ -316,10 +316,15 @@ def _progress(status: AppStatus | None, size: int) -> tuple[int, int, float | No
     return total * status.progress_pct // 100, total, status.progress_rate_bps
 
 
-def recent_events(s: Session, node: Node | None = None, limit: int = 20) -> list[dict[str, Any]]:
+def recent_events(
+    s: Session, node: Node | None = None, limit: int = 20, app_uuid: str | None = None
+) -> list[dict[str, Any]]:
+    """The newest events, of one node and/or of one app (its instances on every node)."""
     stmt = select(Event, Node.serial).outerjoin(Node, Node.id == Event.node_id)
     if node is not None:
         stmt = stmt.where(Event.node_id == node.id)
+    if app_uuid is not None:
+        stmt = stmt.where(Event.app_uuid == app_uuid)
     rows = s.execute(stmt.order_by(Event.id.desc()).limit(limit)).all()
     return [
         {"at": e.at, "node": serial, "kind": e.kind, "message": e.message} for e, serial in rows

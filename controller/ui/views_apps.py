@@ -37,6 +37,7 @@ from controller.ui.queries import (
     app_instances,
     apps_catalog,
     images_catalog,
+    recent_events,
 )
 from controller.ui.security import requires
 from controller.ui.views_fleet import LOG_LINES, REFRESH_S
@@ -129,6 +130,7 @@ def _app_page(name: str, assign: NodeAssignForm | None = None, status: int = 200
         since = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(hours=1)
         metrics = app_metrics(s, app, since)
         logs = app_logs(s, app, limit=LOG_LINES)
+        events = recent_events(s, app_uuid=app.uuid, limit=30)
     html = render_template(
         "app.html",
         app=out,
@@ -137,6 +139,7 @@ def _app_page(name: str, assign: NodeAssignForm | None = None, status: int = 200
         metrics=metrics,
         charts=app_charts(metrics),
         logs=logs,
+        events=events,
         log_lines=LOG_LINES,
         refresh=REFRESH_S,
     )

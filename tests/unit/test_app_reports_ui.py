@@ -7,7 +7,8 @@ import datetime as dt
 import uuid as uuidlib
 
 from controller.domain import apps, nodes
-from controller.store.models import Image, MetricSample, Node
+from controller.store.lookup import find_app
+from controller.store.models import Event, Image, MetricSample, Node
 
 SECRET = "token: never-on-a-page\n"
 
@@ -46,3 +47,16 @@ def test_a_secret_user_data_is_never_on_a_page(ui_client, ui_app):
     for page in ("/ui/apps/infer", "/ui/apps/infer/edit"):
         html = client.get(page).get_data(as_text=True)
         assert "never-on-a-page" not in html and "&lt;secret: " in html, page
+
+
+def test_the_app_page_lists_the_events_of_its_instances_and_no_others(ui_client, ui_app):
+    _setup(ui_app)
+    with ui_app.extensions["outpost"].db.transaction() as s:
+        node = s.query(Node).filter_by(serial="cam-1").one()
+        uuid = find_app(s, "infer").uuid
+        s.add(Event(node_id=node.id, kind="app.state", message="infer RUNNING", app_uuid=uuid))
+        s.add(Event(node_id=node.id, kind="node.online", message="the node came back"))
+    html = ui_client("viewer").get("/ui/apps/infer").get_data(as_text=True)
+    events = html.split('id="app-events"')[1].split("</section>")[0]
+    assert "infer RUNNING" in events and "cam-1" in events
+    assert "the node came back" not in events
