@@ -7,6 +7,7 @@ Views are added by the sibling ``views_*`` modules; templates live in
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 from typing import Any
 
 from flask import Blueprint, flash, g, render_template, request
@@ -93,6 +94,14 @@ def _bytes(value: Any) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return str(value)
+
+
+@ui.app_template_filter("shell")
+def _shell(words: Any) -> str:
+    """A command as one would type it: each word quoted where the shell needs it."""
+    if not isinstance(words, list | tuple):
+        return ""
+    return shlex.join(str(w) for w in words)
 
 
 @ui.app_template_filter("ago")

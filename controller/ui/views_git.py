@@ -127,7 +127,11 @@ def git_sync() -> Response:
         flash(exc.message, "error")
         return redirect(url_for("ui.git"))
     if result.errors:
-        flash(f"The revision was refused ({len(result.errors)} errors); see below.", "error")
+        count = len(result.errors)
+        flash(
+            f"The revision was refused ({count} error{'' if count == 1 else 's'}); see below.",
+            "error",
+        )
     elif result.applied:
         flash(f"Revision {result.revision[:12]} applied ({len(result.changes)} changes).", "info")
     else:

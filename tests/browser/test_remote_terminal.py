@@ -130,7 +130,7 @@ def test_an_operator_types_into_the_vm_serial_console_and_reads_the_answer(site:
     page.locator("#terminal[data-live='1']").wait_for(timeout=WAIT_MS)
     _type_until(page, "echo console-$((6*7))-ok", "console-42-ok")
     site.console_session = page.url.rsplit("/", 1)[-1].split("#")[0]
-    screenshot(page, "remote-vm-console", tablet=False)
+    screenshot(page, "remote-vm-console", phone=False)
 
 
 def test_an_operator_execs_into_a_container_and_reads_the_answer(site: Site):
@@ -140,7 +140,7 @@ def test_an_operator_execs_into_a_container_and_reads_the_answer(site: Site):
     page.wait_for_url("**/ui/remote/sessions/*")
     page.locator("#terminal[data-live='1']").wait_for(timeout=WAIT_MS)
     _type_until(page, "echo exec-$((6*7))-ok; hostname", "exec-42-ok", timeout_s=60)
-    screenshot(page, "remote-container-exec", tablet=False)
+    screenshot(page, "remote-container-exec", phone=False)
     page.goto(f"{site.node.url}/ui/remote")
 
 
@@ -154,7 +154,7 @@ def test_the_console_recording_replays_the_same_text_in_the_ui(site: Site):
     page.goto(f"{site.node.url}/ui/remote/sessions/{sid}")
     page.locator("#terminal[data-replayed='1']").wait_for(timeout=60_000)
     assert "console-42-ok" in _screen(page)
-    screenshot(page, "remote-replay", tablet=False)
+    screenshot(page, "remote-replay", phone=False)
     page.goto(f"{site.node.url}/ui/remote")
     row = page.locator(f"tr[data-session='{sid}']")
     assert "ended" in row.inner_text()

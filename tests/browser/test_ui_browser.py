@@ -5,9 +5,13 @@ One story, in file order (the tests share the controller, the agent and the brow
 log in → claim a serial and download the onboarding bundle → the agent, started with that
 bundle, onboards while the node page watches → upload an image, create a container app
 (a field error first), assign it → RUNNING on the node page → restart (confirmed) → the
-audit entry → log out; a viewer cannot change anything; a POST without CSRF token is
-refused.  Screenshots (1280x800 and a tablet width) go to ``build/screenshots``; times
-are written to ``build/screenshots/timings.json`` (measured, never asserted).
+audit entry → an app that exits at once shows as crash-looping on the overview, its log
+grows on the open app page → delete it (confirmed) → a rollout started from the form runs
+to the end → a git commit with a bad manifest is refused with its file:line → log out;
+a viewer cannot change anything; a POST without CSRF token is refused; the node is
+revoked (confirmed).  Screenshots (1400 px and a phone's 390 px) go to
+``build/screenshots``; times are written to ``build/screenshots/timings.json`` (measured,
+never asserted).
 """
 
 from __future__ import annotations
@@ -137,7 +141,7 @@ def test_log_in_and_see_the_fleet(site: Site):
     site.timings["login_s"] = round(time.monotonic() - t0, 3)
     assert page.get_by_role("heading", name="Fleet overview").is_visible()
     assert page.locator(".c-total .n").inner_text() == "0"
-    screenshot(page, "02-overview-empty", tablet=False)
+    screenshot(page, "02-overview-empty", phone=False)
 
 
 def test_claim_a_serial_and_download_the_onboarding_bundle(site: Site):
@@ -273,7 +277,7 @@ def test_restart_the_app_with_confirmation(site: Site):
     (container,) = site.podman.ps(site.node()["uuid"])
     page.get_by_role("button", name=f"Restart {APP}").click()
     assert page.get_by_role("heading", name="Restart the app?").is_visible()
-    screenshot(page, "09-confirm-restart", tablet=False)
+    screenshot(page, "09-confirm-restart", phone=False)
     t0 = time.monotonic()
     page.get_by_role("button", name="Yes, restart").click()
     assert "Restart of app web requested (counter 1)" in page.locator(".flash.info").inner_text()
@@ -321,7 +325,115 @@ def test_the_audit_log_records_the_restart(site: Site):
     screenshot(page, "10-audit")
 
 
-def test_other_pages_render_at_laptop_and_tablet_widths(site: Site):
+CRASHER = "boom"
+
+
+def test_a_crash_looping_app_shows_on_the_overview_and_its_log_grows_live(site: Site):
+    app = {
+        "name": CRASHER,
+        "kind": "container",
+        "image": "busybox",
+        "resources": {"memory_mib": 32},
+        "command": ["sh", "-c", "echo boom; exit 3"],
+    }
+    assert site.ctl.api("POST", "/apps", json=app).status_code == 201
+    assert site.ctl.api("POST", f"/nodes/{SERIAL}/apps", json={"app": CRASHER}).ok
+    page = site.page
+    page.goto(f"{site.url}/ui/")
+    t0 = time.monotonic()
+    # no reload: the overview refreshes itself
+    page.get_by_text(f"app {CRASHER} crash-looping").wait_for(timeout=WAIT_MS)
+    site.timings["assign_to_crashloop_on_overview_s"] = round(time.monotonic() - t0, 3)
+    screenshot(page, "17-overview-crashloop")
+    page.goto(f"{site.url}/ui/apps/{CRASHER}")
+    panel = page.locator("#app-logs")
+
+    def boom_lines() -> int:
+        return int(panel.inner_text().count("boom"))
+
+    page.wait_for_function(
+        "() => (document.querySelector('#app-logs').innerText.match(/boom/g) || []).length > 0",
+        timeout=WAIT_MS,
+    )
+    seen = boom_lines()
+    page.wait_for_function(  # a later run's line arrives in the open page
+        "n => (document.querySelector('#app-logs').innerText.match(/boom/g) || []).length > n",
+        arg=seen,
+        timeout=WAIT_MS,
+    )
+    assert "stdout F" not in panel.inner_text()  # the runtime's prefix is not shown
+    page.locator("#app-events", has_text="crash-looping").wait_for(timeout=WAIT_MS)
+    screenshot(page, "18-app-crashloop-logs")
+
+
+def test_delete_an_app_after_confirming_what_it_will_do(site: Site):
+    page = site.page
+    page.goto(f"{site.url}/ui/apps/{CRASHER}")
+    page.get_by_role("link", name="Delete app…").click()
+    assert page.get_by_role("heading", name=f"Delete app {CRASHER}").is_visible()
+    assert "removed from its 1 node" in page.content()
+    screenshot(page, "19-confirm-delete", phone=False)
+    page.get_by_role("button", name=f"Yes, delete app {CRASHER}").click()
+    assert f"App {CRASHER} deleted" in page.locator(".flash.info").inner_text()
+    assert site.ctl.api("GET", f"/apps/{CRASHER}").status_code == 404
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while any(
+        c["Labels"].get("outpost.name") == CRASHER for c in site.podman.ps(site.node()["uuid"])
+    ):
+        assert time.monotonic() < deadline, "the node kept the deleted app's container"
+        time.sleep(0.5)
+
+
+def test_a_rollout_started_from_the_form_runs_to_the_end(site: Site):
+    page = site.page
+    _nav(page, "Rollouts")
+    page.locator("#start-app").select_option(APP)
+    page.get_by_role("button", name="Choose the new version and rings").click()
+    page.get_by_label("Environment (KEY=value, one per line)").fill("VERSION=2")
+    ring = page.get_by_role("group", name="Ring 1", exact=True)
+    ring.get_by_label("Soak (s)").fill("3")
+    ring.get_by_label("Deadline (s)").fill("600")
+    page.get_by_role("button", name="Start the rollout").click()
+    assert "started" in page.locator(".flash.info").inner_text()
+    t0 = time.monotonic()
+    # the rollout page refreshes itself while the rollout runs
+    page.locator(".badge", has_text="succeeded").wait_for(timeout=WAIT_MS)
+    site.timings["rollout_start_to_succeeded_on_page_s"] = round(time.monotonic() - t0, 3)
+    assert site.ctl.api("GET", f"/apps/{APP}").json()["env"] == {"VERSION": "2"}
+    screenshot(page, "25-rollout-succeeded")
+
+
+def test_a_refused_git_commit_shows_its_file_and_line(site: Site):
+    from tests.unit.test_gitops_sync import Repo
+
+    repo = Repo(site.base / "fleet-repo")
+    repo.commit(
+        {
+            "sites/lab/apps.yaml": (
+                "kind: App\n"
+                "spec:\n"
+                "  name: from-git\n"
+                "  kind: container\n"
+                "  image: busybox\n"
+                "  memory_in_bananas: 3\n"
+            )
+        }
+    )
+    page = site.page
+    _nav(page, "Git")
+    page.get_by_label("Repository URL").fill(str(repo.path))
+    page.get_by_label("Sync every (s)").fill("0")
+    page.get_by_role("button", name="Save the source").click()
+    assert "Git source saved" in page.locator(".flash.info").inner_text()
+    page.get_by_role("button", name="Sync now").click()
+    assert "refused" in page.locator(".flash.error").inner_text()
+    errors = page.locator("#err-h").locator("xpath=..").inner_text()
+    assert "sites/lab/apps.yaml:6" in errors, errors
+    assert site.ctl.api("GET", "/apps/from-git").status_code == 404
+    screenshot(page, "26-git-refused")
+
+
+def test_other_pages_render_at_1400_and_390_px(site: Site):
     page = site.page
     for path, name in (
         ("/ui/", "11-overview"),
@@ -367,7 +479,7 @@ def test_a_viewer_cannot_change_anything(site: Site, chromium):
         page.goto(f"{site.url}/ui/nodes/{SERIAL}")
         assert page.get_by_role("button", name=f"Restart {APP}").count() == 0
         assert page.locator("form[method=post]").count() == 1  # log out only
-        screenshot(page, "16-node-as-viewer", tablet=False)
+        screenshot(page, "16-node-as-viewer", phone=False)
         token = page.locator("form.who input[name=csrf_token]").get_attribute("value")
         counter = site.node()["instances"][0]["restart_counter"]
         for path, form in (
@@ -387,6 +499,20 @@ def test_a_viewer_cannot_change_anything(site: Site, chromium):
         context.close()
 
 
+def test_revoke_the_node_after_confirming(site: Site):
+    page = site.page
+    _login(page, site.url, "ui-admin", site.passwords["admin"])
+    page.goto(f"{site.url}/ui/nodes/{SERIAL}")
+    page.get_by_role("link", name="Revoke…").click()
+    assert page.get_by_role("heading", name=f"Revoke node {SERIAL}").is_visible()
+    page.get_by_label("Reason").fill("retired in the UI test")
+    screenshot(page, "27-confirm-revoke", phone=False)
+    page.get_by_role("button", name=f"Yes, revoke node {SERIAL}").click()
+    assert f"Node {SERIAL} revoked" in page.locator(".flash.info").inner_text()
+    trust = site.ctl.api("GET", f"/trust/nodes/{SERIAL}").json()
+    assert trust["state"] == "revoked", trust
+
+
 def test_screenshots_of_a_busy_fleet(site: Site):
     """60 more nodes (seeded into the database: inventories, a day of metrics, logs)."""
     from benchmarks.ui_fleet import seed_fleet
@@ -395,11 +521,11 @@ def test_screenshots_of_a_busy_fleet(site: Site):
 
     fleet = seed_fleet(Database(_settings(site.ctl.data_dir).database_url), 60, "site", audit=200)
     page = site.page
-    _login(page, site.url, "ui-admin", site.passwords["admin"])
+    page.goto(f"{site.url}/ui/")
     assert page.locator(".c-total .n").inner_text() == "61"
     screenshot(page, "20-fleet-overview")
     page.goto(f"{site.url}/ui/nodes?status=attention")
-    screenshot(page, "21-fleet-attention", tablet=False)
+    screenshot(page, "21-fleet-attention", phone=False)
     page.goto(f"{site.url}/ui/nodes/{fleet.detailed}?window=24h")
     assert page.locator("svg.chart polyline").count() == 5
     assert page.locator("progress").count() == 1
@@ -407,6 +533,6 @@ def test_screenshots_of_a_busy_fleet(site: Site):
     page.goto(f"{site.url}/ui/nodes")
     page.get_by_label("Search").fill("site=lab")
     page.get_by_role("button", name="Filter").click()
-    screenshot(page, "23-fleet-search", tablet=False)
+    screenshot(page, "23-fleet-search", phone=False)
     page.goto(f"{site.url}/ui/apps")
-    screenshot(page, "24-fleet-apps", tablet=False)
+    screenshot(page, "24-fleet-apps", phone=False)

@@ -46,6 +46,14 @@ def test_an_app_created_in_the_ui_is_the_apis_app(ui_client, ui_app, client, adm
         assert audit.actor == "user:operator1" and audit.after["name"] == "web"
 
 
+def test_the_app_page_shows_the_command_as_typed_with_its_quoting(ui_client, ui_app):
+    _images(ui_app)
+    ui = ui_client("operator")
+    assert ui.post("/ui/apps/new", _form()).status_code == 302
+    html = ui.get("/ui/apps/web").get_data(as_text=True)
+    assert "<code>sh -c &#39;echo hi; sleep 600&#39;</code>" in html
+
+
 def test_errors_appear_next_to_their_fields(ui_client, ui_app):
     _images(ui_app)
     ui = ui_client("operator")
