@@ -4,7 +4,9 @@ HTTPS controller process and a real node agent running a busybox container on po
 One story, in file order (the tests share the controller, the agent and the browser):
 log in → claim a serial and download the onboarding bundle → the agent, started with that
 bundle, onboards while the node page watches → upload an image, create a container app
-(a field error first), assign it → RUNNING on the node page → restart (confirmed) → the
+(a field error first), assign it → RUNNING on the node page → a VM app whose download
+(capped by a site policy) shows its percent on the node page, then RUNNING → restart
+(confirmed) → the
 audit entry → an app that exits at once shows as crash-looping on the overview, its log
 grows on the open app page → delete it (confirmed) → a rollout started from the form runs
 to the end → a git commit with a bad manifest is refused with its file:line → log out;
@@ -19,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -180,7 +183,7 @@ def test_watch_the_node_onboard(site: Site):
                 "bundle_dir": str(site.bundle),
                 "serial": SERIAL,
                 "libvirt_uri": site.libvirt_uri,
-                "hypervisor": "tcg",  # no VM in this test: skip the KVM probe
+                "hypervisor": "tcg",  # the VM step runs under TCG (no KVM probe)
                 "podman_global_args": list(site.podman.global_args),
                 "config_interval_s": 1.0,
                 "reconcile_interval_s": 1.0,
@@ -268,6 +271,56 @@ def test_the_app_reaches_running_on_the_node_page(site: Site):
     assert container["State"] == "running"
     assert container["Labels"]["outpost.name"] == APP
     screenshot(page, "08-node-running")
+
+
+VM_APP = "vm1"
+DOWNLOAD_S = 30.0
+"""The VM image's download is capped by a site policy to last about this long, so the node
+page (refreshed every 10 s) shows its percent at least twice."""
+
+
+def test_a_vm_app_shows_its_download_percent_live_then_runs(site: Site, testvm_disk_image):
+    size = testvm_disk_image.path.stat().st_size
+    policy = {"name": "slow-link", "download_rate_bps": max(size / DOWNLOAD_S, 1024.0)}
+    assert site.ctl.api("POST", "/site-policies", json=policy).status_code == 201
+    page = site.page
+    _nav(page, "Images")
+    form = page.locator("form", has_text="Upload an image")
+    form.get_by_label("Name").fill("testvm")
+    form.get_by_label("Format").select_option("qcow2")
+    form.get_by_label("Image file").set_input_files(str(testvm_disk_image.path))
+    form.get_by_role("button", name="Upload").click()
+    assert "Image testvm uploaded" in page.locator(".flash.info").inner_text()
+    _nav(page, "Apps")
+    page.get_by_role("link", name="New app").click()
+    page.get_by_label("Name", exact=True).fill(VM_APP)
+    page.get_by_label("Kind", exact=True).select_option("vm")
+    page.get_by_label("Image", exact=True).select_option("testvm")
+    page.get_by_label("Memory (MiB)").fill("128")
+    page.get_by_role("button", name="Create app").click()
+    page.wait_for_url(f"{site.url}/ui/apps/{VM_APP}")
+    page.get_by_label("Node serial").fill(SERIAL)
+    page.get_by_role("button", name="Assign").click()
+    assert f"{VM_APP} assigned to {SERIAL}" in page.locator(".flash.info").inner_text()
+
+    page.goto(f"{site.url}/ui/nodes/{SERIAL}")
+    row = page.locator(f'tr[data-app="{VM_APP}"]')
+    t0 = time.monotonic()
+    # no reload from here: the node page refreshes itself
+    row.locator("progress").wait_for(timeout=WAIT_MS)
+    done, total = (float(row.locator("progress").get_attribute(a) or 0) for a in ("value", "max"))
+    assert total == size and 0 <= done < total
+    # percent, bytes and (from the node's second report on) the rate, as the bytes arrive
+    row.locator("[data-download]", has_text=re.compile(r"^\d+% · .+ / .+ at .+/s$")).wait_for(
+        timeout=WAIT_MS
+    )
+    screenshot(page, "08b-node-vm-downloading")
+    row.locator("[data-state]", has_text="RUNNING").wait_for(timeout=WAIT_MS)
+    site.timings["vm_download_seen_to_running_on_page_s"] = round(time.monotonic() - t0, 3)
+    assert row.locator("progress").count() == 0
+    # the VM has shown what it had to: it leaves, so the rest of the day runs beside no guest
+    assert site.ctl.api("DELETE", f"/apps/{VM_APP}").ok
+    assert site.ctl.api("DELETE", "/site-policies/slow-link").ok
 
 
 def test_restart_the_app_with_confirmation(site: Site):
