@@ -17,10 +17,12 @@ from sqlalchemy.orm import Session
 from controller.domain.adapters import nodes_of_app
 from controller.store.models import App, MetricSample, Node
 
-__all__ = ["MAX_SERIES_POINTS", "app_metrics", "app_series"]
+__all__ = ["MAX_SERIES_POINTS", "app_metrics", "app_series", "app_series_of"]
 
 MAX_SERIES_POINTS = 720
 """Per node: half a day of one-minute samples, or an hour of 5 s ones."""
+CHUNK = 500
+"""Nodes per samples query (SQLite's bound-parameter limit stays far away)."""
 
 
 def _of_app(data: dict[str, Any], app_uuid: str) -> dict[str, Any] | None:
@@ -34,11 +36,28 @@ def _of_app(data: dict[str, Any], app_uuid: str) -> dict[str, Any] | None:
 def app_series(s: Session, node: Node, app_uuid: str, since: dt.datetime) -> list[dict[str, Any]]:
     """``[{at, values, labels}]`` of the app's reports on ``node`` since ``since`` (oldest
     first, at most :data:`MAX_SERIES_POINTS`, one point per distinct report)."""
-    rows = s.scalars(
-        select(MetricSample.data)
-        .where(MetricSample.node_id == node.id, MetricSample.at >= since)
-        .order_by(MetricSample.id)
-    ).all()
+    return app_series_of(s, [node], app_uuid, since).get(node.id, [])
+
+
+def app_series_of(
+    s: Session, nodes: list[Node], app_uuid: str, since: dt.datetime
+) -> dict[int, list[dict[str, Any]]]:
+    """:func:`app_series` of many nodes (node id → series) in one query per
+    :data:`CHUNK` nodes, not one per node."""
+    samples: dict[int, list[Any]] = {}
+    ids = [n.id for n in nodes]
+    for start in range(0, len(ids), CHUNK):
+        rows = s.execute(
+            select(MetricSample.node_id, MetricSample.data)
+            .where(MetricSample.node_id.in_(ids[start : start + CHUNK]), MetricSample.at >= since)
+            .order_by(MetricSample.id)
+        ).all()
+        for node_id, data in rows:
+            samples.setdefault(node_id, []).append(data)
+    return {node_id: _series(rows, app_uuid) for node_id, rows in samples.items()}
+
+
+def _series(rows: list[Any], app_uuid: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for data in rows:
         entry = _of_app(data, app_uuid)
@@ -56,7 +75,9 @@ def app_metrics(s: Session, app: App, since: dt.datetime, series: bool = True) -
     """Per node the app runs on: its latest runtime counters, its latest own report and
     (``series``) the reports since ``since``."""
     nodes = []
-    for node in nodes_of_app(s, app):
+    running = list(nodes_of_app(s, app))
+    series_of = app_series_of(s, running, app.uuid, since) if series else {}
+    for node in running:
         entry = _of_app(node.metrics or {}, app.uuid)
         item: dict[str, Any] = {
             "node": node.serial,
@@ -65,6 +86,6 @@ def app_metrics(s: Session, app: App, since: dt.datetime, series: bool = True) -
             "reported": (entry or {}).get("reported"),
         }
         if series:
-            item["series"] = app_series(s, node, app.uuid, since)
+            item["series"] = series_of.get(node.id, [])
         nodes.append(item)
     return {"app": app.name, "uuid": app.uuid, "nodes": nodes}
