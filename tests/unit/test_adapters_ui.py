@@ -36,3 +36,12 @@ def test_the_node_page_says_why_a_gpu_in_a_shared_group_cannot_be_assigned(ui_cl
     _node(ui_app, "gpu-2", "nvidia-shared-group")
     html = ui_client("viewer").get("/ui/nodes/gpu-2").get_data(as_text=True)
     assert "also holds 0000:02:00.0" in html
+
+
+def test_with_the_iommu_off_the_fix_is_said_once_not_on_every_row(ui_client, ui_app):
+    _node(ui_app, "no-iommu", "iommu-off")
+    html = ui_client("viewer").get("/ui/nodes/no-iommu").get_data(as_text=True)
+    section = html.split('id="adapters-h"')[1].split("</section>")[0]
+    assert section.count("intel_iommu=on") == 1 + section.count('title="')
+    assert "IOMMU off: no adapter can be passed through" in section
+    assert "(IOMMU off)" in section
