@@ -258,9 +258,8 @@ def serve(settings: ControllerSettings, options: ServeOptions) -> None:
         flush=True,
     )
     os.environ.setdefault(REPLICA_ENV, replica_id())  # every worker: the same replica
-    # gevent's monitor thread: a worker whose event loop is blocked (a long computation or
-    # a call that does not yield) prints which greenlet and where to the error log
-    os.environ.setdefault("GEVENT_MONITOR_THREAD_ENABLE", "true")
+    # gevent's monitor thread (opt-in: GEVENT_MONITOR_THREAD_ENABLE=true): a worker whose
+    # event loop is blocked prints which greenlet and where to the error log
     os.environ.setdefault("GEVENT_MAX_BLOCKING_TIME", str(MAX_BLOCKING_S))
     warnings.filterwarnings("ignore", "Unable to monitor memory usage")  # no psutil: fine
     _metrics_dir(settings)

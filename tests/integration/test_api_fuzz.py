@@ -50,7 +50,8 @@ def test_fuzzing_the_operator_api_finds_nothing_and_leaves_a_consistent_database
 ) -> None:
     # git may fetch only local repositories: a fuzzed https:// or ssh:// source never
     # leaves the machine (no DNS query, no connection)
-    env = {**os.environ, PROTOCOLS_ENV: "file"}
+    # and gevent's monitor reports a blocked event loop into the log shown on failure
+    env = {**os.environ, PROTOCOLS_ENV: "file", "GEVENT_MONITOR_THREAD_ENABLE": "true"}
     with running_controller(tmp_path, env=env) as server:
         seed_controller(server)
         run = run_schemathesis(server, tmp_path / "fuzz", max_time_s=FUZZ_SECONDS)
