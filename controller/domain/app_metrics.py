@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from controller.domain.adapters import nodes_of_app
 from controller.store.models import App, MetricSample, Node
 
-__all__ = ["MAX_SERIES_POINTS", "app_metrics", "app_series", "app_series_of"]
+__all__ = ["MAX_SERIES_POINTS", "app_metrics", "app_series_of"]
 
 MAX_SERIES_POINTS = 720
 """Per node: half a day of one-minute samples, or an hour of 5 s ones."""
@@ -33,17 +33,12 @@ def _of_app(data: dict[str, Any], app_uuid: str) -> dict[str, Any] | None:
     return None
 
 
-def app_series(s: Session, node: Node, app_uuid: str, since: dt.datetime) -> list[dict[str, Any]]:
-    """``[{at, values, labels}]`` of the app's reports on ``node`` since ``since`` (oldest
-    first, at most :data:`MAX_SERIES_POINTS`, one point per distinct report)."""
-    return app_series_of(s, [node], app_uuid, since).get(node.id, [])
-
-
 def app_series_of(
     s: Session, nodes: list[Node], app_uuid: str, since: dt.datetime
 ) -> dict[int, list[dict[str, Any]]]:
-    """:func:`app_series` of many nodes (node id → series) in one query per
-    :data:`CHUNK` nodes, not one per node."""
+    """Per node (node id → series): ``[{at, values, labels}]`` of the app's reports since
+    ``since`` (oldest first, at most :data:`MAX_SERIES_POINTS`, one point per distinct
+    report); one query per :data:`CHUNK` nodes, not one per node."""
     samples: dict[int, list[Any]] = {}
     ids = [n.id for n in nodes]
     for start in range(0, len(ids), CHUNK):

@@ -1,8 +1,8 @@
 """Transactions that take long, logged with where they are, while they still run.
 
 A transaction that never ends (a greenlet stuck while it holds SQLite's one-at-a-time
-lock) would never reach the "slow transaction" line written at its end, yet every other
-request of the process waits behind it.  :class:`TransactionWatch` keeps the transactions
+lock) never reaches a line written at its end, yet every other request of the process
+waits behind it.  :class:`TransactionWatch` keeps the transactions
 in flight; a daemon thread (a greenlet under gevent) looks every few seconds and logs each
 one held longer than ``slow_s``, once, with the stack it is at now.
 """
@@ -23,7 +23,7 @@ import greenlet  # type: ignore[import-untyped]
 
 __all__ = ["TransactionWatch"]
 
-log = logging.getLogger("controller.store.database")
+log = logging.getLogger(__name__)
 
 
 def _real_thread_ident() -> int:
@@ -64,10 +64,8 @@ class TransactionWatch:
                     self._watcher.start()
         return token
 
-    def leave(self, token: int) -> float:
-        """How long the transaction was held."""
-        found = self._open.pop(token, None)
-        return time.monotonic() - found.began if found is not None else 0.0
+    def leave(self, token: int) -> None:
+        self._open.pop(token, None)
 
     def overdue(self) -> list[tuple[float, str]]:
         """The transactions held longer than ``slow_s`` not reported yet: (seconds, stack);

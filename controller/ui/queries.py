@@ -23,7 +23,6 @@ from controller.store.models import (
     App,
     Assignment,
     AuditEvent,
-    Event,
     Image,
     MetricSample,
     Node,
@@ -54,7 +53,6 @@ __all__ = [
     "node_apps",
     "node_list",
     "node_status",
-    "recent_events",
 ]
 
 PAGE_SIZE = 50
@@ -314,21 +312,6 @@ def _progress(status: AppStatus | None, size: int) -> tuple[int, int, float | No
     if status.progress_pct is None or total <= 0:
         return None
     return total * status.progress_pct // 100, total, status.progress_rate_bps
-
-
-def recent_events(
-    s: Session, node: Node | None = None, limit: int = 20, app_uuid: str | None = None
-) -> list[dict[str, Any]]:
-    """The newest events, of one node and/or of one app (its instances on every node)."""
-    stmt = select(Event, Node.serial).outerjoin(Node, Node.id == Event.node_id)
-    if node is not None:
-        stmt = stmt.where(Event.node_id == node.id)
-    if app_uuid is not None:
-        stmt = stmt.where(Event.app_uuid == app_uuid)
-    rows = s.execute(stmt.order_by(Event.id.desc()).limit(limit)).all()
-    return [
-        {"at": e.at, "node": serial, "kind": e.kind, "message": e.message} for e, serial in rows
-    ]
 
 
 def metric_samples(s: Session, node: Node, since: dt.datetime) -> list[dict[str, Any]]:

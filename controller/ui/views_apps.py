@@ -15,6 +15,7 @@ from controller.domain import apps as apps_actions
 from controller.domain import images as images_actions
 from controller.domain import nodes as nodes_actions
 from controller.domain.app_metrics import app_metrics
+from controller.domain.events import query as query_events
 from controller.domain.views import app_json
 from controller.errors import ApiError
 from controller.store.lookup import find_app
@@ -37,7 +38,6 @@ from controller.ui.queries import (
     app_instances,
     apps_catalog,
     images_catalog,
-    recent_events,
 )
 from controller.ui.security import requires
 from controller.ui.views_fleet import LOG_LINES, REFRESH_S
@@ -130,7 +130,7 @@ def _app_page(name: str, assign: NodeAssignForm | None = None, status: int = 200
         since = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(hours=1)
         metrics = app_metrics(s, app, since)
         logs = app_logs(s, app, limit=LOG_LINES)
-        events = recent_events(s, app_uuid=app.uuid, limit=30)
+        events = query_events(s, app_uuid=app.uuid, limit=30)
     html = render_template(
         "app.html",
         app=out,

@@ -11,6 +11,7 @@ from werkzeug.wrappers import Response
 
 from controller.domain import nodes as nodes_actions
 from controller.domain.adapters import node_adapters
+from controller.domain.events import query as query_events
 from controller.domain.status import online_cutoff, reported
 from controller.errors import ApiError
 from controller.store.lookup import find_node
@@ -36,7 +37,6 @@ from controller.ui.queries import (
     node_apps,
     node_list,
     node_status,
-    recent_events,
 )
 from controller.ui.security import requires
 from controller.web.context import actor
@@ -64,7 +64,7 @@ def _cutoff() -> dt.datetime:
 def overview() -> str:
     with services().db.transaction() as s:
         summary = fleet_summary(s, _cutoff())
-        events = recent_events(s, limit=15)
+        events = query_events(s, limit=15)
     return render_template("overview.html", s=summary, events=events, refresh=REFRESH_S)
 
 
@@ -118,7 +118,7 @@ def _node_context(s: Any, serial: str) -> dict[str, Any]:
         "charts": node_charts(metric_samples(s, node, since), cpus),
         "window": window,
         "windows": list(WINDOWS),
-        "events": recent_events(s, node, limit=30),
+        "events": query_events(s, node=node, limit=30),
         "logs": recent_logs(s, node, source, level, limit=LOG_LINES),
         "source": source,
         "level": level,

@@ -125,6 +125,17 @@ def _nav(page: Any, name: str) -> None:
     page.get_by_role("navigation", name="Main").get_by_role("link", name=name, exact=True).click()
 
 
+def _upload_image(page: Any, name: str, fmt: str, path: Path) -> None:
+    """Upload ``path`` on the Images page; its flash says it was stored."""
+    _nav(page, "Images")
+    form = page.locator("form", has_text="Upload an image")
+    form.get_by_label("Name").fill(name)
+    form.get_by_label("Format").select_option(fmt)
+    form.get_by_label("Image file").set_input_files(str(path))
+    form.get_by_role("button", name="Upload").click()
+    assert f"Image {name} uploaded" in page.locator(".flash.info").inner_text()
+
+
 def _labelled(page: Any) -> list[str]:
     """Visible form controls without an accessible label (should be none)."""
     return page.evaluate(
@@ -211,13 +222,7 @@ def test_watch_the_node_onboard(site: Site):
 
 def test_upload_an_image_and_create_a_container_app(site: Site, busybox_image):
     page = site.page
-    _nav(page, "Images")
-    form = page.locator("form", has_text="Upload an image")
-    form.get_by_label("Name").fill("busybox")
-    form.get_by_label("Format").select_option("oci-archive")
-    form.get_by_label("Image file").set_input_files(str(busybox_image.path))
-    form.get_by_role("button", name="Upload").click()
-    assert "Image busybox uploaded" in page.locator(".flash.info").inner_text()
+    _upload_image(page, "busybox", "oci-archive", busybox_image.path)
     assert busybox_image.sha256 in page.content()
     screenshot(page, "05-images")
 
@@ -284,13 +289,7 @@ def test_a_vm_app_shows_its_download_percent_live_then_runs(site: Site, testvm_d
     policy = {"name": "slow-link", "download_rate_bps": max(size / DOWNLOAD_S, 1024.0)}
     assert site.ctl.api("POST", "/site-policies", json=policy).status_code == 201
     page = site.page
-    _nav(page, "Images")
-    form = page.locator("form", has_text="Upload an image")
-    form.get_by_label("Name").fill("testvm")
-    form.get_by_label("Format").select_option("qcow2")
-    form.get_by_label("Image file").set_input_files(str(testvm_disk_image.path))
-    form.get_by_role("button", name="Upload").click()
-    assert "Image testvm uploaded" in page.locator(".flash.info").inner_text()
+    _upload_image(page, "testvm", "qcow2", testvm_disk_image.path)
     _nav(page, "Apps")
     page.get_by_role("link", name="New app").click()
     page.get_by_label("Name", exact=True).fill(VM_APP)

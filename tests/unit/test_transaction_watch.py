@@ -4,11 +4,15 @@ they are: a stuck one never reaches the end where a duration could be logged."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from controller.store.slow import TransactionWatch
 
 
-def _held_in_a_thread(watch: TransactionWatch) -> tuple[threading.Event, threading.Thread]:
+@contextmanager
+def _held_in_a_thread(watch: TransactionWatch) -> Iterator[None]:
+    """A transaction held by another thread for the block's duration."""
     inside, release = threading.Event(), threading.Event()
 
     def stuck_in_the_middle_of_a_transaction() -> None:
@@ -20,30 +24,26 @@ def _held_in_a_thread(watch: TransactionWatch) -> tuple[threading.Event, threadi
     thread = threading.Thread(target=stuck_in_the_middle_of_a_transaction)
     thread.start()
     inside.wait()
-    return release, thread
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join()
 
 
 def test_a_transaction_held_too_long_is_reported_once_with_its_stack() -> None:
     watch = TransactionWatch(slow_s=0.0, watcher=False)
-    release, thread = _held_in_a_thread(watch)
-    try:
+    with _held_in_a_thread(watch):
         (held, stack), *more = watch.overdue()
         assert more == []
         assert held >= 0.0 and "stuck_in_the_middle_of_a_transaction" in stack
         assert watch.overdue() == []
-    finally:
-        release.set()
-        thread.join()
 
 
 def test_a_transaction_within_its_time_is_not_reported() -> None:
     watch = TransactionWatch(slow_s=3600.0, watcher=False)
-    release, thread = _held_in_a_thread(watch)
-    try:
+    with _held_in_a_thread(watch):
         assert watch.overdue() == []
-    finally:
-        release.set()
-        thread.join()
 
 
 def test_an_ended_transaction_is_forgotten() -> None:
