@@ -37,14 +37,16 @@ def test_down_after_a_killed_up_removes_everything_up_had_started():
     try:
         assert up.stdout is not None
         seen = ""
-        while "lab-node-02: agent started" not in seen:
+        while "lab-node-01: agent started" not in seen:
             line = up.stdout.readline()
             assert line, f"up ended early:\n{seen}"
             seen += line
         up.send_signal(signal.SIGKILL)  # no clean-up of its own: a crash
-        up.wait(10)
+        assert up.wait(10) == -signal.SIGKILL
         state = lab.state()
-        assert state["phase"] == "starting"
+        # killed while starting agents, or (on a slow machine) just after, while it waited
+        # for the nodes to attest: either way `up` never finished and cleaned nothing up
+        assert state["phase"] in ("starting", "up")
         pids = [state["controller"]["process"]["pid"]]
         pids += [r["pid"] for n in state["nodes"] for r in n["processes"].values()]
         # the agents it started go on: wait until one has onboarded (uuid on disk)
