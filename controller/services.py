@@ -26,11 +26,12 @@ class Services:
     notifier: ConfigNotifier
     writes: WriteBehind
     """Last-seen times and metrics, written in batches."""
-    git_sync_lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
+    git_sync_lock: threading.Lock = field(default_factory=lambda: threading.Lock(), compare=False)
     """One git sync at a time in this process (the API's and the periodic job's).  Made
-    with the services, i.e. in the worker after gevent patched ``threading``: a lock made
-    at import time (in gunicorn's master) would be an OS lock that blocks the whole
-    worker while another greenlet holds it during a fetch."""
+    with the services, i.e. in the worker after gevent patched ``threading``, and looked
+    up there: ``default_factory=threading.Lock`` would keep the function of import time
+    (gunicorn's master, unpatched), an OS lock whose second taker blocks the whole worker
+    while the greenlet holding it cannot run to release it (the fuzz test's stalls)."""
     ek_bundle: EkCaBundle | None = None
     """The TPM makers' CAs (settings.ek_ca_bundle); None: no TPM can enrol."""
     download_key: bytes = b""
