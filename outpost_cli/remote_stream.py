@@ -20,7 +20,6 @@ import json
 import os
 import signal
 import socket
-import ssl
 import sys
 import threading
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from typing import Any, BinaryIO
 
 from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
 from protocol.remote import (
     MAX_FRAME_BYTES,
@@ -43,6 +42,7 @@ from protocol.remote import (
     parse_control,
     split_frame,
 )
+from protocol.websocket_client import connect_websocket
 
 __all__ = [
     "DETACH",
@@ -86,18 +86,13 @@ def ws_url(base_url: str, path: str) -> str:
 
 
 def attach(base_url: str, verify: str | bool, path: str, ticket: str) -> ClientConnection:
-    url = ws_url(base_url, path)
-    ctx: ssl.SSLContext | None = None
-    if url.startswith("wss"):
-        ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
-    ws = connect(
-        url,
-        ssl=ctx,
+    ws = connect_websocket(
+        ws_url(base_url, path),
+        verify if isinstance(verify, str) else None,
+        open_timeout=20,
         max_size=MAX_FRAME_BYTES,
         max_queue=4,
-        open_timeout=20,
         compression=None,
-        legacy=True,  # the connection itself; the caller closes it
     )
     ws.send(json.dumps({"ticket": ticket}))
     return ws

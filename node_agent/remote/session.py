@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
 from attestation import envelope
 from attestation.pki import Identity
@@ -43,6 +42,7 @@ from protocol.remote import (
     parse_control,
     split_frame,
 )
+from protocol.websocket_client import connect_websocket
 
 __all__ = ["SessionLink", "run_session", "stream_url"]
 
@@ -76,22 +76,15 @@ class _Counters:
         self.ended = threading.Event()
 
 
-def _ssl_context(root_ca: Path) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(root_ca))
-    return ctx
-
-
 def _connect(link: SessionLink, session_id: str) -> ClientConnection:
-    url = stream_url(link.controller_url, session_id)
-    ws = connect(
-        url,
-        ssl=_ssl_context(link.root_ca) if url.startswith("wss") else None,
+    ws = connect_websocket(
+        stream_url(link.controller_url, session_id),
+        str(link.root_ca),
+        open_timeout=15,
         max_size=MAX_FRAME_BYTES,
         max_queue=4,
-        open_timeout=15,
         close_timeout=5,
         compression=None,
-        legacy=True,  # the connection itself; closed by run_session
     )
     attach = envelope.seal(AgentAttach(session_id=session_id).model_dump(mode="json"), link.device)
     ws.send(json.dumps(attach))
