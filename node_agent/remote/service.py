@@ -97,6 +97,10 @@ class RemoteContext:
         )
 
 
+CLOSING_POLL_S = 1.0
+"""The pause before the next poll while ended sessions are still open here."""
+
+
 class RemoteAccess:
     def __init__(self, ctx: RemoteContext, long_poll_s: float = 55.0) -> None:
         self.ctx = ctx
@@ -150,6 +154,10 @@ class RemoteAccess:
             delay = 2.0
             for offer in answer.offers:
                 self.start(offer)
+            if answer.close and not answer.offers:
+                # sessions the controller ended are still winding down here (their own
+                # connection tells them): asked again at once, it would answer at once
+                stop.wait(CLOSING_POLL_S)
 
     def start(self, offer: SessionOffer) -> bool:
         """Run an offered session in its own thread (False when full or already running)."""
