@@ -24,6 +24,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,6 +36,8 @@ _CHUNK = 65536
 _BUFFER_LIMIT = 1 << 20
 """Bytes the pump holds for one direction before it stops reading the other side (the
 reader's slowness reaches the writer through TCP)."""
+_LINGER_S = 30.0
+"""How long the pump waits for ``websockets`` to close its end after the server closed."""
 
 
 def connect_websocket(
@@ -129,6 +132,7 @@ class _Pump:
 
     def _step(self) -> bool:
         if self.tcp_done and not self.to_local:
+            self._linger()
             return False
         if self.local_done and not self.to_tcp:
             return False
@@ -148,6 +152,25 @@ class _Pump:
         if self.local in w:
             self._send(self.local, self.to_local)
         return True
+
+    def _linger(self) -> None:
+        """The server's side ended and all it sent is delivered: say end-of-stream to
+        ``websockets`` and take (and drop) what it still writes until it closes.  Closing
+        at once would fail its answer to the server's close frame, and ``websockets``
+        drops the messages it read with data whose answer it could not send."""
+        with contextlib.suppress(OSError):
+            self.local.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + _LINGER_S
+        while (left := deadline - time.monotonic()) > 0:
+            if not select.select([self.local], [], [], left)[0]:
+                return
+            try:
+                if not self.local.recv(_CHUNK):
+                    return
+            except BlockingIOError:
+                continue
+            except OSError:
+                return
 
     def _from_network(self) -> None:
         try:

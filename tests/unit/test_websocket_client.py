@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
 
 from protocol.websocket_client import connect_websocket
 
@@ -132,9 +135,47 @@ def test_the_servers_close_reaches_the_client_with_its_reason(server: tuple[str,
     assert closed.value.rcvd.reason == "asked to leave"
 
 
-def test_a_server_certificate_from_another_ca_is_refused(
-    server: tuple[str, Path], tmp_path: Path
-):
+def _abrupt_server(cert: Path, key: Path, messages: list[str]) -> tuple[int, threading.Thread]:
+    """Answers one upgrade, sends ``messages`` and a close frame, and closes the socket at
+    once, without waiting for the client's answer (as the controller's relay does)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve_one() -> None:
+        conn, _ = listener.accept()
+        listener.close()
+        with context.wrap_socket(conn, server_side=True) as tls:
+            proto = ServerProtocol()
+            while not (requests := [e for e in proto.events_received() if isinstance(e, Request)]):
+                proto.receive_data(tls.recv(65536))
+            proto.send_response(proto.accept(requests[0]))
+            for message in messages:
+                proto.send_text(message.encode())
+            proto.send_close(1000, "the command exited")
+            tls.sendall(b"".join(proto.data_to_send()))
+
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], thread
+
+
+def test_messages_sent_just_before_the_server_closes_all_arrive(tmp_path: Path):
+    cert, key = _self_signed(tmp_path, "abrupt")
+    sent = [f"message {i}" for i in range(6)]
+    for _ in range(20):
+        port, thread = _abrupt_server(cert, key, sent)
+        ws = connect_websocket(f"wss://localhost:{port}/s", str(cert), max_queue=4)
+        got = []
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                got.append(ws.recv(timeout=20))
+        thread.join(20)
+        assert got == sent
+        assert closed.value.rcvd is not None and closed.value.rcvd.reason == "the command exited"
+
+
+def test_a_server_certificate_from_another_ca_is_refused(server: tuple[str, Path], tmp_path: Path):
     url, _cert = server
     other, _key = _self_signed(tmp_path, "other")
     with pytest.raises(ssl.SSLCertVerificationError):
