@@ -132,6 +132,7 @@ def delete_app(s: Session, actor: str, name: str) -> None:
     before = app_json(app, s.get(Image, app.image_id))  # type: ignore[arg-type]
     for inst in s.scalars(select(Assignment).where(Assignment.app_id == app.id)):
         s.delete(inst)
+    s.flush()  # the assignments first: deleting the app first, its FK cascade took them
     s.delete(app)
     audit(s, actor, "app.delete", name, before=before)
     changed(s)
