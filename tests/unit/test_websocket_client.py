@@ -5,8 +5,6 @@ server is exercised by tests/integration/test_remote_relay.py and the end-to-end
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
 import socket
 import ssl
 import threading
@@ -14,80 +12,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 from protocol.websocket_client import connect_websocket
-
-
-def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(dt.datetime(2020, 1, 1))
-        .not_valid_after(dt.datetime(2040, 1, 1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
-async def _handler(ws: ServerConnection) -> None:
-    async for message in ws:
-        if message == "bye":
-            await ws.close(1000, "asked to leave")
-            return
-        await ws.send(message)
+from tests.fixtures.wss_echo import echo_server, self_signed
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """(wss URL of an echo server speaking TLS 1.3, its certificate)."""
-    directory = tmp_path_factory.mktemp("wss")
-    cert, key = _self_signed(directory, "server")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.load_cert_chain(cert, key)
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    port: list[int] = []
-    stop = loop.create_future()
-
-    async def main() -> None:
-        async with serve(_handler, "127.0.0.1", 0, ssl=context, max_size=None) as srv:
-            port.append(next(iter(srv.sockets)).getsockname()[1])
-            ready.set()
-            await stop
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    ready.wait(30)
-    try:
-        yield f"wss://localhost:{port[0]}/echo", cert
-    finally:
-        loop.call_soon_threadsafe(stop.set_result, None)
-        thread.join(30)
+    with echo_server(tmp_path_factory.mktemp("wss")) as found:
+        yield found
 
 
 def test_every_connection_of_many_opens_and_echoes(server: tuple[str, Path]):
@@ -161,7 +98,7 @@ def _abrupt_server(cert: Path, key: Path, messages: list[str]) -> tuple[int, thr
 
 
 def test_messages_sent_just_before_the_server_closes_all_arrive(tmp_path: Path):
-    cert, key = _self_signed(tmp_path, "abrupt")
+    cert, key = self_signed(tmp_path, "abrupt")
     sent = [f"message {i}" for i in range(6)]
     for _ in range(20):
         port, thread = _abrupt_server(cert, key, sent)
@@ -177,7 +114,7 @@ def test_messages_sent_just_before_the_server_closes_all_arrive(tmp_path: Path):
 
 def test_a_server_certificate_from_another_ca_is_refused(server: tuple[str, Path], tmp_path: Path):
     url, _cert = server
-    other, _key = _self_signed(tmp_path, "other")
+    other, _key = self_signed(tmp_path, "other")
     with pytest.raises(ssl.SSLCertVerificationError):
         connect_websocket(url, str(other))
 
