@@ -37,7 +37,7 @@ def _websockets_tls(url: str, cert: Path, timeout: float) -> ClientConnection:
 
 
 def _ours(url: str, cert: Path, timeout: float) -> ClientConnection:
-    return connect_websocket(url, str(cert), open_timeout=timeout, compression=None)
+    return connect_websocket(url, str(cert), open_timeout=timeout)
 
 
 def _run(

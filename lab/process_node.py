@@ -43,7 +43,7 @@ def prepare_node(lab: LabState, node: NodeRecord, controller_port: int) -> None:
     netlab.create_node_netns(lab.network, node.netns, node.host_veth, node.ip, controller_port)
 
 
-def _listening(pid: int, port: int) -> bool:
+def listening(pid: int, port: int) -> bool:
     """``pid``'s network namespace has a TCP socket listening on 127.0.0.1:``port``."""
     want = f"0100007F:{port:04X}"
     try:
@@ -53,9 +53,15 @@ def _listening(pid: int, port: int) -> bool:
     return any(f[1] == want and f[3] == "0A" for f in (line.split() for line in lines))
 
 
+def swtpm_ready(pid: int, port: int) -> bool:
+    """swtpm (``pid``) listens on its TPM port and its control port (``port`` + 1): it may
+    answer on the control port before the TPM port listens."""
+    return listening(pid, port) and listening(pid, port + 1)
+
+
 def start_swtpm(node: NodeRecord, ek_ca: LocalEkCa | None = None) -> ProcRef:
     """Start the node's swtpm in its namespace (returns at once; :func:`wait_swtpm` waits
-    for its ctrl port). With ``ek_ca`` a new TPM state is first given EK certificates from
+    for its ports). With ``ek_ca`` a new TPM state is first given EK certificates from
     that CA, as a real TPM has from its maker."""
     if shutil.which("swtpm") is None:
         raise LabError("swtpm is not installed: run `make setup` (Debian swtpm, swtpm-tools)")
@@ -86,7 +92,7 @@ def wait_swtpm(node: NodeRecord, ref: ProcRef) -> None:
         if not alive(ref):
             log = (node.dir / "swtpm.log").read_text(errors="replace")[-800:]
             raise LabError(f"{node.name}: swtpm exited at start: {log}")
-        if _listening(ref.pid, SWTPM_PORT + 1):
+        if swtpm_ready(ref.pid, SWTPM_PORT):
             return
         time.sleep(0.05)
     raise LabError(f"{node.name}: swtpm did not listen within {SWTPM_START_S:.0f} s")

@@ -30,7 +30,6 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
 from protocol.remote import (
-    MAX_FRAME_BYTES,
     STDERR,
     STDIN,
     Closed,
@@ -90,9 +89,6 @@ def attach(base_url: str, verify: str | bool, path: str, ticket: str) -> ClientC
         ws_url(base_url, path),
         verify if isinstance(verify, str) else None,
         open_timeout=20,
-        max_size=MAX_FRAME_BYTES,
-        max_queue=4,
-        compression=None,
     )
     ws.send(json.dumps({"ticket": ticket}))
     return ws

@@ -30,7 +30,13 @@ from urllib.parse import urlsplit
 
 from websockets.sync.client import ClientConnection, connect
 
-__all__ = ["connect_websocket"]
+from protocol.remote import MAX_FRAME_BYTES
+
+__all__ = ["SESSION_OPTIONS", "connect_websocket"]
+
+SESSION_OPTIONS: dict[str, Any] = {"max_size": MAX_FRAME_BYTES, "max_queue": 4, "compression": None}
+"""A session's WebSocket: frames up to the protocol's limit, one message per direction in
+flight and a few queued (a slow reader holds the writer back), no compression."""
 
 _CHUNK = 65536
 _BUFFER_LIMIT = 1 << 20
@@ -45,8 +51,10 @@ def connect_websocket(
 ) -> ClientConnection:
     """Open ``url`` (``ws://`` or ``wss://``; ``wss`` verifies the server against
     ``cafile``, or the system's CAs when None); ``options`` go to ``websockets``'
-    ``connect``.  TLS and certificate errors raise ``ssl.SSLError``, an unreachable host
-    ``OSError``, a slow one ``TimeoutError``."""
+    ``connect``, over a session's own settings (frames up to ``MAX_FRAME_BYTES``, 4
+    messages queued, no compression).  TLS and certificate errors raise ``ssl.SSLError``,
+    an unreachable host ``OSError``, a slow one ``TimeoutError``."""
+    options = {**SESSION_OPTIONS, **options}
     parts = urlsplit(url)
     if parts.scheme == "ws":
         return connect(url, open_timeout=open_timeout, legacy=True, **options)
@@ -137,10 +145,11 @@ class _Pump:
         if self.local_done and not self.to_tcp:
             return False
         readable: list[socket.socket] = []
-        if not self.tcp_done and not self.local_done and len(self.to_local) < _BUFFER_LIMIT:
-            readable.append(self.tcp)
-        if not self.local_done and not self.tcp_done and len(self.to_tcp) < _BUFFER_LIMIT:
-            readable.append(self.local)
+        if not (self.tcp_done or self.local_done):
+            if len(self.to_local) < _BUFFER_LIMIT:
+                readable.append(self.tcp)
+            if len(self.to_tcp) < _BUFFER_LIMIT:
+                readable.append(self.local)
         writable = [s for s, buf in ((self.tcp, self.to_tcp), (self.local, self.to_local)) if buf]
         r, w, _ = select.select(readable, writable, [])
         if self.tcp in r:

@@ -28,7 +28,6 @@ from attestation import envelope
 from attestation.pki import Identity
 from node_agent.remote.endpoints import Endpoint, OpenFailed
 from protocol.remote import (
-    MAX_FRAME_BYTES,
     STDIN,
     AgentAttach,
     Closed,
@@ -81,10 +80,7 @@ def _connect(link: SessionLink, session_id: str) -> ClientConnection:
         stream_url(link.controller_url, session_id),
         str(link.root_ca),
         open_timeout=15,
-        max_size=MAX_FRAME_BYTES,
-        max_queue=4,
         close_timeout=5,
-        compression=None,
     )
     attach = envelope.seal(AgentAttach(session_id=session_id).model_dump(mode="json"), link.device)
     ws.send(json.dumps(attach))
