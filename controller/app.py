@@ -32,7 +32,7 @@ from controller.web.converters import register_converters
 from controller.web.errors import register_error_handlers
 from controller.web.json_provider import StrictJSONProvider
 
-__all__ = ["build_services", "create_app"]
+__all__ = ["build_services", "close_app", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,7 @@ def build_services(settings: ControllerSettings, pki: ControllerPki | None = Non
         ek_bundle=settings.load_ek_bundle(),
         download_key=ensure_key_file(settings.data_dir / DOWNLOAD_KEY_FILE),
     )
-    threading.Thread(
-        target=services.writes.run, args=(db, threading.Event()), name="write-behind", daemon=True
-    ).start()
+    services.writes.start(db)
     return services
 
 
@@ -101,3 +99,17 @@ def create_app(
         )
 
     return app
+
+
+def close_app(app: Flask) -> None:
+    """Stop what ``create_app`` started: the background jobs, the write-behind thread
+    (after writing what it holds), the notifier's listener and the database connections.
+    A process serving one app has its exit do this; a process that builds many (tests,
+    tools) calls it for each, or keeps their files and threads open."""
+    background = app.extensions.pop("outpost-background", None)
+    if background is not None:
+        background[0].set()
+    services: Services = app.extensions["outpost"]
+    services.writes.stop()
+    services.notifier.close()
+    services.db.engine.dispose()

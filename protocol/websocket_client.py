@@ -80,6 +80,28 @@ def connect_websocket(
         raise
 
 
+def _wait(
+    readable: list[socket.socket], writable: list[socket.socket], timeout: float | None
+) -> tuple[list[socket.socket], list[socket.socket]]:
+    """The sockets of each list that are ready (``poll``: unlike ``select``, it takes
+    file descriptors of any number; a process with 1,024 open files is no rarity)."""
+    poller = select.poll()
+    wanted: dict[int, int] = {}
+    for sock in readable:
+        wanted[sock.fileno()] = wanted.get(sock.fileno(), 0) | select.POLLIN
+    for sock in writable:
+        wanted[sock.fileno()] = wanted.get(sock.fileno(), 0) | select.POLLOUT
+    for fd, mask in wanted.items():
+        poller.register(fd, mask)
+    ready = dict(poller.poll(None if timeout is None else timeout * 1000))
+    # an error or hang-up counts as ready: the recv or send that follows reports it
+    broken = select.POLLERR | select.POLLHUP | select.POLLNVAL
+    return (
+        [s for s in readable if ready.get(s.fileno(), 0) & (select.POLLIN | broken)],
+        [s for s in writable if ready.get(s.fileno(), 0) & (select.POLLOUT | broken)],
+    )
+
+
 class _Tls:
     def __init__(
         self, obj: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO
@@ -151,7 +173,7 @@ class _Pump:
             if len(self.to_tcp) < _BUFFER_LIMIT:
                 readable.append(self.local)
         writable = [s for s, buf in ((self.tcp, self.to_tcp), (self.local, self.to_local)) if buf]
-        r, w, _ = select.select(readable, writable, [])
+        r, w = _wait(readable, writable, None)
         if self.tcp in r:
             self._from_network()
         if self.local in r:
@@ -171,7 +193,7 @@ class _Pump:
             self.local.shutdown(socket.SHUT_WR)
         deadline = time.monotonic() + _LINGER_S
         while (left := deadline - time.monotonic()) > 0:
-            if not select.select([self.local], [], [], left)[0]:
+            if not _wait([self.local], [], left)[0]:
                 return
             try:
                 if not self.local.recv(_CHUNK):

@@ -287,10 +287,11 @@ class OperatorRelay:
 
     def _more_waiting(self) -> bool:
         assert self.pipe is not None
-        import select
+        import select  # here: in a gevent worker, the patched module
 
-        readable, _, _ = select.select([self.pipe.sock], [], [], 0)
-        return bool(readable)
+        poller = select.poll()  # not select(): it refuses file numbers from 1024 up
+        poller.register(self.pipe.sock, select.POLLIN)
+        return bool(poller.poll(0))
 
     def _take(self, batch: list[Message]) -> str | None:
         """Count and record a batch from the node; the end reason if it ends the session."""

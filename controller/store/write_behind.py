@@ -42,6 +42,8 @@ class WriteBehind:
         self._latest: dict[int, tuple[dict[str, Any], dt.datetime]] = {}
         self._samples: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def touch(self, node_id: int) -> None:
         now = _now()
@@ -92,11 +94,26 @@ class WriteBehind:
             raise
         return len(seen) + len(latest) + len(samples)
 
-    def run(self, db: Database, stop: threading.Event) -> None:
-        """Flush every ``every_s`` until ``stop``, then once more."""
-        while not stop.wait(self.every_s):
+    def start(self, db: Database) -> None:
+        """Flush to ``db`` every ``every_s`` in a thread of its own, until ``stop``."""
+        self._thread = threading.Thread(
+            target=self._run, args=(db,), name="write-behind", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """End the thread after one last flush (what it holds is written, not lost)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _run(self, db: Database) -> None:
+        while not self._stop.wait(self.every_s):
             try:
                 self.flush(db)
             except Exception:
                 log.exception("write-behind flush failed; retrying")
-        self.flush(db)
+        try:
+            self.flush(db)
+        except Exception:
+            log.exception("could not write the last-seen times and metrics at stop")

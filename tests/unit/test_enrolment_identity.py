@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from controller.app import create_app
 from controller.cli import _settings
 from controller.store.models import PendingRegistration
 from tests.device_sim import SimDevice
@@ -33,15 +32,13 @@ def strict_dir(tmp_path, ek_ca):  # type: ignore[no-untyped-def]
     )
 
 
-def _app(data_dir, **overrides: Any):  # type: ignore[no-untyped-def]
-    app = create_app(dataclasses.replace(_settings(data_dir), **overrides))
-    app.config["TESTING"] = True
-    return app
+def _app(make_app, data_dir, **overrides: Any):  # type: ignore[no-untyped-def]
+    return make_app(dataclasses.replace(_settings(data_dir), **overrides))
 
 
 @pytest.fixture
-def strict(strict_dir):  # type: ignore[no-untyped-def]
-    return _app(strict_dir.data_dir).test_client()
+def strict(strict_dir, make_app):  # type: ignore[no-untyped-def]
+    return _app(make_app, strict_dir.data_dir).test_client()
 
 
 @pytest.fixture
@@ -142,9 +139,9 @@ def test_claiming_a_registered_serial_with_other_fingerprints_is_a_conflict(
     assert strict.post("/api/v1/nodes/claim", json=claim, headers=admin).status_code == 200
 
 
-def test_the_pending_table_is_bounded_per_source_and_per_batch(strict_dir, genuine):
+def test_the_pending_table_is_bounded_per_source_and_per_batch(strict_dir, genuine, make_app):
     client = _app(
-        strict_dir.data_dir, max_pending_per_source=2, max_pending_per_batch=3
+        make_app, strict_dir.data_dir, max_pending_per_source=2, max_pending_per_batch=3
     ).test_client()
     nodes = [SimDevice(f"sn-spray-{i}", genuine.onboarding) for i in range(5)]
     for node in nodes[:3]:  # one address: the third is not recorded
@@ -204,11 +201,11 @@ def test_an_unpinned_claim_where_allowed_is_first_registration_wins_and_audited(
     assert first["detail"]["device_cert_sha256"] == device.device.sha256
 
 
-def test_a_node_without_a_tpm_is_refused_by_default(tmp_path, ek_ca):  # type: ignore[no-untyped-def]
+def test_a_node_without_a_tpm_is_refused_by_default(tmp_path, ek_ca, make_app):  # type: ignore[no-untyped-def]
     ctl = init_controller(
         tmp_path / "c", free_port(), ek_ca_bundle=ek_ca.bundle_path(), lenient=False
     )
-    client = _app(ctl.data_dir).test_client()
+    client = _app(make_app, ctl.data_dir).test_client()
     device = SimDevice.from_bundle(ctl.bundle(tmp_path / "b"), SERIAL)
     claim = {"serial": SERIAL, "device_cert_sha256": device.device.sha256}
     headers = {"Authorization": f"Bearer {ctl.token}"}

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from controller.app import create_app
 from controller.cli import _settings
 from controller.domain.tokens import create_token
 from controller.gitops import repo
@@ -210,9 +209,9 @@ def test_verification_needs_allowed_signers(api, tmp_path: Path):
     assert api("PUT", "/git/source", json=body).status_code == 422
 
 
-def _strict_api(controller_dir):  # type: ignore[no-untyped-def]
+def _strict_api(make_app, controller_dir):  # type: ignore[no-untyped-def]
     """The operator API of a controller that does not allow unpinned claims."""
-    app = create_app(
+    app = make_app(
         dataclasses.replace(_settings(controller_dir.data_dir), allow_unpinned_claims=False)
     )
     client = app.test_client()
@@ -222,8 +221,10 @@ def _strict_api(controller_dir):  # type: ignore[no-untyped-def]
     )
 
 
-def test_node_documents_claim_pinned_and_a_bare_serial_is_refused(controller_dir, tmp_path):
-    api = _strict_api(controller_dir)
+def test_node_documents_claim_pinned_and_a_bare_serial_is_refused(
+    controller_dir, tmp_path, make_app
+):
+    api = _strict_api(make_app, controller_dir)
     repo = Repo(tmp_path / "repo")
     api("PUT", "/git/source", json={"url": str(repo.path), "interval_s": 0})
     node = {"kind": "Node", "spec": {"serial": "sn-7", "device_cert_sha256": "ab" * 32}}

@@ -12,7 +12,6 @@ import time
 import pytest
 
 from attestation import pki
-from controller.app import create_app
 from controller.cli import _settings
 from controller.trust.signing import retire_due_keys
 from protocol.desired_state import DesiredState
@@ -30,15 +29,13 @@ def ctl(tmp_path, ek_ca):  # type: ignore[no-untyped-def]
     )
 
 
-def _client(ctl):  # type: ignore[no-untyped-def]
-    app = create_app(_settings(ctl.data_dir))
-    app.config["TESTING"] = True
-    return app.test_client()
+def _client(make_app, ctl):  # type: ignore[no-untyped-def]
+    return make_app(_settings(ctl.data_dir)).test_client()
 
 
 @pytest.fixture
-def node(ctl, tmp_path):  # type: ignore[no-untyped-def]
-    client = _client(ctl)
+def node(ctl, tmp_path, make_app):  # type: ignore[no-untyped-def]
+    client = _client(make_app, ctl)
     sim = SimDevice.from_bundle(ctl.bundle(tmp_path / "b"), "sn-1")
     headers = {"Authorization": f"Bearer {ctl.token}"}
     client.post("/api/v1/nodes/claim", json={"serial": "sn-1"}, headers=headers)
@@ -73,9 +70,9 @@ def test_a_rotation_re_signs_an_unchanged_config_with_the_new_key(node):
     assert [pki.cert_sha256(pki.load_cert(c)) for c in certs] == [rotated["signing_sha256"]]
 
 
-def test_another_replica_signs_with_the_new_key_without_a_restart(ctl, node):
+def test_another_replica_signs_with_the_new_key_without_a_restart(ctl, node, make_app):
     client, sim, headers = node
-    replica = _client(ctl)  # a second process on the same data dir
+    replica = _client(make_app, ctl)  # a second process on the same data dir
     before = replica.get("/api/v1/device/certs").json["signing"]
     rotated = client.post("/api/v1/trust/rotate-signing", headers=headers).json
     deadline = time.monotonic() + 10
@@ -100,9 +97,9 @@ def test_the_old_key_is_deleted_after_the_grace_period(ctl, node):
     assert events[0]["action"] == "pki.retire_signing"
 
 
-def test_the_old_key_stays_during_the_grace_period(tmp_path, ek_ca):  # type: ignore[no-untyped-def]
+def test_the_old_key_stays_during_the_grace_period(tmp_path, ek_ca, make_app):  # type: ignore[no-untyped-def]
     ctl = init_controller(tmp_path / "c", free_port(), ek_ca_bundle=ek_ca.bundle_path())
-    client = _client(ctl)
+    client = _client(make_app, ctl)
     headers = {"Authorization": f"Bearer {ctl.token}"}
     rotated = client.post("/api/v1/trust/rotate-signing", headers=headers).json
     assert retire_due_keys(client.application.extensions["outpost"]) == []

@@ -269,7 +269,7 @@ def test_users_need_sane_names_roles_and_passwords(ui_app):
                 create_user(s, name, role, pw)
 
 
-def test_init_creates_the_first_admin_and_a_private_session_key(tmp_path, capsys):
+def test_init_creates_the_first_admin_and_a_private_session_key(tmp_path, capsys, make_app):
     data = tmp_path / "ctl"
     pw_file = tmp_path / "admin-password"
     args = ["--data-dir", str(data), "init", "--token-file", str(tmp_path / "tok")]
@@ -279,9 +279,7 @@ def test_init_creates_the_first_admin_and_a_private_session_key(tmp_path, capsys
     password = pw_file.read_text().strip()
     assert password not in capsys.readouterr().out
 
-    from controller.app import create_app
-
-    app = create_app(_settings(data))
+    app = make_app(_settings(data))
     assert UiClient(app).login("admin", password).status_code == 302
     assert controller_main(["--data-dir", str(data), "adduser", "--username", "dave"]) == 0
     out = capsys.readouterr().out

@@ -5,6 +5,8 @@ server is exercised by tests/integration/test_remote_relay.py and the end-to-end
 
 from __future__ import annotations
 
+import os
+import resource
 import socket
 import ssl
 import threading
@@ -122,3 +124,23 @@ def test_a_server_certificate_from_another_ca_is_refused(server: tuple[str, Path
 def test_a_url_that_is_not_a_websocket_is_refused():
     with pytest.raises(ValueError, match="not a WebSocket URL"):
         connect_websocket("https://localhost/x", None)
+
+
+def test_a_connection_opened_when_file_numbers_pass_1024_works(server: tuple[str, Path]):
+    # the pump once waited with select(), which refuses descriptors from 1024 up: in a
+    # process with many files open (a long test worker, a busy agent) every session died
+    url, cert = server
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), max(hard, 2048)))
+    held: list[int] = []
+    try:
+        while not held or held[-1] < 1100:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        with connect_websocket(url, str(cert)) as ws:
+            assert ws.socket.fileno() > 1024
+            ws.send("high")
+            assert ws.recv(timeout=20) == "high"
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
