@@ -56,10 +56,17 @@ class Job:
     every_s: float = 1.0
 
 
+PRESENCE_MAX_BATCHES = 400
+"""Batches per turn (200,000 nodes); what is left waits for the next turn."""
+
+
 def _presence(services: Services) -> None:
-    """Nodes that went offline or came back: an event each."""
-    with services.db.transaction() as s:
-        events.presence(s, services.settings.node_config_interval_s)
+    """Nodes that went offline or came back: an event each, a batch per transaction."""
+    for _ in range(PRESENCE_MAX_BATCHES):
+        with services.db.transaction() as s:
+            judged = events.presence(s, services.settings.node_config_interval_s)
+        if judged < events.PRESENCE_BATCH:
+            return
 
 
 JOBS = (

@@ -7,8 +7,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from controller.background import _presence
 from controller.domain import events
-from controller.store.models import App, Image, Node, utcnow
+from controller.store.models import App, Event, Image, Node, utcnow
 
 UUID = "11111111-2222-4333-8444-555555555555"
 
@@ -87,6 +88,25 @@ def test_a_node_going_silent_is_offline_once_and_back_online_once(controller_app
         assert events.presence(s, interval) == 1
     kinds = [k for k, _ in _kinds(services)]
     assert kinds == ["node.offline", "node.online"]
+
+
+def test_a_whole_fleet_going_offline_is_judged_in_batches_in_one_turn(controller_app):  # type: ignore[no-untyped-def]
+    services = controller_app.extensions["outpost"]
+    count = events.PRESENCE_BATCH * 2 + 7
+    gone = utcnow() - dt.timedelta(hours=1)
+    with services.db.transaction() as s:
+        s.add_all(
+            Node(serial=f"sn-{i}", uuid=f"00000000-0000-4000-8000-{i:012d}",
+                 state="registered", last_seen=gone, presence="online")
+            for i in range(count)
+        )  # fmt: skip
+    with services.db.transaction() as s:  # one batch: at most PRESENCE_BATCH nodes
+        assert events.presence(s, 60.0) == events.PRESENCE_BATCH
+    _presence(services)  # one turn of the job: the rest, batch after batch
+    with services.db.transaction() as s:
+        assert s.query(Node).filter(Node.presence == "offline").count() == count
+        assert events.presence(s, 60.0) == 0
+        assert s.query(Event).filter(Event.kind == "node.offline").count() == count
 
 
 def test_the_api_filters_events_by_node_app_and_kind(controller_app, api):  # type: ignore[no-untyped-def]
