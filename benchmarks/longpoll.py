@@ -59,6 +59,23 @@ async def _until(cond, timeout_s: float) -> bool:  # type: ignore[no-untyped-def
     return True
 
 
+SETTLED_CPU_PERCENT = 25.0
+"""The controller is at rest once a 3 s window uses less than this (% of one core)."""
+
+
+async def _settled(pids: list[int], below: float, timeout_s: float) -> bool:
+    """Whether the processes' CPU came under ``below`` % for a 3 s window in time."""
+    deadline = time.monotonic() + timeout_s
+    before = sample(pids)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(3.0)
+        now = sample(pids)
+        if now.cpu_percent(before) < below:
+            return True
+        before = now
+    return False
+
+
 async def _measure(args: argparse.Namespace, rig: Rig, bundle: Path, identities) -> dict:  # type: ignore[no-untyped-def]
     replica = rig.cluster.replicas[0]
     url = f"https://127.0.0.1:{replica.port}" if args.via == "direct" else ""
@@ -82,7 +99,11 @@ async def _measure(args: argparse.Namespace, rig: Rig, bundle: Path, identities)
         idle = sample(pid)
         fleet.start()
         parked = await _until(lambda: fleet.parked >= len(fleet.enrolled), 120)
-        await asyncio.sleep(2.0)  # the last ones reach the controller
+        # "parked" is the simulator's count of polls sent: the controller may still be
+        # handshaking and answering them; rest begins when its CPU has come down
+        t_sent = time.monotonic()
+        settled = await _settled(pid, SETTLED_CPU_PERCENT, 180.0)
+        settle_s = time.monotonic() - t_sent
         rest0 = sample(pid)
         await asyncio.sleep(args.rest)
         rest1 = sample(pid)
@@ -90,6 +111,8 @@ async def _measure(args: argparse.Namespace, rig: Rig, bundle: Path, identities)
             "fleet": fleet,
             "enrol_s": enrol_s,
             "all_parked": parked,
+            "settled": settled,
+            "settle_s": settle_s,
             "parked": fleet.parked,
             "idle": idle,
             "rest0": rest0,
@@ -142,6 +165,10 @@ def main() -> int:
     print(
         f"\n== long-poll cost: {len(r['fleet'].enrolled)} nodes (enrolled in"
         f" {r['enrol_s']:.0f} s), wait {args.wait:.0f} s, via {args.via}"
+    )
+    print(
+        f"all polls sent → controller at rest (< {SETTLED_CPU_PERCENT:.0f} % of a core):"
+        f" {r['settle_s']:.0f} s" + ("" if r["settled"] else " (never settled: rest is busy)")
     )
     print(
         render_table(
