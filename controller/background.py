@@ -60,7 +60,7 @@ PRESENCE_MAX_BATCHES = 400
 """Batches per turn (200,000 nodes); what is left waits for the next turn."""
 
 
-def _presence(services: Services) -> None:
+def judge_presence(services: Services) -> None:
     """Nodes that went offline or came back: an event each, a batch per transaction."""
     for _ in range(PRESENCE_MAX_BATCHES):
         with services.db.transaction() as s:
@@ -74,7 +74,7 @@ JOBS = (
     Job("rollouts", tick),
     Job("prune", lambda services: prune(services.db), every_s=60.0),
     Job("retire-signing-keys", retire_due_keys, every_s=30.0),
-    Job("presence", _presence, every_s=15.0),
+    Job("presence", judge_presence, every_s=15.0),
 )
 
 

@@ -86,12 +86,16 @@ class ConfigNotifier:
         with self._lock:
             self._version[node_id] = self._version.get(node_id, 0) + 1
             if node_id == ALL:
-                for events in self._parked.values():
-                    for parked in events:
-                        parked.set()
+                self._wake_every_poll()
             else:
                 for parked in self._parked.get(node_id, ()):
                     parked.set()
+
+    def _wake_every_poll(self) -> None:
+        """Set every parked poll's event (the caller holds the lock)."""
+        for events in self._parked.values():
+            for parked in events:
+                parked.set()
 
     # -- consumer side -----------------------------------------------------------
     def version(self, node_id: int) -> int:
@@ -139,9 +143,7 @@ class ConfigNotifier:
         """The process is stopping: every parked long-poll (and any later one) returns now."""
         with self._lock:
             self._released = True
-            for events in self._parked.values():
-                for parked in events:
-                    parked.set()
+            self._wake_every_poll()
 
     # -- PostgreSQL LISTEN -------------------------------------------------------
     def _listen(self) -> None:

@@ -4,9 +4,9 @@ wakes the polls of its node, ``ALL`` wakes every one, stopping releases them all
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 from controller.store.notify import ALL, ConfigNotifier
+from tests.fixtures.netns import wait_for
 
 
 def _park(notifier: ConfigNotifier, node_id: int) -> tuple[threading.Thread, list[bool]]:
@@ -17,17 +17,11 @@ def _park(notifier: ConfigNotifier, node_id: int) -> tuple[threading.Thread, lis
     return thread, result
 
 
-def _until(cond: Callable[[], bool]) -> None:
-    done = threading.Event()
-    while not cond():
-        done.wait(0.01)
-
-
 def test_a_change_wakes_the_polls_of_its_node_and_no_other():
     notifier = ConfigNotifier()
     one, one_result = _park(notifier, 1)
     two, _ = _park(notifier, 2)
-    _until(lambda: notifier.waiters == 2)
+    wait_for(lambda: notifier.waiters == 2, 10, "two parked polls")
     notifier.wake(1)
     one.join(10)
     assert one_result == [True]
@@ -55,7 +49,7 @@ def test_a_wait_without_a_change_ends_false_at_its_timeout():
 def test_stopping_releases_every_parked_poll_and_later_ones():
     notifier = ConfigNotifier()
     parked = [_park(notifier, n) for n in (5, 5, 6)]
-    _until(lambda: notifier.waiters == 3)
+    wait_for(lambda: notifier.waiters == 3, 10, "three parked polls")
     notifier.release_waiters()
     for thread, result in parked:
         thread.join(10)

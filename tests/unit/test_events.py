@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from controller.background import _presence
+from controller.background import judge_presence
 from controller.domain import events
 from controller.store.models import App, Event, Image, Node, utcnow
 
@@ -102,7 +102,7 @@ def test_a_whole_fleet_going_offline_is_judged_in_batches_in_one_turn(controller
         )  # fmt: skip
     with services.db.transaction() as s:  # one batch: at most PRESENCE_BATCH nodes
         assert events.presence(s, 60.0) == events.PRESENCE_BATCH
-    _presence(services)  # one turn of the job: the rest, batch after batch
+    judge_presence(services)  # one turn of the job: the rest, batch after batch
     with services.db.transaction() as s:
         assert s.query(Node).filter(Node.presence == "offline").count() == count
         assert events.presence(s, 60.0) == 0
