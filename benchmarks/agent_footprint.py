@@ -34,8 +34,8 @@ def memory_kib(pid: int) -> dict[str, int]:
     """VmRSS, and Pss/Private (USS) from smaps_rollup, in KiB."""
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            out["rss"] = int(line.split()[1])
+        if line.startswith(("VmRSS:", "RssAnon:", "RssFile:")):
+            out[line.split(":")[0].lower()] = int(line.split()[1])
     private = 0
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
         key, _, rest = line.partition(":")
@@ -75,7 +75,9 @@ def _lab(*args: str) -> str:
     return out.stdout
 
 
-def measure(lab_dir: Path, images_dir: Path, seconds: float) -> dict[str, float]:
+def measure(
+    lab_dir: Path, images_dir: Path, seconds: float, smaps_out: Path | None = None
+) -> dict[str, float]:
     _lab("up", "--nodes", "1", "--dir", str(lab_dir))
     progress = Progress(io.StringIO())
     for i in range(5):
@@ -103,11 +105,15 @@ def measure(lab_dir: Path, images_dir: Path, seconds: float) -> dict[str, float]
     peak = 0
     while time.monotonic() - t0 < seconds:
         time.sleep(1)
-        peak = max(peak, memory_kib(pid)["rss"])
+        peak = max(peak, memory_kib(pid)["vmrss"])
     cpu = (cpu_s(pid) - c0) / (time.monotonic() - t0)
     mem = memory_kib(pid)
+    if smaps_out is not None:
+        smaps_out.write_text(Path(f"/proc/{pid}/smaps").read_text())
     return {
-        "rss": mem["rss"] / 1024,
+        "rss": mem["vmrss"] / 1024,
+        "anon": mem["rssanon"] / 1024,
+        "file": mem["rssfile"] / 1024,
         "peak": peak / 1024,
         "pss": mem["pss"] / 1024,
         "uss": mem["uss"] / 1024,
@@ -119,24 +125,26 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seconds", type=float, default=120.0)
     p.add_argument("--images-dir", type=Path, default=IMAGES_DIR)
+    p.add_argument("--smaps-out", type=Path, help="write the agent's /proc/PID/smaps here")
     args = p.parse_args()
     floor = floor_kib()
     lab_dir = Path(tempfile.mkdtemp(prefix="outpost-footprint-", dir="/tmp"))
     try:
-        r = measure(lab_dir, args.images_dir.resolve(), args.seconds)
+        r = measure(lab_dir, args.images_dir.resolve(), args.seconds, args.smaps_out)
     finally:
         subprocess.run([sys.executable, "-m", "lab.cli", "down", "--dir", str(lab_dir)],
                        capture_output=True)  # fmt: skip
         shutil.rmtree(lab_dir, ignore_errors=True)
     print(
         f"\n10 apps (5 VMs, 5 containers) RUNNING, agent at rest for {args.seconds:.0f} s\n"
-        "| | RSS MiB | peak RSS MiB | PSS MiB | USS MiB | CPU % of a core |\n"
-        "|---|---:|---:|---:|---:|---:|\n"
-        f"| agent | {r['rss']:.1f} | {r['peak']:.1f} | {r['pss']:.1f} | {r['uss']:.1f} |"
-        f" {r['cpu']:.2f} |\n"
-        f"| floor: python + {FLOOR_IMPORTS[7:]} | {floor['rss'] / 1024:.1f} | | "
+        "| | RSS MiB | anonymous | files | peak RSS MiB | PSS MiB | USS MiB | CPU % of a core |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|\n"
+        f"| agent | {r['rss']:.1f} | {r['anon']:.1f} | {r['file']:.1f} | {r['peak']:.1f} |"
+        f" {r['pss']:.1f} | {r['uss']:.1f} | {r['cpu']:.2f} |\n"
+        f"| floor: python + {FLOOR_IMPORTS[7:]} | {floor['vmrss'] / 1024:.1f} |"
+        f" {floor['rssanon'] / 1024:.1f} | {floor['rssfile'] / 1024:.1f} | | "
         f"{floor['pss'] / 1024:.1f} | {floor['uss'] / 1024:.1f} | |\n"
-        f"| agent / floor (RSS) | {r['rss'] / (floor['rss'] / 1024):.2f}x | | | | |"
+        f"| agent / floor (RSS) | {r['rss'] / (floor['vmrss'] / 1024):.2f}x | | | | | | |"
     )
     return 0
 

@@ -51,7 +51,9 @@ def _one(pid: int) -> tuple[float, int, int]:
     except OSError:
         return 0.0, 0, 0
     fields = stat[stat.rindex(")") + 2 :].split()
-    cpu = (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
+    # utime + stime, and cutime + cstime: the CPU of children it has reaped (PostgreSQL's
+    # backends come and go; without it their work vanishes when they exit)
+    cpu = sum(int(f) for f in fields[11:15]) / _TICKS
     return cpu, int(statm[1]) * _PAGE, int(fields[17])
 
 
