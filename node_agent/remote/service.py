@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
 from cryptography import x509
 from pydantic import ValidationError
 
 from attestation import envelope
 from attestation.pki import Identity
+from node_agent.https import HttpsClient, TransportError
 from node_agent.remote.endpoints import (
     Endpoint,
     LibvirtConsole,
@@ -97,6 +97,18 @@ class RemoteContext:
         )
 
 
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+"""Largest poll answer read (64 offers with their signed grants are far below)."""
+
+
+class Refused(Exception):
+    """The controller answered the remote-access call with an error status."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(f"{status} {text}")
+        self.status = status
+
+
 CLOSING_POLL_S = 1.0
 """The pause before the next poll while ended sessions are still open here."""
 
@@ -105,22 +117,26 @@ class RemoteAccess:
     def __init__(self, ctx: RemoteContext, long_poll_s: float = 55.0) -> None:
         self.ctx = ctx
         self.long_poll_s = long_poll_s
-        self._http = requests.Session()
+        self._http = HttpsClient()
         self._lock = threading.Lock()
         self._running: dict[str, threading.Thread] = {}
+        self._cancel: dict[str, threading.Event] = {}
+        """Set to end a running session (the controller named it in ``close``)."""
         self.polls = 0
         """Polls sent (for tests and the heartbeat)."""
 
     # -- the controller's device endpoints -----------------------------------------------
     def _post(self, path: str, body: dict[str, Any], wait_s: float = 0.0) -> dict[str, Any]:
-        resp = self._http.post(
+        resp = self._http.request(
+            "POST",
             f"{self.ctx.controller_url.rstrip('/')}/api/v1/remote/device/{path}",
-            json=envelope.seal(body, self.ctx.device()),
-            verify=str(self.ctx.root_ca()),
-            timeout=self.ctx.http_timeout_s + wait_s,
+            json_body=envelope.seal(body, self.ctx.device()),
+            ca_file=str(self.ctx.root_ca()),
+            timeout_s=self.ctx.http_timeout_s + wait_s,
+            max_bytes=MAX_ANSWER_BYTES,
         )
-        if resp.status_code >= 400:
-            raise requests.HTTPError(f"{resp.status_code} {resp.text[:200]}", response=resp)
+        if resp.status_code >= 400 or resp.truncated:
+            raise Refused(resp.status_code, resp.text[:200])
         data = resp.json()
         if not isinstance(data, dict):
             raise ValueError("the controller's answer is not a JSON object")
@@ -144,14 +160,16 @@ class RemoteAccess:
         while not stop.is_set():
             try:
                 answer = self.poll(self.long_poll_s)
-            except (requests.RequestException, ValueError, ValidationError) as exc:
-                status = getattr(getattr(exc, "response", None), "status_code", None)
+            except (TransportError, Refused, ValueError, ValidationError) as exc:
+                status = exc.status if isinstance(exc, Refused) else None
                 wait = 600.0 if status == 404 else delay
                 log.warning("remote access: poll failed (next in %.0f s): %s", wait, exc)
                 delay = min(delay * 2, 60.0)
                 stop.wait(wait)
                 continue
             delay = 2.0
+            for session_id in answer.close:
+                self.end(session_id)
             for offer in answer.offers:
                 self.start(offer)
             if answer.close and not answer.offers:
@@ -163,6 +181,7 @@ class RemoteAccess:
         """Run an offered session in its own thread (False when full or already running)."""
         with self._lock:
             self._running = {k: t for k, t in self._running.items() if t.is_alive()}
+            self._cancel = {k: e for k, e in self._cancel.items() if k in self._running}
             if offer.session_id in self._running:
                 return False
             if len(self._running) >= self.ctx.max_sessions:
@@ -175,7 +194,17 @@ class RemoteAccess:
                 daemon=True,
             )
             self._running[offer.session_id] = thread
+            self._cancel[offer.session_id] = threading.Event()
         thread.start()
+        return True
+
+    def end(self, session_id: str) -> bool:
+        """End a session running here (False when none runs under that id)."""
+        with self._lock:
+            thread, cancel = self._running.get(session_id), self._cancel.get(session_id)
+        if thread is None or cancel is None or not thread.is_alive():
+            return False
+        cancel.set()
         return True
 
     def running(self) -> int:
@@ -192,8 +221,10 @@ class RemoteAccess:
         link = SessionLink(
             self.ctx.controller_url, self.ctx.root_ca(), self.ctx.device(), self.report_end
         )
+        with self._lock:
+            cancel = self._cancel.get(offer.session_id)
         try:
-            run_session(link, offer.session_id, open_endpoint, lambda: expires[0])
+            run_session(link, offer.session_id, open_endpoint, lambda: expires[0], cancel)
         except Exception:
             log.exception("remote session %s crashed", offer.session_id)
 

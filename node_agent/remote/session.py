@@ -6,7 +6,10 @@ after the grant was checked, then runs two pumps: endpoint → controller (one r
 send: a slow operator slows the endpoint) and controller → endpoint.  The session ends
 when the endpoint ends (the command's exit code is sent), the controller closes it
 (revoked, closed, idle), the grant expires by the node's own clock, or the connection to
-the controller breaks — then the agent reports the end itself (``device/ended``).
+the controller breaks — then the agent reports the end itself (``device/ended``).  A
+session the controller names in a poll answer's ``close`` list (ended there, its grant
+revoked or expired) is ended here too (``cancel``), even when its own connection has not
+said so: the relay that should have told it may be on a replica that is gone.
 """
 
 from __future__ import annotations
@@ -92,13 +95,20 @@ def run_session(
     session_id: str,
     open_endpoint: Callable[[], Endpoint],
     expires_at: Callable[[], float],
+    cancel: threading.Event | None = None,
 ) -> None:
-    """``expires_at()`` is read once the endpoint is open (the checked grant's expiry)."""
-    """Run one session to its end (in the caller's thread)."""
+    """Run one session to its end (in the caller's thread).
+
+    ``expires_at()`` is read once the endpoint is open (the checked grant's expiry);
+    setting ``cancel`` ends the session as the controller's close would."""
     try:
         ws = _connect(link, session_id)
     except (OSError, ConnectionClosed, TimeoutError, Exception) as exc:
         log.warning("remote session %s: cannot reach the controller: %s", session_id, exc)
+        return
+    if cancel is not None and cancel.is_set():  # ended while it was dialling
+        with contextlib.suppress(Exception):
+            ws.close()
         return
     try:
         endpoint = open_endpoint()
@@ -111,7 +121,7 @@ def run_session(
     counters = _Counters()
     try:
         ws.send(Ready().model_dump_json())
-        _relay(ws, endpoint, counters, expires_at())
+        _relay(ws, endpoint, counters, expires_at(), cancel or threading.Event())
     except (OSError, ConnectionClosed):
         pass
     finally:
@@ -137,9 +147,27 @@ def run_session(
     )
 
 
+CANCELLED = "ended by the controller (named in a poll answer)"
+
+
 def _relay(
-    ws: ClientConnection, endpoint: Endpoint, counters: _Counters, expires_at: float
+    ws: ClientConnection,
+    endpoint: Endpoint,
+    counters: _Counters,
+    expires_at: float,
+    cancel: threading.Event,
 ) -> None:
+    def cancelled() -> None:  # the poll loop sets it; so does this relay's own end
+        cancel.wait()
+        if counters.ended.is_set():
+            return
+        log.info("remote session: the controller ended it; closing")
+        counters.closed_by_controller = CANCELLED
+        counters.ended.set()
+        endpoint.close()
+        with contextlib.suppress(Exception):
+            ws.close()
+
     def expire() -> None:
         if not counters.ended.wait(max(0.0, expires_at - time.time())):
             log.info("remote session: the grant expired (node clock); closing")
@@ -170,6 +198,7 @@ def _relay(
     threads = [
         threading.Thread(target=expire, daemon=True),
         threading.Thread(target=down, daemon=True),
+        threading.Thread(target=cancelled, daemon=True),
     ]
     for t in threads:
         t.start()
@@ -196,6 +225,7 @@ def _relay(
         pass
     finally:
         counters.ended.set()
+        cancel.set()  # the watcher's wait ends
         endpoint.close()
         for t in threads:
             t.join(timeout=10)
