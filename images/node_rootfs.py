@@ -78,7 +78,6 @@ PACKAGES = (
 )
 AGENT_REQUIREMENTS = (
     "cryptography",
-    "requests",
     "pyyaml",
     "pydantic",
     "tpm2-pytss",

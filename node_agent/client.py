@@ -16,12 +16,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urljoin
 
-import requests
 from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
 from attestation import envelope
 from attestation.pki import Identity
+from node_agent.https import HttpsClient, Stream, TransportError
 from protocol.attest import TOKEN_HEADER
 from protocol.bounded_json import JsonRefused, load_json
 from protocol.messages import ConfigResponse, RegisterResponse
@@ -36,6 +37,8 @@ __all__ = [
 
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 """Largest answer read (a config with 64 apps is far below)."""
+MAX_REDIRECTS = 5
+REDIRECTS = (301, 302, 303, 307, 308)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,7 @@ class ControllerClient:
 
     def __post_init__(self) -> None:
         self.url = self.url.rstrip("/")
-        self._session = requests.Session()
+        self._http = HttpsClient(self.timeout_s)
 
     def _call(
         self,
@@ -86,18 +89,22 @@ class ControllerClient:
         timeout_s: float | None = None,
     ) -> tuple[int, dict[str, Any]]:
         try:
-            # verify= on each call: a Session's own verify loses to REQUESTS_CA_BUNDLE
-            resp = self._session.request(
+            resp = self._http.request(
                 method,
                 f"{self.url}/api/v1/device/{path}",
-                json=body,
+                json_body=body,
                 headers=headers,
-                timeout=timeout_s or self.timeout_s,
-                verify=str(self.root_ca),
+                ca_file=str(self.root_ca),
+                timeout_s=timeout_s or self.timeout_s,
+                max_bytes=MAX_ANSWER_BYTES,
             )
-        except requests.RequestException as exc:
-            raise Unreachable(f"{self.url}: {exc}") from exc
+        except TransportError as exc:
+            raise Unreachable(str(exc)) from exc
         what = f"{method} {path}"
+        if resp.truncated:
+            raise MalformedAnswer(
+                resp.status_code, "malformed_answer", f"{what}: over {MAX_ANSWER_BYTES} bytes"
+            )
         try:
             data: Any = load_json(resp.content, max_bytes=MAX_ANSWER_BYTES)
         except JsonRefused as exc:
@@ -137,20 +144,31 @@ class ControllerClient:
         headers = {TOKEN_HEADER: token} if token else None
         return self._call("POST", path, envelope.seal(body, device), headers, timeout_s)[1]
 
-    def download(self, url: str, dest: Path, offset: int) -> requests.Response:
-        """Start a (possibly resumed) download; the caller streams the response."""
+    def download(self, url: str, dest: Path, offset: int) -> Stream:
+        """Start a (possibly resumed) download; the caller streams the answer (and closes
+        it).  Redirects are followed (at most 5); the controller's own URLs are checked
+        against the pinned root, others against the system's CAs."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        verify: str | bool = str(self.root_ca) if url.startswith(self.url) else True
-        try:
-            resp = requests.get(
-                url, headers=headers, stream=True, timeout=self.timeout_s, verify=verify
-            )
-        except requests.RequestException as exc:
-            raise Unreachable(f"{url}: {exc}") from exc
-        if resp.status_code not in (200, 206):
-            resp.close()
-            raise ControllerError(resp.status_code, "download_failed", f"GET {url}")
-        return resp
+        for _hop in range(MAX_REDIRECTS + 1):
+            ca_file = str(self.root_ca) if url.startswith(self.url) else None
+            try:
+                resp = self._http.stream(
+                    "GET", url, headers=headers, ca_file=ca_file, timeout_s=self.timeout_s
+                )
+            except TransportError as exc:
+                raise Unreachable(str(exc)) from exc
+            location = resp.headers.get("location")
+            if resp.status_code in REDIRECTS and location:
+                resp.close()
+                url = urljoin(url, location)
+                continue
+            if resp.status_code not in (200, 206):
+                resp.close()
+                raise ControllerError(resp.status_code, "download_failed", f"GET {url}")
+            return resp
+        raise ControllerError(
+            310, "download_failed", f"GET {url}: more than {MAX_REDIRECTS} redirects"
+        )
 
 
 def _checked(what: str, path: str, status: int, data: dict[str, Any]) -> dict[str, Any]:

@@ -32,12 +32,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
-import requests
-
 from attestation.files import atomic_write
 from node_agent.client import ControllerClient, ControllerError, Unreachable
 from node_agent.download_gate import DownloadGate
 from node_agent.errors import PermanentError, TemporaryError
+from node_agent.https import TransportError
 from node_agent.image_formats import FormatError, check_format
 from protocol.desired_state import ImageRef
 
@@ -309,7 +308,7 @@ class ImageStore:
                         self.gate.take(len(chunk), what)
                     out.flush()
                     os.fsync(out.fileno())
-            except requests.RequestException as exc:
+            except TransportError as exc:
                 raise ImageUnavailable(
                     f"image {ref.name}: download interrupted at {done} of {ref.size} bytes "
                     f"(will resume): {exc}"

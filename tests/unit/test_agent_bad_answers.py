@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from node_agent import volumes
 from node_agent.client import ControllerClient, ControllerError, MalformedAnswer
+from node_agent.https import Answer
 from node_agent.metrics import podman_stats
 from node_agent.runtime.base import TemporaryError, Workload, WorkloadState
 from node_agent.runtime.domain_xml.domain import Domain, DomainXmlError, OutpostMetadata
@@ -23,12 +23,10 @@ APP = "00000000-0000-4000-8000-000000000001"
 def _client(monkeypatch: pytest.MonkeyPatch, status: int, content: bytes) -> ControllerClient:
     client = ControllerClient("https://127.0.0.1:1", Path("/nonexistent-ca.pem"))
 
-    def answer(*_a: Any, **_kw: Any) -> requests.Response:
-        resp = requests.Response()
-        resp.status_code, resp._content = status, content
-        return resp
+    def answer(*_a: Any, **_kw: Any) -> Answer:
+        return Answer(status, {}, content)
 
-    monkeypatch.setattr(client._session, "request", answer)
+    monkeypatch.setattr(client._http, "request", answer)
     return client
 
 
