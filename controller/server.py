@@ -18,6 +18,7 @@ with gevent, SQLite calls are short and local).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask
+from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.ggevent import GeventWorker
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -128,6 +130,33 @@ class RequestDeadline:
                 [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
             )
             return [body]
+
+
+_UNPARSED_CODES = {
+    400: "malformed_request",
+    403: "forbidden",
+    414: "uri_too_long",
+    417: "expectation_failed",
+    431: "headers_too_large",
+    501: "not_implemented",
+}
+
+
+def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's answer to a request it could not parse (a request line over 4 KiB, too
+    many or too large headers, a bad chunk), as JSON like every other error of the API:
+    gunicorn's own is an HTML page. gunicorn has no hook for it: its workers call
+    ``gunicorn.util.write_error``, replaced below."""
+    code = _UNPARSED_CODES.get(status_int, "server_error" if status_int >= 500 else "bad_request")
+    body = json.dumps({"error": {"code": code, "message": (mesg or reason)[:500]}}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+gunicorn_util.write_error = write_json_error
 
 
 class OutpostWorker(GeventWorker):  # type: ignore[misc]  # gunicorn has no type information

@@ -55,7 +55,9 @@ def check_user_data(text: str) -> str:
     return text
 
 
-UserData = Annotated[str, AfterValidator(check_user_data)]
+UserData = Annotated[
+    str, AfterValidator(check_user_data), Field(json_schema_extra={"pattern": r"^[^\x00]*$"})
+]
 """An app's user-data: text, at most 64 KiB of UTF-8, no NUL."""
 
 MetricName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,47}$")]

@@ -143,12 +143,14 @@ _REASONS = {
     405: "method not allowed",
     409: "conflicts with what is stored (name taken, in use, concurrent change)",
     413: "body too large",
+    414: "the request line (path and query) is over 4 KiB",
     422: "the body or query is invalid (not JSON, too deep, a bad number, a field)",
+    431: "too many headers, or one too large",
 }
 
 
 def _error_statuses(rule: Rule, method: str, rdoc: RouteDoc, role: str | None) -> set[int]:
-    out = set(rdoc.errors)
+    out = set(rdoc.errors) | {414, 431}  # the HTTP server's own limits, on any request
     if role:
         out |= {401, 403}
     if rule.arguments:

@@ -88,7 +88,7 @@ ImageName = Annotated[Name, *_not_one_of(NAME_PATTERN, "register")]
 
 
 MAX_FINGERPRINT_CHARS = 256
-FINGERPRINT_PATTERN = r"^\s*(?:[Ss][Hh][Aa]256:)?:*(?:(?:[0-9A-Fa-f]:*){64})?\s*$"
+FINGERPRINT_PATTERN = r"^[ \t\n\r]*(?:[Ss][Hh][Aa]256:)?:*(?:(?:[0-9A-Fa-f]:*){64})?[ \t\n\r]*$"
 """What :func:`_fingerprint` takes, as the document states it: 64 hex digits in any case,
 ``:`` anywhere, an optional ``sha256:`` prefix, blanks around; or no digits (none)."""
 
@@ -99,7 +99,8 @@ def _fingerprint(value: Any) -> Any:
     if isinstance(value, str):
         if len(value) > MAX_FINGERPRINT_CHARS:
             raise ValueError(f"at most {MAX_FINGERPRINT_CHARS} characters")
-        value = value.strip().lower().removeprefix("sha256:").replace(":", "")
+        # only the blanks the pattern allows (str.strip would take \x1c or \x85 too)
+        value = value.strip(" \t\n\r").lower().removeprefix("sha256:").replace(":", "")
         return value or None
     return value
 
@@ -232,10 +233,13 @@ SPEC_FIELDS = {
 
 
 HTTP_HOST = r"^https?://[A-Za-z0-9._-]+(:[0-9]{1,5})?"
+URL_CHAR = r"[^\x00-\x20\x7f-\x9f\[\]]"
+"""A character a URL's path and query may hold here: not C0, space, DEL, C1 or a bracket.
+Spelled out, not ``\\s``: that is not the same set in JSON Schema (ECMA-262), Python and
+pydantic, so a generator would take for valid what the server refuses."""
+URL_REST = rf"([/?#]{URL_CHAR}*)?$"
 """Scheme and host (a DNS name or IPv4 address, no user info, no IPv6 literal) and port."""
-HttpUrl = Annotated[
-    str, StringConstraints(pattern=HTTP_HOST + r"([/?#][^\s\[\]]*)?$", max_length=2048)
-]
+HttpUrl = Annotated[str, StringConstraints(pattern=HTTP_HOST + URL_REST, max_length=2048)]
 """An http(s) URL every URL parser splits the same way (brackets only ever open an IPv6
 host, so they are refused anywhere)."""
 

@@ -66,7 +66,12 @@ class SitePolicySpec(Body):
     download_window: Window | None = None
     switch_window: Window | None = None
     image_base_url: (
-        Annotated[str, StringConstraints(pattern=HTTP_HOST + r"(/[^\s?#\[\]]*)?$", max_length=1024)]
+        Annotated[
+            str,
+            StringConstraints(
+                pattern=HTTP_HOST + r"(/[^\x00-\x20\x7f-\x9f?#\[\]]*)?$", max_length=1024
+            ),
+        ]
         | None
     ) = None
 

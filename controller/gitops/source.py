@@ -22,6 +22,7 @@ revision stays.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -47,12 +48,18 @@ __all__ = [
 GitUrl = Annotated[
     str,
     StringConstraints(
-        pattern=r"^(/|https://|ssh://|file://|[A-Za-z0-9._-]+@[^/:\s\[\]]+:)[^\s\[\]\x00-\x1f\x7f]+$"
+        pattern=r"^(/|https://|ssh://|file://|[A-Za-z0-9._-]+@[^/:\x00-\x20\x7f-\x9f\[\]]+:)"
+        r"[^\x00-\x20\x7f-\x9f\[\]]+$"
     ),
 ]
 """https, ssh, scp-like ssh, file, or an absolute local path (taken as file:); no brackets
-(an IPv6 literal host is not supported: name the host), no control characters."""
+(an IPv6 literal host is not supported: name the host), no control characters or spaces.
+The excluded characters are spelled out (C0, space, DEL, C1), not ``\\s``: ``\\s`` is not the
+same set in JSON Schema's regular expressions (ECMA-262), Python's and pydantic's."""
 MAX_SIGNERS_BYTES = 64 * 1024
+SIGNER_TEXT = r"[!-~]"
+"""An allowed-signers file with something in it: a printable ASCII character (a key line
+is all ASCII). The same test in the schema and here (``\\S`` differs between them)."""
 
 
 def _no_dotdot(value: str) -> str:
@@ -79,7 +86,7 @@ class GitSourceBody(Body):
                 "required": ["verify_signatures"],
             },
             "then": {
-                "properties": {"allowed_signers": {"pattern": r"\S"}},
+                "properties": {"allowed_signers": {"pattern": SIGNER_TEXT}},
                 "required": ["allowed_signers"],
             },
             "x-rules": ["verify_signatures needs allowed_signers"],
@@ -100,7 +107,7 @@ class GitSourceBody(Body):
 
     @model_validator(mode="after")
     def _signers_with_verification(self) -> GitSourceBody:
-        if self.verify_signatures and not self.allowed_signers.strip():
+        if self.verify_signatures and not re.search(SIGNER_TEXT, self.allowed_signers):
             raise ValueError("verify_signatures needs allowed_signers (the keys that may sign)")
         return self
 

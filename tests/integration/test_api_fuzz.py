@@ -5,7 +5,8 @@ seeded objects; then the database holds only what the API allows.
 
 Bounded by time (``OUTPOST_FUZZ_SECONDS``, default 100 s; ``OUTPOST_FUZZ_SEED`` picks
 other cases) and asserted to send at least 3,000 requests (two schemathesis processes
-with different seeds: generating cases is CPU-bound).  The HAR report of every request is kept in the test's directory.
+with different seeds: generating cases is CPU-bound).  The HAR report of every request is
+kept in the test's directory.
 """
 
 from __future__ import annotations

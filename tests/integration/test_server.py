@@ -190,3 +190,21 @@ def test_metrics_are_prometheus_text_with_the_fleet_and_request_series(tmp_path:
     assert samples[("outpost_config_polls_total", (("answer", "config"),))] >= 1
     assert samples[("outpost_attestations_total", (("result", "SUCCESS"),))] >= 1
     assert any(name == "outpost_http_request_duration_seconds_count" for name, _ in samples)
+
+
+def test_a_request_line_over_the_servers_limit_gets_a_json_414(tmp_path: Path) -> None:
+    """gunicorn refuses a request line over 4 KiB itself, before the app: the answer is the
+    API's JSON error (documented for every operation), not gunicorn's HTML page."""
+    with running_controller(tmp_path) as ctl:
+        resp = requests.get(
+            f"{ctl.url}/api/v1/nodes",
+            params={"label": ["x" * 100] * 60},
+            headers={"Authorization": f"Bearer {ctl.token}"},
+            verify=str(ctl.root_ca),
+            timeout=10,
+        )
+        spec = requests.get(f"{ctl.url}/api/v1/openapi.json", verify=str(ctl.root_ca), timeout=10)
+    assert resp.status_code == 414
+    assert resp.headers["Content-Type"] == "application/json"
+    assert resp.json()["error"]["code"] == "uri_too_long"
+    assert "414" in spec.json()["paths"]["/api/v1/nodes"]["get"]["responses"]
