@@ -5,7 +5,7 @@ kernel bundle, 96 MiB each) and 5 busybox containers, all RUNNING; then the agen
 (config long-polls, attestation, metrics and info reports, reconcile passes go on).
 
 Floor, measured in the same run: a Python process that only imports what the agent cannot
-do without (libvirt, requests, yaml, cryptography, pydantic) and sleeps.
+do without (libvirt, ssl and http.client, yaml, cryptography, pydantic) and sleeps.
 
     .venv/bin/python -m benchmarks.agent_footprint [--seconds 120] [--images-dir build/images]
 """
@@ -26,7 +26,7 @@ from lab.discover import find_processes
 from lab.state import load_state
 from lab.watch import Progress
 
-FLOOR_IMPORTS = "import libvirt, requests, yaml, cryptography.x509, pydantic"
+FLOOR_IMPORTS = "import libvirt, ssl, http.client, yaml, cryptography.x509, pydantic"
 TICKS = 100  # os.sysconf("SC_CLK_TCK") on Linux
 
 
