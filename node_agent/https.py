@@ -234,6 +234,17 @@ def _connect(
     return conn
 
 
+def _read_at_most(resp: http.client.HTTPResponse, limit: int) -> bytes:
+    """The answer's body up to ``limit`` bytes, read in pieces (``read(limit)`` on an answer
+    without a length would allocate ``limit`` bytes at once)."""
+    chunks: list[bytes] = []
+    left = limit
+    while left > 0 and (chunk := resp.read(min(left, 256 * 1024))):
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
 def _failed(url: str, exc: BaseException) -> TransportError:
     return TransportError(f"{url}: {exc or type(exc).__name__}")
 
@@ -292,7 +303,7 @@ class HttpsClient:
         try:
             conn.request(method, _path(target, proxy), body=body, headers=sent)
             resp = conn.getresponse()
-            content = resp.read(max_bytes + 1)
+            content = _read_at_most(resp, max_bytes + 1)
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             self._pool().pop(key, None)
