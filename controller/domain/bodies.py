@@ -233,12 +233,13 @@ SPEC_FIELDS = {
 
 
 HTTP_HOST = r"^https?://[A-Za-z0-9._-]+(:[0-9]{1,5})?"
-URL_CHAR = r"[^\x00-\x20\x7f-\x9f\[\]]"
-"""A character a URL's path and query may hold here: not C0, space, DEL, C1 or a bracket.
-Spelled out, not ``\\s``: that is not the same set in JSON Schema (ECMA-262), Python and
-pydantic, so a generator would take for valid what the server refuses."""
-URL_REST = rf"([/?#]{URL_CHAR}*)?$"
 """Scheme and host (a DNS name or IPv4 address, no user info, no IPv6 literal) and port."""
+NOT_IN_URL = r"\x00-\x20\x7f-\x9f\[\]"
+"""What no URL taken here may hold, as the inside of a character class: C0, space, DEL,
+C1 and brackets. Spelled out, not ``\\s``: that is not the same set in JSON Schema
+(ECMA-262), Python and pydantic, so a generator would take for valid what the server
+refuses."""
+URL_REST = rf"([/?#][^{NOT_IN_URL}]*)?$"
 HttpUrl = Annotated[str, StringConstraints(pattern=HTTP_HOST + URL_REST, max_length=2048)]
 """An http(s) URL every URL parser splits the same way (brackets only ever open an IPv6
 host, so they are refused anywhere)."""

@@ -27,7 +27,7 @@ from pydantic import Field, StringConstraints
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.domain.bodies import HTTP_HOST, LabelKey, LabelValue
+from controller.domain.bodies import HTTP_HOST, NOT_IN_URL, LabelKey, LabelValue
 from controller.domain.common import Body, changed, parse
 from controller.domain.labels import effective_labels
 from controller.errors import ApiError
@@ -68,9 +68,7 @@ class SitePolicySpec(Body):
     image_base_url: (
         Annotated[
             str,
-            StringConstraints(
-                pattern=HTTP_HOST + r"(/[^\x00-\x20\x7f-\x9f?#\[\]]*)?$", max_length=1024
-            ),
+            StringConstraints(pattern=HTTP_HOST + rf"(/[^{NOT_IN_URL}?#]*)?$", max_length=1024),
         ]
         | None
     ) = None

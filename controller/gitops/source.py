@@ -30,6 +30,7 @@ from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from controller.domain.bodies import NOT_IN_URL
 from controller.domain.common import Body, parse
 from controller.domain.status import reported_generation
 from controller.errors import ApiError
@@ -48,14 +49,13 @@ __all__ = [
 GitUrl = Annotated[
     str,
     StringConstraints(
-        pattern=r"^(/|https://|ssh://|file://|[A-Za-z0-9._-]+@[^/:\x00-\x20\x7f-\x9f\[\]]+:)"
-        r"[^\x00-\x20\x7f-\x9f\[\]]+$"
+        pattern=rf"^(/|https://|ssh://|file://|[A-Za-z0-9._-]+@[^/:{NOT_IN_URL}]+:)"
+        rf"[^{NOT_IN_URL}]+$"
     ),
 ]
 """https, ssh, scp-like ssh, file, or an absolute local path (taken as file:); no brackets
-(an IPv6 literal host is not supported: name the host), no control characters or spaces.
-The excluded characters are spelled out (C0, space, DEL, C1), not ``\\s``: ``\\s`` is not the
-same set in JSON Schema's regular expressions (ECMA-262), Python's and pydantic's."""
+(an IPv6 literal host is not supported: name the host), no control characters or spaces
+(:data:`~controller.domain.bodies.NOT_IN_URL`)."""
 MAX_SIGNERS_BYTES = 64 * 1024
 SIGNER_TEXT = r"[!-~]"
 """An allowed-signers file with something in it: a printable ASCII character (a key line

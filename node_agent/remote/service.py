@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from attestation import envelope
 from attestation.pki import Identity
+from node_agent.client import ControllerError
 from node_agent.https import HttpsClient, TransportError
 from node_agent.remote.endpoints import (
     Endpoint,
@@ -99,16 +100,6 @@ class RemoteContext:
 
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
 """Largest poll answer read (64 offers with their signed grants are far below)."""
-
-
-class Refused(Exception):
-    """The controller answered the remote-access call with an error status."""
-
-    def __init__(self, status: int, text: str) -> None:
-        super().__init__(f"{status} {text}")
-        self.status = status
-
-
 CLOSING_POLL_S = 1.0
 """The pause before the next poll while ended sessions are still open here."""
 
@@ -136,7 +127,7 @@ class RemoteAccess:
             max_bytes=MAX_ANSWER_BYTES,
         )
         if resp.status_code >= 400 or resp.truncated:
-            raise Refused(resp.status_code, resp.text[:200])
+            raise ControllerError(resp.status_code, "refused", resp.text[:200])
         data = resp.json()
         if not isinstance(data, dict):
             raise ValueError("the controller's answer is not a JSON object")
@@ -160,8 +151,8 @@ class RemoteAccess:
         while not stop.is_set():
             try:
                 answer = self.poll(self.long_poll_s)
-            except (TransportError, Refused, ValueError, ValidationError) as exc:
-                status = exc.status if isinstance(exc, Refused) else None
+            except (TransportError, ControllerError, ValueError, ValidationError) as exc:
+                status = exc.status if isinstance(exc, ControllerError) else None
                 wait = 600.0 if status == 404 else delay
                 log.warning("remote access: poll failed (next in %.0f s): %s", wait, exc)
                 delay = min(delay * 2, 60.0)
